@@ -1,0 +1,67 @@
+"""Orchestrator overhead: the same stages (a) through Ray with 2 one-thread trial actors,
+(b) as a plain sequential loop in one process using every core. Prints the ratio (a)/(b).
+
+    python benchmarks/overhead.py [SPEC] [--seeds N]
+
+Target on 2 cores: (a)/(b) <= 0.6 (two one-thread trials in parallel beat one two-thread loop).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from orchestrator.driver import run_plan
+from orchestrator.plan import build_plan
+from orchestrator.spec import load_spec
+from orchestrator.store import ResultsStore
+from workers.data import load_dataset
+from workers.stages import run_stage
+
+
+def sequential(plan) -> float:
+    """Baseline (b): every stage in topological order in this process, outputs kept in a dict."""
+    cfg = plan.config["dataset"]
+    t0 = time.perf_counter()
+    data = load_dataset(cfg["name"], cfg.get("root"), **cfg.get("options", {}))
+    outputs = {}
+    for stage in plan.stages.values():
+        inputs = {role: outputs[stage.parents[role]] for role in stage.inputs}
+        outputs[stage.key] = run_stage(stage.payload(plan.config), inputs, data).outputs
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec", nargs="?", default="specs/quickstart.yaml")
+    parser.add_argument("--seeds", type=int, default=None, help="use only the first N seeds of the spec")
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    if args.seeds:
+        spec = spec.model_copy(update={"seeds": spec.seeds[:args.seeds]})
+    spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"cpus_per_trial": 1, "max_concurrent": 2})})
+    plan = build_plan(spec)
+    print(f"{len(plan.stages)} stages of {spec.name} ({spec.model.name} on {spec.dataset.name})")
+
+    threads = torch.get_num_threads()
+    b = sequential(plan)
+    print(f"(b) sequential loop, one process, {threads} torch threads: {b:.1f} s")
+
+    import ray
+    with tempfile.TemporaryDirectory() as store:
+        t0 = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+        startup = time.perf_counter() - t0
+        summary = run_plan(plan, spec, ResultsStore(store), progress=False, echo=lambda *_: None)
+        a = time.perf_counter() - t0
+        ray.shutdown()
+    assert summary.failed == 0, summary.failures
+    print(f"(a) orchestrator, 2 one-thread trial actors: {a:.1f} s (Ray start {startup:.1f} s, stages {summary.seconds:.1f} s)")
+    print(f"ratio (a)/(b) = {a / b:.2f}   [target <= 0.6]")
+    print(f"ratio without Ray start-up = {(a - startup) / b:.2f}")
+
+
+if __name__ == "__main__":
+    main()

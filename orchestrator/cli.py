@@ -1,0 +1,206 @@
+"""`orchestrate`: validate, plan, submit, status, results, plot.
+
+Bad input (spec, store, data root) prints one line per problem and exits 2 without
+writing anything.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+
+import click
+
+from orchestrator.spec import SpecError, SweepSpec, describe, load_spec
+from orchestrator.store import ResultsStore, StoreError
+
+BAD_INPUT = 2
+
+
+def _fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(BAD_INPUT)
+
+
+def _spec(path: str) -> SweepSpec:
+    try:
+        return load_spec(path)
+    except SpecError as err:
+        _fail(str(err))
+
+
+def _store(location: str) -> ResultsStore:
+    try:
+        return ResultsStore(location)
+    except StoreError as err:
+        _fail(str(err))
+
+
+def _plan(spec: SweepSpec):
+    from orchestrator.plan import build_plan
+
+    return build_plan(spec)
+
+
+def _check_data(spec: SweepSpec) -> None:
+    """Load the dataset once on the driver, so a bad data root fails before Ray starts or anything is written."""
+    from workers.data import DataError, load_dataset
+
+    try:
+        load_dataset(spec.dataset.name, spec.dataset.root, **spec.dataset.options)
+    except DataError as err:
+        _fail(f"dataset: {err}")
+    except TypeError as err:
+        _fail(f"dataset.options: {err}")
+
+
+def _summary_lines(spec: SweepSpec, plan) -> list[str]:
+    kinds = Counter(s.kind for s in plan.stages.values())
+    points = plan.points()
+    work = sum(s.work for s in plan.stages.values())
+    return [
+        f"sweep {spec.name}: {spec.model.name} on {spec.dataset.name}, {len(spec.methods)} method(s), "
+        f"{len(spec.target_sparsities())} sparsities, {len(spec.seeds)} seed(s)",
+        f"  stages: {len(plan.stages)} ({', '.join(f'{k} {n}' for k, n in kinds.items())})",
+        f"  result points: {len(points)}",
+        f"  estimated work: {work:.0f} training epochs; {spec.resources.max_concurrent} trial(s) at once, "
+        f"{spec.resources.cpus_per_trial:g} CPU / {spec.resources.gpus_per_trial:g} GPU each",
+    ]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Lottery-ticket sweeps on Ray: LTR, one-shot pruning and Concrete Ticket Search."""
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC")
+@click.option("--explain", is_flag=True, help="Also print every spec field with its description.")
+def validate(spec_path: str, explain: bool) -> None:
+    """Check a spec and print what it would run."""
+    spec = _spec(spec_path)
+    for line in _summary_lines(spec, _plan(spec)):
+        click.echo(line)
+    if explain:
+        click.echo(describe())
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC")
+@click.option("--store", "store_location", help="Results store (overrides the spec's).")
+@click.option("--stage", "stage_key", help="Print this stage's worker payload as JSON (for `python -m workers`).")
+def plan(spec_path: str, store_location: str | None, stage_key: str | None) -> None:
+    """List the stages of a spec: which are already stored and which would run."""
+    spec = _spec(spec_path)
+    p = _plan(spec)
+    if stage_key:
+        matches = [k for k in p.stages if k.startswith(stage_key)]
+        if len(matches) != 1:
+            _fail(f"--stage: {stage_key!r} matches {len(matches)} stages")
+        click.echo(json.dumps(p.stages[matches[0]].payload(p.config), indent=2))
+        return
+    store = _store(store_location or spec.store)
+    done = store.done_keys(spec.name)
+    for line in _summary_lines(spec, p):
+        click.echo(line)
+    todo = 0
+    for s in p.stages.values():
+        state = "stored" if s.key in done else "to run"
+        todo += s.key not in done
+        click.echo(f"  {s.key[:12]}  {state:6}  {s.kind:9} {s.label}")
+    click.echo(f"{todo} stage(s) to run, {len(p.stages) - todo} already in {store.location}")
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC")
+@click.option("--store", "store_location", help="Results store (overrides the spec's).")
+@click.option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local cluster with the dashboard).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def submit(spec_path: str, store_location: str | None, address: str | None, progress: bool) -> None:
+    """Run every stage of a sweep that is not in the store yet (so submitting again resumes)."""
+    from orchestrator.driver import run_plan
+
+    spec = _spec(spec_path)
+    store = _store(store_location or spec.store)
+    p = _plan(spec)
+    if not (store.done_keys(spec.name) >= set(p.stages)):
+        _check_data(spec)
+        try:
+            store.check_writable()
+        except StoreError as err:
+            _fail(str(err))
+    try:
+        summary = run_plan(p, spec, store, address=address, progress=progress, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished stages are stored; submit again to resume", err=True)
+        sys.exit(130)
+    click.echo(f"{summary.ran} stage(s) ran, {summary.skipped_done} already stored, {summary.failed} failed, "
+               f"{summary.skipped_after_failure} skipped after a failure ({summary.seconds:.1f} s)")
+    for f in summary.failures:
+        click.echo(f"  failed: {f}", err=True)
+    click.echo(f"results: {store.location}/points  (orchestrate results --store {store.location})")
+    if summary.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", required=False)
+@click.option("--store", "store_location", help="Results store (default: the spec's).")
+def status(spec_path: str | None, store_location: str | None) -> None:
+    """Count finished, failed and missing stages of a sweep (or of everything in a store)."""
+    spec = _spec(spec_path) if spec_path else None
+    if not (store_location or spec):
+        _fail("status: give a SPEC or --store")
+    store = _store(store_location or spec.store)
+    stages = store.read("stages", spec.name if spec else None)
+    latest = stages.sort_values("attempt").drop_duplicates("stage_key", keep="last")
+    counts = Counter(latest["status"])
+    click.echo(f"{store.location}: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
+    if spec:
+        p = _plan(spec)
+        done = set(latest.loc[latest["status"] == "ok", "stage_key"])
+        click.echo(f"sweep {spec.name}: {len(done & set(p.stages))}/{len(p.stages)} stages done")
+
+
+def _points(store_location: str | None, sweep: str | None):
+    store = _store(store_location or "./ticketsweep-store")
+    points = store.read("points", sweep)
+    if points.empty:
+        _fail(f"store {store.location}: no results" + (f" for sweep {sweep}" if sweep else ""))
+    return points
+
+
+@main.command()
+@click.option("--store", "store_location", help="Results store (default: ./ticketsweep-store).")
+@click.option("--sweep", help="Only this sweep.")
+@click.option("--spec", "spec_path", help="Take the store and sweep from this spec.")
+@click.option("--all-levels", is_flag=True, help="Include intermediate LTR levels.")
+@click.option("--markdown", is_flag=True, help="Print a markdown table.")
+def results(store_location, sweep, spec_path, all_levels, markdown) -> None:
+    """Print the accuracy-vs-sparsity frontier (mean ± std over seeds) with its costs."""
+    from orchestrator.report import format_frontier, frontier
+
+    if spec_path:
+        spec = _spec(spec_path)
+        store_location, sweep = store_location or spec.store, sweep or spec.name
+    click.echo(format_frontier(frontier(_points(store_location, sweep), all_levels=all_levels), markdown=markdown))
+
+
+@main.command()
+@click.option("--store", "store_location", help="Results store (default: ./ticketsweep-store).")
+@click.option("--sweep", help="Only this sweep.")
+@click.option("--spec", "spec_path", help="Take the store and sweep from this spec.")
+@click.option("-o", "--output", default="frontier.png", show_default=True, help="PNG to write.")
+def plot(store_location, sweep, spec_path, output) -> None:
+    """Plot accuracy vs fraction of weights remaining, and accuracy vs standalone cost."""
+    from orchestrator.report import frontier, plot_frontier
+
+    if spec_path:
+        spec = _spec(spec_path)
+        store_location, sweep = store_location or spec.store, sweep or spec.name
+    plot_frontier(frontier(_points(store_location, sweep)), output)
+    click.echo(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()

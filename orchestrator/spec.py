@@ -1,0 +1,297 @@
+"""Pydantic models of a sweep spec, and loading + validating one from YAML or JSON.
+
+Every field has a description: `orchestrate validate --explain` prints them, so the
+spec reference in the README and the code cannot drift apart.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers.data import DATASETS
+from workers.models import MODELS
+from workers.train import REWIND_PATTERN
+
+
+class SpecError(ValueError):
+    """A spec problem; str() is one line per problem, each naming the field or file."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+
+
+class ModelSpec(Strict):
+    """Which network to train."""
+    name: str = Field(description=f"model registry name, one of {', '.join(MODELS)}")
+    options: dict[str, int | float | str | bool | list[int]] = Field(
+        default_factory=dict, description="keyword arguments of the model builder, e.g. hidden: [300, 100]")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; known: {', '.join(MODELS)}")
+        return v
+
+
+class DatasetSpec(Strict):
+    """Which data to train and test on."""
+    name: str = Field(description=f"dataset registry name, one of {', '.join(DATASETS)}")
+    root: str | None = Field(default=None, description="data root for mnist/cifar10 (default: $TICKETSWEEP_DATA)")
+    options: dict[str, int | float | str | bool | list[int]] = Field(
+        default_factory=dict, description="keyword arguments of the loader (synthetic: n_train, n_test, ...)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; known: {', '.join(DATASETS)}")
+        return v
+
+
+class TrainingSpec(Strict):
+    """The training recipe shared by every method (dense, retraining after pruning, LTR levels)."""
+    epochs: int = Field(gt=0, description="training length T in epochs")
+    batch_size: int = Field(default=128, gt=0, description="mini-batch size")
+    optimizer: Literal["sgd", "adam"] = Field(default="sgd", description="sgd (with momentum) or adam")
+    lr: float = Field(default=0.1, gt=0, description="initial learning rate")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(default=False, description="Nesterov momentum for SGD")
+    weight_decay: float = Field(default=0.0, ge=0, description="L2 weight decay (coupled, as torch SGD)")
+    milestones: list[int] = Field(default_factory=list, description="epochs at which the lr is multiplied by gamma")
+    gamma: float = Field(default=0.1, gt=0, description="lr decay factor at each milestone")
+    rewind: str = Field(default="0it", description="rewind point k: '500it' (iterations) or '9ep' (epochs)")
+    grad_clip: float | None = Field(default=None, gt=0, description="global grad-norm clip; none by default")
+    eval_every: int = Field(default=1, gt=0, description="evaluate on the test set every this many epochs")
+
+    @field_validator("rewind")
+    @classmethod
+    def _rewind(cls, v: str) -> str:
+        if not REWIND_PATTERN.match(v):
+            raise ValueError(f"rewind must look like '500it' or '9ep', got {v!r}")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainingSpec":
+        if any(m <= 0 or m >= self.epochs for m in self.milestones):
+            raise ValueError(f"milestones must lie strictly between 0 and epochs={self.epochs}")
+        if sorted(self.milestones) != self.milestones:
+            raise ValueError("milestones must be increasing")
+        num, unit = REWIND_PATTERN.match(self.rewind).groups()
+        if unit == "ep" and int(num) >= self.epochs:
+            raise ValueError(f"rewind {self.rewind} is not before the end of training ({self.epochs} epochs)")
+        return self
+
+
+SanityCheck = Literal["shuffle", "reinit", "invert"]
+
+
+class MethodBase(Strict):
+    sanity_checks: list[SanityCheck] = Field(
+        default_factory=list,
+        description="ablations that add rows: shuffle (layerwise), reinit (fresh weights), invert (keep the lowest scores)")
+
+
+class LTRMethod(MethodBase):
+    """Lottery Ticket Rewinding: iterative global magnitude pruning, rewinding survivors to the rewind point."""
+    kind: Literal["ltr"]
+    max_prune_fraction: float = Field(default=0.2, gt=0, lt=1, description="at most this fraction of survivors pruned per level")
+
+
+class OneShotMethod(MethodBase):
+    """One-shot pruning by a saliency criterion, then rewinding and retraining."""
+    kind: Literal["oneshot"]
+    criterion: Literal["random", "magnitude", "snip", "grasp", "synflow"] = Field(description="saliency criterion")
+    score_at: Literal["init", "rewind", "trained"] = Field(
+        default="rewind", description="weights the scores are computed at: init, the rewind point, or the end of dense training")
+    rounds: int | None = Field(default=None, gt=0, description="pruning rounds (default: 100 for synflow, else 1)")
+    samples_per_class: int = Field(default=10, gt=0, description="data for snip/grasp: this many training examples per class")
+
+
+class CTSMethod(MethodBase):
+    """Concrete Ticket Search: learn a relaxed mask at the rewind point, then retrain."""
+    kind: Literal["cts"]
+    objective: Literal["reverse_kl", "forward_kl", "cross_entropy"] = Field(
+        default="reverse_kl", description="search objective; reverse_kl to the dense network is CTS-KL")
+    search: Literal["long", "short"] | float = Field(
+        default="long", description="search length: long = training epochs, short = 1/8 of them, or a number of epochs")
+    lr: float | None = Field(default=None, gt=0, description="mask learning rate (default: the training lr)")
+    tau: float = Field(default=2 / 3, gt=0, description="Concrete temperature")
+    slack: float = Field(default=1.1, ge=1, description="GradBalance budget slack")
+    ema: float = Field(default=0.01, gt=0, le=1, description="GradBalance multiplier EMA rate")
+
+    def search_epochs(self, training_epochs: int) -> int:
+        if self.search == "long":
+            return training_epochs
+        if self.search == "short":
+            return max(1, round(training_epochs / 8))
+        if self.search <= 0:
+            raise ValueError("search epochs must be positive")
+        return max(1, int(round(self.search)))
+
+
+MethodSpec = Annotated[Union[LTRMethod, OneShotMethod, CTSMethod], Field(discriminator="kind")]
+METHOD_KINDS = ("ltr", "oneshot", "cts")
+
+
+class Ladder(Strict):
+    """Geometric ladder of densities base**k for k = start..stop (sparsity = 1 - density)."""
+    base: float = Field(gt=0, lt=1, description="kept fraction per step, e.g. 0.8")
+    start: int = Field(default=1, ge=1, description="first exponent")
+    stop: int = Field(ge=1, description="last exponent (inclusive)")
+
+    @model_validator(mode="after")
+    def _order(self) -> "Ladder":
+        if self.stop < self.start:
+            raise ValueError("ladder stop must be >= start")
+        return self
+
+
+class Resources(Strict):
+    """What each trial actor gets, and how many run at once."""
+    cpus_per_trial: float = Field(default=1, gt=0, description="CPUs per trial actor (also its torch thread count)")
+    gpus_per_trial: float = Field(default=0, ge=0, le=1, description="GPU share per trial actor; fractions pack trials on one GPU")
+    max_concurrent: int = Field(default=2, gt=0, description="trial actors in the pool")
+    max_retries: int = Field(default=2, ge=0, description="retries of a stage whose actor died")
+
+
+class SweepSpec(Strict):
+    """A sweep: methods x sparsities x seeds on one model, dataset and training recipe."""
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="sweep name (letters, digits, _ . -)")
+    store: str = Field(default="./ticketsweep-store", description="results store: a local path or s3://, gs:// URI")
+    model: ModelSpec
+    dataset: DatasetSpec
+    training: TrainingSpec
+    prune_output: bool | None = Field(default=None, description="prune the output layer (default: per model)")
+    methods: list[MethodSpec] = Field(min_length=1, description="method entries; kind is ltr, oneshot or cts")
+    sparsities: list[float] | Ladder = Field(description="target sparsities in (0, 1), or a density ladder {base, start, stop}")
+    seeds: list[int] = Field(min_length=1, description="seeds; each gives its own init and data order, shared by all methods")
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("sparsities")
+    @classmethod
+    def _sparsities(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one sparsity")
+            bad = [s for s in v if not 0 < s < 1]
+            if bad:
+                raise ValueError(f"sparsities must lie in (0, 1): {bad}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_methods(self) -> "SweepSpec":
+        labels = [method_label(m) for m in self.methods]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ValueError(f"methods listed twice: {', '.join(sorted(dup))}")
+        return self
+
+    def target_sparsities(self) -> list[float]:
+        """Sorted, de-duplicated target sparsities (rounded to 1e-9 so ladders compare equal)."""
+        if isinstance(self.sparsities, Ladder):
+            lad = self.sparsities
+            values = [1 - lad.base ** k for k in range(lad.start, lad.stop + 1)]
+        else:
+            values = list(self.sparsities)
+        return sorted({round(v, 9) for v in values})
+
+
+def method_label(m) -> str:
+    """The method column of the results: ltr, magnitude, snip, cts_reverse_kl, ... (scoring point included when not the default)."""
+    if m.kind == "ltr":
+        return "ltr"
+    if m.kind == "oneshot":
+        return m.criterion if m.score_at == "rewind" else f"{m.criterion}@{m.score_at}"
+    return f"cts_{m.objective}"
+
+
+# ---------------------------------------------------------------- loading
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader: YAML tags that would build Python objects are errors, not objects."""
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("ltr", "oneshot", "cts")))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown method kind {e.get('ctx', {}).get('tag')!r}; known: {', '.join(METHOD_KINDS)}"
+        elif e["type"] == "union_tag_not_found":
+            msg = f"missing 'kind'; known: {', '.join(METHOD_KINDS)}"
+        msg = msg.replace("Value error, ", "")
+        lines.append(f"{source}: {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(data, source: str = "spec") -> SweepSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the spec must be a mapping of fields, got {type(data).__name__}")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, source)) from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a YAML or JSON spec; any problem raises SpecError naming the file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot read spec ({err.__class__.__name__})") from None
+    if not text.strip():
+        raise SpecError(f"{path}: the spec file is empty")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - SafeLoader subclass
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        first = str(err).strip().splitlines()
+        raise SpecError(f"{path}: not valid YAML/JSON: {' '.join(l.strip() for l in first[:3])}") from None
+    return parse_spec(data, str(path))
+
+
+def describe() -> str:
+    """Every spec field with its type, default and description (the README's spec reference)."""
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            path = f"{prefix}{name}"
+            default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
+            lines.append(f"{path}: {f.description or ''} ({default})")
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, path + ".")
+
+    walk(SweepSpec, "")
+    for method in (LTRMethod, OneShotMethod, CTSMethod):
+        lines.append(f"methods[] kind={method.model_fields['kind'].annotation.__args__[0]}: {method.__doc__}")
+        for name, f in method.model_fields.items():
+            if name != "kind":
+                default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
+                lines.append(f"  {name}: {f.description} ({default})")
+    lines.append(f"sparsities as a ladder: {Ladder.__doc__}")
+    return "\n".join(lines)

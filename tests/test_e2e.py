@@ -1,0 +1,117 @@
+"""End to end on a real local Ray: submit a tiny spec, read the Parquet back with pandas, resume."""
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from orchestrator.cli import main
+from orchestrator.driver import run_plan
+from orchestrator.plan import build_plan
+from orchestrator.spec import parse_spec
+from orchestrator.store import ResultsStore
+
+TINY = {
+    "name": "tiny",
+    "model": {"name": "mlp", "options": {"hidden": [16]}},
+    "dataset": {"name": "synthetic", "options": {"n_train": 128, "n_test": 64}},
+    "training": {"epochs": 2, "batch_size": 32, "lr": 0.05, "rewind": "2it"},
+    "methods": [{"kind": "ltr"}, {"kind": "oneshot", "criterion": "magnitude", "score_at": "trained"},
+                {"kind": "oneshot", "criterion": "random"}],
+    "sparsities": [0.5, 0.8],
+    "seeds": [0],
+}
+
+
+def submit(spec_dict, store):
+    spec = parse_spec(spec_dict)
+    return run_plan(build_plan(spec), spec, ResultsStore(str(store)), progress=False, echo=lambda *_: None)
+
+
+def test_submit_resume_and_add_seed(ray_cluster, tmp_path):
+    store = tmp_path / "store"
+    first = submit(TINY, store)
+    plan = build_plan(parse_spec(TINY))
+    assert first.failed == 0 and first.ran == len(plan.stages)
+
+    points = pd.read_parquet(store / "points")
+    assert set(points["status"]) == {"ok"}
+    assert set(points["method"].astype(str)) == {"dense", "ltr", "magnitude@trained", "random"}
+    assert set(points["sweep"].astype(str)) == {"tiny"}
+    requested = points[points["requested"]]
+    for _, row in requested[requested["method"] != "dense"].iterrows():
+        assert row["sparsity"] == pytest.approx(row["target_sparsity"], abs=0.01)
+    assert points["dense_test_accuracy"].notna().all()
+    ltr = points[points["method"] == "ltr"].sort_values("target_sparsity")
+    # LTR's standalone cost includes the whole chain: it grows with the level
+    assert ltr["standalone_seconds"].is_monotonic_increasing
+    assert (ltr["standalone_seconds"] > ltr["marginal_seconds"]).all()
+    assert pd.read_parquet(store / "stages")["status"].eq("ok").all()
+    assert len(pd.read_parquet(store / "curves")) > 0
+    files_before = sorted(p.name for p in store.rglob("*.parquet"))
+
+    again = submit(TINY, store)
+    assert again.ran == 0 and again.skipped_done == len(plan.stages)
+    assert sorted(p.name for p in store.rglob("*.parquet")) == files_before
+
+    more = submit({**TINY, "seeds": [0, 1]}, store)
+    new_plan = build_plan(parse_spec({**TINY, "seeds": [0, 1]}))
+    seed1 = [s for s in new_plan.stages.values() if s.seed == 1]
+    assert more.ran == len(seed1)
+    points = pd.read_parquet(store / "points")
+    assert set(points["seed"]) == {0, 1}
+
+
+def test_failing_stage_writes_failure_row_and_others_continue(ray_cluster, tmp_path):
+    spec = {**TINY, "name": "failing", "sparsities": [0.5],
+            "methods": [{"kind": "oneshot", "criterion": "snip", "samples_per_class": 1000,
+                         "sanity_checks": ["shuffle"]},
+                        {"kind": "oneshot", "criterion": "random"}]}
+    summary = submit(spec, tmp_path / "store")
+    assert summary.failed == 1 and summary.skipped_after_failure == 1
+    points = pd.read_parquet(tmp_path / "store" / "points")
+    failed = points[points["status"] == "failed"]
+    assert list(failed["method"].astype(str)) == ["snip"]
+    assert failed["error_type"].iloc[0] == "ValueError"
+    assert points.loc[points["method"] == "random", "status"].eq("ok").all()
+    stages = pd.read_parquet(tmp_path / "store" / "stages")
+    assert (stages["status"] == "skipped").sum() == 1
+
+
+def test_cli_submit_results_plot(ray_cluster, tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({**TINY, "name": "cli", "seeds": [3], "methods": [{"kind": "oneshot", "criterion": "random"}]}))
+    store = tmp_path / "store"
+    runner = CliRunner()
+    r = runner.invoke(main, ["submit", str(spec_path), "--store", str(store), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "0 failed" in r.output
+    r = runner.invoke(main, ["results", "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    assert "random" in r.output and "dense" in r.output
+    out = tmp_path / "f.png"
+    r = runner.invoke(main, ["plot", "--store", str(store), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = runner.invoke(main, ["plan", str(spec_path), "--store", str(store)])
+    assert r.exit_code == 0 and "0 stage(s) to run" in r.output
+
+
+def test_bad_data_root_exits_2_and_writes_nothing(tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({**TINY, "dataset": {"name": "mnist", "root": str(tmp_path / "nodata")}}))
+    store = tmp_path / "store"
+    r = CliRunner().invoke(main, ["submit", str(spec_path), "--store", str(store)])
+    assert r.exit_code == 2
+    assert str(tmp_path / "nodata") in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not store.exists()
+
+
+def test_store_that_is_a_file_exits_2(tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(TINY))
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    r = CliRunner().invoke(main, ["submit", str(spec_path), "--store", str(bad)])
+    assert r.exit_code == 2 and str(bad) in r.output
+    assert bad.read_text() == "x"

@@ -1,0 +1,151 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from workers.masks import prunable_names
+from workers.models import MODELS, build_model
+
+# (model, per-example input shape it is meant for, default prune_output)
+CASES = [
+    ("mlp", (40,), False),
+    ("lenet_300_100", (1, 28, 28), False),
+    ("conv1d", (40,), False),
+    ("resnet20", (3, 32, 32), True),
+    ("resnet20_1d", (40,), True),
+    ("vgg16", (3, 32, 32), False),
+]
+
+
+def built(name, shape, seed=0, num_classes=10, **options):
+    torch.manual_seed(seed)
+    return build_model(name, shape, num_classes, **options)
+
+
+def test_registry_lists_every_model():
+    assert list(MODELS) == [name for name, _, _ in CASES]
+    with pytest.raises(ValueError, match="unknown model 'resnet18'; known: mlp, lenet_300_100, conv1d"):
+        build_model("resnet18", (3, 32, 32), 10)
+
+
+@pytest.mark.parametrize("name, shape, prune_output", CASES)
+def test_forward_shape_and_output_layer(name, shape, prune_output):
+    model = built(name, shape, num_classes=7)
+    out = model(torch.randn(3, *shape))
+    assert out.shape == (3, 7)
+    modules = dict(model.named_modules())
+    assert isinstance(modules[model.output_layer], nn.Linear)
+    assert modules[model.output_layer].out_features == 7
+    assert model.prune_output is prune_output
+    assert (f"{model.output_layer}.weight" in prunable_names(model)) is prune_output
+
+
+@pytest.mark.parametrize("name, shape, _", CASES)
+def test_same_seed_same_weights_other_seed_other_weights(name, shape, _):
+    a, b, c = built(name, shape, 3).state_dict(), built(name, shape, 3).state_dict(), built(name, shape, 4).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a[f"fc.weight"], c["fc.weight"])
+
+
+def test_lenet_300_100_parameter_count():
+    model = built("lenet_300_100", (1, 28, 28))
+    weights = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
+    assert weights == 784 * 300 + 300 * 100 + 100 * 10
+    assert sum(p.numel() for p in model.parameters()) == weights + 300 + 100 + 10
+
+
+def test_resnet20_parameter_count():
+    model = built("resnet20", (3, 32, 32))
+    conv3 = 9
+    stage1 = 6 * 16 * 16 * conv3
+    stage2 = 16 * 32 * conv3 + 5 * 32 * 32 * conv3 + 16 * 32      # + 1x1 shortcut
+    stage3 = 32 * 64 * conv3 + 5 * 64 * 64 * conv3 + 32 * 64
+    conv_and_fc = 3 * 16 * conv3 + stage1 + stage2 + stage3 + 64 * 10
+    bn = 2 * (16 + 6 * 16 + 7 * 32 + 7 * 64)                     # weight + bias of every BatchNorm
+    assert sum(p.numel() for p in model.parameters()) == conv_and_fc + bn + 10 == 272_474
+    assert sum(p.numel() for n, p in model.named_parameters() if n in prunable_names(model)) == conv_and_fc
+
+
+def test_resnet20_1d_is_the_same_network_with_1d_convs():
+    model = built("resnet20_1d", (40,))
+    weights = [n for n in prunable_names(model)]
+    assert len(weights) == len(prunable_names(built("resnet20", (3, 32, 32)))) == 22  # 19 conv + 2 shortcut + fc
+    assert all(p.dim() == 3 for n, p in model.named_parameters() if n in weights and n != "fc.weight")
+    x = torch.randn(2, 40)
+    model.eval()
+    assert torch.equal(model(x), model(x.unsqueeze(1)))
+
+
+def test_mlp_hidden_sizes_and_flattening():
+    model = built("mlp", (1, 8, 8), hidden=[32, 16, 8])
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(64, 32), (32, 16), (16, 8), (8, 10)]
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+    assert [m.out_features for m in built("mlp", (40,)).modules() if isinstance(m, nn.Linear)] == [300, 100, 10]
+
+
+def test_conv1d_takes_flat_or_channel_inputs_and_its_options():
+    model = built("conv1d", (40,)).eval()
+    x = torch.randn(2, 40)
+    assert torch.equal(model(x), model(x.unsqueeze(1)))
+    small = built("conv1d", (2, 40), channels=[8, 16], kernel_sizes=[3, 5], batchnorm=False)
+    convs = [m for m in small.modules() if isinstance(m, nn.Conv1d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size[0]) for m in convs] == [(2, 8, 3), (8, 16, 5)]
+    assert small.fc.in_features == 16 * 10  # 40 -> 20 -> 10 after two pools
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in small.modules())
+    assert small(torch.randn(3, 2, 40)).shape == (3, 10)
+
+
+def test_vgg16_layers():
+    model = built("vgg16", (3, 32, 32))
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == 4
+    assert model.fc.in_features == 512
+
+
+def test_initialisation_follows_openlth():
+    model = built("resnet20", (3, 32, 32))
+    big = model.blocks[8].conv2.weight  # 64 x 64 x 3 x 3: fan_in 576
+    assert big.std().item() == pytest.approx(math.sqrt(2 / 576), rel=0.05)
+    bn = model.blocks[0].bn1
+    assert 0 <= bn.weight.min() and bn.weight.max() <= 1 and bn.weight.std() > 0.1
+    assert torch.count_nonzero(bn.bias) == 0
+    mlp = built("mlp", (40,))
+    assert all(torch.count_nonzero(m.bias) == 0 for m in mlp.modules() if isinstance(m, nn.Linear))
+    assert mlp.hidden[0].weight.std().item() == pytest.approx(math.sqrt(2 / 40), rel=0.05)
+    ones = built("resnet20", (3, 32, 32), bn_init="ones")
+    assert torch.equal(ones.bn.weight, torch.ones(16))
+
+
+def test_batchnorm_keeps_running_statistics():
+    model = built("resnet20_1d", (40,))
+    before = model.bn.running_mean.clone()
+    model.train()
+    model(torch.randn(8, 40) + 3)
+    assert not torch.equal(model.bn.running_mean, before)
+
+
+@pytest.mark.parametrize("name, shape, message", [
+    ("resnet20", (40,), r"needs input shape \(C, H, W\).*use resnet20_1d"),
+    ("vgg16", (1, 8, 8), "H, W >= 16"),
+    ("conv1d", (3, 32, 32), r"needs input shape \(L,\) or \(C, L\)"),
+    ("resnet20_1d", (1, 28, 28), r"needs input shape \(L,\) or \(C, L\)"),
+    ("conv1d", (4,), "too short for 3 pooling stages"),
+])
+def test_unsuitable_input_shapes(name, shape, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(name, shape, 10)
+
+
+def test_bad_options():
+    with pytest.raises(TypeError, match="model lenet_300_100 has no option.* hidden; known: none"):
+        build_model("lenet_300_100", (1, 28, 28), 10, hidden=[10])
+    with pytest.raises(TypeError, match="known: width, bn_init"):
+        build_model("resnet20", (3, 32, 32), 10, depth=56)
+    with pytest.raises(ValueError, match="one kernel size per conv layer"):
+        build_model("conv1d", (40,), 10, channels=[8, 8])
+    with pytest.raises(ValueError, match="bn_init must be"):
+        build_model("vgg16", (3, 32, 32), 10, bn_init="zeros")

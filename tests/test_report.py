@@ -1,0 +1,166 @@
+import math
+
+import pandas as pd
+import pytest
+
+from orchestrator.report import compare, cost_summary, format_frontier, frontier, plot_frontier
+from orchestrator.store import ResultsStore
+
+SWEEP = "tiny"
+
+
+def _row(method, target, seed, acc, *, attempt=1, status="ok", requested=True, sparsity=None,
+         standalone=None, marginal=1.0, search=None, level=None, key=None):
+    return {"method": method, "stage_key": key or f"{method}-{target}-{seed}", "attempt": attempt,
+            "point_key": f"p-{method}-{target}-{seed}", "seed": seed, "target_sparsity": target,
+            "sparsity": target if sparsity is None else sparsity, "level": level, "requested": requested,
+            "test_accuracy": acc, "best_test_accuracy": None if acc is None else acc + 0.01,
+            "dense_test_accuracy": 0.91, "standalone_seconds": standalone,
+            "marginal_seconds": marginal if status == "ok" else None, "search_seconds": search,
+            "status": status, "error_type": None if status == "ok" else "RuntimeError"}
+
+
+def _rows() -> list[dict]:
+    rows = [_row("dense", 0.0, s, a, standalone=5.0, marginal=5.0) for s, a in zip(range(3), (0.90, 0.91, 0.92))]
+    # cts-kl at 0.5: seed 0 ran twice; attempt 2 (listed first on purpose) supersedes 0.10.
+    rows += [_row("cts-kl", 0.5, 0, 0.80, attempt=2, sparsity=0.5001, standalone=10.0, search=3.0),
+             _row("cts-kl", 0.5, 0, 0.10, attempt=1, sparsity=0.5001, standalone=99.0, search=3.0),
+             _row("cts-kl", 0.5, 1, 0.82, sparsity=0.4999, standalone=12.0, search=4.0),
+             _row("cts-kl", 0.5, 2, 0.84, sparsity=0.5004, standalone=14.0, search=5.0)]
+    rows += [_row("cts-kl", 0.9, s, a, standalone=c, search=6.0)
+             for s, a, c in zip(range(3), (0.70, 0.74, 0.72), (10.0, 20.0, 30.0))]
+    rows.append(_row("cts-kl", 0.9, 3, None, status="failed"))
+    rows += [_row("ltr", 0.5, s, a, standalone=40.0, marginal=2.0, level=3)
+             for s, a in zip(range(3), (0.81, 0.83, 0.85))]
+    # A later failed attempt must not hide the earlier success of the same stage.
+    rows.append(_row("ltr", 0.5, 1, None, attempt=2, status="failed"))
+    rows += [_row("ltr", 0.9, s, a, standalone=c, marginal=2.0, level=10)
+             for s, a, c in zip(range(3), (0.60, 0.66, 0.63), (50.0, 60.0, 70.0))]
+    # An intermediate IMP level, on the way to a requested target.
+    rows.append(_row("ltr", 0.7, 0, 0.77, requested=False, standalone=30.0, marginal=2.0, level=6))
+    return rows
+
+
+@pytest.fixture
+def points() -> pd.DataFrame:
+    frame = pd.DataFrame(_rows())
+    frame["sweep"] = SWEEP
+    return frame
+
+
+def _by_key(fr: pd.DataFrame) -> dict:
+    return {(r.method, r.target_sparsity): r for r in fr.itertuples(index=False)}
+
+
+def test_frontier_means_stds_and_filtering(points):
+    fr = frontier(points)
+    assert list(zip(fr["method"], fr["target_sparsity"])) == [
+        ("dense", 0.0), ("cts-kl", 0.5), ("cts-kl", 0.9), ("ltr", 0.5), ("ltr", 0.9)]
+    rows = _by_key(fr)
+    assert (fr["n"] == 3).all()  # failed rows out, duplicate attempt counted once
+
+    cts5 = rows[("cts-kl", 0.5)]
+    assert cts5.test_accuracy_mean == pytest.approx(0.82)  # the superseded 0.10 is gone
+    assert cts5.test_accuracy_std == pytest.approx(0.02)   # sqrt(((-.02)^2 + 0 + .02^2) / 2)
+    assert cts5.sparsity == pytest.approx((0.5001 + 0.4999 + 0.5004) / 3)
+    assert cts5.standalone_seconds_mean == pytest.approx(12.0)
+    assert cts5.search_seconds_mean == pytest.approx(4.0)
+    assert cts5.best_test_accuracy_mean == pytest.approx(0.83)
+
+    ltr9 = rows[("ltr", 0.9)]
+    assert ltr9.test_accuracy_mean == pytest.approx(0.63)
+    assert ltr9.test_accuracy_std == pytest.approx(0.03)
+    assert ltr9.marginal_seconds_mean == pytest.approx(2.0)
+    assert math.isnan(ltr9.search_seconds_mean)
+
+    dense = rows[("dense", 0.0)]
+    assert dense.test_accuracy_mean == pytest.approx(0.91)
+    assert dense.test_accuracy_std == pytest.approx(0.01)
+    assert dense.dense_test_accuracy_mean == pytest.approx(0.91)
+    assert ("ltr", 0.7) not in rows
+
+
+def test_all_levels_keeps_intermediate_level_with_nan_std(points):
+    rows = _by_key(frontier(points, all_levels=True))
+    level = rows[("ltr", 0.7)]
+    assert level.n == 1 and level.test_accuracy_mean == pytest.approx(0.77)
+    assert math.isnan(level.test_accuracy_std)
+    assert "77.0 ± —" in format_frontier(frontier(points, all_levels=True))
+
+
+def test_frontier_of_nothing_is_empty_with_columns(points):
+    fr = frontier(points[points["status"] == "failed"])
+    assert fr.empty and "test_accuracy_mean" in fr.columns
+    assert format_frontier(fr) == "no finished points"
+
+
+def test_format_frontier_text_and_markdown(points):
+    fr = frontier(points)
+    text = format_frontier(fr)
+    lines = text.splitlines()
+    assert lines[0] == f"sweep: {SWEEP}"
+    assert "method" in lines[1] and set(lines[2]) <= {"-", " "}
+    cts9 = next(line for line in lines if line.startswith("cts-kl") and "0.9000" in line)
+    assert "72.0 ± 2.0" in cts9 and "20.0" in cts9 and "91.0" in cts9
+    assert len({len(line) for line in lines[1:]}) <= 2  # fixed width (last column right-aligned)
+
+    md = format_frontier(fr, markdown=True).splitlines()
+    assert all(line.startswith("| ") and line.endswith(" |") for line in md)
+    assert set(md[1]) <= {"|", "-", ":", " "}
+    assert len(md) == 2 + len(fr)
+    assert any("63.0 ± 3.0" in line for line in md)
+
+
+def test_format_frontier_names_sweeps_when_several(points):
+    other = points.assign(sweep="other")
+    text = format_frontier(frontier(pd.concat([points, other], ignore_index=True)))
+    assert text.splitlines()[0].split()[0] == "sweep"
+    assert sum(line.startswith("other") for line in text.splitlines()) == 5
+
+
+def test_cost_summary_counts_every_paid_level(points):
+    cost = cost_summary(points).set_index("method")
+    assert cost.loc["cts-kl", "points"] == 6 and cost.loc["cts-kl", "marginal_seconds"] == pytest.approx(6.0)
+    assert cost.loc["ltr", "points"] == 7 and cost.loc["ltr", "requested_points"] == 6
+    assert cost.loc["ltr", "marginal_seconds"] == pytest.approx(14.0)
+    assert cost.loc["dense", "marginal_seconds"] == pytest.approx(15.0)
+
+
+def test_compare_at_a_target(points):
+    fr = frontier(points)
+    c = compare(fr, "cts-kl", "ltr", 0.9 + 1e-9)
+    assert c["accuracy_a"] == pytest.approx(0.72) and c["accuracy_b"] == pytest.approx(0.63)
+    assert c["standalone_seconds_a"] == pytest.approx(20.0) and c["standalone_seconds_b"] == pytest.approx(60.0)
+    assert c["cost_ratio"] == pytest.approx(1 / 3)
+    assert c["target_sparsity"] == 0.9 and c["n_a"] == c["n_b"] == 3
+    with pytest.raises(KeyError, match="'cts-kl'.*0.95.*it has: 0.5, 0.9"):
+        compare(fr, "cts-kl", "ltr", 0.95)
+    with pytest.raises(KeyError, match="'snip'.*none"):
+        compare(fr, "snip", "ltr", 0.9)
+
+
+def test_plot_frontier_writes_png(points, tmp_path):
+    out = tmp_path / "frontier.png"
+    plot_frontier(frontier(points, all_levels=True), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    with pytest.raises(ValueError, match="no finished points to plot"):
+        plot_frontier(frontier(points.iloc[:0]), tmp_path / "empty.png")
+
+
+def test_frontier_reads_back_from_store_both_ways(points, tmp_path):
+    store = ResultsStore(str(tmp_path / "store"))
+    for row in _rows():
+        point = {k: v for k, v in row.items() if k not in ("stage_key", "attempt")}
+        stage = {"kind": "train", "label": row["stage_key"], "seed": row["seed"], "status": row["status"]}
+        store.write_stage(SWEEP, row["stage_key"], row["attempt"], stage, [point], [])
+
+    via_store = store.read("points", SWEEP)
+    via_pandas = pd.read_parquet(tmp_path / "store" / "points")
+    assert isinstance(via_pandas["method"].dtype, pd.CategoricalDtype)
+    assert len(via_store) == len(via_pandas) == len(points)
+
+    expected = frontier(points)
+    for frame in (via_store, via_pandas):
+        got = frontier(frame)
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert compare(frontier(via_pandas), "cts-kl", "ltr", 0.9)["cost_ratio"] == pytest.approx(1 / 3)

@@ -1,0 +1,120 @@
+import pytest
+import torch
+
+from workers import masks
+from workers.data import load_dataset
+from workers.stages import model_with, run_stage
+from workers.train import Recipe, epoch_order, rewind_to_iterations, train
+
+TRAINING = {"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False,
+            "weight_decay": 0.01, "milestones": [1], "gamma": 0.1, "rewind": "3it", "grad_clip": None, "eval_every": 1}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic", n_train=128, n_test=64)
+
+
+def stage(kind, seed=0, training=None, **params):
+    return {"kind": kind, "key": f"{kind}-test", "seed": seed, "label": kind,
+            "params": {"method": kind, **params},
+            "config": {"model": {"name": "mlp", "options": {"hidden": [16]}}, "dataset": {"name": "synthetic"},
+                       "training": training or TRAINING, "prune_output": None}}
+
+
+def chain(data, seed=0, training=None):
+    init = run_stage(stage("init", seed, training), {}, data).outputs
+    warm = run_stage(stage("warmup", seed, training), {"init": init}, data).outputs
+    dense = run_stage(stage("dense", seed, training), {"warmup": warm}, data)
+    return init, warm, dense
+
+
+def test_rewind_parsing():
+    assert rewind_to_iterations("500it", 7) == 500
+    assert rewind_to_iterations("9ep", 4) == 36
+    with pytest.raises(ValueError):
+        rewind_to_iterations("9 epochs", 4)
+
+
+def test_lr_schedule_by_iteration():
+    r = Recipe(epochs=10, lr=1.0, milestones=(2, 5), gamma=0.1)
+    assert [r.lr_at(i, 3) for i in (0, 5, 6, 14, 15)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def test_data_order_is_a_function_of_seed_and_epoch():
+    assert torch.equal(epoch_order(0, 3, 50), epoch_order(0, 3, 50))
+    assert not torch.equal(epoch_order(0, 3, 50), epoch_order(1, 3, 50))
+    assert not torch.equal(epoch_order(0, 3, 50), epoch_order(0, 4, 50))
+
+
+def test_pruned_weights_stay_exactly_zero_through_momentum_and_weight_decay(data):
+    _, warm, _ = chain(data)
+    model = model_with(stage("dense"), data, warm["weights"])
+    names = masks.prunable_names(model)
+    w = masks.prunable_params(model, names)
+    mask = masks.global_topk({n: torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) for n, p in w.items()},
+                             masks.keep_count(sum(p.numel() for p in w.values()), 0.3), torch.Generator().manual_seed(0))
+    before = {n: p.detach().clone() for n, p in w.items()}
+    train(model, data, Recipe.from_dict(TRAINING), 0, 0, 8, mask=mask)
+    for n, p in w.items():
+        assert (p[~mask[n]] == 0).all()
+        assert not torch.equal(p[mask[n]], before[n][mask[n]])
+
+
+def test_rewinding_restores_the_rewind_weights_bit_for_bit(data):
+    # With lr 0 retraining changes nothing, so the level's output is exactly theta_k * mask.
+    frozen = {**TRAINING, "lr": 0.0}
+    _, warm, dense = chain(data)
+    level = run_stage(stage("imp_level", training=frozen, target_sparsity=0.5, invert=False),
+                      {"previous": dense.outputs, "warmup": warm}, data)
+    mask = level.outputs["mask"]
+    for name, value in level.outputs["weights"].items():
+        expected = warm["weights"][name] * mask[name] if name in mask else warm["weights"][name]
+        assert torch.equal(value, expected), name
+
+
+def test_warmup_moves_weights_and_same_seed_is_reproducible(data):
+    init, warm, dense = chain(data)
+    init2, warm2, dense2 = chain(data)
+    assert any(not torch.equal(init["weights"][k], warm["weights"][k]) for k in init["weights"])
+    for k in dense.outputs["weights"]:
+        assert torch.equal(dense.outputs["weights"][k], dense2.outputs["weights"][k])
+    assert dense.point["test_accuracy"] == dense2.point["test_accuracy"]
+    _, _, other = chain(data, seed=1)
+    assert any(not torch.equal(dense.outputs["weights"][k], other.outputs["weights"][k]) for k in init["weights"])
+
+
+def test_imp_levels_prune_survivors_only_with_exact_counts(data):
+    _, warm, dense = chain(data)
+    l1 = run_stage(stage("imp_level", target_sparsity=0.2, invert=False), {"previous": dense.outputs, "warmup": warm}, data)
+    l2 = run_stage(stage("imp_level", target_sparsity=0.36, invert=False), {"previous": l1.outputs, "warmup": warm}, data)
+    m1, m2 = l1.outputs["mask"], l2.outputs["mask"]
+    total = masks.count_total(m1)
+    assert masks.count_kept(m1) == masks.keep_count(total, 0.8)
+    assert masks.count_kept(m2) == masks.keep_count(total, 0.64)
+    assert all(not (m2[n] & ~m1[n]).any() for n in m1)  # nested
+    assert l2.point["sparsity"] == pytest.approx(1 - masks.keep_count(total, 0.64) / total)
+    # level 1 keeps the largest trained magnitudes of the dense weights
+    w = dense.outputs["weights"]
+    kept_min = min(w[n][m1[n]].abs().min() for n in m1)
+    pruned_max = max(w[n][~m1[n]].abs().max() for n in m1)
+    assert kept_min >= pruned_max
+
+
+def test_ablations_keep_counts_and_redraw_weights(data):
+    _, warm, dense = chain(data)
+    level = run_stage(stage("imp_level", target_sparsity=0.5, invert=False), {"previous": dense.outputs, "warmup": warm}, data)
+    shuffled = run_stage(stage("ablation", ablation="shuffle", target_sparsity=0.5), {"source": level.outputs, "warmup": warm}, data)
+    for n, m in level.outputs["mask"].items():
+        assert int(shuffled.outputs["mask"][n].sum()) == int(m.sum())
+    assert any(not torch.equal(shuffled.outputs["mask"][n], m) for n, m in level.outputs["mask"].items())
+    frozen = {**TRAINING, "lr": 0.0}
+    reinit = run_stage(stage("ablation", training=frozen, ablation="reinit", target_sparsity=0.5),
+                       {"source": level.outputs, "warmup": warm}, data)
+    mask = level.outputs["mask"]
+    assert all(torch.equal(reinit.outputs["mask"][n], mask[n]) for n in mask)
+    for n in mask:  # frozen retraining: the output is the fresh draw, masked
+        fresh = reinit.outputs["weights"][n]
+        assert torch.equal(fresh, fresh * mask[n])
+        assert not torch.equal(fresh, warm["weights"][n] * mask[n])
+    assert reinit.point["sparsity"] == pytest.approx(0.5, abs=0.01)

@@ -1,0 +1,180 @@
+"""Concrete Ticket Search: learn one Bernoulli logit per prunable weight on frozen weights.
+
+Each step samples a relaxed mask m̃ = σ(ℓ/τ + s) (ℓ fresh logistic noise), runs the network
+with θ ⊙ m̃, and moves the logits s by Adam on the objective plus a GradBalance budget term
+that only pushes back once the expected kept count Σσ(s) exceeds slack·κ·d.  The hard mask
+is the global top-⌊κ·d⌋ of s.  See ALGORITHMS.md §3.3 for the sources of every constant.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from workers import masks
+from workers.masks import Mask
+
+OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
+OBJECTIVE_SCALE = 100.0  # the reference code multiplies every objective by 100
+BUDGET_SCALE = 100.0     # c(s) = 100·(Σσ(s)/B − 1)
+NOISE_CLIP = 1e-10
+
+
+@dataclass(kw_only=True)
+class CTSConfig:
+    objective: str = "reverse_kl"
+    epochs: int
+    lr: float
+    batch_size: int
+    tau: float = 2 / 3
+    slack: float = 1.1
+    ema: float = 0.01
+    drop_at: float = 0.88
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown CTS objective {self.objective!r}; known: {', '.join(OBJECTIVES)}")
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ValueError(f"CTS epochs must be an integer >= 1, got {self.epochs}")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"CTS batch_size must be an integer >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"CTS lr must be > 0, got {self.lr}")
+        if not self.tau > 0:
+            raise ValueError(f"CTS tau must be > 0, got {self.tau}")
+        if not self.slack >= 1:
+            raise ValueError(f"CTS slack must be >= 1, got {self.slack}")
+        if not 0 < self.ema <= 1:
+            raise ValueError(f"CTS ema must be in (0, 1], got {self.ema}")
+        if not 0 <= self.drop_at <= 1:
+            raise ValueError(f"CTS drop_at must be in [0, 1], got {self.drop_at}")
+        self.epochs, self.batch_size = int(self.epochs), int(self.batch_size)
+
+
+def objective_value(objective: str, sparse_logits: torch.Tensor, dense_logits: torch.Tensor | None,
+                    labels: torch.Tensor) -> torch.Tensor:
+    """The search objective on one batch (×100); KLs are batch means of per-example KLs."""
+    if objective == "cross_entropy":
+        return OBJECTIVE_SCALE * F.cross_entropy(sparse_logits, labels)
+    log_s = F.log_softmax(sparse_logits, dim=1)
+    log_d = F.log_softmax(dense_logits, dim=1)
+    if objective == "reverse_kl":   # KL(p_sparse || p_dense): mode-seeking
+        kl = (log_s.exp() * (log_s - log_d)).sum(dim=1)
+    elif objective == "forward_kl":  # KL(p_dense || p_sparse)
+        kl = (log_d.exp() * (log_d - log_s)).sum(dim=1)
+    else:
+        raise ValueError(f"unknown CTS objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    return OBJECTIVE_SCALE * kl.mean()
+
+
+class GradBalance:
+    """Budget multiplier λ that scales the budget gradient to the objective gradient's size.
+
+    λ* = ‖g_R‖/‖g_c‖ while the budget is exceeded (c > 0), else 0; λ follows λ* by an EMA
+    (started at the first λ*).  The combined gradient is g_R + λ·g_c.
+    """
+
+    def __init__(self, budget: float, ema: float):
+        self.budget = budget
+        self.ema = ema
+        self.lam: float | None = None
+        self.violation = 0.0
+
+    def combined_gradient(self, s: torch.Tensor, g_objective: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(s)
+        self.violation = float(BUDGET_SCALE * (p.sum() / self.budget - 1))
+        g_budget = (BUDGET_SCALE / self.budget) * p * (1 - p)
+        norm_budget = _norm(g_budget)
+        target = _norm(g_objective) / norm_budget if self.violation > 0 and norm_budget > 0 else 0.0
+        self.lam = target if self.lam is None else (1 - self.ema) * self.lam + self.ema * target
+        return g_objective + self.lam * g_budget
+
+
+def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor, density: float,
+                cfg: CTSConfig, generator: torch.Generator,
+                on_epoch: Callable[[int, dict], None] | None = None, invert: bool = False) -> tuple[Mask, dict]:
+    """Search a mask keeping ⌊density·d⌋ of the prunable weights `names` of `model`.
+
+    `x`, `y` are the whole training set (on the model's device; no augmentation).  The
+    model's weights are read, never written; it runs in eval mode and its train/eval flags
+    are restored afterwards.  `invert` keeps the lowest logits (score-inversion check).
+    Returns the mask and {expected_kept_fraction, lambda, steps, objective, budget_violation}.
+    """
+    if not 0 < density < 1:
+        raise ValueError(f"CTS density must be in (0, 1), got {density}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"CTS needs matching non-empty x and y, got {len(x)} and {len(y)} examples")
+    frozen = {n: p.detach() for n, p in model.named_parameters()}
+    weights = [frozen[n] for n in names]
+    device = weights[0].device
+    sizes = [w.numel() for w in weights]
+    d = sum(sizes)
+
+    s = torch.full((d,), math.log(density / (1 - density)), device=device, requires_grad=True)
+    opt = torch.optim.Adam([s], lr=cfg.lr)
+    balance = GradBalance(cfg.slack * density * d, cfg.ema)
+    # Noise is drawn on the model's device from a generator seeded by the caller's one.
+    noise_gen = torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
+    drop_epoch = math.floor(cfg.drop_at * cfg.epochs)
+    needs_dense = cfg.objective != "cross_entropy"
+
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    steps, last_objective = 0, float("nan")
+    try:
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(len(x), generator=generator).to(x.device)
+            for start in range(0, len(x), cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                xb, yb = x[idx], y[idx]
+                dense = None
+                if needs_dense:
+                    with torch.no_grad():
+                        dense = functional_call(model, frozen, (xb,))
+                soft = torch.sigmoid(_logistic_noise(d, noise_gen, device) / cfg.tau + s)
+                params = dict(frozen)
+                for n, w, m in zip(names, weights, soft.split(sizes)):
+                    params[n] = w * m.view_as(w)
+                loss = objective_value(cfg.objective, functional_call(model, params, (xb,)), dense, yb)
+                (g_objective,) = torch.autograd.grad(loss, s)
+                with torch.no_grad():
+                    s.grad = balance.combined_gradient(s.detach(), g_objective)
+                opt.step()
+                steps += 1
+                last_objective = float(loss.detach())
+            if epoch + 1 == drop_epoch:
+                for group in opt.param_groups:
+                    group["lr"] *= 0.1
+            if on_epoch is not None:
+                on_epoch(epoch, _info(s, d, balance, steps, last_objective) | {"lr": opt.param_groups[0]["lr"]})
+    finally:
+        for m, training in flags.items():
+            m.training = training
+
+    logits = {n: part.view_as(w) for n, w, part in zip(names, weights, s.detach().split(sizes))}
+    mask = masks.global_topk(logits, masks.keep_count(d, density), generator, largest=not invert)
+    return mask, _info(s, d, balance, steps, last_objective)
+
+
+def _logistic_noise(d: int, generator: torch.Generator, device) -> torch.Tensor:
+    u = torch.rand(d, generator=generator, device=device).clamp_(NOISE_CLIP, 1 - NOISE_CLIP)
+    return torch.log(u) - torch.log1p(-u)
+
+
+def _norm(v: torch.Tensor) -> float:
+    """Euclidean norm with max-rescaling, so tiny or huge entries neither underflow nor overflow."""
+    scale = v.abs().max()
+    if scale == 0:
+        return 0.0
+    return float(torch.linalg.vector_norm(v / scale) * scale)
+
+
+def _info(s: torch.Tensor, d: int, balance: GradBalance, steps: int, objective: float) -> dict:
+    return {"expected_kept_fraction": float(torch.sigmoid(s.detach()).sum()) / d,
+            "lambda": float(balance.lam or 0.0), "steps": steps, "objective": objective,
+            "budget_violation": balance.violation}

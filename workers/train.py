@@ -1,0 +1,172 @@
+"""Masked training and evaluation, counted in iterations so any stage can start at the rewind step.
+
+Data order is a pure function of (seed, epoch): every method of a seed sees the same
+batches from the rewind point on, whichever stage (or machine) runs it.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workers.data import Dataset
+from workers.masks import Mask
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    grad_clip: float | None = None
+    eval_every: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        fields["milestones"] = tuple(fields.get("milestones", ()))
+        return cls(**fields)
+
+    def iterations_per_epoch(self, n_train: int) -> int:
+        return math.ceil(n_train / self.batch_size)
+
+    def lr_at(self, iteration: int, iterations_per_epoch: int) -> float:
+        passed = sum(1 for m in self.milestones if iteration >= m * iterations_per_epoch)
+        return self.lr * self.gamma ** passed
+
+
+@dataclass
+class TrainResult:
+    seconds: float
+    iterations: int
+    test_accuracy: float
+    test_loss: float
+    best_test_accuracy: float
+    curve: list[dict] = field(default_factory=list)
+
+
+REWIND_PATTERN = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
+
+
+def rewind_to_iterations(rewind: str, iterations_per_epoch: int) -> int:
+    """'500it' -> 500; '9ep' -> 9 epochs of iterations."""
+    match = REWIND_PATTERN.match(rewind)
+    if not match:
+        raise ValueError(f"rewind must look like '500it' or '9ep', got {rewind!r}")
+    num, unit = match.groups()
+    return int(num) * (iterations_per_epoch if unit == "ep" else 1)
+
+
+def _seed_for(*parts: int) -> int:
+    """A 63-bit seed from small integers (stable across processes, unlike hash())."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_seed_for(seed, epoch, 1)))
+
+
+def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                               nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; known: sgd, adam")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on (x, y) in eval mode; restores the previous mode."""
+    was_training = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(x), batch_size):
+        out = model(x[i:i + batch_size])
+        loss += float(F.cross_entropy(out, y[i:i + batch_size], reduction="sum"))
+        correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
+    model.train(was_training)
+    return correct / len(x), loss / len(x)
+
+
+def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int, stop: int,
+          mask: Mask | None = None, on_epoch: Callable[[dict], None] | None = None,
+          evaluate_at_end: bool = True) -> TrainResult:
+    """Train iterations [start, stop) with the recipe's schedule, keeping masked weights exactly zero.
+
+    Pruned weights get zero gradient before every step (so momentum and Adam state
+    stay zero for them) and are re-zeroed after it (so coupled weight decay or
+    numerical drift can never revive them).
+    """
+    ipe = recipe.iterations_per_epoch(len(data.x_train))
+    params = dict(model.named_parameters())
+    masked = [(params[n], m.to(params[n].device, params[n].dtype)) for n, m in (mask or {}).items()]
+    with torch.no_grad():
+        for p, m in masked:
+            p.mul_(m)
+    opt = make_optimizer(model.parameters(), recipe)
+    model.train()
+    t0 = time.perf_counter()
+    curve: list[dict] = []
+    best = -1.0
+    acc, loss_t = float("nan"), float("nan")
+    order, order_epoch, aug_gen = None, -1, None
+    running, seen = 0.0, 0
+    for it in range(start, stop):
+        epoch, pos = divmod(it, ipe)
+        if epoch != order_epoch:
+            order, order_epoch = epoch_order(seed, epoch, len(data.x_train)), epoch
+            aug_gen = torch.Generator(device=data.x_train.device).manual_seed(_seed_for(seed, epoch, 2))
+        idx = order[pos * recipe.batch_size:(pos + 1) * recipe.batch_size].to(data.x_train.device)
+        x, y = data.x_train[idx], data.y_train[idx]
+        if data.augment is not None:
+            x = data.augment(x, aug_gen)
+        for g in opt.param_groups:
+            g["lr"] = recipe.lr_at(it, ipe)
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        for p, m in masked:
+            p.grad.mul_(m)
+        if recipe.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for p, m in masked:
+                p.mul_(m)
+        running += float(loss.detach()) * len(y)
+        seen += len(y)
+        end_of_epoch = pos == ipe - 1 or it == stop - 1
+        if end_of_epoch:
+            row = {"epoch": epoch + 1 if pos == ipe - 1 else epoch + (pos + 1) / ipe, "iteration": it + 1,
+                   "train_loss": running / max(seen, 1), "lr": recipe.lr_at(it, ipe)}
+            if (epoch + 1) % recipe.eval_every == 0 or it == stop - 1:
+                acc, loss_t = evaluate(model, data.x_test, data.y_test)
+                best = max(best, acc)
+                row.update(test_accuracy=acc, test_loss=loss_t)
+                model.train()
+            curve.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            running, seen = 0.0, 0
+    if evaluate_at_end and (stop <= start or not curve or "test_accuracy" not in curve[-1]):
+        acc, loss_t = evaluate(model, data.x_test, data.y_test)
+        best = max(best, acc)
+    return TrainResult(seconds=time.perf_counter() - t0, iterations=max(0, stop - start),
+                       test_accuracy=acc, test_loss=loss_t, best_test_accuracy=best, curve=curve)
