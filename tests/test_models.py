@@ -46,7 +46,7 @@ def test_same_seed_same_weights_other_seed_other_weights(name, shape, _):
     a, b, c = built(name, shape, 3).state_dict(), built(name, shape, 3).state_dict(), built(name, shape, 4).state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a[f"fc.weight"], c["fc.weight"])
+    assert not torch.equal(a["fc.weight"], c["fc.weight"])
 
 
 def test_lenet_300_100_parameter_count():
@@ -70,7 +70,7 @@ def test_resnet20_parameter_count():
 
 def test_resnet20_1d_is_the_same_network_with_1d_convs():
     model = built("resnet20_1d", (40,))
-    weights = [n for n in prunable_names(model)]
+    weights = prunable_names(model)
     assert len(weights) == len(prunable_names(built("resnet20", (3, 32, 32)))) == 22  # 19 conv + 2 shortcut + fc
     assert all(p.dim() == 3 for n, p in model.named_parameters() if n in weights and n != "fc.weight")
     x = torch.randn(2, 40)
@@ -147,5 +147,5 @@ def test_bad_options():
         build_model("resnet20", (3, 32, 32), 10, depth=56)
     with pytest.raises(ValueError, match="one kernel size per conv layer"):
         build_model("conv1d", (40,), 10, channels=[8, 8])
-    with pytest.raises(ValueError, match="bn_init must be"):
+    with pytest.raises(ValueError, match="bn_init must be one of uniform, ones"):
         build_model("vgg16", (3, 32, 32), 10, bn_init="zeros")

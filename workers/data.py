@@ -76,7 +76,7 @@ def load_dataset(name: str, root: str | None = None, **options) -> Dataset:
 
 def load_synthetic(root=None, n_train: int = 256, n_test: int = 128, input_shape=(40,), num_classes: int = 10,
                    seed: int = 0, noise: float = 1.0) -> Dataset:
-    """Gaussian classes: one random mean per class plus unit-scale noise; balanced labels.
+    """Gaussian classes: one standard-normal mean per class plus `noise`-scaled normal noise; balanced labels.
 
     Fully determined by the options, so tests get the same data every time.
     """

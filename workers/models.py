@@ -35,10 +35,18 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     return builder(tuple(int(s) for s in input_shape), int(num_classes), **options)
 
 
+BN_INITS = ("uniform", "ones")
+
+
+def _check_bn_init(bn_init: str) -> str:
+    if bn_init not in BN_INITS:
+        raise ValueError(f"bn_init must be one of {', '.join(BN_INITS)}, got {bn_init!r}")
+    return bn_init
+
+
 def initialise(model: nn.Module, bn_init: str = "uniform") -> nn.Module:
     """OpenLTH's initialisation. bn_init "uniform" (OpenLTH, and the CTS authors' code) or "ones" (torch default)."""
-    if bn_init not in ("uniform", "ones"):
-        raise ValueError(f"bn_init must be 'uniform' or 'ones', got {bn_init!r}")
+    _check_bn_init(bn_init)
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_normal_(m.weight)
@@ -236,6 +244,7 @@ class VGG(nn.Module):
 
 def vgg16(input_shape, num_classes, bn_init="uniform") -> VGG:
     c, _, _ = _image_shape("vgg16", input_shape, min_side=16)
+    _check_bn_init(bn_init)  # before building 15M parameters
     return initialise(VGG(c, VGG16_PLAN, num_classes), bn_init)
 
 
