@@ -44,7 +44,7 @@ class ModelSpec(Strict):
 class DatasetSpec(Strict):
     """Which data to train and test on."""
     name: str = Field(description=f"dataset registry name, one of {', '.join(DATASETS)}")
-    root: str | None = Field(default=None, description="data root for mnist/cifar10 (default: $TICKETSWEEP_DATA)")
+    root: str | None = Field(default=None, description="data root for mnist/cifar10; None means $TICKETSWEEP_DATA")
     options: dict[str, int | float | str | bool | list[int]] = Field(
         default_factory=dict, description="keyword arguments of the loader (synthetic: n_train, n_test, ...)")
 
@@ -280,11 +280,13 @@ def describe() -> str:
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, f in model.model_fields.items():
             path = f"{prefix}{name}"
-            default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
-            lines.append(f"{path}: {f.description or ''} ({default})")
             ann = f.annotation
             if isinstance(ann, type) and issubclass(ann, BaseModel):
+                lines.append(f"{path}: {ann.__doc__}{'' if f.is_required() else ' (optional)'}")
                 walk(ann, path + ".")
+                continue
+            default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
+            lines.append(f"{path}: {f.description or ''} ({default})")
 
     walk(SweepSpec, "")
     for method in (LTRMethod, OneShotMethod, CTSMethod):

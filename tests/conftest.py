@@ -1,6 +1,11 @@
 import os
 
 import pytest
+import torch
+
+# Tiny models on a 2-core machine: one thread avoids oversubscription (Ray's trial actors
+# use the other core), which otherwise slows these tests down many times over.
+torch.set_num_threads(1)
 
 # Tests never touch a user's cache or data: everything goes to a per-session temp dir.
 os.environ.setdefault("TICKETSWEEP_CACHE", os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), "ticketsweep-test-cache"))

@@ -136,7 +136,7 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
                 if needs_dense:
                     with torch.no_grad():
                         dense = functional_call(model, frozen, (xb,))
-                soft = torch.sigmoid(_logistic_noise(d, noise_gen, device) / cfg.tau + s)
+                soft = relaxed_sample(s, cfg.tau, noise_gen)
                 params = dict(frozen)
                 for n, w, m in zip(names, weights, soft.split(sizes)):
                     params[n] = w * m.view_as(w)
@@ -147,11 +147,11 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
                 opt.step()
                 steps += 1
                 last_objective = float(loss.detach())
+            if on_epoch is not None:  # lr: the rate this epoch used
+                on_epoch(epoch, _info(s, d, balance, steps, last_objective) | {"lr": opt.param_groups[0]["lr"]})
             if epoch + 1 == drop_epoch:
                 for group in opt.param_groups:
                     group["lr"] *= 0.1
-            if on_epoch is not None:
-                on_epoch(epoch, _info(s, d, balance, steps, last_objective) | {"lr": opt.param_groups[0]["lr"]})
     finally:
         for m, training in flags.items():
             m.training = training
@@ -161,9 +161,13 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
     return mask, _info(s, d, balance, steps, last_objective)
 
 
-def _logistic_noise(d: int, generator: torch.Generator, device) -> torch.Tensor:
-    u = torch.rand(d, generator=generator, device=device).clamp_(NOISE_CLIP, 1 - NOISE_CLIP)
-    return torch.log(u) - torch.log1p(-u)
+def relaxed_sample(s: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
+    """Binary Concrete sample m̃ = σ(ℓ/τ + s), ℓ = log u − log(1−u), fresh u ~ U(0,1) per entry.
+
+    P(m̃ > ½) = σ(τ·s) and ∂m̃/∂s = m̃(1−m̃): τ sharpens the sample, not the gradient.
+    """
+    u = torch.rand(s.shape, generator=generator, device=s.device).clamp_(NOISE_CLIP, 1 - NOISE_CLIP)
+    return torch.sigmoid((torch.log(u) - torch.log1p(-u)) / tau + s)
 
 
 def _norm(v: torch.Tensor) -> float:
