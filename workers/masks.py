@@ -82,6 +82,12 @@ def global_topk(scores: dict[str, torch.Tensor], keep: int, generator: torch.Gen
     return mask
 
 
+def restrict_to_survivors(scores: dict[str, torch.Tensor], mask: Mask, invert: bool = False) -> dict[str, torch.Tensor]:
+    """Give pruned weights the worst possible score, so a later pruning round can never revive them."""
+    fill = float("inf") if invert else float("-inf")
+    return {n: torch.where(mask[n].to(s.device), s, torch.full_like(s, fill)) for n, s in scores.items()}
+
+
 def full_mask(model: nn.Module, names: list[str]) -> Mask:
     params = dict(model.named_parameters())
     return {n: torch.ones_like(params[n], dtype=torch.bool) for n in names}

@@ -123,14 +123,6 @@ def run_dense(stage, inputs, data, on_epoch=None) -> StageResult:
                        curve=result.curve, retrain_seconds=result.seconds)
 
 
-def survivors_scores(scores: dict, mask: masks.Mask | None, invert: bool) -> dict:
-    """Restrict scores to the surviving weights: pruned ones can never be chosen again."""
-    if mask is None:
-        return scores
-    fill = float("inf") if invert else float("-inf")
-    return {n: torch.where(mask[n].to(s.device), s, torch.full_like(s, fill)) for n, s in scores.items()}
-
-
 def run_imp_level(stage, inputs, data, on_epoch=None) -> StageResult:
     """One IMP level: prune the previous level's trained weights by global magnitude, rewind, retrain."""
     p = stage["params"]
@@ -139,7 +131,9 @@ def run_imp_level(stage, inputs, data, on_epoch=None) -> StageResult:
     trained = model_with(stage, data, prev["weights"])
     names = prunable(stage, trained)
     weights = masks.prunable_params(trained, names)
-    scores = survivors_scores({n: w.detach().abs() for n, w in weights.items()}, prev.get("mask"), p["invert"])
+    scores = {n: w.detach().abs() for n, w in weights.items()}
+    if "mask" in prev:
+        scores = masks.restrict_to_survivors(scores, prev["mask"], p["invert"])
     keep = masks.keep_count(sum(w.numel() for w in weights.values()), 1 - p["target_sparsity"])
     mask = masks.global_topk(scores, keep, _generator(stage, 3), largest=not p["invert"])
     prune_seconds = time.perf_counter() - t0

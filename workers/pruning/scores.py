@@ -77,7 +77,7 @@ def oneshot_mask(criterion: str, model: nn.Module, names: list[str], density: fl
     mask = masks.full_mask(model, names)
     for r in range(1, rounds + 1):
         scores = score(criterion, model, names, batches, generator, mask=mask, input_shape=input_shape)
-        scores = _restricted_to_survivors(scores, mask, invert)
+        scores = masks.restrict_to_survivors(scores, mask, invert)
         mask = masks.global_topk(scores, masks.keep_count(total, density ** (r / rounds)), generator,
                                  largest=not invert)
         if on_round is not None:
@@ -201,12 +201,6 @@ def _forward(model: nn.Module, replaced: dict[str, torch.Tensor], x: torch.Tenso
     params = {n: p.detach() for n, p in model.named_parameters()}
     params.update(replaced)
     return functional_call(model, params, (x,))
-
-
-def _restricted_to_survivors(scores: dict[str, torch.Tensor], mask: Mask, invert: bool) -> dict[str, torch.Tensor]:
-    """Pruned weights get the worst possible score, so a later round can never revive them."""
-    fill = float("inf") if invert else float("-inf")
-    return {n: torch.where(mask[n].to(s.device), s, torch.full_like(s, fill)) for n, s in scores.items()}
 
 
 @contextlib.contextmanager
