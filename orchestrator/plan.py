@@ -44,7 +44,8 @@ class Stage:
     def payload(self, config: dict) -> dict:
         """What a worker gets: the stage as plain data."""
         return {"kind": self.kind, "key": self.key, "seed": self.seed, "label": self.label,
-                "params": {**self.params, **self.meta}, "config": config}
+                "params": {**self.params, **self.meta}, "config": config,
+                "inputs": {role: self.parents[role] for role in self.inputs}}
 
 
 @dataclass

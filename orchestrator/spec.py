@@ -27,6 +27,12 @@ class Strict(BaseModel):
 
 
 
+def _registered(value: str, registry, what: str) -> str:
+    if value not in registry:
+        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(registry)}")
+    return value
+
+
 class ModelSpec(Strict):
     """Which network to train."""
     name: str = Field(description=f"model registry name, one of {', '.join(MODELS)}")
@@ -36,9 +42,7 @@ class ModelSpec(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; known: {', '.join(MODELS)}")
-        return v
+        return _registered(v, MODELS, "model")
 
 
 class DatasetSpec(Strict):
@@ -51,9 +55,7 @@ class DatasetSpec(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; known: {', '.join(DATASETS)}")
-        return v
+        return _registered(v, DATASETS, "dataset")
 
 
 class TrainingSpec(Strict):

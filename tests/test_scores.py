@@ -10,15 +10,6 @@ from workers.pruning import scores
 from workers.pruning.scores import GRASP_TEMPERATURE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only spins, and on a busy 2-core box that costs 20x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TwoLayerLinear(nn.Module):
     """f(x) = W2 W1 x: small enough to differentiate by hand."""
     output_layer = "fc"

@@ -1,12 +1,16 @@
 """Run one stage without Ray, for debugging:
 
     orchestrate plan SPEC --stage KEY > stage.json
-    python -m workers stage.json --input warmup=STORE/artifacts/<key>/outputs.pt --output out.pt
+    python -m workers stage.json --artifacts STORE/artifacts --output out.pt
+
+Each input the stage reads is taken from ARTIFACTS/<parent key>/outputs.pt, or given
+explicitly with --input ROLE=PATH.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -18,20 +22,28 @@ from workers.stages import run_stage
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers", description="Run one ticketsweep stage in this process.")
     parser.add_argument("stage", help="stage payload JSON (from `orchestrate plan SPEC --stage KEY`)")
+    parser.add_argument("--artifacts", help="a local store's artifacts/ folder to read the stage's inputs from")
     parser.add_argument("--input", action="append", default=[], metavar="ROLE=PATH",
-                        help="a parent's outputs.pt for each role the stage reads")
+                        help="a parent's outputs.pt for a role the stage reads (overrides --artifacts)")
     parser.add_argument("--output", help="write the stage's outputs (weights, mask) here")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with open(args.stage) as f:
         stage = json.load(f)
-    inputs = {}
+    paths = {}
+    if args.artifacts:
+        paths = {role: os.path.join(args.artifacts, key, "outputs.pt") for role, key in stage.get("inputs", {}).items()}
     for item in args.input:
         role, _, path = item.partition("=")
         if not path:
             parser.error(f"--input {item!r}: expected ROLE=PATH")
-        inputs[role] = torch.load(path, map_location="cpu", weights_only=True)
+        paths[role] = path
+    missing = [role for role in stage.get("inputs", {}) if role not in paths or not os.path.isfile(paths[role])]
+    if missing:
+        print(f"inputs missing for roles {', '.join(missing)}: give --artifacts or --input ROLE=PATH", file=sys.stderr)
+        return 2
+    inputs = {role: torch.load(path, map_location="cpu", weights_only=True) for role, path in paths.items()}
     cfg = stage["config"]["dataset"]
     try:
         data = load_dataset(cfg["name"], cfg.get("root"), **cfg.get("options", {}))
