@@ -33,8 +33,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@ray.remote
-class TrialActor:
+class TrialActorBody:
     """A long-lived trial process: imports torch once and keeps datasets on its device between stages."""
 
     def __init__(self, num_cpus: float, gpu_fraction: float, store_location: str):
@@ -81,6 +80,9 @@ class TrialActor:
                     curve=result.curve, search_seconds=result.search_seconds,
                     retrain_seconds=result.retrain_seconds, info=result.info)
         return meta, result.outputs
+
+
+TrialActor = ray.remote(TrialActorBody)
 
 
 @dataclass
