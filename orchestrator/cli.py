@@ -125,12 +125,10 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
     p = _plan(spec)
     if not (store.done_keys(spec.name) >= set(p.stages)):
         _check_data(spec)
-        try:
-            store.check_writable()
-        except StoreError as err:
-            _fail(str(err))
     try:
         summary = run_plan(p, spec, store, address=address, progress=progress, echo=click.echo)
+    except StoreError as err:
+        _fail(str(err))
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages are stored; submit again to resume", err=True)
         sys.exit(130)

@@ -129,14 +129,13 @@ class _Runner:
         self.todo = [k for k in plan.stages if k not in self.done]
         self.progress = progress
         self.versions = versions_json()
-        self.actors_started = 0
+        self.actors: list = []
 
     def _new_actor(self):
-        self.actors_started += 1
-        return TrialActor.options(name=f"trial-{self.actors_started}-{os.getpid()}",
-                                  num_cpus=self.res.cpus_per_trial, num_gpus=self.res.gpus_per_trial,
-                                  max_restarts=0).remote(self.res.cpus_per_trial, self.res.gpus_per_trial,
-                                                         self.store.location)
+        options = TrialActor.options(name=f"trial-{len(self.actors) + 1}-{os.getpid()}", max_restarts=0,
+                                     num_cpus=self.res.cpus_per_trial, num_gpus=self.res.gpus_per_trial)
+        self.actors.append(options.remote(self.res.cpus_per_trial, self.res.gpus_per_trial, self.store.location))
+        return self.actors[-1]
 
     def run(self) -> RunSummary:
         plan = self.plan
@@ -209,8 +208,9 @@ class _Runner:
                             bar.update(1)
         finally:
             bar.close()
-            for ref in inflight:
-                ray.cancel(ref, force=True)
+            # Also on Ctrl-C: free the cluster's CPUs/GPUs now, not when the handles are collected.
+            for actor in self.actors:
+                ray.kill(actor)
         summary.seconds = time.perf_counter() - t0
         return summary
 

@@ -53,9 +53,12 @@ STAGES = pa.schema([
 ])
 
 CURVES = pa.schema([
-    ("stage_key", pa.string()), ("attempt", pa.int32()), ("seed", pa.int64()),
+    ("stage_key", pa.string()), ("attempt", pa.int32()), ("seed", pa.int64()), ("phase", pa.string()),
     ("epoch", pa.float64()), ("iteration", pa.int64()), ("train_loss", pa.float64()), ("lr", pa.float64()),
-    ("test_accuracy", pa.float64()), ("test_loss", pa.float64()), ("schema_version", pa.int32()),
+    ("test_accuracy", pa.float64()), ("test_loss", pa.float64()),
+    # CTS search epochs (phase "search"): the objective and the expected kept fraction Σσ(s)/d
+    ("objective", pa.float64()), ("expected_kept_fraction", pa.float64()),
+    ("schema_version", pa.int32()),
 ])
 
 TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES}

@@ -118,3 +118,16 @@ def test_ablations_keep_counts_and_redraw_weights(data):
         assert torch.equal(fresh, fresh * mask[n])
         assert not torch.equal(fresh, warm["weights"][n] * mask[n])
     assert reinit.point["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_cts_stage_records_search_curve_and_exact_mask(data):
+    _, warm, _ = chain(data)
+    result = run_stage(stage("cts", objective="reverse_kl", search_epochs=2, lr=0.1, tau=2 / 3, slack=1.1, ema=0.01,
+                             target_sparsity=0.8, invert=False), {"warmup": warm}, data)
+    mask = result.outputs["mask"]
+    assert masks.count_kept(mask) == masks.keep_count(masks.count_total(mask), 0.2)
+    search = [r for r in result.curve if r["phase"] == "search"]
+    assert [r["epoch"] for r in search] == [1, 2]
+    assert all(0 < r["expected_kept_fraction"] < 1 for r in search)
+    assert result.search_seconds > 0 and result.retrain_seconds > 0
+    assert result.point["search_seconds"] == result.search_seconds

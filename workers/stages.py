@@ -20,7 +20,7 @@ from workers.data import Dataset
 from workers.models import build_model
 from workers.pruning import cts as cts_search
 from workers.pruning import scores as oneshot_scores
-from workers.train import Recipe, _seed_for, rewind_to_iterations, train
+from workers.train import Recipe, seed_for, rewind_to_iterations, train
 
 StateDict = dict[str, torch.Tensor]
 
@@ -74,7 +74,8 @@ def cpu_state(model: nn.Module) -> StateDict:
 
 
 def _generator(stage: dict, purpose: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_seed_for(stage["seed"], purpose, *stage["params"].get("rng_salt", ())))
+    # Seeded by (seed, purpose) only, so e.g. random scores are shared across sparsities (nested masks).
+    return torch.Generator().manual_seed(seed_for(stage["seed"], purpose))
 
 
 def _retrain(stage: dict, data: Dataset, start_weights: StateDict, mask: masks.Mask,
@@ -171,12 +172,20 @@ def run_cts(stage, inputs, data, on_epoch=None) -> StageResult:
     names = prunable(stage, model)
     cfg = cts_search.CTSConfig(objective=p["objective"], epochs=p["search_epochs"], lr=p["lr"],
                                batch_size=recipe_of(stage).batch_size, tau=p["tau"], slack=p["slack"], ema=p["ema"])
+    search_curve = []
+
+    def record(epoch: int, info: dict) -> None:
+        search_curve.append({"phase": "search", "epoch": epoch + 1, "iteration": info["steps"], "lr": info["lr"],
+                             "objective": info["objective"], "expected_kept_fraction": info["expected_kept_fraction"]})
+        if on_epoch is not None:
+            on_epoch(search_curve[-1])
+
     mask, info = cts_search.search_mask(model, names, data.x_train, data.y_train, 1 - p["target_sparsity"], cfg,
-                                        _generator(stage, 5), invert=p["invert"])
+                                        _generator(stage, 5), on_epoch=record, invert=p["invert"])
     search_seconds = time.perf_counter() - t0
     model, result = _retrain(stage, data, inputs["warmup"]["weights"], mask, on_epoch)
     return StageResult(outputs={"mask": masks.mask_to_cpu(mask)}, point=_point(stage, mask, result, search_seconds),
-                       curve=result.curve, search_seconds=search_seconds, retrain_seconds=result.seconds,
+                       curve=search_curve + result.curve, search_seconds=search_seconds, retrain_seconds=result.seconds,
                        info={k: v for k, v in info.items() if isinstance(v, (int, float))})
 
 
@@ -189,7 +198,7 @@ def run_ablation(stage, inputs, data, on_epoch=None) -> StageResult:
         mask = masks.layerwise_shuffle(mask, _generator(stage, 6))
     elif p["ablation"] == "reinit":
         # A different seed's init: same distribution, fresh draws. The mask is kept as is.
-        start = cpu_state(fresh_model(stage, data, _seed_for(stage["seed"], 7)))
+        start = cpu_state(fresh_model(stage, data, seed_for(stage["seed"], 7)))
     else:
         raise ValueError(f"unknown ablation {p['ablation']!r}; known: shuffle, reinit")
     model, result = _retrain(stage, data, start, mask, on_epoch)
@@ -216,7 +225,7 @@ def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | Non
         raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join(STAGE_KINDS)}")
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed_for(stage["seed"], 8))
+        torch.manual_seed(seed_for(stage["seed"], 8))
         result = STAGE_KINDS[kind](stage, inputs, data, on_epoch)
     result.seconds = time.perf_counter() - t0
     return result

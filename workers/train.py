@@ -69,7 +69,7 @@ def rewind_to_iterations(rewind: str, iterations_per_epoch: int) -> int:
     return int(num) * (iterations_per_epoch if unit == "ep" else 1)
 
 
-def _seed_for(*parts: int) -> int:
+def seed_for(*parts: int) -> int:
     """A 63-bit seed from small integers (stable across processes, unlike hash())."""
     h = 1469598103934665603
     for p in parts:
@@ -78,7 +78,7 @@ def _seed_for(*parts: int) -> int:
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(_seed_for(seed, epoch, 1)))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed_for(seed, epoch, 1)))
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
@@ -131,7 +131,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
         epoch, pos = divmod(it, ipe)
         if epoch != order_epoch:
             order, order_epoch = epoch_order(seed, epoch, len(data.x_train)), epoch
-            aug_gen = torch.Generator(device=data.x_train.device).manual_seed(_seed_for(seed, epoch, 2))
+            aug_gen = torch.Generator(device=data.x_train.device).manual_seed(seed_for(seed, epoch, 2))
         idx = order[pos * recipe.batch_size:(pos + 1) * recipe.batch_size].to(data.x_train.device)
         x, y = data.x_train[idx], data.y_train[idx]
         if data.augment is not None:
@@ -154,7 +154,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
         seen += len(y)
         end_of_epoch = pos == ipe - 1 or it == stop - 1
         if end_of_epoch:
-            row = {"epoch": epoch + 1 if pos == ipe - 1 else epoch + (pos + 1) / ipe, "iteration": it + 1,
+            row = {"phase": "train", "epoch": epoch + 1 if pos == ipe - 1 else epoch + (pos + 1) / ipe, "iteration": it + 1,
                    "train_loss": running / max(seen, 1), "lr": recipe.lr_at(it, ipe)}
             if (epoch + 1) % recipe.eval_every == 0 or it == stop - 1:
                 acc, loss_t = evaluate(model, data.x_test, data.y_test)
