@@ -121,8 +121,11 @@ class _Runner:
     def __init__(self, plan: Plan, spec: SweepSpec, store: ResultsStore, progress: bool):
         self.plan, self.spec, self.store = plan, spec, store
         self.res = spec.resources
-        self.done = store.done_keys(plan.sweep) & set(plan.stages)
-        self.seconds = {k: v for k, v in store.stage_seconds(plan.sweep).items() if k in plan.stages}
+        stages = store.read("stages", plan.sweep)
+        self.attempts = stages.groupby("stage_key")["attempt"].max().astype(int).to_dict()
+        ok = stages[stages["status"] == "ok"]
+        self.done = set(ok["stage_key"]) & set(plan.stages)
+        self.seconds = {k: float(v) for k, v in zip(ok["stage_key"], ok["seconds"]) if k in plan.stages}
         points = store.read("points", plan.sweep)
         ok = points[(points["status"] == "ok") & (points["method"] == "dense")]
         self.dense_accuracy = dict(zip(ok["stage_key"], ok["test_accuracy"].astype(float)))
@@ -156,21 +159,23 @@ class _Runner:
         dead: set[str] = set()
         bar = tqdm(total=len(self.todo), desc=f"sweep {plan.sweep}", unit="stage", disable=not self.progress,
                    file=sys.stderr, dynamic_ncols=True)
+        def dispatch() -> None:
+            while ready and idle:
+                _, _, key = heapq.heappop(ready)
+                actor = idle.pop()
+                stage = plan.stages[key]
+                parents = [outputs[stage.parents[r]] for r in stage.inputs]
+                meta_ref, out_ref = actor.run.options(num_returns=2, name=stage.label).remote(
+                    stage.payload(plan.config), list(stage.inputs), *parents)
+                inflight[meta_ref] = (key, actor, out_ref)
+
         try:
             while ready or inflight:
-                while ready and idle:
-                    _, _, key = heapq.heappop(ready)
-                    actor = idle.pop()
-                    stage = plan.stages[key]
-                    parents = [outputs[stage.parents[r]] for r in stage.inputs]
-                    meta_ref, out_ref = actor.run.options(num_returns=2, name=stage.label).remote(
-                        stage.payload(plan.config), list(stage.inputs), *parents)
-                    inflight[meta_ref] = (key, actor, out_ref)
+                dispatch()
                 done_refs, _ = ray.wait(list(inflight), num_returns=1)
-                meta_ref = done_refs[0]
-                key, actor, out_ref = inflight.pop(meta_ref)
+                key, actor, out_ref = inflight.pop(done_refs[0])
                 try:
-                    meta = ray.get(meta_ref)
+                    meta = ray.get(done_refs[0])
                 except (RayActorError, ActorDiedError) as err:
                     actor = self._new_actor()
                     retries[key] = retries.get(key, 0) + 1
@@ -182,9 +187,6 @@ class _Runner:
                             "error": f"trial actor died {retries[key]} times: {str(err).splitlines()[0]}",
                             "started_at": _now(), "finished_at": _now(), "seconds": 0.0, "host": None, "device": None}
                 idle.append(actor)
-                self._record(key, meta)
-                bar.update(1)
-                bar.set_postfix_str(plan.stages[key].label, refresh=False)
                 if meta["status"] == "ok":
                     summary.ran += 1
                     self.done.add(key)
@@ -194,7 +196,12 @@ class _Runner:
                             waiting[child] -= 1
                             if waiting[child] == 0:
                                 heapq.heappush(ready, (-priority[child], 0, child))
-                else:
+                # Hand out new work before writing the store, so trial actors never wait on the driver's I/O.
+                dispatch()
+                self._record(key, meta)
+                bar.update(1)
+                bar.set_postfix_str(plan.stages[key].label, refresh=False)
+                if meta["status"] != "ok":
                     summary.failed += 1
                     summary.failures.append(f"{plan.stages[key].label}: {meta['error_type']}: {meta['error']}")
                     for d in self._descendants(key, children):
@@ -226,7 +233,7 @@ class _Runner:
 
     def _record(self, key: str, meta: dict) -> None:
         stage: Stage = self.plan.stages[key]
-        attempt = self.store.attempt_for(self.plan.sweep, key)
+        self.attempts[key] = attempt = self.attempts.get(key, 0) + 1
         common = {k: meta.get(k) for k in ("host", "device", "status", "error_type", "error", "started_at", "finished_at")}
         if meta["status"] == "ok":
             self.seconds[key] = float(meta["seconds"])

@@ -99,12 +99,6 @@ class ResultsStore:
         except OSError as err:
             raise StoreError(f"store {self.location}: not writable ({str(err).splitlines()[0]})") from None
 
-    def _next_attempt(self, directory: str, key: str) -> int:
-        existing = self._files(directory, prefix=f"{key}-")
-        numbers = [int(p.rsplit("-", 1)[1].split(".")[0]) for p in existing
-                   if p.rsplit("-", 1)[1].split(".")[0].isdigit()]
-        return max(numbers, default=0) + 1
-
     def _write(self, path: str, table: pa.Table) -> None:
         directory, name = path.rsplit("/", 1)
         self.fs.create_dir(directory, recursive=True)
@@ -116,9 +110,6 @@ class ResultsStore:
         with self.fs.open_output_stream(tmp) as f:
             f.write(buf.getvalue())
         self.fs.move(tmp, path)
-
-    def attempt_for(self, sweep: str, key: str) -> int:
-        return self._next_attempt(f"{self.root}/stages/sweep={sweep}", key)
 
     def write_stage(self, sweep: str, key: str, attempt: int, stage_row: dict,
                     points: list[dict], curve: list[dict]) -> None:
@@ -135,14 +126,14 @@ class ResultsStore:
         self._write(f"{self.root}/stages/sweep={sweep}/{key}-{attempt}.parquet", _table([row], STAGES))
 
     # ------------------------------------------------------------ reading
-    def _files(self, directory: str, prefix: str = "") -> list[str]:
+    def _files(self, directory: str) -> list[str]:
         info = self.fs.get_file_info(directory)
         if info.type == pafs.FileType.NotFound:
             return []
         sel = pafs.FileSelector(directory, recursive=True)
         return sorted(f.path for f in self.fs.get_file_info(sel)
                       if f.type == pafs.FileType.File and f.path.endswith(".parquet")
-                      and not f.base_name.startswith(".") and f.base_name.startswith(prefix))
+                      and not f.base_name.startswith("."))
 
     def read(self, table: str, sweep: str | None = None) -> pd.DataFrame:
         """All rows of one table (partition columns included); corrupt files are reported on stderr and skipped."""
@@ -169,11 +160,6 @@ class ResultsStore:
     def done_keys(self, sweep: str | None = None) -> set[str]:
         stages = self.read("stages", sweep)
         return set(stages.loc[stages["status"] == "ok", "stage_key"])
-
-    def stage_seconds(self, sweep: str | None = None) -> dict[str, float]:
-        stages = self.read("stages", sweep)
-        ok = stages[stages["status"] == "ok"]
-        return dict(zip(ok["stage_key"], ok["seconds"].astype(float)))
 
 
 def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:

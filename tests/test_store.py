@@ -9,13 +9,12 @@ STAGE = {"kind": "imp_level", "label": "ltr s=0 L=1", "seed": 0, "parents": "{}"
 
 def test_write_read_and_attempts_never_overwrite(tmp_path):
     store = ResultsStore(str(tmp_path / "s"))
-    store.write_stage("sw", "k1", store.attempt_for("sw", "k1"), {**STAGE, "status": "failed"}, [{**POINT, "status": "failed"}], [])
-    store.write_stage("sw", "k1", store.attempt_for("sw", "k1"), STAGE, [POINT], [{"seed": 0, "epoch": 1.0, "iteration": 4}])
+    store.write_stage("sw", "k1", 1, {**STAGE, "status": "failed"}, [{**POINT, "status": "failed"}], [])
+    store.write_stage("sw", "k1", 2, STAGE, [POINT], [{"seed": 0, "epoch": 1.0, "iteration": 4}])
     points = pd.read_parquet(tmp_path / "s" / "points")
     assert sorted(points["attempt"]) == [1, 2]
     assert set(points["method"].astype(str)) == {"ltr"} and set(points["sweep"].astype(str)) == {"sw"}
     assert store.done_keys("sw") == {"k1"}
-    assert store.stage_seconds("sw") == {"k1": 1.5}
     with pytest.raises(StoreError, match="refusing to overwrite"):
         store.write_stage("sw", "k1", 2, STAGE, [POINT], [])
 
