@@ -61,10 +61,14 @@ def main() -> None:
         summary = run_plan(plan, spec, ResultsStore(store), progress=False, echo=lambda *_: None)
         a = time.perf_counter() - t0
         ray.shutdown()
+        busy = ResultsStore(store).read("stages")["seconds"].astype(float).sum()
     assert summary.failed == 0, summary.failures
     print(f"(a) orchestrator, 2 one-thread trial actors: {a:.1f} s (Ray start {startup:.1f} s, stages {summary.seconds:.1f} s)")
     print(f"ratio (a)/(b) = {a / b:.2f} against the faster sequential loop   [target <= 0.6]")
     print(f"ratio without Ray start-up = {(a - startup) / b:.2f}")
+    # Where the time goes: stage compute inside the actors vs the same stages alone in one thread.
+    print(f"trial actors busy {busy / (2 * summary.seconds):.0%} of the run; stage compute side by side "
+          f"{busy:.1f} s vs {baselines[1]:.1f} s alone in one thread ({busy / baselines[1]:.2f}x)")
 
 
 if __name__ == "__main__":

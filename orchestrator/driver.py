@@ -97,7 +97,7 @@ class RunSummary:
     failures: list[str] = field(default_factory=list)
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> str | None:
+def connect(address: str | None) -> str | None:
     """Join a cluster (address or RAY_ADDRESS) or start a local one with the dashboard; returns its URL."""
     if ray.is_initialized():
         return None
@@ -105,8 +105,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> str | None:
     if address:
         ctx = ray.init(address=address, log_to_driver=False)
     else:
-        ctx = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                       log_to_driver=False)
+        ctx = ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
     return _dashboard_url(ctx)
 
 

@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch
 torch.set_num_threads(1)
 
 # Tests never touch a user's cache or data: everything goes to a per-session temp dir.
-os.environ.setdefault("TICKETSWEEP_CACHE", os.path.join(os.environ.get("PYTEST_TMPDIR", "/tmp"), "ticketsweep-test-cache"))
+os.environ.setdefault("TICKETSWEEP_CACHE", os.path.join(tempfile.gettempdir(), "ticketsweep-test-cache"))
 
 
 @pytest.fixture(scope="session")
