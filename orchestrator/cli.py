@@ -118,7 +118,7 @@ def plan(spec_path: str, store_location: str | None, stage_key: str | None) -> N
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def submit(spec_path: str, store_location: str | None, address: str | None, progress: bool) -> None:
     """Run every stage of a sweep that is not in the store yet (so submitting again resumes)."""
-    from orchestrator.driver import run_plan
+    from orchestrator.driver import ResourceError, run_plan
 
     spec = _spec(spec_path)
     store = _store(store_location or spec.store)
@@ -127,7 +127,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
         _check_data(spec)
     try:
         summary = run_plan(p, spec, store, address=address, progress=progress, echo=click.echo)
-    except StoreError as err:
+    except (StoreError, ResourceError) as err:
         _fail(str(err))
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages are stored; submit again to resume", err=True)

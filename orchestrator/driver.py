@@ -116,6 +116,20 @@ def _dashboard_url(ctx) -> str | None:
     return url
 
 
+class ResourceError(ValueError):
+    """The cluster cannot place even one trial actor; the message names the spec field."""
+
+
+def check_resources(spec: SweepSpec, available: dict) -> None:
+    """Fail fast instead of waiting forever for an actor no node can host."""
+    res = spec.resources
+    for field_name, need, kind in (("cpus_per_trial", res.cpus_per_trial, "CPU"),
+                                   ("gpus_per_trial", res.gpus_per_trial, "GPU")):
+        if need > available.get(kind, 0):
+            raise ResourceError(f"resources.{field_name}: a trial needs {need:g} {kind}, "
+                                f"the cluster has {available.get(kind, 0):g}")
+
+
 class _Runner:
     def __init__(self, plan: Plan, spec: SweepSpec, store: ResultsStore, progress: bool):
         self.plan, self.spec, self.store = plan, spec, store
@@ -275,10 +289,11 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     runner = _Runner(plan, spec, store, progress)
     if not runner.todo:
         return RunSummary(planned=len(plan.stages), skipped_done=len(runner.done))
-    store.check_writable()
     url = connect(address)
     if url:
         echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")
+    check_resources(spec, ray.cluster_resources())
+    store.check_writable()
     summary = runner.run()
     summary.dashboard_url = url
     return summary

@@ -115,3 +115,12 @@ def test_store_that_is_a_file_exits_2(tmp_path):
     r = CliRunner().invoke(main, ["submit", str(spec_path), "--store", str(bad)])
     assert r.exit_code == 2 and str(bad) in r.output
     assert bad.read_text() == "x"
+
+
+def test_more_gpus_than_the_cluster_has_exits_2(ray_cluster, tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({**TINY, "resources": {"gpus_per_trial": 0.5}}))
+    r = CliRunner().invoke(main, ["submit", str(spec_path), "--store", str(tmp_path / "store")])
+    assert r.exit_code == 2
+    assert "resources.gpus_per_trial" in r.output
+    assert not (tmp_path / "store").exists()
