@@ -154,13 +154,12 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
         seen += len(y)
         end_of_epoch = pos == ipe - 1 or it == stop - 1
         if end_of_epoch:
-            row = {"phase": "train", "epoch": epoch + 1 if pos == ipe - 1 else epoch + (pos + 1) / ipe, "iteration": it + 1,
-                   "train_loss": running / max(seen, 1), "lr": recipe.lr_at(it, ipe)}
+            row = {"phase": "train", "epoch": epoch + 1 if pos == ipe - 1 else epoch + (pos + 1) / ipe,
+                   "iteration": it + 1, "train_loss": running / max(seen, 1), "lr": recipe.lr_at(it, ipe)}
             if (epoch + 1) % recipe.eval_every == 0 or it == stop - 1:
                 acc, loss_t = evaluate(model, data.x_test, data.y_test)
                 best = max(best, acc)
                 row.update(test_accuracy=acc, test_loss=loss_t)
-                model.train()
             curve.append(row)
             if on_epoch is not None:
                 on_epoch(row)
