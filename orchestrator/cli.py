@@ -122,11 +122,9 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
 
     spec = _spec(spec_path)
     store = _store(store_location or spec.store)
-    p = _plan(spec)
-    if not (store.done_keys(spec.name) >= set(p.stages)):
-        _check_data(spec)
     try:
-        summary = run_plan(p, spec, store, address=address, progress=progress, echo=click.echo)
+        summary = run_plan(_plan(spec), spec, store, address=address, progress=progress, echo=click.echo,
+                           preflight=lambda: _check_data(spec))
     except (StoreError, ResourceError) as err:
         _fail(str(err))
     except KeyboardInterrupt:

@@ -172,6 +172,7 @@ class _Runner:
         dead: set[str] = set()
         bar = tqdm(total=len(self.todo), desc=f"sweep {plan.sweep}", unit="stage", disable=not self.progress,
                    file=sys.stderr, dynamic_ncols=True)
+
         def dispatch() -> None:
             while ready and idle:
                 _, _, key = heapq.heappop(ready)
@@ -284,11 +285,17 @@ def _point_key(sweep: str, stage: Stage) -> str:
 
 
 def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | None = None,
-             progress: bool = True, echo=print) -> RunSummary:
-    """Run every stage of `plan` whose key is not already in `store`. Starts Ray only if there is work."""
+             progress: bool = True, echo=print, preflight=None) -> RunSummary:
+    """Run every stage of `plan` whose key is not already in `store`. Starts Ray only if there is work.
+
+    `preflight()` runs only when there is work, before Ray starts or anything is written
+    (the CLI checks the data root there).
+    """
     runner = _Runner(plan, spec, store, progress)
     if not runner.todo:
         return RunSummary(planned=len(plan.stages), skipped_done=len(runner.done))
+    if preflight is not None:
+        preflight()
     url = connect(address)
     if url:
         echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")
