@@ -14,6 +14,10 @@ import torch
 from orchestrator.store import open_store
 
 
+class ArtifactMissing(FileNotFoundError):
+    """A finished stage's stored outputs are gone; `submit` notices this and runs that stage again."""
+
+
 def _path(root: str, key: str) -> str:
     return f"{root}/artifacts/{key}/outputs.pt"
 
@@ -41,7 +45,7 @@ def load(location: str, key: str) -> dict:
         with fs.open_input_file(path) as f:
             data = f.read()
     except (FileNotFoundError, OSError) as err:
-        raise FileNotFoundError(f"artifact of stage {key} missing at {path}: {err}") from None
+        raise ArtifactMissing(f"artifact of stage {key} missing at {path}: {err}") from None
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 

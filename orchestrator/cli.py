@@ -15,6 +15,7 @@ from orchestrator.spec import SpecError, SweepSpec, describe, load_spec
 from orchestrator.store import ResultsStore, StoreError
 
 BAD_INPUT = 2
+SWEEP_BUSY = 3  # another driver holds the sweep's lease
 
 
 def _fail(message: str) -> None:
@@ -114,48 +115,48 @@ def plan(spec_path: str, store_location: str | None, stage_key: str | None) -> N
 @main.command()
 @click.argument("spec_path", metavar="SPEC")
 @click.option("--store", "store_location", help="Results store (overrides the spec's).")
-@click.option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local cluster with the dashboard).")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def submit(spec_path: str, store_location: str | None, address: str | None, progress: bool) -> None:
+@click.option("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a private local cluster with the dashboard).")
+@click.option("--progress/--no-progress", default=True,
+              help="A progress bar on a terminal; with --no-progress (or no terminal) one line per finished stage.")
+@click.option("--dashboard/--no-dashboard", default=True, help="Start the Ray dashboard with a private cluster.")
+@click.option("--take-over", is_flag=True, help="Take the sweep's lease from another driver (only if it is gone).")
+@click.option("--retry-diverged", is_flag=True, help="Run stages that diverged in an earlier submit again.")
+def submit(spec_path: str, store_location: str | None, address: str | None, progress: bool, dashboard: bool,
+           take_over: bool, retry_diverged: bool) -> None:
     """Run every stage of a sweep that is not in the store yet (so submitting again resumes)."""
-    from orchestrator.driver import ResourceError, run_plan
+    from orchestrator.cluster import ClusterError
+    from orchestrator.driver import run_plan
+    from orchestrator.lease import LeaseHeld
+    from orchestrator.scheduler import LeaseLost
 
     spec = _spec(spec_path)
     store = _store(store_location or spec.store)
     try:
         summary = run_plan(_plan(spec), spec, store, address=address, progress=progress, echo=click.echo,
-                           preflight=lambda: _check_data(spec))
-    except (StoreError, ResourceError) as err:
+                           preflight=lambda: _check_data(spec), take_over=take_over, retry_diverged=retry_diverged,
+                           dashboard=dashboard)
+    except ClusterError as err:
         _fail(str(err))
+    except LeaseHeld as err:
+        click.echo(str(err), err=True)
+        sys.exit(SWEEP_BUSY)
+    except (StoreError, LeaseLost) as err:
+        click.echo(str(err), err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages are stored; submit again to resume", err=True)
         sys.exit(130)
     click.echo(f"{summary.ran} stage(s) ran, {summary.skipped_done} already stored, {summary.failed} failed, "
-               f"{summary.skipped_after_failure} skipped after a failure ({summary.seconds:.1f} s)")
+               f"{summary.diverged} diverged, {summary.skipped_after_failure} skipped after a failure "
+               f"({summary.seconds:.1f} s)")
+    if summary.not_retried:
+        click.echo(f"{summary.not_retried} stage(s) not run: they diverged in an earlier submit, or depend on one "
+                   f"that did (--retry-diverged runs them)")
     for f in summary.failures:
-        click.echo(f"  failed: {f}", err=True)
+        click.echo(f"  {f}", err=True)
     click.echo(f"results: {store.location}/points  (orchestrate results --store {store.location})")
-    if summary.failed:
+    if summary.failed or summary.diverged:
         sys.exit(1)
-
-
-@main.command()
-@click.argument("spec_path", metavar="SPEC", required=False)
-@click.option("--store", "store_location", help="Results store (default: the spec's).")
-def status(spec_path: str | None, store_location: str | None) -> None:
-    """Count finished, failed and missing stages of a sweep (or of everything in a store)."""
-    spec = _spec(spec_path) if spec_path else None
-    if not (store_location or spec):
-        _fail("status: give a SPEC or --store")
-    store = _store(store_location or spec.store)
-    stages = store.read("stages", spec.name if spec else None)
-    latest = stages.sort_values("attempt").drop_duplicates("stage_key", keep="last")
-    counts = Counter(latest["status"])
-    click.echo(f"{store.location}: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "empty"))
-    if spec:
-        p = _plan(spec)
-        done = set(latest.loc[latest["status"] == "ok", "stage_key"])
-        click.echo(f"sweep {spec.name}: {len(done & set(p.stages))}/{len(p.stages)} stages done")
 
 
 def _points(store_location: str | None, sweep: str | None):
@@ -197,6 +198,9 @@ def plot(store_location, sweep, spec_path, output) -> None:
     plot_frontier(frontier(_points(store_location, sweep)), output)
     click.echo(f"wrote {output}")
 
+
+# Verbs that live in their own modules register themselves on `main` when imported.
+from orchestrator import cli_store  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

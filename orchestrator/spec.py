@@ -95,7 +95,17 @@ class TrainingSpec(Strict):
 SanityCheck = Literal["shuffle", "reinit", "invert"]
 
 
+class MethodResources(Strict):
+    """A method's own trial resources; unset fields fall back to the spec's `resources`."""
+    cpus_per_trial: float | None = Field(default=None, gt=0, description="CPUs per trial actor")
+    gpus_per_trial: float | None = Field(default=None, ge=0, le=1, description="GPU share per trial actor")
+    memory_per_trial_gb: float | None = Field(default=None, gt=0, description="memory reserved per trial actor, GiB")
+
+
 class MethodBase(Strict):
+    resources: MethodResources | None = Field(
+        default=None, description="this method's trial resources {cpus_per_trial, gpus_per_trial, memory_per_trial_gb}; "
+                                  "unset fields come from the spec's resources; actors are pooled per shape")
     sanity_checks: list[SanityCheck] = Field(
         default_factory=list,
         description="ablations that add rows: shuffle (layerwise), reinit (fresh weights), invert (keep the lowest scores)")
@@ -160,8 +170,17 @@ class Resources(Strict):
     """What each trial actor gets, and how many run at once."""
     cpus_per_trial: float = Field(default=1, gt=0, description="CPUs per trial actor (also its torch thread count)")
     gpus_per_trial: float = Field(default=0, ge=0, le=1, description="GPU share per trial actor; fractions pack trials on one GPU")
-    max_concurrent: int = Field(default=2, gt=0, description="trial actors in the pool")
-    max_retries: int = Field(default=2, ge=0, description="retries of a stage whose actor died")
+    memory_per_trial_gb: float | None = Field(default=None, gt=0, description="memory reserved per trial actor in GiB (Ray's memory resource); none by default")
+    max_concurrent: int = Field(default=2, gt=0, description="trial actors alive at once, over all resource shapes")
+    max_retries: int = Field(default=2, ge=0, description="retries of a stage whose trial actor or node died")
+
+    def shape(self, override: "MethodResources | None" = None) -> tuple[float, float, float | None]:
+        """(CPUs, GPU share, memory bytes) of a trial actor, with a method's override applied."""
+        o = override or MethodResources()
+        memory = o.memory_per_trial_gb if o.memory_per_trial_gb is not None else self.memory_per_trial_gb
+        return (o.cpus_per_trial if o.cpus_per_trial is not None else self.cpus_per_trial,
+                o.gpus_per_trial if o.gpus_per_trial is not None else self.gpus_per_trial,
+                memory * 2 ** 30 if memory is not None else None)
 
 
 class SweepSpec(Strict):

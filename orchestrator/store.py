@@ -1,32 +1,52 @@
-"""Parquet results store: the schema (defined once, versioned), atomic per-stage files, reading back.
+"""Parquet results store: one atomic commit per stage attempt, pandas-readable views, scans, compaction.
 
 Layout under the store root (a local path or a pyarrow filesystem URI such as s3://bucket/x):
-    points/sweep=<name>/method=<method>/<stage_key>-<attempt>.parquet   one row per result
-    stages/sweep=<name>/<stage_key>-<attempt>.parquet                   one row per stage attempt
-    curves/sweep=<name>/<stage_key>-<attempt>.parquet                   per-epoch metrics
-    artifacts/<stage_key>/outputs.pt                                    weights and masks (artifacts.py)
-`sweep` and `method` live only in the directory names (hive partitions), so
-`pandas.read_parquet("<store>/points")` gives them back as columns.
-Files are written under a hidden temporary name and renamed; nothing is ever overwritten.
+    stages/sweep=<s>/<name>.parquet              the commit log: one file per stage attempt, holding the stage
+                                                 row and (nested) its result rows and curve; written first
+    points/sweep=<s>/method=<m>/<name>.parquet   view: the attempt's result rows, written after its commit
+    curves/sweep=<s>/<name>.parquet              view: per-epoch metrics, written after its commit
+    logs/sweep=<s>/<stage_key>-<attempt>.log     what the stage printed, and its traceback
+    artifacts/<stage_key>/outputs.pt             weights and masks (artifacts.py)
+    leases/<sweep>.json                          the running driver's lease (lease.py)
+    quarantine/<time>/<path>                     unreadable or uncommitted files moved aside, never deleted
+    <name> = <stage_key>-<attempt>-<token>; compacted files are named compacted-<token>.parquet.
+
+Why a commit file plus views: one file is the only thing every filesystem writes atomically (a local
+rename, one object-store PUT), so an attempt becomes visible all at once or not at all. The views exist so
+that `pandas.read_parquet("<store>/points")` works; they are written only after their commit, so a raw
+pandas read never sees an uncommitted row, and a crash between commit and view is repaired from the commit
+by the next `submit` (`materialize`). Every write goes to a fresh name: nothing is ever overwritten.
+`sweep` and `method` live only in directory names (hive partitions).
 """
 from __future__ import annotations
 
 import io
+import json
+import os
 import sys
+import time
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+COMPACTED_PREFIX = "compacted-"
+SOURCES_KEY = b"ticketsweep.sources"  # parquet metadata of a compacted file: the names it replaced
+_READ_THREADS = 16  # parallel file reads: on object storage each small GET is latency-bound
 
 
 class StoreError(ValueError):
-    """A store location that cannot be used; the message names it."""
+    """A store location or file that cannot be used; the message is one line naming it."""
 
+
+_UTC = pa.timestamp("us", tz="UTC")
+_MEMORY = [("peak_rss_mb", pa.float64()), ("cuda_peak_mb", pa.float64())]
 
 POINTS = pa.schema([
     ("point_key", pa.string()), ("stage_key", pa.string()), ("attempt", pa.int32()),
@@ -37,23 +57,15 @@ POINTS = pa.schema([
     ("dense_test_accuracy", pa.float64()),
     ("search_seconds", pa.float64()), ("retrain_seconds", pa.float64()),
     ("marginal_seconds", pa.float64()), ("standalone_seconds", pa.float64()),
-    ("device", pa.string()), ("gpu_fraction", pa.float64()), ("host", pa.string()),
+    ("device", pa.string()), ("gpu_fraction", pa.float64()), ("host", pa.string()), *_MEMORY,
     ("status", pa.string()), ("error_type", pa.string()), ("error", pa.string()),
-    ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("started_at", _UTC), ("finished_at", _UTC),
     ("versions", pa.string()), ("schema_version", pa.int32()),
 ])
 
-STAGES = pa.schema([
-    ("stage_key", pa.string()), ("attempt", pa.int32()), ("kind", pa.string()), ("label", pa.string()),
-    ("seed", pa.int64()), ("parents", pa.string()), ("seconds", pa.float64()),
-    ("host", pa.string()), ("device", pa.string()), ("status", pa.string()),
-    ("error_type", pa.string()), ("error", pa.string()),
-    ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
-    ("schema_version", pa.int32()),
-])
-
 CURVES = pa.schema([
-    ("stage_key", pa.string()), ("attempt", pa.int32()), ("seed", pa.int64()), ("phase", pa.string()),
+    ("stage_key", pa.string()), ("attempt", pa.int32()), ("method", pa.string()), ("target_sparsity", pa.float64()),
+    ("label", pa.string()), ("seed", pa.int64()), ("phase", pa.string()),
     ("epoch", pa.float64()), ("iteration", pa.int64()), ("train_loss", pa.float64()), ("lr", pa.float64()),
     ("test_accuracy", pa.float64()), ("test_loss", pa.float64()),
     # CTS search epochs (phase "search"): the objective and the expected kept fraction Σσ(s)/d
@@ -61,7 +73,30 @@ CURVES = pa.schema([
     ("schema_version", pa.int32()),
 ])
 
+STAGES = pa.schema([
+    ("stage_key", pa.string()), ("attempt", pa.int32()), ("token", pa.string()),
+    ("kind", pa.string()), ("label", pa.string()), ("method", pa.string()), ("target_sparsity", pa.float64()),
+    ("seed", pa.int64()), ("parents", pa.string()), ("seconds", pa.float64()),
+    ("host", pa.string()), ("device", pa.string()), *_MEMORY, ("status", pa.string()),
+    ("error_type", pa.string()), ("error", pa.string()),
+    ("started_at", _UTC), ("finished_at", _UTC),
+    # How many rows this attempt's views hold, so a missing view is noticed without reading the payload.
+    ("n_points", pa.int32()), ("n_curve", pa.int32()),
+    ("schema_version", pa.int32()),
+    ("points", pa.list_(pa.struct(list(POINTS) + [pa.field("method", pa.string())]))),
+    ("curve", pa.list_(pa.struct(list(CURVES)))),
+])
+
 TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES}
+PAYLOAD = ("points", "curve")
+# Within one committed attempt, these columns identify a row (so compaction overlaps never duplicate one).
+ROW_IDENTITY = {"stages": ["stage_key", "attempt"], "points": ["stage_key", "attempt"],
+                "curves": ["stage_key", "attempt", "phase", "epoch"]}
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def open_store(location: str) -> tuple[pafs.FileSystem, str]:
@@ -70,14 +105,25 @@ def open_store(location: str) -> tuple[pafs.FileSystem, str]:
         if "://" in location:
             fs, root = pafs.FileSystem.from_uri(location)
         else:
-            import os
             fs, root = pafs.LocalFileSystem(), os.path.abspath(location)
+        info = fs.get_file_info(root)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
-        raise StoreError(f"store {location}: cannot open ({str(err).splitlines()[0]})") from None
-    info = fs.get_file_info(root)
+        raise StoreError(f"store {location}: cannot open ({_one_line(err)})") from None
     if info.type == pafs.FileType.File:
         raise StoreError(f"store {location}: is a file, expected a directory")
     return fs, root.rstrip("/")
+
+
+def attempt_name(key: str, attempt: int, token: str | None) -> str:
+    """The file name (without .parquet) shared by an attempt's commit and its views; schema-1 files had no token."""
+    return f"{key}-{attempt}" + (f"-{token}" if token else "")
+
+
+@dataclass
+class Scan:
+    """Rows read from one table, and the files that could not be read (path, reason)."""
+    table: pa.Table
+    bad: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -87,83 +133,321 @@ class ResultsStore:
     def __post_init__(self):
         self.fs, self.root = open_store(self.location)
 
-    # ------------------------------------------------------------ writing
+    # ------------------------------------------------------------ low-level I/O
+    def _io(self, what: str, fn, *args):
+        """Run a filesystem call; any I/O error becomes a one-line StoreError naming the path."""
+        try:
+            return fn(*args)
+        except StoreError:
+            raise
+        except (OSError, pa.ArrowException) as err:
+            raise StoreError(f"store {self.location}: cannot {what} ({_one_line(err)})") from None
+
     def check_writable(self) -> None:
         """Create the root and prove a file can be written there, before any work starts."""
-        try:
+        def probe():
             self.fs.create_dir(self.root, recursive=True)
-            probe = f"{self.root}/.probe-{uuid.uuid4().hex}"
-            with self.fs.open_output_stream(probe) as f:
+            path = f"{self.root}/.probe-{uuid.uuid4().hex}"
+            with self.fs.open_output_stream(path) as f:
                 f.write(b"ok")
-            self.fs.delete_file(probe)
-        except OSError as err:
-            raise StoreError(f"store {self.location}: not writable ({str(err).splitlines()[0]})") from None
+            self.fs.delete_file(path)
+        self._io(f"write to {self.root}", probe)
 
-    def _write(self, path: str, table: pa.Table) -> None:
-        directory, name = path.rsplit("/", 1)
-        self.fs.create_dir(directory, recursive=True)
-        if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
-            raise StoreError(f"store {self.location}: refusing to overwrite {path}")
-        tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    def exists(self, path: str) -> bool:
+        return self._io(f"stat {path}", self.fs.get_file_info, path).type != pafs.FileType.NotFound
+
+    def put_bytes(self, path: str, data: bytes) -> None:
+        """Write a new file atomically (hidden temporary name, then rename); an existing file is an error."""
+        def put():
+            directory, name = path.rsplit("/", 1)
+            self.fs.create_dir(directory, recursive=True)
+            if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+                raise StoreError(f"store {self.location}: refusing to overwrite {path}")
+            tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, path)
+        self._io(f"write {path}", put)
+
+    def get_bytes(self, path: str) -> bytes:
+        def get():
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        return self._io(f"read {path}", get)
+
+    def _put_table(self, path: str, table: pa.Table) -> None:
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(buf.getvalue())
-        self.fs.move(tmp, path)
+        self.put_bytes(path, buf.getvalue())
 
-    def write_stage(self, sweep: str, key: str, attempt: int, stage_row: dict,
-                    points: list[dict], curve: list[dict]) -> None:
-        """Write one finished stage attempt: curves and points first, the stage row last (it marks 'done')."""
-        if curve:
-            rows = [{**r, "stage_key": key, "attempt": attempt, "schema_version": SCHEMA_VERSION} for r in curve]
-            self._write(f"{self.root}/curves/sweep={sweep}/{key}-{attempt}.parquet", _table(rows, CURVES))
-        for p in points:
-            row = {**p, "stage_key": key, "attempt": attempt, "schema_version": SCHEMA_VERSION}
-            method = row.pop("method")
-            self._write(f"{self.root}/points/sweep={sweep}/method={method}/{key}-{attempt}.parquet",
-                        _table([row], POINTS))
-        row = {**stage_row, "stage_key": key, "attempt": attempt, "schema_version": SCHEMA_VERSION}
-        self._write(f"{self.root}/stages/sweep={sweep}/{key}-{attempt}.parquet", _table([row], STAGES))
+    def _dir(self, table: str, sweep: str | None = None, method: str | None = None) -> str:
+        return "/".join([self.root, table] + ([f"sweep={sweep}"] if sweep else [])
+                        + ([f"method={method}"] if method else []))
 
-    # ------------------------------------------------------------ reading
-    def _files(self, directory: str) -> list[str]:
-        info = self.fs.get_file_info(directory)
-        if info.type == pafs.FileType.NotFound:
-            return []
-        sel = pafs.FileSelector(directory, recursive=True)
-        return sorted(f.path for f in self.fs.get_file_info(sel)
-                      if f.type == pafs.FileType.File and f.path.endswith(".parquet")
-                      and not f.base_name.startswith("."))
+    # ------------------------------------------------------------ the commit protocol
+    def commit(self, sweep: str, key: str, attempt: int, stage_row: dict, points: list[dict],
+               curve: list[dict], log: str | None = None) -> str:
+        """Commit one stage attempt: its commit file (the single atomic step), then its views, then its log.
 
-    def read(self, table: str, sweep: str | None = None) -> pd.DataFrame:
-        """All rows of one table (partition columns included); corrupt files are reported on stderr and skipped."""
-        schema = TABLES[table]
-        base = f"{self.root}/{table}" + (f"/sweep={sweep}" if sweep else "")
-        frames = []
-        for path in self._files(base):
-            try:
-                with self.fs.open_input_file(path) as f:
-                    t = pq.read_table(f)
-            except (pa.ArrowException, OSError) as err:
-                print(f"warning: skipping unreadable store file {path}: {str(err).splitlines()[0]}", file=sys.stderr)
+        Returns the attempt's name. A crash after the commit file leaves views that `materialize` re-creates.
+        """
+        token = uuid.uuid4().hex[:12]
+        stamp = {"stage_key": key, "attempt": attempt, "schema_version": SCHEMA_VERSION}
+        row = {**stage_row, **stamp, "token": token, "n_points": len(points), "n_curve": len(curve),
+               "points": [{**p, **stamp} for p in points], "curve": [{**c, **stamp} for c in curve]}
+        name = attempt_name(key, attempt, token)
+        self._put_table(f"{self._dir('stages', sweep)}/{name}.parquet", _table([row], STAGES))
+        self.materialize(sweep, row)
+        if log is not None:
+            path = f"{self.root}/logs/sweep={sweep}/{key}-{attempt}.log"
+            if not self.exists(path):
+                self.put_bytes(path, log.encode("utf-8", "replace"))
+        return name
+
+    def materialize(self, sweep: str, commit_row: dict, present: set[str] | None = None) -> int:
+        """Write the views of one committed attempt that are not there yet; returns how many were written."""
+        name = attempt_name(commit_row["stage_key"], commit_row["attempt"], commit_row.get("token"))
+        written = 0
+        by_method: dict[str, list[dict]] = {}
+        for p in commit_row.get("points") or []:
+            by_method.setdefault(p["method"], []).append({k: v for k, v in p.items() if k != "method"})
+        targets = [(f"{self._dir('points', sweep, m)}/{name}.parquet", rows, POINTS) for m, rows in by_method.items()]
+        if commit_row.get("curve"):
+            targets.append((f"{self._dir('curves', sweep)}/{name}.parquet", list(commit_row["curve"]), CURVES))
+        for path, rows, schema in targets:
+            if (present is not None and name in present) or self.exists(path):
                 continue
-            df = t.to_pandas()
-            for part in path[len(self.root) + 1:].split("/")[1:-1]:
-                name, _, value = part.partition("=")
-                df[name] = value
-            frames.append(df)
-        if not frames:
-            cols = [f.name for f in schema] + ["sweep"] + (["method"] if table == "points" else [])
-            return pd.DataFrame(columns=cols)
-        return pd.concat(frames, ignore_index=True)
+            self._put_table(path, _table(rows, schema))
+            written += 1
+        return written
+
+    # ------------------------------------------------------------ listing and reading
+    def list_files(self, table: str, sweep: str | None = None, suffix: str = ".parquet") -> list[pafs.FileInfo]:
+        """Visible files of a table (hidden temporaries excluded), sorted by path."""
+        base = self._dir(table, sweep)
+        def ls():
+            if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
+                return []
+            return [f for f in self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
+                    if f.type == pafs.FileType.File and f.base_name.endswith(suffix)
+                    and not f.base_name.startswith((".", "_"))]
+        return sorted(self._io(f"list {base}", ls), key=lambda f: f.path)
+
+    def temporaries(self) -> list[pafs.FileInfo]:
+        """Hidden temporary files left by writes that never finished (invisible to every reader)."""
+        def ls():
+            if self.fs.get_file_info(self.root).type == pafs.FileType.NotFound:
+                return []
+            return [f for f in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
+                    if f.type == pafs.FileType.File and f.base_name.startswith(".") and f.base_name.endswith(".tmp")]
+        return self._io(f"list {self.root}", ls)
+
+    def _partitions(self, path: str) -> dict[str, str]:
+        parts = path[len(self.root) + 1:].split("/")[1:-1]
+        return dict(p.partition("=")[::2] for p in parts if "=" in p)
+
+    def _read_file(self, path: str, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
+        with self.fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            names = set(pf.schema_arrow.names)
+            wanted = [c for c in (columns or schema.names) if c in schema.names]
+            t = pf.read(columns=[c for c in wanted if c in names], use_threads=False)
+        # Files written by an older schema lack newer columns: they read as nulls.
+        arrays = [t.column(c).cast(schema.field(c).type) if c in names
+                  else pa.nulls(t.num_rows, schema.field(c).type) for c in wanted]
+        out = pa.table(arrays, names=wanted)
+        for name, value in self._partitions(path).items():
+            out = out.append_column(name, pa.array([value] * out.num_rows, pa.string()))
+        return out
+
+    def scan(self, table: str, sweep: str | None = None, columns: list[str] | None = None,
+             files: list[str] | None = None) -> Scan:
+        """Read a table's files in parallel. Unreadable files are returned in `bad`, not raised.
+
+        A file that vanishes mid-scan was replaced by compaction: the scan lists again and starts over.
+        """
+        schema = TABLES[table]
+        for _ in range(5):
+            paths = files if files is not None else [f.path for f in self.list_files(table, sweep)]
+            vanished = False
+
+            def read(path):
+                try:
+                    return self._read_file(path, schema, columns), None
+                except FileNotFoundError:
+                    return None, "vanished"
+                except (OSError, pa.ArrowException, ValueError) as err:
+                    return None, _one_line(err)
+
+            with ThreadPoolExecutor(min(_READ_THREADS, max(1, len(paths)))) as pool:
+                results = list(pool.map(read, paths))
+            parts, bad = [], []
+            for path, (t, reason) in zip(paths, results):
+                if reason == "vanished":
+                    vanished = True
+                elif reason is not None:
+                    bad.append((path, reason))
+                elif t.num_rows:
+                    parts.append(t)
+            if not vanished or files is not None:
+                break
+        if parts:
+            return Scan(pa.concat_tables(parts, promote_options="default"), bad)
+        empty_cols = [c for c in (columns or schema.names) if c in schema.names]
+        empty = pa.table([pa.array([], schema.field(c).type) for c in empty_cols], names=empty_cols)
+        return Scan(empty, bad)
+
+    def committed(self, sweep: str | None = None, columns: list[str] | None = None) -> Scan:
+        """The commit log (one row per committed attempt, deduplicated), without the nested payload by default."""
+        cols = columns or [c for c in STAGES.names if c not in PAYLOAD]
+        needed = list(dict.fromkeys(cols + ["stage_key", "attempt", "token"]))
+        s = self.scan("stages", sweep, needed)
+        return Scan(_dedup(s.table, ["sweep", "stage_key", "attempt", "token"]), s.bad)
+
+    def read(self, table: str, sweep: str | None = None, warn: bool = True) -> pd.DataFrame:
+        """Committed rows of one table as pandas (partition columns included), one row per identity.
+
+        Unreadable files are reported on stderr and skipped; view rows whose commit is missing are left out.
+        """
+        if table == "stages":
+            s = self.committed(sweep)
+            bad, t = s.bad, s.table
+        else:
+            s = self.scan(table, sweep)
+            log = self.committed(sweep, ["stage_key", "attempt"])
+            bad, t = s.bad + log.bad, _only_committed(s.table, log.table)
+            t = _dedup(t, ["sweep"] + ROW_IDENTITY[table])
+        if warn:
+            for path, reason in bad:
+                print(f"warning: skipping unreadable store file {path}: {reason}", file=sys.stderr)
+        df = t.to_pandas()
+        for col in ("sweep",) + (("method",) if table == "points" else ()):
+            if col not in df:
+                df[col] = pd.Series(dtype=object)
+        return df
 
     def done_keys(self, sweep: str | None = None) -> set[str]:
-        stages = self.read("stages", sweep)
-        return set(stages.loc[stages["status"] == "ok", "stage_key"])
+        log = self.committed(sweep, ["stage_key", "status"]).table
+        return {k for k, s in zip(log.column("stage_key").to_pylist(), log.column("status").to_pylist()) if s == "ok"}
+
+    def commit_rows(self, sweep: str, names: set[str]) -> list[dict]:
+        """Full commit rows (payload included) for the given attempt names."""
+        files = [f.path for f in self.list_files("stages", sweep)
+                 if f.base_name[:-len(".parquet")] in names or f.base_name.startswith(COMPACTED_PREFIX)]
+        rows = self.scan("stages", sweep, files=files).table.to_pylist()
+        return [r for r in rows if attempt_name(r["stage_key"], r["attempt"], r["token"]) in names]
+
+    def view_names(self, table: str, sweep: str) -> tuple[set[str], list[tuple[str, str]]]:
+        """Names of the attempts a view holds (compacted files included) and its unreadable files.
+
+        Reads only file footers, so checking a large store stays cheap.
+        """
+        infos = self.list_files(table, sweep)
+
+        def footer(info):
+            try:
+                with self.fs.open_input_file(info.path) as f:
+                    meta = pq.read_metadata(f)
+                sources = (meta.metadata or {}).get(SOURCES_KEY)
+                return json.loads(sources) if sources else [info.base_name[:-len(".parquet")]], None
+            except (OSError, pa.ArrowException, ValueError) as err:
+                return None, _one_line(err)
+
+        with ThreadPoolExecutor(min(_READ_THREADS, max(1, len(infos)))) as pool:
+            results = list(pool.map(footer, infos))
+        names, bad = set(), []
+        for info, (found, reason) in zip(infos, results):
+            if reason is not None:
+                bad.append((info.path, reason))
+            else:
+                names.update(found)
+        return names, bad
+
+    # ------------------------------------------------------------ repair and compaction
+    def quarantine(self, path: str, stamp: str) -> str:
+        """Move a file aside under quarantine/<stamp>/ (never deleted), so readers stop meeting it."""
+        target = f"{self.root}/quarantine/{stamp}/{path[len(self.root) + 1:]}"
+        self._io(f"create {target.rsplit('/', 1)[0]}", self.fs.create_dir, target.rsplit("/", 1)[0])
+        self._io(f"move {path} to quarantine", self.fs.move, path, target)
+        return target
+
+    def sweeps(self) -> list[str]:
+        base = f"{self.root}/stages"
+        def ls():
+            if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
+                return []
+            return sorted(f.base_name.partition("=")[2] for f in self.fs.get_file_info(pafs.FileSelector(base))
+                          if f.type == pafs.FileType.Directory and f.base_name.startswith("sweep="))
+        return self._io(f"list {base}", ls)
+
+    def compact(self, sweep: str) -> dict[str, tuple[int, int]]:
+        """Merge a sweep's small files into one file per directory, for every table.
+
+        Each compacted file is written (atomically) before the files it replaces are deleted, and records
+        their names; readers deduplicate rows by identity, so at no moment do they see a gap or a duplicate.
+        Unreadable files and view rows without a commit are left where they are.
+        Returns {directory: (files merged, files written)}.
+        """
+        log = self.committed(sweep, ["stage_key", "attempt"]).table
+        out = {}
+        for table in ("stages", "points", "curves"):
+            by_dir: dict[str, list[pafs.FileInfo]] = {}
+            for info in self.list_files(table, sweep):
+                by_dir.setdefault(info.path.rsplit("/", 1)[0], []).append(info)
+            for directory, infos in by_dir.items():
+                if len(infos) < 2:
+                    continue
+                paths = [i.path for i in infos]
+                s = self.scan(table, sweep, files=paths)
+                unreadable = {p for p, _ in s.bad}
+                t = s.table.drop_columns([c for c in ("sweep", "method") if c in s.table.column_names])
+                # A directory holding any uncommitted row is not merged, so nothing uncommitted is ever deleted.
+                if table != "stages" and _only_committed(t, log).num_rows != t.num_rows:
+                    continue
+                t = _dedup(t, ROW_IDENTITY[table])
+                merged = [i for i in infos if i.path not in unreadable]
+                sources = []
+                for i in merged:
+                    sources.extend(self._sources_of(i))
+                t = t.replace_schema_metadata({SOURCES_KEY: json.dumps(sorted(set(sources)))})
+                self._put_table(f"{directory}/{COMPACTED_PREFIX}{uuid.uuid4().hex[:12]}.parquet", t)
+                for i in merged:
+                    self._io(f"delete {i.path}", self.fs.delete_file, i.path)
+                out[directory[len(self.root) + 1:]] = (len(merged), 1)
+        return out
+
+    def _sources_of(self, info: pafs.FileInfo) -> list[str]:
+        if not info.base_name.startswith(COMPACTED_PREFIX):
+            return [info.base_name[:-len(".parquet")]]
+        with self.fs.open_input_file(info.path) as f:
+            meta = pq.read_metadata(f).metadata or {}
+        return json.loads(meta.get(SOURCES_KEY, b"[]"))
+
+
+def _dedup(t: pa.Table, keys: list[str]) -> pa.Table:
+    keys = [k for k in keys if k in t.column_names]
+    if t.num_rows == 0 or not keys:
+        return t
+    idx = pa.array(range(t.num_rows), pa.int64())
+    first = (t.select(keys).append_column("_i", idx).group_by(keys, use_threads=False)
+             .aggregate([("_i", "min")]).column("_i_min"))
+    return t.take(pa.array(sorted(first.to_pylist()), pa.int64())) if len(first) != t.num_rows else t
+
+
+def _only_committed(rows: pa.Table, log: pa.Table) -> pa.Table:
+    if rows.num_rows == 0:
+        return rows
+    committed = {(k, a) for k, a in zip(log.column("stage_key").to_pylist(), log.column("attempt").to_pylist())}
+    mask = [(k, a) in committed for k, a in zip(rows.column("stage_key").to_pylist(), rows.column("attempt").to_pylist())]
+    return rows.filter(pa.array(mask, pa.bool_()))
 
 
 def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    unknown = set().union(*rows) - set(schema.names)
+    unknown = set().union(*rows) - set(schema.names) if rows else set()
     if unknown:
         raise ValueError(f"columns not in the store schema: {sorted(unknown)}")
     return pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
+
+
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}-{int(time.time() * 1000) % 1000:03d}"

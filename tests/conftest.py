@@ -11,12 +11,31 @@ torch.set_num_threads(1)
 # Tests never touch a user's cache or data: everything goes to a per-session temp dir.
 os.environ.setdefault("TICKETSWEEP_CACHE", os.path.join(tempfile.gettempdir(), "ticketsweep-test-cache"))
 
+# The object-storage tests talk to a moto S3 server on loopback, which accepts any credentials; set some
+# before Ray starts so trial actors inherit them, and never let the AWS SDK probe instance metadata.
+for _name, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                      ("AWS_EC2_METADATA_DISABLED", "true")):
+    os.environ.setdefault(_name, _value)
+
+# Ray's session files go to a directory of this test session's own, so a stranger's (or a dead) cluster
+# recorded in the default /tmp/ray is never joined, and nothing this session starts is left behind there.
+# Short path: Ray's unix sockets must fit in 107 characters.
+RAY_TMPDIR = tempfile.mkdtemp(prefix="tsray-", dir="/tmp")
+os.environ["RAY_TMPDIR"] = RAY_TMPDIR
+
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One real local Ray (2 CPUs) for the whole session: starting Ray costs ~5 s and ~700 MB."""
+    """One real private local Ray (2 CPUs) for the whole session: starting Ray costs ~5 s and ~700 MB."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    shutil.rmtree(RAY_TMPDIR, ignore_errors=True)

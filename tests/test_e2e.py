@@ -71,10 +71,14 @@ def test_failing_stage_writes_failure_row_and_others_continue(ray_cluster, tmp_p
     points = pd.read_parquet(tmp_path / "store" / "points")
     failed = points[points["status"] == "failed"]
     assert list(failed["method"].astype(str)) == ["snip"]
-    assert failed["error_type"].iloc[0] == "ValueError"
+    assert failed["error_type"].iloc[0] == "error"  # an exception in the code: not retried
+    assert failed["error"].iloc[0].startswith("ValueError: ")
+    log = next((tmp_path / "store" / "logs" / "sweep=failing").glob(failed["stage_key"].iloc[0] + "-1.log"))
+    assert "Traceback" in log.read_text() and "ValueError" in log.read_text()
     assert points.loc[points["method"] == "random", "status"].eq("ok").all()
     stages = pd.read_parquet(tmp_path / "store" / "stages")
     assert (stages["status"] == "skipped").sum() == 1
+    assert set(stages.loc[stages["status"] == "skipped", "error_type"]) == {"parent_failed"}
 
 
 def test_cli_submit_results_plot(ray_cluster, tmp_path):

@@ -57,6 +57,10 @@ class TrainResult:
     curve: list[dict] = field(default_factory=list)
 
 
+class Diverged(ArithmeticError):
+    """The training loss became non-finite: the stage's result would be meaningless, and retrying repeats it."""
+
+
 REWIND_PATTERN = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
 
 
@@ -154,6 +158,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
         seen += len(y)
         end_of_epoch = pos == ipe - 1 or it == stop - 1
         if end_of_epoch:
+            if not math.isfinite(running):
+                raise Diverged(f"training loss is not finite in epoch {epoch + 1} (iteration {it + 1})")
             row = {"phase": "train", "epoch": epoch + 1 if pos == ipe - 1 else epoch + (pos + 1) / ipe,
                    "iteration": it + 1, "train_loss": running / max(seen, 1), "lr": recipe.lr_at(it, ipe)}
             if (epoch + 1) % recipe.eval_every == 0 or it == stop - 1:

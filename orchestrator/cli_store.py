@@ -1,0 +1,147 @@
+"""`orchestrate status`, `sweeps`, `compact` and `clean`: looking after what a store holds."""
+from __future__ import annotations
+
+import difflib
+import time
+from collections import Counter
+
+import click
+
+from orchestrator.cli import _fail, _plan, _spec, _store, main
+from orchestrator.store import ResultsStore, StoreError
+
+CLEAN_AFTER_S = 3600  # a temporary file younger than this may belong to a write still in progress
+
+
+def _sweep_or_fail(store: ResultsStore, sweep: str) -> None:
+    names = store.sweeps()
+    if sweep not in names:
+        close = difflib.get_close_matches(sweep, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else (f"; it has: {', '.join(names)}" if names else "")
+        _fail(f"store {store.location}: no sweep {sweep!r}{hint}")
+
+
+def _counts(store: ResultsStore, sweep: str) -> tuple[Counter, object]:
+    log = store.committed(sweep, ["stage_key", "attempt", "status", "finished_at"]).table.to_pandas()
+    latest = log.sort_values("attempt").drop_duplicates("stage_key", keep="last")
+    # A stage that once succeeded is done, whatever a later attempt did.
+    ok = set(log.loc[log["status"] == "ok", "stage_key"])
+    latest.loc[latest["stage_key"].isin(ok), "status"] = "ok"
+    return Counter(latest["status"]), (log["finished_at"].max() if len(log) else None)
+
+
+def _job_line(location: str, sweep: str) -> str | None:
+    try:
+        from orchestrator import jobs
+    except ImportError:
+        return None
+    return jobs.job_line(location, sweep)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", required=False)
+@click.option("--store", "store_location", help="Results store (default: the spec's).")
+@click.option("--sweep", help="Only this sweep (default: the spec's, else every sweep in the store).")
+def status(spec_path: str | None, store_location: str | None, sweep: str | None) -> None:
+    """Progress of a sweep, and anything wrong in the store: unreadable files, missing artifacts, leftovers."""
+    from orchestrator import resume
+
+    spec = _spec(spec_path) if spec_path else None
+    if not (store_location or spec):
+        _fail("status: give a SPEC or --store")
+    store = _store(store_location or spec.store)
+    sweep = sweep or (spec.name if spec else None)
+    try:
+        if sweep is None:
+            names = store.sweeps()
+            if not names:
+                click.echo(f"{store.location}: no sweeps yet")
+            for name in names:
+                counts, _ = _counts(store, name)
+                click.echo(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+            return
+        if spec is None:
+            _sweep_or_fail(store, sweep)
+        plan = _plan(spec) if spec is not None and spec.name == sweep else None
+        state = resume.inspect(store, plan, sweep)
+        counts, _ = _counts(store, sweep)
+    except StoreError as err:
+        _fail(str(err))
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing stored yet"
+    if plan is not None:
+        done = len(state.done)
+        diverged = len(state.diverged & set(plan.stages))
+        click.echo(f"sweep {sweep}: {done}/{len(plan.stages)} stages done, {len(plan.stages) - done} to run "
+                   f"({detail}) in {store.location}")
+        if diverged:
+            click.echo(f"  {diverged} stage(s) diverged: submit does not run them again unless --retry-diverged")
+    else:
+        click.echo(f"sweep {sweep}: {detail} in {store.location}")
+    job = _job_line(store.location, sweep)
+    if job:
+        click.echo(f"  {job}")
+    problems = state.problems()
+    for line in problems:
+        click.echo(f"  problem: {line}")
+    if not problems:
+        click.echo("  store checks: no unreadable files, no missing artifacts, no uncommitted leftovers")
+
+
+@main.command()
+@click.option("--store", "store_location", default="./ticketsweep-store", show_default=True, help="Results store.")
+def sweeps(store_location: str) -> None:
+    """List the sweeps in a store with their progress."""
+    store = _store(store_location)
+    try:
+        names = store.sweeps()
+        if not names:
+            click.echo(f"{store.location}: no sweeps yet")
+            return
+        click.echo(f"{'sweep':24} {'ok':>6} {'failed':>7} {'diverged':>9} {'skipped':>8}  last finished")
+        for name in names:
+            counts, last = _counts(store, name)
+            when = last.strftime("%Y-%m-%d %H:%M:%S UTC") if last is not None and last == last else "—"
+            click.echo(f"{name:24} {counts.get('ok', 0):>6} {counts.get('failed', 0):>7} "
+                       f"{counts.get('diverged', 0):>9} {counts.get('skipped', 0):>8}  {when}")
+    except StoreError as err:
+        _fail(str(err))
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", required=False)
+@click.option("--store", "store_location", help="Results store (default: the spec's).")
+@click.option("--sweep", help="The sweep (default: the spec's).")
+def compact(spec_path: str | None, store_location: str | None, sweep: str | None) -> None:
+    """Merge a sweep's small result files into one file per directory (readers never see a gap or a duplicate)."""
+    spec = _spec(spec_path) if spec_path else None
+    if not (sweep or spec) or not (store_location or spec):
+        _fail("compact: give a SPEC, or --store and --sweep")
+    store = _store(store_location or spec.store)
+    sweep = sweep or spec.name
+    _sweep_or_fail(store, sweep)
+    t0 = time.perf_counter()
+    try:
+        merged = store.compact(sweep)
+    except StoreError as err:
+        _fail(str(err))
+    files = sum(n for n, _ in merged.values())
+    click.echo(f"sweep {sweep}: merged {files} file(s) in {len(merged)} director(ies) "
+               f"({time.perf_counter() - t0:.1f} s)")
+
+
+@main.command()
+@click.option("--store", "store_location", default="./ticketsweep-store", show_default=True, help="Results store.")
+@click.option("--older-than", default=CLEAN_AFTER_S, show_default=True, type=int,
+              help="Only temporary files older than this many seconds (younger ones may be writes in progress).")
+def clean(store_location: str, older_than: int) -> None:
+    """Delete the temporary files of interrupted writes (they are never visible to readers)."""
+    store = _store(store_location)
+    cutoff = time.time() - older_than
+    try:
+        old = [f for f in store.temporaries() if f.mtime is None or f.mtime.timestamp() < cutoff]
+        for f in old:
+            store.fs.delete_file(f.path)
+            click.echo(f"deleted {f.path}")
+    except (StoreError, OSError) as err:
+        _fail(f"store {store.location}: {err}")
+    click.echo(f"{len(old)} temporary file(s) deleted")
