@@ -32,12 +32,17 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 2
 COMPACTED_PREFIX = "compacted-"
 SOURCES_KEY = b"ticketsweep.sources"  # parquet metadata of a compacted file: the names it replaced
+# Parquet metadata of a commit file: its stage row's small columns, so planning reads footers, not data.
+SUMMARY_KEY = b"ticketsweep.commit"
+SUMMARY_COLUMNS = ("stage_key", "attempt", "token", "kind", "method", "status", "error_type", "seconds",
+                   "n_points", "n_curve", "finished_at")
 _READ_THREADS = 16  # parallel file reads: on object storage each small GET is latency-bound
 
 
@@ -196,7 +201,10 @@ class ResultsStore:
         row = {**stage_row, **stamp, "token": token, "n_points": len(points), "n_curve": len(curve),
                "points": [{**p, **stamp} for p in points], "curve": [{**c, **stamp} for c in curve]}
         name = attempt_name(key, attempt, token)
-        self._put_table(f"{self._dir('stages', sweep)}/{name}.parquet", _table([row], STAGES))
+        summary = {c: row.get(c) for c in SUMMARY_COLUMNS}
+        summary["finished_at"] = summary["finished_at"].isoformat() if summary["finished_at"] else None
+        table = _table([row], STAGES).replace_schema_metadata({SUMMARY_KEY: json.dumps(summary)})
+        self._put_table(f"{self._dir('stages', sweep)}/{name}.parquet", table)
         self.materialize(sweep, row)
         if log is not None:
             path = f"{self.root}/logs/sweep={sweep}/{key}-{attempt}.log"
@@ -242,67 +250,100 @@ class ResultsStore:
                     if f.type == pafs.FileType.File and f.base_name.startswith(".") and f.base_name.endswith(".tmp")]
         return self._io(f"list {self.root}", ls)
 
-    def _partitions(self, path: str) -> dict[str, str]:
-        parts = path[len(self.root) + 1:].split("/")[1:-1]
-        return dict(p.partition("=")[::2] for p in parts if "=" in p)
-
-    def _read_file(self, path: str, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
-        with self.fs.open_input_file(path) as f:
-            pf = pq.ParquetFile(f)
-            names = set(pf.schema_arrow.names)
-            wanted = [c for c in (columns or schema.names) if c in schema.names]
-            t = pf.read(columns=[c for c in wanted if c in names], use_threads=False)
-        # Files written by an older schema lack newer columns: they read as nulls.
-        arrays = [t.column(c).cast(schema.field(c).type) if c in names
-                  else pa.nulls(t.num_rows, schema.field(c).type) for c in wanted]
-        out = pa.table(arrays, names=wanted)
-        for name, value in self._partitions(path).items():
-            out = out.append_column(name, pa.array([value] * out.num_rows, pa.string()))
-        return out
-
     def scan(self, table: str, sweep: str | None = None, columns: list[str] | None = None,
              files: list[str] | None = None) -> Scan:
-        """Read a table's files in parallel. Unreadable files are returned in `bad`, not raised.
+        """Read a table as one dataset scan (parallel, in C++). Unreadable files are returned in `bad`, not raised.
 
         A file that vanishes mid-scan was replaced by compaction: the scan lists again and starts over.
         """
         schema = TABLES[table]
+        wanted = [c for c in (columns or schema.names) if c in schema.names]
         for _ in range(5):
             paths = files if files is not None else [f.path for f in self.list_files(table, sweep)]
-            vanished = False
+            try:
+                return Scan(self._dataset(table, paths, wanted))
+            except FileNotFoundError:
+                if files is None:
+                    continue  # compaction replaced files between listing and reading
+                raise
+            except (OSError, pa.ArrowException, ValueError):
+                break  # some file is unreadable: find which, one by one, and scan the rest
+        bad = []
+        good = []
+        for path in paths:
+            try:
+                with self.fs.open_input_file(path) as f:
+                    pq.ParquetFile(f).read(columns=[], use_threads=False)
+                good.append(path)
+            except FileNotFoundError:
+                continue
+            except (OSError, pa.ArrowException, ValueError) as err:
+                bad.append((path, _one_line(err)))
+        return Scan(self._dataset(table, good, wanted), bad)
 
-            def read(path):
-                try:
-                    return self._read_file(path, schema, columns), None
-                except FileNotFoundError:
-                    return None, "vanished"
-                except (OSError, pa.ArrowException, ValueError) as err:
-                    return None, _one_line(err)
-
-            with ThreadPoolExecutor(min(_READ_THREADS, max(1, len(paths)))) as pool:
-                results = list(pool.map(read, paths))
-            parts, bad = [], []
-            for path, (t, reason) in zip(paths, results):
-                if reason == "vanished":
-                    vanished = True
-                elif reason is not None:
-                    bad.append((path, reason))
-                elif t.num_rows:
-                    parts.append(t)
-            if not vanished or files is not None:
-                break
-        if parts:
-            return Scan(pa.concat_tables(parts, promote_options="default"), bad)
-        empty_cols = [c for c in (columns or schema.names) if c in schema.names]
-        empty = pa.table([pa.array([], schema.field(c).type) for c in empty_cols], names=empty_cols)
-        return Scan(empty, bad)
+    def _dataset(self, table: str, paths: list[str], columns: list[str]) -> pa.Table:
+        schema = TABLES[table]
+        parts = [pa.field("sweep", pa.string())] + ([pa.field("method", pa.string())] if table == "points" else [])
+        if not paths:
+            return pa.table([pa.array([], schema.field(c).type) for c in columns], names=columns)
+        # The table's schema, not the first file's: files of older schema versions read their new columns as null.
+        dataset = ds.dataset(paths, schema=pa.schema(list(schema) + parts), format="parquet", filesystem=self.fs,
+                             partitioning=ds.partitioning(pa.schema(parts), flavor="hive"),
+                             partition_base_dir=f"{self.root}/{table}")
+        return dataset.to_table(columns=columns + [p.name for p in parts])
 
     def committed(self, sweep: str | None = None, columns: list[str] | None = None) -> Scan:
-        """The commit log (one row per committed attempt, deduplicated), without the nested payload by default."""
+        """The commit log (one row per committed attempt, deduplicated), without the nested payload by default.
+
+        Columns among SUMMARY_COLUMNS come from the commit files' footers, which is several times cheaper
+        than scanning them; a damaged footer makes the file `bad`, as a scan would.
+        """
         cols = columns or [c for c in STAGES.names if c not in PAYLOAD]
         needed = list(dict.fromkeys(cols + ["stage_key", "attempt", "token"]))
-        s = self.scan("stages", sweep, needed)
-        return Scan(_dedup(s.table, ["sweep", "stage_key", "attempt", "token"]), s.bad)
+        if not set(needed) <= set(SUMMARY_COLUMNS):
+            s = self.scan("stages", sweep, needed)
+            return Scan(_dedup(s.table, ["sweep", "stage_key", "attempt", "token"]), s.bad)
+        parts, bad = [], []
+        for name in ([sweep] if sweep else self.sweeps()):
+            t, b = self._summaries(name, needed)
+            parts.append(t)
+            bad += b
+        t = pa.concat_tables(parts) if parts else _empty(STAGES, needed + ["sweep"])
+        return Scan(_dedup(t, ["sweep", "stage_key", "attempt", "token"]), bad)
+
+    def _summaries(self, sweep: str, columns: list[str]) -> tuple[pa.Table, list[tuple[str, str]]]:
+        infos = self.list_files("stages", sweep)
+
+        def footer(info):
+            try:
+                with self.fs.open_input_file(info.path) as f:
+                    meta = pq.read_metadata(f).metadata or {}
+                return (json.loads(meta[SUMMARY_KEY]) if SUMMARY_KEY in meta else None), None
+            except FileNotFoundError:
+                return None, None  # compacted away since the listing: its rows are in the compacted file
+            except (OSError, pa.ArrowException, ValueError) as err:
+                return None, _one_line(err)
+
+        with ThreadPoolExecutor(min(_READ_THREADS, max(1, len(infos)))) as pool:
+            results = list(pool.map(footer, infos))
+        rows, bad, scan = [], [], []
+        for info, (summary, reason) in zip(infos, results):
+            if reason is not None:
+                bad.append((info.path, reason))
+            elif summary is not None:
+                if summary.get("finished_at"):
+                    summary["finished_at"] = datetime.fromisoformat(summary["finished_at"])
+                rows.append({c: summary.get(c) for c in columns})
+            else:  # compacted files and schema-1 commits carry no summary: read their columns
+                scan.append(info.path)
+        schema = pa.schema([STAGES.field(c) for c in columns])
+        tables = [pa.Table.from_pylist(rows, schema=schema)]
+        if scan:
+            s = self.scan("stages", sweep, columns, files=scan)
+            bad += s.bad
+            tables.append(s.table.select(columns))
+        t = pa.concat_tables(tables)
+        return t.append_column("sweep", pa.array([sweep] * t.num_rows, pa.string())), bad
 
     def read(self, table: str, sweep: str | None = None, warn: bool = True) -> pd.DataFrame:
         """Committed rows of one table as pandas (partition columns included), one row per identity.
@@ -437,9 +478,16 @@ def _dedup(t: pa.Table, keys: list[str]) -> pa.Table:
 def _only_committed(rows: pa.Table, log: pa.Table) -> pa.Table:
     if rows.num_rows == 0:
         return rows
-    committed = {(k, a) for k, a in zip(log.column("stage_key").to_pylist(), log.column("attempt").to_pylist())}
-    mask = [(k, a) in committed for k, a in zip(rows.column("stage_key").to_pylist(), rows.column("attempt").to_pylist())]
-    return rows.filter(pa.array(mask, pa.bool_()))
+    keys = log.select(["stage_key", "attempt"]).group_by(["stage_key", "attempt"]).aggregate([])
+    # A semi join keeps row order only per batch: restore it, readers and tests compare frames.
+    idx = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64()))
+    kept = idx.join(keys, keys=["stage_key", "attempt"], join_type="left semi", use_threads=False)
+    return kept.sort_by("_row").drop_columns(["_row"])
+
+
+def _empty(schema: pa.Schema, columns: list[str]) -> pa.Table:
+    return pa.table([pa.array([], schema.field(c).type if c in schema.names else pa.string()) for c in columns],
+                    names=columns)
 
 
 def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
