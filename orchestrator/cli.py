@@ -43,16 +43,37 @@ def _plan(spec: SweepSpec):
     return build_plan(spec)
 
 
-def _check_data(spec: SweepSpec) -> None:
-    """Load the dataset once on the driver, so a bad data root fails before Ray starts or anything is written."""
+def _check_inputs(spec: SweepSpec) -> None:
+    """Load the dataset and build the model once on the driver, so a bad data root or an unknown or invalid
+    model or dataset option fails on one line before Ray starts or anything is written."""
     from workers.data import DataError, load_dataset
+    from workers.models import build_model
 
     try:
-        load_dataset(spec.dataset.name, spec.dataset.root, **spec.dataset.options)
+        data = load_dataset(spec.dataset.name, spec.dataset.root, **spec.dataset.options)
     except DataError as err:
         _fail(f"dataset: {err}")
     except TypeError as err:
         _fail(f"dataset.options: {err}")
+    try:
+        build_model(spec.model.name, data.input_shape, data.num_classes, **spec.model.options)
+    except (TypeError, ValueError) as err:
+        _fail(f"model.options: {err}")
+
+
+def _check_store_location(location: str) -> None:
+    """Without writing: a local store must be a directory we can write, or be creatable."""
+    import os
+
+    if "://" in location:
+        return  # object storage: only a write can tell; submit probes it before any work starts
+    path = os.path.abspath(location)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        _fail(f"store {location}: {path} is a file, expected a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        _fail(f"store {location}: {path} is not writable")
 
 
 def _summary_lines(spec: SweepSpec, plan) -> list[str]:
@@ -77,9 +98,13 @@ def main() -> None:
 @main.command()
 @click.argument("spec_path", metavar="SPEC")
 @click.option("--explain", is_flag=True, help="Also print every spec field with its description.")
-def validate(spec_path: str, explain: bool) -> None:
-    """Check a spec and print what it would run."""
+@click.option("--skip-data", is_flag=True, help="Do not load the dataset (e.g. where the data root is elsewhere).")
+def validate(spec_path: str, explain: bool, skip_data: bool) -> None:
+    """Check a spec, its store location, data and model without a cluster, and print what it would run."""
     spec = _spec(spec_path)
+    _check_store_location(spec.store)
+    if not skip_data:
+        _check_inputs(spec)
     for line in _summary_lines(spec, _plan(spec)):
         click.echo(line)
     if explain:
@@ -121,9 +146,13 @@ def plan(spec_path: str, store_location: str | None, stage_key: str | None) -> N
 @click.option("--dashboard/--no-dashboard", default=True, help="Start the Ray dashboard with a private cluster.")
 @click.option("--take-over", is_flag=True, help="Take the sweep's lease from another driver (only if it is gone).")
 @click.option("--retry-diverged", is_flag=True, help="Run stages that diverged in an earlier submit again.")
+@click.option("--detach", is_flag=True,
+              help="With --address http://HEAD:8265: run the driver on the cluster as a Ray job, print its id, return.")
 def submit(spec_path: str, store_location: str | None, address: str | None, progress: bool, dashboard: bool,
-           take_over: bool, retry_diverged: bool) -> None:
+           take_over: bool, retry_diverged: bool, detach: bool) -> None:
     """Run every stage of a sweep that is not in the store yet (so submitting again resumes)."""
+    if detach:
+        return cli_jobs.submit_detached(spec_path, store_location, address, take_over, retry_diverged)
     from orchestrator.cluster import ClusterError
     from orchestrator.driver import run_plan
     from orchestrator.lease import LeaseHeld
@@ -133,7 +162,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
     store = _store(store_location or spec.store)
     try:
         summary = run_plan(_plan(spec), spec, store, address=address, progress=progress, echo=click.echo,
-                           preflight=lambda: _check_data(spec), take_over=take_over, retry_diverged=retry_diverged,
+                           preflight=lambda: _check_inputs(spec), take_over=take_over, retry_diverged=retry_diverged,
                            dashboard=dashboard)
     except ClusterError as err:
         _fail(str(err))
@@ -200,7 +229,7 @@ def plot(store_location, sweep, spec_path, output) -> None:
 
 
 # Verbs that live in their own modules register themselves on `main` when imported.
-from orchestrator import cli_store  # noqa: E402,F401
+from orchestrator import cli_jobs, cli_store  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

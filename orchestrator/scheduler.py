@@ -77,6 +77,14 @@ class Scheduler:
         self.alive.pop(actor, None)
         ray.kill(actor)
 
+    def _retire_unneeded(self, wanted: set) -> None:
+        """With several shapes, an idle actor whose shape no waiting or running stage needs may hold the
+        resources a pending actor of another shape waits for: retire it (a new one costs a torch import)."""
+        for shape, actors in self.idle.items():
+            if shape not in wanted and wanted - {shape}:
+                while actors:
+                    self._retire(actors.pop())
+
     def _release(self, actor) -> None:
         if actor in self.alive:
             self.idle.setdefault(self.alive[actor], []).append(actor)
@@ -97,6 +105,7 @@ class Scheduler:
         inflight: dict = {}
         retries: dict[str, int] = {}
         dead: set[str] = set()
+        multi_shape = len({self.shapes[k] for k in self.todo}) > 1
 
         def hand_over(key: str) -> None:
             """`key` has its inputs: its parents' references may be dropped once all their dependants do."""
@@ -125,6 +134,8 @@ class Scheduler:
                 hand_over(key)
             for item in held:
                 heapq.heappush(ready, item)
+            if multi_shape:
+                self._retire_unneeded({self.shapes[k] for _, _, k in ready} | {self.alive.get(a) for _, a, _ in inflight.values()})
 
         try:
             while ready or inflight:

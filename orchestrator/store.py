@@ -137,6 +137,7 @@ class ResultsStore:
 
     def __post_init__(self):
         self.fs, self.root = open_store(self.location)
+        self._made_dirs: set[str] = set()  # a sweep writes thousands of files into a few directories
 
     # ------------------------------------------------------------ low-level I/O
     def _io(self, what: str, fn, *args):
@@ -165,7 +166,9 @@ class ResultsStore:
         """Write a new file atomically (hidden temporary name, then rename); an existing file is an error."""
         def put():
             directory, name = path.rsplit("/", 1)
-            self.fs.create_dir(directory, recursive=True)
+            if directory not in self._made_dirs:
+                self.fs.create_dir(directory, recursive=True)
+                self._made_dirs.add(directory)
             if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
                 raise StoreError(f"store {self.location}: refusing to overwrite {path}")
             tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
@@ -180,9 +183,12 @@ class ResultsStore:
                 return f.read()
         return self._io(f"read {path}", get)
 
-    def _put_table(self, path: str, table: pa.Table) -> None:
+    def _put_table(self, path: str, table: pa.Table, small: bool = True) -> None:
         buf = io.BytesIO()
-        pq.write_table(table, buf)
+        if small:  # one attempt's rows: statistics, dictionaries and compression cost more than they save
+            pq.write_table(table, buf, write_statistics=False, compression="NONE", use_dictionary=False)
+        else:
+            pq.write_table(table, buf)
         self.put_bytes(path, buf.getvalue())
 
     def _dir(self, table: str, sweep: str | None = None, method: str | None = None) -> str:
@@ -206,7 +212,7 @@ class ResultsStore:
         table = _table([row], STAGES).replace_schema_metadata({SUMMARY_KEY: json.dumps(summary)})
         self._put_table(f"{self._dir('stages', sweep)}/{name}.parquet", table)
         self.materialize(sweep, row)
-        if log is not None:
+        if log:
             path = f"{self.root}/logs/sweep={sweep}/{key}-{attempt}.log"
             if not self.exists(path):
                 self.put_bytes(path, log.encode("utf-8", "replace"))
@@ -451,7 +457,7 @@ class ResultsStore:
                 for i in merged:
                     sources.extend(self._sources_of(i))
                 t = t.replace_schema_metadata({SOURCES_KEY: json.dumps(sorted(set(sources)))})
-                self._put_table(f"{directory}/{COMPACTED_PREFIX}{uuid.uuid4().hex[:12]}.parquet", t)
+                self._put_table(f"{directory}/{COMPACTED_PREFIX}{uuid.uuid4().hex[:12]}.parquet", t, small=False)
                 for i in merged:
                     self._io(f"delete {i.path}", self.fs.delete_file, i.path)
                 out[directory[len(self.root) + 1:]] = (len(merged), 1)
