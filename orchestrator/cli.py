@@ -232,4 +232,7 @@ def plot(store_location, sweep, spec_path, output) -> None:
 from orchestrator import cli_jobs, cli_store  # noqa: E402,F401
 
 if __name__ == "__main__":
-    main()
+    # Run as a script this file is `__main__`, while the verb modules register on `orchestrator.cli.main`.
+    from orchestrator.cli import main as registered_main
+
+    registered_main()

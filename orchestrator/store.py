@@ -260,32 +260,42 @@ class ResultsStore:
              files: list[str] | None = None) -> Scan:
         """Read a table as one dataset scan (parallel, in C++). Unreadable files are returned in `bad`, not raised.
 
-        A file that vanishes mid-scan was replaced by compaction: the scan lists again and starts over.
+        If the scan fails while the listing changed under it (compaction replaced files), it lists again and
+        starts over; only a failure on a stable listing is pinned on individual files.
         """
         schema = TABLES[table]
         wanted = [c for c in (columns or schema.names) if c in schema.names]
-        for _ in range(5):
-            paths = files if files is not None else [f.path for f in self.list_files(table, sweep)]
+
+        def listing() -> list[str]:
+            return files if files is not None else [f.path for f in self.list_files(table, sweep)]
+
+        paths = listing()
+        for _ in range(10):
             try:
                 return Scan(self._dataset(table, paths, wanted))
-            except FileNotFoundError:
-                if files is None:
-                    continue  # compaction replaced files between listing and reading
-                raise
             except (OSError, pa.ArrowException, ValueError):
-                break  # some file is unreadable: find which, one by one, and scan the rest
-        bad = []
-        good = []
-        for path in paths:
-            try:
-                with self.fs.open_input_file(path) as f:
-                    pq.ParquetFile(f).read(columns=[], use_threads=False)
-                good.append(path)
-            except FileNotFoundError:
+                again = listing()
+                if again != paths:
+                    paths = again
+                    continue
+            good, bad, vanished = [], [], False
+            for path in paths:
+                try:
+                    with self.fs.open_input_file(path) as f:
+                        pq.ParquetFile(f).read(columns=[], use_threads=False)
+                    good.append(path)
+                except FileNotFoundError:
+                    vanished = True
+                except (OSError, pa.ArrowException, ValueError) as err:
+                    bad.append((path, _one_line(err)))
+            if vanished and files is None:
+                paths = listing()
                 continue
-            except (OSError, pa.ArrowException, ValueError) as err:
-                bad.append((path, _one_line(err)))
-        return Scan(self._dataset(table, good, wanted), bad)
+            try:
+                return Scan(self._dataset(table, good, wanted), bad)
+            except (OSError, pa.ArrowException, ValueError):
+                paths = listing()
+        raise StoreError(f"store {self.location}: {table} kept changing while being read; try again")
 
     def _dataset(self, table: str, paths: list[str], columns: list[str]) -> pa.Table:
         schema = TABLES[table]

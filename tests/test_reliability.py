@@ -3,6 +3,7 @@ damaged store files, a diverging stage and a trial actor killed with SIGKILL mid
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -75,6 +76,9 @@ def test_stale_cluster_file_is_ignored_and_a_private_cluster_is_used(tmp_path):
                              timeout=180)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "0 failed" in out.stdout
+        # not a terminal: one line per finished stage instead of a bar
+        assert re.search(r"^\[1/6\] init s=0  ok  \d+\.\d s$", out.stdout, re.M), out.stdout
+        assert re.search(r"^\[6/6\] .*  ok  \d+\.\d s  acc \d+\.\d%$", out.stdout, re.M), out.stdout
         assert (ok_rows_per_point(tmp_path / "store") == 1).all()
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -140,3 +140,26 @@ def test_store_io_errors_are_one_line_store_errors(tmp_path):
     with pytest.raises(StoreError, match=r"cannot write .*sweep=blocked") as info:
         commit(store, "k2", sweep="blocked")
     assert len(str(info.value).splitlines()) == 1
+
+
+def test_compaction_in_another_process_while_a_reader_loops(tmp_path):
+    """A real `orchestrate compact` process replaces files while this process keeps reading: every read sees
+    every row exactly once."""
+    import subprocess
+    import sys
+
+    store = ResultsStore(str(tmp_path / "s"))
+    n = 150
+    for i in range(n):
+        commit(store, f"k{i:03d}")
+    compactor = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "compact", "--store",
+                                  str(tmp_path / "s"), "--sweep", "sw"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reads = []
+    while compactor.poll() is None or len(reads) < 3:
+        points = store.read("points", "sw")
+        curves = store.read("curves", "sw")
+        reads.append((len(points), points["stage_key"].nunique(), len(curves)))
+    out, err = compactor.communicate()
+    assert compactor.returncode == 0, err
+    assert set(reads) == {(n, n, 2 * n)}, set(reads)
+    assert len(list((tmp_path / "s" / "points").rglob("*.parquet"))) == 1
