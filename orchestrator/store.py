@@ -327,39 +327,54 @@ class ResultsStore:
         t = pa.concat_tables(parts) if parts else _empty(STAGES, needed + ["sweep"])
         return Scan(_dedup(t, ["sweep", "stage_key", "attempt", "token"]), bad)
 
-    def _summaries(self, sweep: str, columns: list[str]) -> tuple[pa.Table, list[tuple[str, str]]]:
-        infos = self.list_files("stages", sweep)
+    def _footers(self, table: str, sweep: str) -> list[tuple[pafs.FileInfo, dict | None, str | None]]:
+        """(file, footer key-value metadata, reason if unreadable) for every file of a table.
 
+        A file that vanishes meanwhile was merged by compaction into a file this listing may not show: list
+        again and start over, or a reader would miss rows.
+        """
         def footer(info):
             try:
                 with self.fs.open_input_file(info.path) as f:
-                    meta = pq.read_metadata(f).metadata or {}
-                return (json.loads(meta[SUMMARY_KEY]) if SUMMARY_KEY in meta else None), None
+                    return pq.read_metadata(f).metadata or {}, None
             except FileNotFoundError:
-                return None, None  # compacted away since the listing: its rows are in the compacted file
+                return None, "vanished"
             except (OSError, pa.ArrowException, ValueError) as err:
                 return None, _one_line(err)
 
-        with ThreadPoolExecutor(min(_READ_THREADS, max(1, len(infos)))) as pool:
-            results = list(pool.map(footer, infos))
-        rows, bad, scan = [], [], []
-        for info, (summary, reason) in zip(infos, results):
-            if reason is not None:
-                bad.append((info.path, reason))
-            elif summary is not None:
-                if summary.get("finished_at"):
-                    summary["finished_at"] = datetime.fromisoformat(summary["finished_at"])
-                rows.append({c: summary.get(c) for c in columns})
-            else:  # compacted files and schema-1 commits carry no summary: read their columns
-                scan.append(info.path)
-        schema = pa.schema([STAGES.field(c) for c in columns])
-        tables = [pa.Table.from_pylist(rows, schema=schema)]
-        if scan:
-            s = self.scan("stages", sweep, columns, files=scan)
-            bad += s.bad
-            tables.append(s.table.select(columns))
-        t = pa.concat_tables(tables)
-        return t.append_column("sweep", pa.array([sweep] * t.num_rows, pa.string())), bad
+        for _ in range(10):
+            infos = self.list_files(table, sweep)
+            with ThreadPoolExecutor(min(_READ_THREADS, max(1, len(infos)))) as pool:
+                results = list(pool.map(footer, infos))
+            if all(reason != "vanished" for _, reason in results):
+                return [(info, meta, reason) for info, (meta, reason) in zip(infos, results)]
+        raise StoreError(f"store {self.location}: {table} kept changing while being read; try again")
+
+    def _summaries(self, sweep: str, columns: list[str]) -> tuple[pa.Table, list[tuple[str, str]]]:
+        for _ in range(10):
+            rows, bad, scan = [], [], []
+            for info, meta, reason in self._footers("stages", sweep):
+                if reason is not None:
+                    bad.append((info.path, reason))
+                elif SUMMARY_KEY in meta:
+                    summary = json.loads(meta[SUMMARY_KEY])
+                    if summary.get("finished_at"):
+                        summary["finished_at"] = datetime.fromisoformat(summary["finished_at"])
+                    rows.append({c: summary.get(c) for c in columns})
+                else:  # compacted files and schema-1 commits carry no summary: read their columns
+                    scan.append(info.path)
+            schema = pa.schema([STAGES.field(c) for c in columns])
+            tables = [pa.Table.from_pylist(rows, schema=schema)]
+            if scan:
+                s = self.scan("stages", sweep, columns, files=scan)
+                bad += s.bad
+                tables.append(s.table.select(columns))
+                present = {f.path for f in self.list_files("stages", sweep)}
+                if not set(scan) <= present:
+                    continue  # a compacted file was itself merged away while we read it
+            t = pa.concat_tables(tables)
+            return t.append_column("sweep", pa.array([sweep] * t.num_rows, pa.string())), bad
+        raise StoreError(f"store {self.location}: stages kept changing while being read; try again")
 
     def read(self, table: str, sweep: str | None = None, warn: bool = True) -> pd.DataFrame:
         """Committed rows of one table as pandas (partition columns included), one row per identity.
@@ -399,25 +414,14 @@ class ResultsStore:
 
         Reads only file footers, so checking a large store stays cheap.
         """
-        infos = self.list_files(table, sweep)
-
-        def footer(info):
-            try:
-                with self.fs.open_input_file(info.path) as f:
-                    meta = pq.read_metadata(f)
-                sources = (meta.metadata or {}).get(SOURCES_KEY)
-                return json.loads(sources) if sources else [info.base_name[:-len(".parquet")]], None
-            except (OSError, pa.ArrowException, ValueError) as err:
-                return None, _one_line(err)
-
-        with ThreadPoolExecutor(min(_READ_THREADS, max(1, len(infos)))) as pool:
-            results = list(pool.map(footer, infos))
         names, bad = set(), []
-        for info, (found, reason) in zip(infos, results):
+        for info, meta, reason in self._footers(table, sweep):
             if reason is not None:
                 bad.append((info.path, reason))
+            elif SOURCES_KEY in meta:
+                names.update(json.loads(meta[SOURCES_KEY]))
             else:
-                names.update(found)
+                names.add(info.base_name[:-len(".parquet")])
         return names, bad
 
     # ------------------------------------------------------------ repair and compaction

@@ -152,7 +152,7 @@ def test_frontier_reads_back_from_store_both_ways(points, tmp_path):
     for row in _rows():
         point = {k: v for k, v in row.items() if k not in ("stage_key", "attempt")}
         stage = {"kind": "train", "label": row["stage_key"], "seed": row["seed"], "status": row["status"]}
-        store.write_stage(SWEEP, row["stage_key"], row["attempt"], stage, [point], [])
+        store.commit(SWEEP, row["stage_key"], row["attempt"], stage, [point], [])
 
     via_store = store.read("points", SWEEP)
     via_pandas = pd.read_parquet(tmp_path / "store" / "points")
