@@ -23,6 +23,8 @@ from orchestrator.store import ResultsStore
 from orchestrator.trial_actor import TrialActorBody
 
 TrialActor = ray.remote(TrialActorBody)
+# A sweep this many uncompacted commits deep is merged at the end of submit: reads then open a few files.
+AUTO_COMPACT_FILES = 2000
 
 
 def stage_shapes(plan: Plan, spec: SweepSpec) -> dict[str, Shape]:
@@ -103,6 +105,11 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
         finally:
             reporter.close()
         summary.seconds = time.perf_counter() - t0
+        if store.count_small_files("stages", plan.sweep) >= AUTO_COMPACT_FILES:
+            t1 = time.perf_counter()
+            merged = store.compact(plan.sweep)
+            echo(f"compacted {sum(n for n, _ in merged.values())} small result files "
+                 f"({time.perf_counter() - t1:.1f} s)")
         return summary
     finally:
         lease.release()

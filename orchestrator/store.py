@@ -247,6 +247,9 @@ class ResultsStore:
                     and not f.base_name.startswith((".", "_"))]
         return sorted(self._io(f"list {base}", ls), key=lambda f: f.path)
 
+    def count_small_files(self, table: str, sweep: str) -> int:
+        return sum(not f.base_name.startswith(COMPACTED_PREFIX) for f in self.list_files(table, sweep))
+
     def temporaries(self) -> list[pafs.FileInfo]:
         """Hidden temporary files left by writes that never finished (invisible to every reader)."""
         def ls():

@@ -133,3 +133,18 @@ def test_more_gpus_than_the_cluster_has_exits_2(ray_cluster, tmp_path):
     assert r.exit_code == 2
     assert "resources.gpus_per_trial" in r.output
     assert not (tmp_path / "store").exists()
+
+
+def test_submit_compacts_a_deep_sweep_and_resumes_from_it(ray_cluster, tmp_path, monkeypatch):
+    from orchestrator import driver
+
+    monkeypatch.setattr(driver, "AUTO_COMPACT_FILES", 3)
+    spec = {**TINY, "name": "deep", "methods": [{"kind": "oneshot", "criterion": "random"}]}
+    store = tmp_path / "store"
+    first = submit(spec, store)
+    plan = build_plan(parse_spec(spec))
+    assert first.ran == len(plan.stages)
+    assert [p.name[:10] for p in (store / "stages" / "sweep=deep").iterdir()] == ["compacted-"]
+    points = pd.read_parquet(store / "points")
+    assert len(points) == len(plan.points()) and points["point_key"].is_unique
+    assert submit(spec, store).ran == 0
