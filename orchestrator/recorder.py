@@ -38,6 +38,8 @@ class Recorder:
         self.dense_accuracy = dict(state.dense_accuracy)
         self.gpu_fraction = gpu_fraction
         self.versions = versions_json()
+        # Stages already done that run again only to restore a missing artifact: their rows exist already.
+        self.restoring = set(state.ok_seconds) & set(plan.stages)
 
     def record(self, key: str, meta: dict) -> int:
         """Commit one attempt of stage `key`; returns its attempt number."""
@@ -51,8 +53,11 @@ class Recorder:
         stage_row = {**common, "kind": stage.kind, "label": stage.label, "seed": stage.seed, "method": method,
                      "target_sparsity": target, "parents": json.dumps(stage.parents, sort_keys=True),
                      "seconds": meta.get("seconds")}
-        points = []
-        if stage.produces_point and meta["status"] != "skipped":
+        points, curve_rows = [], meta.get("curve") or []
+        if key in self.restoring and ok:
+            # A second ok row for the same point would count it twice; the first one already says it all.
+            curve_rows, stage_row["error"] = [], "re-run to restore its missing artifact"
+        elif stage.produces_point and meta["status"] != "skipped":
             point = dict(meta.get("point") or {"method": method, "target_sparsity": target or 0.0})
             if stage.kind == "dense" and ok:
                 self.dense_accuracy[key] = point["test_accuracy"]
@@ -70,7 +75,7 @@ class Recorder:
                 gpu_fraction=self.gpu_fraction.get(key, 0.0), versions=self.versions)
             points.append(point)
         curve = [{**r, "seed": stage.seed, "method": method, "target_sparsity": target, "label": stage.label}
-                 for r in meta.get("curve") or []]
+                 for r in curve_rows]
         self.store.commit(self.plan.sweep, key, attempt, stage_row, points, curve, log=meta.get("log"))
         return attempt
 

@@ -86,7 +86,9 @@ def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts:
         if check_artifacts:
             children = plan.children()
             for key in sorted(state.done):
-                if any(c not in state.done for c in children[key]) and not artifacts.exists(store.location, key):
+                readers = [c for c in children[key] if c not in state.done
+                           and key in {plan.stages[c].parents[r] for r in plan.stages[c].inputs}]
+                if readers and not artifacts.exists(store.location, key):
                     state.missing_artifacts.append(key)
             state.done -= set(state.missing_artifacts)
     state.temporaries = [f.path for f in store.temporaries() if f"sweep={sweep}" in f.path]
