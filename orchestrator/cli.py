@@ -87,7 +87,17 @@ def _summary_lines(spec: SweepSpec, plan) -> list[str]:
         f"  result points: {len(points)}",
         f"  estimated work: {work:.0f} training epochs; {spec.resources.max_concurrent} trial(s) at once, "
         f"{spec.resources.cpus_per_trial:g} CPU / {spec.resources.gpus_per_trial:g} GPU each",
+        "  recipe: " + ", ".join(f"{k} {v}" for k, v in spec.training.model_dump().items()),
+        f"  model: {spec.model.name} " + (", ".join(f"{k} {v}" for k, v in spec.model.options.items()) or "(defaults)"),
+        "  methods: " + "; ".join(_method_line(m) for m in spec.methods),
     ]
+
+
+def _method_line(m) -> str:
+    from orchestrator.spec import method_label
+
+    settings = {k: v for k, v in m.model_dump(exclude_defaults=True).items() if k != "kind"}
+    return method_label(m) + (f" ({', '.join(f'{k} {v}' for k, v in settings.items())})" if settings else "")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

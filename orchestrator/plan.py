@@ -1,8 +1,8 @@
 """Spec -> DAG of stages, each named by a content key.
 
 The key of a stage is computed in exactly one place (`stage_key`): a hash of the
-settings that change its output, its parents' keys and CODE_VERSION. Resources, the
-store location, the data root and cosmetic labels are not in it, so re-submitting a
+settings that change its output, its parents' keys and its kind's code version. Resources,
+the store location, the data root and cosmetic labels are not in it, so re-submitting a
 spec resumes it and adding seeds or sparsities runs only what is missing.
 """
 from __future__ import annotations
@@ -14,8 +14,16 @@ from dataclasses import dataclass, field
 from orchestrator.spec import SweepSpec, method_label
 from workers.train import REWIND_PATTERN
 
-# Bump when a stage's semantics change, so old results are not reused for new code.
+# Bump a kind's version when its semantics change, so old results are not reused for new code;
+# the other kinds keep their keys (and their stored results).
 CODE_VERSION = "1"
+CODE_VERSIONS = {
+    "cts": "2",  # the search normalises BatchNorm with batch statistics by default (search_bn)
+}
+
+# Recipe fields added after results were stored: hashed only when set to something other than
+# their default, so every stored stage keeps its key.
+_LATER_TRAINING_DEFAULTS = {"loss_reduction": "mean", "precision": "fp32"}
 
 # Training-set sizes, only for the work estimate shown by `validate`/`plan`.
 _TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "cifar10": 50000}
@@ -88,7 +96,7 @@ def canonical(obj) -> str:
 
 
 def stage_key(kind: str, seed: int, params: dict, parents: dict[str, str], config: dict) -> str:
-    blob = canonical({"v": CODE_VERSION, "kind": kind, "seed": seed, "params": params,
+    blob = canonical({"v": CODE_VERSIONS.get(kind, CODE_VERSION), "kind": kind, "seed": seed, "params": params,
                       "parents": parents, "config": config})
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -129,8 +137,10 @@ class _Builder:
         self.config = {"model": model, "dataset": {**dataset, "root": spec.dataset.root},
                        "training": training, "prune_output": spec.prune_output}
         # What each kind's output depends on (the data root is a location, not content).
+        hashed_training = {k: v for k, v in training.items()
+                           if not (k in _LATER_TRAINING_DEFAULTS and v == _LATER_TRAINING_DEFAULTS[k])}
         self.init_config = {"model": model, "dataset": dataset}
-        self.train_config = {**self.init_config, "training": training}
+        self.train_config = {**self.init_config, "training": hashed_training}
         self.prune_config = {**self.train_config, "prune_output": spec.prune_output}
         k = _epochs_of_rewind(spec)
         self.warmup_work = k
@@ -156,8 +166,12 @@ class _Builder:
         parents = {**parents, "dense": dense.key}
         return self.add(kind, seed, params, parents, inputs, cost_parents, meta, work, self.prune_config)
 
-    def sanity(self, checks, source: Stage, warm: Stage, dense: Stage):
-        """Ablations of a point's mask: extra stages and rows, never branches inside the methods."""
+    def sanity(self, checks, source: Stage, warm: Stage, dense: Stage, init: Stage | None = None):
+        """Ablations of a point's mask: extra stages and rows, never branches inside the methods.
+
+        `init` is given when the source retrains from θ₀ (CTS searched at init): its ablations
+        then retrain from θ₀ for the whole training too.
+        """
         seed, sp = source.seed, source.params["target_sparsity"]
         for check in checks:
             method = f"{source.meta['method']}+{check}"
@@ -166,6 +180,10 @@ class _Builder:
                 # The same scoring, keeping the lowest scores instead of the highest.
                 self.add(source.kind, seed, {**source.params, "invert": True}, source.parents, source.inputs,
                          source.cost_parents, meta, source.work, self.prune_config)
+            elif init is not None:
+                self.point("ablation", seed, {"ablation": check, "target_sparsity": sp, "retrain_from": "init"},
+                           {"source": source.key, "init": init.key}, ["source", "init"], [source.key], meta,
+                           self.warmup_work + self.retrain_work, dense)
             else:
                 self.point("ablation", seed, {"ablation": check, "target_sparsity": sp},
                            {"source": source.key, "warmup": warm.key}, ["source", "warmup"], [source.key], meta,
@@ -205,15 +223,21 @@ class _Builder:
                     else:
                         epochs = m.search_epochs(spec.training.epochs)
                         params = {"objective": m.objective, "search_epochs": epochs, "lr": m.lr or spec.training.lr,
-                                  "tau": m.tau, "slack": m.slack, "ema": m.ema, "target_sparsity": sp, "invert": False}
-                        parents = {"warmup": warm.key}
-                        inputs = ["warmup"]
-                        cost = [warm.key]
-                        work = self.retrain_work + 1.5 * epochs
+                                  "tau": m.tau, "slack": m.slack, "ema": m.ema, "search_bn": m.search_bn,
+                                  "search_at": m.search_at, "target_sparsity": sp, "invert": False}
+                        # Searched at init, the mask retrains from θ₀ for the whole training (the authors'
+                        # k = 0), so no warm-up is part of it or of its standalone cost.
+                        at_init = m.search_at == "init"
+                        role, start = ("init", init) if at_init else ("warmup", warm)
+                        parents = {role: start.key}
+                        inputs = [role]
+                        cost = [start.key]
+                        work = (self.warmup_work if at_init else 0.0) + self.retrain_work + 1.5 * epochs
                         meta = {"method": label, "requested": True, "label": f"{label} s={seed} sp={sp:.4f}"}
                         kind = "cts"
                     stage = self.point(kind, seed, params, parents, inputs, cost, meta, work, dense)
-                    self.sanity(m.sanity_checks, stage, warm, dense)
+                    self.sanity(m.sanity_checks, stage, warm, dense,
+                                init if kind == "cts" and at_init else None)
         return Plan(spec.name, self.config, self.stages)
 
 

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workers.data import DATASETS
-from workers.models import MODELS
+from workers.models import MODELS, unknown_options
 from workers.train import REWIND_PATTERN
 
 
@@ -44,6 +44,15 @@ class ModelSpec(Strict):
     def _known(cls, v: str) -> str:
         return _registered(v, MODELS, "model")
 
+    @model_validator(mode="after")
+    def _options_exist(self) -> "ModelSpec":
+        # A misspelt option would otherwise fail every stage at run time; values are checked there.
+        try:
+            unknown_options(self.name, self.options)
+        except TypeError as err:
+            raise ValueError(f"options: {err}") from None
+        return self
+
 
 class DatasetSpec(Strict):
     """Which data to train and test on."""
@@ -72,6 +81,10 @@ class TrainingSpec(Strict):
     rewind: str = Field(default="0it", description="rewind point k: '500it' (iterations) or '9ep' (epochs)")
     grad_clip: float | None = Field(default=None, gt=0, description="global grad-norm clip; none by default")
     eval_every: int = Field(default=1, gt=0, description="evaluate on the test set every this many epochs")
+    loss_reduction: Literal["mean", "sum"] = Field(
+        default="mean", description="cross-entropy over a batch: mean, or sum (the CTS authors' recipe; scales the gradient by the batch size)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="training forward pass: fp32, or bf16/fp16 autocast on CUDA (fp16 with loss scaling); needs gpus_per_trial > 0")
 
     @field_validator("rewind")
     @classmethod
@@ -128,7 +141,7 @@ class OneShotMethod(MethodBase):
 
 
 class CTSMethod(MethodBase):
-    """Concrete Ticket Search: learn a relaxed mask at the rewind point, then retrain."""
+    """Concrete Ticket Search: learn a relaxed mask on frozen weights (the rewind point, or init), then retrain from them."""
     kind: Literal["cts"]
     objective: Literal["reverse_kl", "forward_kl", "cross_entropy"] = Field(
         default="reverse_kl", description="search objective; reverse_kl to the dense network is CTS-KL")
@@ -138,6 +151,10 @@ class CTSMethod(MethodBase):
     tau: float = Field(default=2 / 3, gt=0, description="Concrete temperature")
     slack: float = Field(default=1.1, ge=1, description="GradBalance budget slack")
     ema: float = Field(default=0.01, gt=0, le=1, description="GradBalance multiplier EMA rate")
+    search_bn: Literal["batch", "running"] = Field(
+        default="batch", description="BatchNorm in the search: batch statistics (as the CTS authors) or the saved running statistics")
+    search_at: Literal["rewind", "init"] = Field(
+        default="rewind", description="search at the rewind point and retrain from it, or search at init and retrain from init for the whole training")
 
     def search_epochs(self, training_epochs: int) -> int:
         if self.search == "long":
@@ -215,6 +232,20 @@ class SweepSpec(Strict):
         return v
 
     @model_validator(mode="after")
+    def _precision_needs_a_gpu(self) -> "SweepSpec":
+        if self.training.precision == "fp32":
+            return self
+        # The shared stages (init, warm-up, dense) run with the spec's own resources.
+        where = "resources.gpus_per_trial is 0" if self.resources.gpus_per_trial == 0 else None
+        for i, m in enumerate(self.methods):
+            if where is None and self.resources.shape(m.resources)[1] == 0:
+                where = f"methods.{i}.resources.gpus_per_trial is 0"
+        if where:
+            raise ValueError(f"training.precision {self.training.precision} needs CUDA, but {where}: "
+                             f"give every trial a GPU share or use fp32")
+        return self
+
+    @model_validator(mode="after")
     def _unique_methods(self) -> "SweepSpec":
         labels = [method_label(m) for m in self.methods]
         dup = {x for x in labels if labels.count(x) > 1}
@@ -238,7 +269,8 @@ def method_label(m) -> str:
         return "ltr"
     if m.kind == "oneshot":
         return m.criterion if m.score_at == "rewind" else f"{m.criterion}@{m.score_at}"
-    return f"cts_{m.objective}"
+    return f"cts_{m.objective}" + ("[bn=running]" if m.search_bn == "running" else "") + (
+        "@init" if m.search_at == "init" else "")
 
 
 # ---------------------------------------------------------------- loading

@@ -1,4 +1,5 @@
 """Concrete Ticket Search: objectives, GradBalance, extraction and hygiene on tiny networks."""
+import hashlib
 import math
 
 import pytest
@@ -6,8 +7,10 @@ import torch
 from torch import nn
 
 from workers import masks
+from workers.models import build_model
 from workers.pruning import cts
 from workers.pruning.cts import CTSConfig, GradBalance
+from workers.train import Diverged
 
 
 class SmallMLP(nn.Module):
@@ -196,6 +199,8 @@ def test_config_and_density_are_validated():
         CTSConfig(epochs=0, lr=0.1, batch_size=8)
     with pytest.raises(ValueError, match="lr must be > 0"):
         CTSConfig(epochs=1, lr=0.0, batch_size=8)
+    with pytest.raises(ValueError, match="unknown CTS search_bn 'eval'; known: batch, running"):
+        CTSConfig(epochs=1, lr=0.1, batch_size=8, search_bn="eval")
     model, x, y = mlp_task(n=16)
     cfg = CTSConfig(epochs=1, lr=0.1, batch_size=8)
     for density in (0.0, 1.0):
@@ -214,3 +219,100 @@ def test_relaxed_sample_is_binary_concrete_with_fresh_noise():
     again = cts.relaxed_sample(s, tau, gen(9))
     fresh = cts.relaxed_sample(s, tau, gen(10))
     assert torch.equal(m, again) and not torch.equal(m, fresh)
+
+
+# --- BatchNorm in the search ------------------------------------------------------------------
+
+def bn_task(running_stats=True):
+    """A small BN CNN whose running statistics are far from their initial 0 and 1, as after warm-up."""
+    torch.manual_seed(3)
+    model = build_model("conv1d", (12,), 3, channels=[4, 4], kernel_sizes=[3, 3], bn_running_stats=running_stats)
+    g = gen(11)
+    x = torch.randn(96, 12, generator=g)
+    y = (x[:, :4].sum(1) > 0).long() + (x[:, 4:8].sum(1) > 1).long()
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x * 2 + 0.5)
+    return model, x, y
+
+
+def batch_statistics_twin(model):
+    """The same weights in a model whose BN keeps no running statistics (batch statistics in eval too)."""
+    torch.manual_seed(3)
+    twin = build_model("conv1d", (12,), 3, channels=[4, 4], kernel_sizes=[3, 3], bn_running_stats=False)
+    missing, unexpected = twin.load_state_dict(model.state_dict(), strict=False)
+    assert missing == [] and all(k.split(".")[-1] in ("running_mean", "running_var", "num_batches_tracked")
+                                 for k in unexpected)
+    return twin.eval()
+
+
+def dense_calls(model):
+    """Record (input, logits) of every no-grad forward of `model`: the search's dense teacher."""
+    seen = []
+
+    def hook(module, inputs, output):
+        if not torch.is_grad_enabled():
+            seen.append((inputs[0].detach().clone(), output.detach().clone()))
+    return seen, model.register_forward_hook(hook)
+
+
+def test_batch_search_bn_teaches_with_batch_statistics_and_leaves_the_model_bit_identical():
+    model, x, y = bn_task()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert float(state["norms.0.running_var"].mean()) > 1.5    # far from the initial 1: the modes differ
+    twin = batch_statistics_twin(model)
+    flags = [m.training for m in model.modules()]
+    seen, handle = dense_calls(model)
+    cfg = CTSConfig(epochs=2, lr=0.3, batch_size=32)           # default search_bn: batch
+    cts.search_mask(model, masks.prunable_names(model, True), x, y, 0.3, cfg, gen(5))
+    handle.remove()
+    for k, v in model.state_dict().items():                    # weights, running stats, num_batches_tracked
+        assert torch.equal(v, state[k]), k
+    assert [m.training for m in model.modules()] == flags
+    assert all(m.track_running_stats for m in model.norms)
+    assert len(seen) == 2 * 3                                   # one dense forward per step
+    model.eval()
+    for xb, logits in seen:
+        with torch.no_grad():
+            assert torch.equal(logits, twin(xb))                # the batch's own statistics ...
+            assert not torch.allclose(logits, model(xb), atol=1e-3)   # ... not the saved ones
+
+
+def test_running_search_bn_reproduces_the_previous_search_bit_for_bit():
+    # Values recorded from the search before search_bn existed (eval mode, running statistics).
+    model, x, y = bn_task()
+    seen, handle = dense_calls(model)
+    names = masks.prunable_names(model, True)
+    cfg = CTSConfig(epochs=8, lr=0.3, batch_size=32, search_bn="running")
+    mask, info = cts.search_mask(model, names, x, y, 0.3, cfg, gen(5))
+    handle.remove()
+    assert info == {"expected_kept_fraction": 0.2952804962793986, "lambda": 0.01148034380383958, "steps": 24,
+                    "objective": 2.17598819732666, "budget_violation": -10.330718994140625}
+    flat = torch.cat([mask[n].flatten() for n in names])
+    assert hashlib.sha256(flat.numpy().tobytes()).hexdigest()[:16] == "7c12bfb6b23e5062"
+    with torch.no_grad():
+        assert all(torch.equal(logits, model.eval()(xb)) for xb, logits in seen)
+    batch = cts.search_mask(model, names, x, y, 0.3, CTSConfig(epochs=8, lr=0.3, batch_size=32), gen(5))
+    assert batch[1]["objective"] != info["objective"]
+
+
+def test_search_mode_restores_modes_even_when_the_search_fails():
+    model, _, _ = bn_task()
+    model.train()
+    with pytest.raises(RuntimeError, match="boom"):
+        with cts.search_mode(model, "batch") as m:
+            assert all(n.training and not n.track_running_stats for n in m.norms)
+            assert not m.training
+            raise RuntimeError("boom")
+    assert all(m.training for m in model.modules())
+    assert all(n.track_running_stats for n in model.norms)
+
+
+def test_a_non_finite_objective_raises_diverged_naming_the_epoch():
+    model, x, y = mlp_task(n=64)
+    with torch.no_grad():
+        model.l1.weight[0, 0] = float("nan")
+    cfg = CTSConfig(epochs=3, lr=0.1, batch_size=32)
+    with pytest.raises(Diverged, match=r"not finite in search epoch 1 \(step 2\)"):
+        cts.search_mask(model, names_of(model), x, y, 0.2, cfg, gen())

@@ -120,6 +120,49 @@ def test_initialisation_follows_openlth():
     assert torch.equal(ones.bn.weight, torch.ones(16))
 
 
+BN_MODELS = [("conv1d", (40,)), ("resnet20", (3, 32, 32)), ("resnet20_1d", (40,)), ("vgg16", (3, 32, 32))]
+
+
+@pytest.mark.parametrize("name, shape", BN_MODELS)
+def test_bn_without_running_statistics_has_no_buffers_and_evaluates_with_batch_statistics(name, shape):
+    model = built(name, shape, 5, bn_running_stats=False)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(not m.track_running_stats for m in norms)
+    assert list(model.buffers()) == []
+    with_stats = built(name, shape, 5)
+    assert len(list(with_stats.buffers())) == 3 * len(norms)     # running mean, variance and counter
+    params = dict(with_stats.named_parameters())                 # the same seed draws the same parameters
+    assert all(torch.equal(p, params[n]) for n, p in model.named_parameters())
+    model.eval()
+    x = torch.randn(6, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # batch statistics in evaluation: an example's output depends on its batch
+        assert not torch.allclose(model(x)[:3], model(x[:3]), atol=1e-4)
+        model.train()
+        assert torch.equal(model(x), model.eval()(x))
+
+
+@pytest.mark.parametrize("name, shape, extra", [
+    # 1x1 -> 3x3 shortcut convs (16->32 and 32->64 channels): 8 more weights per 1x1 weight in 2-D, 2 more in 1-D
+    ("resnet20", (3, 32, 32), 8 * (16 * 32 + 32 * 64)),         # 20 480
+    ("resnet20_1d", (40,), 2 * (16 * 32 + 32 * 64)),            # 5 120
+])
+def test_shortcut_kernel_3_adds_the_hand_computed_weights(name, shape, extra):
+    one, three = built(name, shape), built(name, shape, shortcut_kernel=3)
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(three) - count(one) == extra
+    assert sum(p.numel() for n, p in three.named_parameters() if n in prunable_names(three)) - \
+        sum(p.numel() for n, p in one.named_parameters() if n in prunable_names(one)) == extra
+    shortcuts = [b.shortcut[0] for b in three.blocks if isinstance(b.shortcut, nn.Sequential)]
+    assert [(c.kernel_size[0], c.stride[0], c.padding[0]) for c in shortcuts] == [(3, 2, 1), (3, 2, 1)]
+    x = torch.randn(2, *shape)
+    assert three(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="shortcut_kernel must be one of 1, 3, got 5"):
+        built(name, shape, shortcut_kernel=5)
+    with pytest.raises(ValueError, match="bn_running_stats must be true or false, got 'no'"):
+        built(name, shape, bn_running_stats="no")
+
+
 def test_batchnorm_keeps_running_statistics():
     model = built("resnet20_1d", (40,))
     before = model.bn.running_mean.clone()
@@ -143,7 +186,7 @@ def test_unsuitable_input_shapes(name, shape, message):
 def test_bad_options():
     with pytest.raises(TypeError, match="model lenet_300_100 has no option.* hidden; known: none"):
         build_model("lenet_300_100", (1, 28, 28), 10, hidden=[10])
-    with pytest.raises(TypeError, match="known: width, bn_init"):
+    with pytest.raises(TypeError, match="known: width, bn_init, shortcut_kernel, bn_running_stats"):
         build_model("resnet20", (3, 32, 32), 10, depth=56)
     with pytest.raises(ValueError, match="one kernel size per conv layer"):
         build_model("conv1d", (40,), 10, channels=[8, 8])

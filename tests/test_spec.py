@@ -1,8 +1,13 @@
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.spec import SpecError, load_spec, parse_spec
+from orchestrator.plan import build_plan
+from orchestrator.spec import SpecError, load_spec, method_label, parse_spec
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 BASE = {
     "name": "t",
@@ -44,6 +49,18 @@ def test_ladder_gives_geometric_densities():
     (with_(training={"epochs": 4, "rewind": "9ep"}), "training"),
     (with_(model={"name": "transformer"}), "model.name: unknown model 'transformer'"),
     (with_(methods=[{"kind": "ltr"}, {"kind": "ltr"}]), "methods listed twice: ltr"),
+    (with_(training={"epochs": 4, "loss_reduction": "max"}), "training.loss_reduction: Input should be 'mean' or 'sum'"),
+    (with_(training={"epochs": 4, "precision": "fp8"}), "training.precision: Input should be 'fp32', 'bf16' or 'fp16'"),
+    (with_(training={"epochs": 4, "precision": "fp16"}),
+     "training.precision fp16 needs CUDA, but resources.gpus_per_trial is 0"),
+    (with_(training={"epochs": 4, "precision": "bf16"}, resources={"gpus_per_trial": 0.5},
+           methods=[{"kind": "ltr"}, {"kind": "cts", "resources": {"gpus_per_trial": 0}}]),
+     "training.precision bf16 needs CUDA, but methods.1.resources.gpus_per_trial is 0"),
+    (with_(model={"name": "resnet20", "options": {"bn_runing_stats": False}}),
+     "model: options: model resnet20 has no option(s) bn_runing_stats; known: width, bn_init, shortcut_kernel, "
+     "bn_running_stats"),
+    (with_(methods=[{"kind": "cts", "search_bn": "eval"}]), "methods.0.search_bn: Input should be 'batch' or 'running'"),
+    (with_(methods=[{"kind": "cts", "search_at": "end"}]), "methods.0.search_at: Input should be 'rewind' or 'init'"),
 ])
 def test_bad_specs_name_the_field(data, field):
     with pytest.raises(SpecError) as err:
@@ -96,3 +113,42 @@ def test_validate_prints_summary(tmp_path):
     assert result.exit_code == 0, result.output
     assert "stages:" in result.output and "result points:" in result.output
     assert "training.rewind" in result.output
+
+
+def test_precision_is_accepted_when_every_trial_has_a_gpu():
+    spec = parse_spec(with_(training={"epochs": 4, "precision": "fp16", "loss_reduction": "sum"},
+                            resources={"gpus_per_trial": 0.25}))
+    assert (spec.training.precision, spec.training.loss_reduction) == ("fp16", "sum")
+    assert parse_spec(BASE).training.precision == "fp32" and parse_spec(BASE).training.loss_reduction == "mean"
+
+
+def test_cts_variants_have_distinct_labels_and_may_be_listed_together():
+    methods = [{"kind": "cts"}, {"kind": "cts", "search_bn": "running"}, {"kind": "cts", "search_at": "init"},
+               {"kind": "cts", "objective": "cross_entropy", "search_bn": "running", "search_at": "init"}]
+    spec = parse_spec(with_(methods=methods))
+    assert [method_label(m) for m in spec.methods] == [
+        "cts_reverse_kl", "cts_reverse_kl[bn=running]", "cts_reverse_kl@init", "cts_cross_entropy[bn=running]@init"]
+    assert all("+" not in method_label(m) for m in spec.methods)   # "+" is the sanity checks' suffix
+    assert (spec.methods[0].search_bn, spec.methods[0].search_at) == ("batch", "rewind")
+
+
+def test_the_paper_recipe_spec_validates_and_its_stages_carry_the_recipe():
+    spec = load_spec(SPECS / "cifar10_resnet20_paper.yaml")
+    plan = build_plan(spec)
+    cts = next(s for s in plan.stages.values() if s.kind == "cts" and s.params["search_at"] == "rewind")
+    payload = cts.payload(plan.config)
+    training = payload["config"]["training"]
+    assert {k: training[k] for k in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "rewind",
+                                     "grad_clip", "loss_reduction", "precision")} == {
+        "epochs": 160, "batch_size": 512, "lr": 0.1, "momentum": 0.9, "weight_decay": 0.001, "milestones": [80, 120],
+        "rewind": "9ep", "grad_clip": 2.0, "loss_reduction": "sum", "precision": "fp16"}
+    assert payload["config"]["model"] == {"name": "resnet20",
+                                          "options": {"bn_running_stats": False, "shortcut_kernel": 3}}
+    assert (payload["params"]["search_bn"], payload["params"]["search_epochs"], payload["params"]["lr"]) == \
+        ("batch", 160, 0.1)
+    # densities 0.8^2, 0.8^4, ..., 0.8^42, as the authors' ladder
+    assert spec.target_sparsities() == pytest.approx([1 - 0.8 ** (2 * k) for k in range(1, 22)])
+    assert {method_label(m) for m in spec.methods} >= {"ltr", "cts_reverse_kl", "cts_cross_entropy@init", "snip",
+                                                       "grasp", "synflow", "magnitude@init", "random"}
+    at_init = next(s for s in plan.stages.values() if s.kind == "cts" and s.params["search_at"] == "init")
+    assert set(at_init.inputs) == {"init"}

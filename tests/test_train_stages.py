@@ -3,8 +3,10 @@ import torch
 
 from workers import masks
 from workers.data import load_dataset
+from workers.models import build_model
+from workers.pruning import scores
 from workers.stages import model_with, run_stage
-from workers.train import Recipe, epoch_order, rewind_to_iterations, train
+from workers.train import Diverged, Recipe, epoch_order, rewind_to_iterations, train
 
 TRAINING = {"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False,
             "weight_decay": 0.01, "milestones": [1], "gamma": 0.1, "rewind": "3it", "grad_clip": None, "eval_every": 1}
@@ -15,17 +17,22 @@ def data():
     return load_dataset("synthetic", n_train=128, n_test=64)
 
 
-def stage(kind, seed=0, training=None, **params):
+MLP = {"name": "mlp", "options": {"hidden": [16]}}
+CTS = {"objective": "reverse_kl", "search_epochs": 2, "lr": 0.1, "tau": 2 / 3, "slack": 1.1, "ema": 0.01,
+       "search_bn": "batch", "search_at": "rewind", "target_sparsity": 0.8, "invert": False}
+
+
+def stage(kind, seed=0, training=None, model=None, **params):
     return {"kind": kind, "key": f"{kind}-test", "seed": seed, "label": kind,
             "params": {"method": kind, **params},
-            "config": {"model": {"name": "mlp", "options": {"hidden": [16]}}, "dataset": {"name": "synthetic"},
+            "config": {"model": model or MLP, "dataset": {"name": "synthetic"},
                        "training": training or TRAINING, "prune_output": None}}
 
 
-def chain(data, seed=0, training=None):
-    init = run_stage(stage("init", seed, training), {}, data).outputs
-    warm = run_stage(stage("warmup", seed, training), {"init": init}, data).outputs
-    dense = run_stage(stage("dense", seed, training), {"warmup": warm}, data)
+def chain(data, seed=0, training=None, model=None):
+    init = run_stage(stage("init", seed, training, model), {}, data).outputs
+    warm = run_stage(stage("warmup", seed, training, model), {"init": init}, data).outputs
+    dense = run_stage(stage("dense", seed, training, model), {"warmup": warm}, data)
     return init, warm, dense
 
 
@@ -122,8 +129,7 @@ def test_ablations_keep_counts_and_redraw_weights(data):
 
 def test_cts_stage_records_search_curve_and_exact_mask(data):
     _, warm, _ = chain(data)
-    result = run_stage(stage("cts", objective="reverse_kl", search_epochs=2, lr=0.1, tau=2 / 3, slack=1.1, ema=0.01,
-                             target_sparsity=0.8, invert=False), {"warmup": warm}, data)
+    result = run_stage(stage("cts", **CTS), {"warmup": warm}, data)
     mask = result.outputs["mask"]
     assert masks.count_kept(mask) == masks.keep_count(masks.count_total(mask), 0.2)
     search = [r for r in result.curve if r["phase"] == "search"]
@@ -131,3 +137,80 @@ def test_cts_stage_records_search_curve_and_exact_mask(data):
     assert all(0 < r["expected_kept_fraction"] < 1 for r in search)
     assert result.search_seconds > 0 and result.retrain_seconds > 0
     assert result.point["search_seconds"] == result.search_seconds
+
+
+def test_cts_searched_at_init_retrains_from_init_for_the_whole_training(data):
+    training = {**TRAINING, "rewind": "1ep"}
+    init, warm, _ = chain(data, training=training)
+    at_rewind = run_stage(stage("cts", training=training, **CTS), {"warmup": warm}, data)
+    at_init = run_stage(stage("cts", training=training, **{**CTS, "search_at": "init"}), {"init": init}, data)
+    epochs = lambda r: [row["epoch"] for row in r.curve if row["phase"] == "train"]
+    assert epochs(at_init) == [1, 2] and epochs(at_rewind) == [2]     # iterations 0..T vs k..T
+    assert any(not torch.equal(at_init.outputs["mask"][n], m) for n, m in at_rewind.outputs["mask"].items())
+    # its sanity checks retrain from init too
+    shuffled = run_stage(stage("ablation", training=training, ablation="shuffle", target_sparsity=0.8,
+                               retrain_from="init"), {"source": at_init.outputs, "init": init}, data)
+    assert epochs(shuffled) == [1, 2]
+
+
+def test_lr_1000_diverges_and_names_the_epoch(data):
+    model = model_with(stage("dense"), data, chain(data)[0]["weights"])
+    recipe = Recipe.from_dict({**TRAINING, "lr": 1000.0, "milestones": []})
+    with pytest.raises(Diverged, match=r"training loss is not finite in epoch [12] \(iteration [48]\)"):
+        train(model, data, recipe, 0, 0, 8)
+
+
+def one_step(data, weights, reduction, lr):
+    """(gradient, weight change, curve loss) of one plain-SGD step on the first batch of 32."""
+    model = model_with(stage("dense"), data, weights)
+    recipe = Recipe.from_dict({**TRAINING, "lr": lr, "momentum": 0.0, "weight_decay": 0.0, "milestones": [],
+                               "loss_reduction": reduction})
+    result = train(model, data, recipe, 0, 0, 1)
+    params = dict(model.named_parameters())
+    return ({n: p.grad.clone() for n, p in params.items()}, {n: p.detach() - weights[n] for n, p in params.items()},
+            result.curve[-1]["train_loss"])
+
+
+def test_summed_loss_gives_the_means_gradient_times_the_batch_size(data):
+    init = chain(data)[0]["weights"]
+    mean_grad, mean_step, mean_loss = one_step(data, init, "mean", 0.32)
+    sum_grad, sum_step, sum_loss = one_step(data, init, "sum", 0.01)
+    for n in mean_grad:
+        assert mean_grad[n].abs().max() > 0
+        torch.testing.assert_close(sum_grad[n], 32 * mean_grad[n])
+        torch.testing.assert_close(sum_step[n], mean_step[n])   # so lr 0.01 summed = lr 0.32 averaged
+    assert sum_loss == pytest.approx(mean_loss)                 # the curve shows the per-example mean either way
+    with pytest.raises(ValueError, match="unknown loss_reduction 'max'; known: mean, sum"):
+        Recipe.from_dict({**TRAINING, "loss_reduction": "max"})
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_refuses_to_run_without_cuda(data, precision):
+    model = model_with(stage("dense"), data, chain(data)[0]["weights"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe = Recipe.from_dict({**TRAINING, "precision": precision})
+    with pytest.raises(RuntimeError, match=f"training.precision {precision} needs a CUDA device, but this "
+                                           f"trial's data is on cpu"):
+        train(model, data, recipe, 0, 0, 4)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_synflow_scores_a_model_without_running_statistics_as_with_initial_ones(data):
+    # The same seed gives the same parameters with and without running statistics; SynFlow must
+    # then pick the same mask (BN as the affine map of mean 0, variance 1), not normalise its input.
+    conv = {"name": "conv1d", "options": {"channels": [4, 4], "kernel_sizes": [3, 3]}}
+    batch_bn = {"name": "conv1d", "options": {**conv["options"], "bn_running_stats": False}}
+    params = {"criterion": "synflow", "score_at": "init", "target_sparsity": 0.9, "rounds": 10,
+              "samples_per_class": 1, "invert": False}
+    masks_by = {}
+    for name, model in (("running", conv), ("batch", batch_bn)):
+        init, warm, _ = chain(data, model=model)
+        masks_by[name] = run_stage(stage("oneshot", model=model, **params),
+                                   {"score_weights": init, "warmup": warm}, data).outputs["mask"]
+    assert all(torch.equal(masks_by["running"][n], masks_by["batch"][n]) for n in masks_by["running"])
+    # scoring the batch-statistics model as it is would pick another mask
+    torch.manual_seed(0)
+    plain = build_model("conv1d", (40,), 10, **batch_bn["options"])
+    naive = scores.oneshot_mask("synflow", plain, masks.prunable_names(plain), 0.1, [], torch.Generator().manual_seed(0),
+                                rounds=10, input_shape=(40,))
+    assert any(not torch.equal(naive[n], masks_by["batch"][n]) for n in naive)

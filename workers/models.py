@@ -1,10 +1,14 @@
 """Model registry: a name and the dataset's per-example input shape give a freshly initialised network.
 
 Every model names its final linear layer in `output_layer` and says in `prune_output`
-whether pruning touches it by default (OpenLTH's choice per model, see ALGORITHMS.md §2).
+whether pruning touches it by default (OpenLTH's choice per model, see docs/methods.md).
 Initialisation follows OpenLTH: kaiming-normal conv/linear weights, zero biases,
 BatchNorm weight ~ U(0, 1) and bias 0; it draws from torch's global RNG, so a
 `torch.manual_seed` before building fixes the weights.
+
+Every model with BatchNorm takes `bn_running_stats` (default true): false builds BN without
+running statistics, so evaluation normalises with each test batch's statistics too, as the
+CTS authors' models do.
 """
 from __future__ import annotations
 
@@ -18,6 +22,11 @@ from torch.nn import functional as F
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 _BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+SHORTCUT_KERNELS = (1, 3)
+
+
+def _batchnorm(dims: int, channels: int, running_stats: bool) -> nn.Module:
+    return _BN[dims](channels, track_running_stats=running_stats)
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options) -> nn.Module:
@@ -27,12 +36,21 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    builder = MODELS[name]
-    accepted = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes")]
+    unknown_options(name, options)
+    return MODELS[name](tuple(int(s) for s in input_shape), int(num_classes), **options)
+
+
+def model_options(name: str) -> list[str]:
+    """The option names the named model's builder accepts."""
+    return [p for p in inspect.signature(MODELS[name]).parameters if p not in ("input_shape", "num_classes")]
+
+
+def unknown_options(name: str, options: dict) -> None:
+    """Raise TypeError naming any option the named model does not take (cheap: builds nothing)."""
+    accepted = model_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"model {name} has no option(s) {', '.join(unknown)}; known: {', '.join(accepted) or 'none'}")
-    return builder(tuple(int(s) for s in input_shape), int(num_classes), **options)
 
 
 BN_INITS = ("uniform", "ones")
@@ -119,13 +137,13 @@ class Conv1dNet(nn.Module):
     prune_output = False
 
     def __init__(self, in_channels: int, length: int, channels: tuple[int, ...], kernel_sizes: tuple[int, ...],
-                 num_classes: int, batchnorm: bool):
+                 num_classes: int, batchnorm: bool, bn_running_stats: bool = True):
         super().__init__()
         widths = [in_channels, *channels]
         # padding k // 2 keeps the length for odd kernels, so only the pooling shrinks it.
         self.convs = nn.ModuleList(nn.Conv1d(a, b, k, padding=k // 2)
                                    for a, b, k in zip(widths[:-1], widths[1:], kernel_sizes))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(b) if batchnorm else nn.Identity() for b in channels)
+        self.norms = nn.ModuleList(_batchnorm(1, b, bn_running_stats) if batchnorm else nn.Identity() for b in channels)
         for _ in channels:
             length //= 2
         self.fc = nn.Linear(channels[-1] * length, num_classes)
@@ -139,7 +157,7 @@ class Conv1dNet(nn.Module):
 
 
 def conv1d(input_shape, num_classes, channels=(64, 64, 64), kernel_sizes=(5, 3, 3), batchnorm=True,
-           bn_init="uniform") -> Conv1dNet:
+           bn_init="uniform", bn_running_stats=True) -> Conv1dNet:
     in_channels, length = _sequence_shape("conv1d", input_shape)
     channels, kernel_sizes = tuple(int(c) for c in channels), tuple(int(k) for k in kernel_sizes)
     if not channels or len(channels) != len(kernel_sizes):
@@ -149,23 +167,33 @@ def conv1d(input_shape, num_classes, channels=(64, 64, 64), kernel_sizes=(5, 3, 
         raise ValueError(f"conv1d kernel sizes must be odd, got {list(kernel_sizes)}")
     if length >> len(channels) == 0:
         raise ValueError(f"conv1d: input length {length} is too short for {len(channels)} pooling stages")
-    return initialise(Conv1dNet(in_channels, length, channels, kernel_sizes, num_classes, bool(batchnorm)), bn_init)
+    return initialise(Conv1dNet(in_channels, length, channels, kernel_sizes, num_classes, bool(batchnorm),
+                                _flag("bn_running_stats", bn_running_stats)), bn_init)
 
 
 # ---------------------------------------------------------------- ResNet-20 (1-D and 2-D)
 
 class ResidualBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN plus a shortcut (1x1 conv + BN when the shape changes), then ReLU."""
+    """conv-BN-ReLU-conv-BN plus a shortcut (a strided conv + BN when the shape changes), then ReLU.
 
-    def __init__(self, dims: int, f_in: int, f_out: int, stride: int):
+    The shortcut conv is 1x1 (OpenLTH) or 3x3 with padding 1 (the CTS authors' ResNet-20).
+    """
+
+    def __init__(self, dims: int, f_in: int, f_out: int, stride: int, shortcut_kernel: int = 1,
+                 bn_running_stats: bool = True):
         super().__init__()
-        conv, bn = _CONV[dims], _BN[dims]
+        conv = _CONV[dims]
+
+        def bn(channels):
+            return _batchnorm(dims, channels, bn_running_stats)
+
         self.conv1 = conv(f_in, f_out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = bn(f_out)
         self.conv2 = conv(f_out, f_out, 3, stride=1, padding=1, bias=False)
         self.bn2 = bn(f_out)
         if stride != 1 or f_in != f_out:
-            self.shortcut = nn.Sequential(conv(f_in, f_out, 1, stride=stride, bias=False), bn(f_out))
+            self.shortcut = nn.Sequential(conv(f_in, f_out, shortcut_kernel, stride=stride,
+                                               padding=shortcut_kernel // 2, bias=False), bn(f_out))
         else:
             self.shortcut = nn.Identity()
 
@@ -180,16 +208,17 @@ class ResNet(nn.Module):
     output_layer = "fc"
     prune_output = True  # OpenLTH prunes every layer of cifar_resnet_*
 
-    def __init__(self, dims: int, in_channels: int, num_classes: int, width: int = 16, blocks_per_stage: int = 3):
+    def __init__(self, dims: int, in_channels: int, num_classes: int, width: int = 16, blocks_per_stage: int = 3,
+                 shortcut_kernel: int = 1, bn_running_stats: bool = True):
         super().__init__()
         self.dims = dims
         self.conv = _CONV[dims](in_channels, width, 3, stride=1, padding=1, bias=False)
-        self.bn = _BN[dims](width)
+        self.bn = _batchnorm(dims, width, bn_running_stats)
         blocks, f_in = [], width
         for stage, f_out in enumerate((width, 2 * width, 4 * width)):
             for i in range(blocks_per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(ResidualBlock(dims, f_in, f_out, stride))
+                blocks.append(ResidualBlock(dims, f_in, f_out, stride, shortcut_kernel, bn_running_stats))
                 f_in = f_out
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(f_in, num_classes)
@@ -202,16 +231,33 @@ class ResNet(nn.Module):
         return self.fc(x.flatten(2).mean(2))
 
 
-def resnet20(input_shape, num_classes, width=16, bn_init="uniform") -> ResNet:
+def _shortcut_kernel(value) -> int:
+    if value not in SHORTCUT_KERNELS or isinstance(value, bool):
+        raise ValueError(f"shortcut_kernel must be one of {', '.join(map(str, SHORTCUT_KERNELS))}, got {value!r}")
+    return int(value)
+
+
+def _flag(name: str, value) -> bool:
+    # YAML gives real booleans; a string such as "false" would silently mean True.
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def resnet20(input_shape, num_classes, width=16, bn_init="uniform", shortcut_kernel=1,
+             bn_running_stats=True) -> ResNet:
     c, _, _ = _image_shape("resnet20", input_shape, min_side=4)
-    return initialise(ResNet(2, c, num_classes, width=int(width)), bn_init)
+    return initialise(ResNet(2, c, num_classes, width=int(width), shortcut_kernel=_shortcut_kernel(shortcut_kernel),
+                             bn_running_stats=_flag("bn_running_stats", bn_running_stats)), bn_init)
 
 
-def resnet20_1d(input_shape, num_classes, width=16, bn_init="uniform") -> ResNet:
+def resnet20_1d(input_shape, num_classes, width=16, bn_init="uniform", shortcut_kernel=1,
+                bn_running_stats=True) -> ResNet:
     c, length = _sequence_shape("resnet20_1d", input_shape)
     if length < 4:
         raise ValueError(f"resnet20_1d needs length >= 4, got {input_shape}")
-    return initialise(ResNet(1, c, num_classes, width=int(width)), bn_init)
+    return initialise(ResNet(1, c, num_classes, width=int(width), shortcut_kernel=_shortcut_kernel(shortcut_kernel),
+                             bn_running_stats=_flag("bn_running_stats", bn_running_stats)), bn_init)
 
 
 # ---------------------------------------------------------------- VGG-16
@@ -224,7 +270,7 @@ class VGG(nn.Module):
     output_layer = "fc"
     prune_output = False  # OpenLTH ignores fc.weight for cifar_vgg_*
 
-    def __init__(self, in_channels: int, plan: tuple, num_classes: int):
+    def __init__(self, in_channels: int, plan: tuple, num_classes: int, bn_running_stats: bool = True):
         super().__init__()
         layers, f_in = [], in_channels
         for item in plan:
@@ -232,7 +278,8 @@ class VGG(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             else:
                 # No conv bias: the BatchNorm right after it has its own.
-                layers += [nn.Conv2d(f_in, item, 3, padding=1, bias=False), nn.BatchNorm2d(item), nn.ReLU()]
+                layers += [nn.Conv2d(f_in, item, 3, padding=1, bias=False), _batchnorm(2, item, bn_running_stats),
+                           nn.ReLU()]
                 f_in = item
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(f_in, num_classes)
@@ -242,10 +289,10 @@ class VGG(nn.Module):
         return self.fc(self.layers(x).mean((2, 3)))
 
 
-def vgg16(input_shape, num_classes, bn_init="uniform") -> VGG:
+def vgg16(input_shape, num_classes, bn_init="uniform", bn_running_stats=True) -> VGG:
     c, _, _ = _image_shape("vgg16", input_shape, min_side=16)
     _check_bn_init(bn_init)  # before building 15M parameters
-    return initialise(VGG(c, VGG16_PLAN, num_classes), bn_init)
+    return initialise(VGG(c, VGG16_PLAN, num_classes, _flag("bn_running_stats", bn_running_stats)), bn_init)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {

@@ -52,10 +52,16 @@ def total_iterations(stage: dict, data: Dataset) -> int:
 
 def fresh_model(stage: dict, data: Dataset, seed: int) -> nn.Module:
     """The seed's initial network; building under a forked RNG keeps global state untouched."""
+    return model_with_options(stage, data, {}, seed)
+
+
+def model_with_options(stage: dict, data: Dataset, overrides: dict, seed: int | None = None) -> nn.Module:
+    """The stage's model with some options overridden, initialised from `seed` (default: the stage's)."""
     cfg = stage["config"]["model"]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(cfg["name"], tuple(data.input_shape), data.num_classes, **cfg.get("options", {}))
+        torch.manual_seed(stage["seed"] if seed is None else seed)
+        model = build_model(cfg["name"], tuple(data.input_shape), data.num_classes,
+                            **{**cfg.get("options", {}), **overrides})
     return model.to(data.x_train.device)
 
 
@@ -79,11 +85,33 @@ def _generator(stage: dict, purpose: int) -> torch.Generator:
 
 
 def _retrain(stage: dict, data: Dataset, start_weights: StateDict, mask: masks.Mask,
-             on_epoch: Callable | None) -> tuple[nn.Module, object]:
+             on_epoch: Callable | None, start_iteration: int | None = None) -> tuple[nn.Module, object]:
+    """Train the masked weights to the end; from the rewind point unless told otherwise."""
     model = model_with(stage, data, start_weights)
-    result = train(model, data, recipe_of(stage), stage["seed"], rewind_iteration(stage, data),
-                   total_iterations(stage, data), mask=mask, on_epoch=on_epoch)
+    start = rewind_iteration(stage, data) if start_iteration is None else start_iteration
+    result = train(model, data, recipe_of(stage), stage["seed"], start, total_iterations(stage, data),
+                   mask=mask, on_epoch=on_epoch)
     return model, result
+
+
+def _start_point(stage: dict, inputs: dict, data: Dataset, from_init: bool) -> tuple[StateDict, int]:
+    """(weights, iteration) a mask retrains from: θ₀ at iteration 0, or θ_k at the rewind point."""
+    if from_init:
+        return inputs["init"]["weights"], 0
+    return inputs["warmup"]["weights"], rewind_iteration(stage, data)
+
+
+def _synflow_model(stage: dict, data: Dataset, weights: StateDict) -> nn.Module:
+    """The model SynFlow scores.  BN without running statistics would normalise SynFlow's single
+    all-ones input by its own statistics; such a model is scored as its twin with running statistics
+    at their initial mean 0 and variance 1, so that BN is the fixed positive affine map SynFlow needs
+    (the CTS authors build their SynFlow model with running statistics for the same reason)."""
+    if stage["config"]["model"].get("options", {}).get("bn_running_stats", True):
+        return model_with(stage, data, weights)
+    twin = model_with_options(stage, data, {"bn_running_stats": True})
+    # `weights` lacks only the twin's running-statistics buffers, which keep their initial values.
+    twin.load_state_dict(weights, strict=False)
+    return twin
 
 
 def _point(stage: dict, mask: masks.Mask | None, result, search_seconds: float = 0.0) -> dict:
@@ -148,7 +176,10 @@ def run_oneshot(stage, inputs, data, on_epoch=None) -> StageResult:
     """Score at the chosen weights, keep the global top-k, rewind to the rewind point, retrain."""
     p = stage["params"]
     t0 = time.perf_counter()
-    model = model_with(stage, data, inputs["score_weights"]["weights"])
+    if p["criterion"] == "synflow":
+        model = _synflow_model(stage, data, inputs["score_weights"]["weights"])
+    else:
+        model = model_with(stage, data, inputs["score_weights"]["weights"])
     names = prunable(stage, model)
     gen = _generator(stage, 4)
     batches = []
@@ -165,13 +196,16 @@ def run_oneshot(stage, inputs, data, on_epoch=None) -> StageResult:
 
 
 def run_cts(stage, inputs, data, on_epoch=None) -> StageResult:
-    """Concrete Ticket Search at the rewind point, then retraining from the same weights."""
+    """Concrete Ticket Search on frozen θ_k (or θ₀ when searched at init), then retraining from the same weights."""
     p = stage["params"]
     t0 = time.perf_counter()
-    model = model_with(stage, data, inputs["warmup"]["weights"])
+    start_weights, start_iteration = _start_point(stage, inputs, data, p.get("search_at", "rewind") == "init")
+    model = model_with(stage, data, start_weights)
     names = prunable(stage, model)
+    # Stages planned before search_bn existed searched with the running statistics.
     cfg = cts_search.CTSConfig(objective=p["objective"], epochs=p["search_epochs"], lr=p["lr"],
-                               batch_size=recipe_of(stage).batch_size, tau=p["tau"], slack=p["slack"], ema=p["ema"])
+                               batch_size=recipe_of(stage).batch_size, tau=p["tau"], slack=p["slack"], ema=p["ema"],
+                               search_bn=p.get("search_bn", "running"))
     search_curve = []
 
     def record(epoch: int, info: dict) -> None:
@@ -183,7 +217,7 @@ def run_cts(stage, inputs, data, on_epoch=None) -> StageResult:
     mask, info = cts_search.search_mask(model, names, data.x_train, data.y_train, 1 - p["target_sparsity"], cfg,
                                         _generator(stage, 5), on_epoch=record, invert=p["invert"])
     search_seconds = time.perf_counter() - t0
-    model, result = _retrain(stage, data, inputs["warmup"]["weights"], mask, on_epoch)
+    model, result = _retrain(stage, data, start_weights, mask, on_epoch, start_iteration)
     return StageResult(outputs={"mask": masks.mask_to_cpu(mask)}, point=_point(stage, mask, result, search_seconds),
                        curve=search_curve + result.curve, search_seconds=search_seconds, retrain_seconds=result.seconds,
                        info={k: v for k, v in info.items() if isinstance(v, (int, float))})
@@ -193,7 +227,8 @@ def run_ablation(stage, inputs, data, on_epoch=None) -> StageResult:
     """Sanity check of another stage's mask: shuffle it within each layer, or retrain it from fresh weights."""
     p = stage["params"]
     mask = {n: m.to(data.x_train.device) for n, m in inputs["source"]["mask"].items()}
-    start = inputs["warmup"]["weights"]
+    # A mask searched at init retrains from θ₀ for the whole training, and so do its ablations.
+    start, start_iteration = _start_point(stage, inputs, data, p.get("retrain_from") == "init")
     if p["ablation"] == "shuffle":
         mask = masks.layerwise_shuffle(mask, _generator(stage, 6))
     elif p["ablation"] == "reinit":
@@ -201,7 +236,7 @@ def run_ablation(stage, inputs, data, on_epoch=None) -> StageResult:
         start = cpu_state(fresh_model(stage, data, seed_for(stage["seed"], 7)))
     else:
         raise ValueError(f"unknown ablation {p['ablation']!r}; known: shuffle, reinit")
-    model, result = _retrain(stage, data, start, mask, on_epoch)
+    model, result = _retrain(stage, data, start, mask, on_epoch, start_iteration)
     return StageResult(outputs={"weights": cpu_state(model), "mask": masks.mask_to_cpu(mask)},
                        point=_point(stage, mask, result),
                        curve=result.curve, retrain_seconds=result.seconds)

@@ -2,9 +2,14 @@
 
 Data order is a pure function of (seed, epoch): every method of a seed sees the same
 batches from the rewind point on, whichever stage (or machine) runs it.
+
+The loop never reads a device value back within an epoch (the loss is summed on the
+device and checked once per epoch), so a GPU is never stalled by the host, except by
+fp16's GradScaler, which checks the gradients for overflow at every step.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -17,6 +22,11 @@ from torch import nn
 
 from workers.data import Dataset
 from workers.masks import Mask
+
+
+LOSS_REDUCTIONS = ("mean", "sum")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,14 @@ class Recipe:
     gamma: float = 0.1
     grad_clip: float | None = None
     eval_every: int = 1
+    loss_reduction: str = "mean"
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"unknown loss_reduction {self.loss_reduction!r}; known: {', '.join(LOSS_REDUCTIONS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
@@ -58,7 +76,8 @@ class TrainResult:
 
 
 class Diverged(ArithmeticError):
-    """The training loss became non-finite: the stage's result would be meaningless, and retrying repeats it."""
+    """The training loss (or the CTS search objective) became non-finite: the stage's result would be
+    meaningless, and retrying repeats it.  The message names the epoch."""
 
 
 REWIND_PATTERN = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
@@ -108,6 +127,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / len(x), loss / len(x)
 
 
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward pass's autocast context: fp32 runs without one; bf16/fp16 need a CUDA device."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in _AUTOCAST_DTYPES:
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if device.type != "cuda":
+        raise RuntimeError(f"training.precision {precision} needs a CUDA device, but this trial's data is on "
+                           f"{device.type}: give the trials a GPU (resources.gpus_per_trial) or use fp32")
+    return torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[precision])
+
+
 def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int, stop: int,
           mask: Mask | None = None, on_epoch: Callable[[dict], None] | None = None,
           evaluate_at_end: bool = True) -> TrainResult:
@@ -118,50 +149,64 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
     numerical drift can never revive them).
     """
     ipe = recipe.iterations_per_epoch(len(data.x_train))
+    device = data.x_train.device
+    autocast_for(recipe.precision, device)  # refuses a precision this device cannot run before any work
     params = dict(model.named_parameters())
     masked = [(params[n], m.to(params[n].device, params[n].dtype)) for n, m in (mask or {}).items()]
     with torch.no_grad():
         for p, m in masked:
             p.mul_(m)
     opt = make_optimizer(model.parameters(), recipe)
+    # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range and needs none.
+    scaler = torch.amp.GradScaler("cuda") if recipe.precision == "fp16" else None
     model.train()
     t0 = time.perf_counter()
     curve: list[dict] = []
     best = -1.0
     acc, loss_t = float("nan"), float("nan")
     order, order_epoch, aug_gen = None, -1, None
-    running, seen = 0.0, 0
+    # Summed in float64 on the device; per-example sums, so the curve shows the mean loss either way.
+    running, seen = torch.zeros((), dtype=torch.float64, device=device), 0
+    summed = recipe.loss_reduction == "sum"
     for it in range(start, stop):
         epoch, pos = divmod(it, ipe)
         if epoch != order_epoch:
-            order, order_epoch = epoch_order(seed, epoch, len(data.x_train)), epoch
-            aug_gen = torch.Generator(device=data.x_train.device).manual_seed(seed_for(seed, epoch, 2))
-        idx = order[pos * recipe.batch_size:(pos + 1) * recipe.batch_size].to(data.x_train.device)
+            order, order_epoch = epoch_order(seed, epoch, len(data.x_train)).to(device), epoch
+            aug_gen = torch.Generator(device=device).manual_seed(seed_for(seed, epoch, 2))
+        idx = order[pos * recipe.batch_size:(pos + 1) * recipe.batch_size]
         x, y = data.x_train[idx], data.y_train[idx]
         if data.augment is not None:
             x = data.augment(x, aug_gen)
         for g in opt.param_groups:
             g["lr"] = recipe.lr_at(it, ipe)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
+        with autocast_for(recipe.precision, device):
+            out = model(x)
+            loss = F.cross_entropy(out, y, reduction=recipe.loss_reduction)
         opt.zero_grad(set_to_none=False)
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         for p, m in masked:
             p.grad.mul_(m)
         if recipe.grad_clip is not None:
+            if scaler is not None:
+                scaler.unscale_(opt)  # clip the true gradient, not the scaled one
             nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         with torch.no_grad():
             for p, m in masked:
                 p.mul_(m)
-        running += float(loss.detach()) * len(y)
+            running += loss.detach().double() if summed else loss.detach().double() * len(y)
         seen += len(y)
         end_of_epoch = pos == ipe - 1 or it == stop - 1
         if end_of_epoch:
-            if not math.isfinite(running):
+            total = float(running)
+            if not math.isfinite(total):
                 raise Diverged(f"training loss is not finite in epoch {epoch + 1} (iteration {it + 1})")
             row = {"phase": "train", "epoch": epoch + 1 if pos == ipe - 1 else epoch + (pos + 1) / ipe,
-                   "iteration": it + 1, "train_loss": running / max(seen, 1), "lr": recipe.lr_at(it, ipe)}
+                   "iteration": it + 1, "train_loss": total / max(seen, 1), "lr": recipe.lr_at(it, ipe)}
             if (epoch + 1) % recipe.eval_every == 0 or it == stop - 1:
                 acc, loss_t = evaluate(model, data.x_test, data.y_test)
                 best = max(best, acc)
@@ -169,7 +214,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
             curve.append(row)
             if on_epoch is not None:
                 on_epoch(row)
-            running, seen = 0.0, 0
+            running.zero_()
+            seen = 0
     if evaluate_at_end and (stop <= start or not curve or "test_accuracy" not in curve[-1]):
         acc, loss_t = evaluate(model, data.x_test, data.y_test)
         best = max(best, acc)

@@ -3,13 +3,21 @@
 Each step samples a relaxed mask m̃ = σ(ℓ/τ + s) (ℓ fresh logistic noise), runs the network
 with θ ⊙ m̃, and moves the logits s by Adam on the objective plus a GradBalance budget term
 that only pushes back once the expected kept count Σσ(s) exceeds slack·κ·d.  The hard mask
-is the global top-⌊κ·d⌋ of s.  See ALGORITHMS.md §3.3 for the sources of every constant.
+is the global top-⌊κ·d⌋ of s.  docs/methods.md gives the equations and the source of every
+constant (the CTS authors' code).
+
+BatchNorm during the search (`search_bn`): "batch" (default) normalises the dense teacher and
+the masked student alike with the current batch's statistics, as the authors' BN (which keeps
+no running statistics) does; "running" uses the running statistics saved with the weights.
+With the saved statistics, a soft mask keeping a few percent of the weights shrinks every
+activation and BN never rescales it, which misleads the search at high sparsity.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +26,10 @@ from torch.func import functional_call
 
 from workers import masks
 from workers.masks import Mask
+from workers.train import Diverged
 
 OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
+SEARCH_BN = ("batch", "running")
 OBJECTIVE_SCALE = 100.0  # the reference code multiplies every objective by 100
 BUDGET_SCALE = 100.0     # c(s) = 100·(Σσ(s)/B − 1)
 NOISE_CLIP = 1e-10
@@ -35,10 +45,13 @@ class CTSConfig:
     slack: float = 1.1
     ema: float = 0.01
     drop_at: float = 0.88
+    search_bn: str = "batch"
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown CTS objective {self.objective!r}; known: {', '.join(OBJECTIVES)}")
+        if self.search_bn not in SEARCH_BN:
+            raise ValueError(f"unknown CTS search_bn {self.search_bn!r}; known: {', '.join(SEARCH_BN)}")
         if int(self.epochs) != self.epochs or self.epochs < 1:
             raise ValueError(f"CTS epochs must be an integer >= 1, got {self.epochs}")
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
@@ -76,23 +89,35 @@ class GradBalance:
     """Budget multiplier λ that scales the budget gradient to the objective gradient's size.
 
     λ* = ‖g_R‖/‖g_c‖ while the budget is exceeded (c > 0), else 0; λ follows λ* by an EMA
-    (started at the first λ*).  The combined gradient is g_R + λ·g_c.
+    (started at the first λ*).  The combined gradient is g_R + λ·g_c.  λ and c stay on the
+    logits' device, so a step never waits for the device (λ in float64: the EMA accumulates
+    over thousands of steps); the `lam` and `violation` properties read them back.
     """
 
     def __init__(self, budget: float, ema: float):
         self.budget = budget
         self.ema = ema
-        self.lam: float | None = None
-        self.violation = 0.0
+        self._lam: torch.Tensor | None = None
+        self._violation: torch.Tensor | None = None
+
+    @property
+    def lam(self) -> float | None:
+        return None if self._lam is None else float(self._lam)
+
+    @property
+    def violation(self) -> float:
+        return 0.0 if self._violation is None else float(self._violation)
 
     def combined_gradient(self, s: torch.Tensor, g_objective: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(s)
-        self.violation = float(BUDGET_SCALE * (p.sum() / self.budget - 1))
+        self._violation = BUDGET_SCALE * (p.sum() / self.budget - 1)
         g_budget = (BUDGET_SCALE / self.budget) * p * (1 - p)
         norm_budget = _norm(g_budget)
-        target = _norm(g_objective) / norm_budget if self.violation > 0 and norm_budget > 0 else 0.0
-        self.lam = target if self.lam is None else (1 - self.ema) * self.lam + self.ema * target
-        return g_objective + self.lam * g_budget
+        over = (self._violation > 0) & (norm_budget > 0)
+        # where() picks 0 for the masked-out lanes, so a 0/0 there never reaches λ.
+        target = torch.where(over, _norm(g_objective) / norm_budget, torch.zeros_like(norm_budget))
+        self._lam = target if self._lam is None else (1 - self.ema) * self._lam + self.ema * target
+        return g_objective + self._lam * g_budget
 
 
 def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor, density: float,
@@ -101,9 +126,11 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
     """Search a mask keeping ⌊density·d⌋ of the prunable weights `names` of `model`.
 
     `x`, `y` are the whole training set (on the model's device; no augmentation).  The
-    model's weights are read, never written; it runs in eval mode and its train/eval flags
-    are restored afterwards.  `invert` keeps the lowest logits (score-inversion check).
-    Returns the mask and {expected_kept_fraction, lambda, steps, objective, budget_violation}.
+    model's weights and buffers (BN running statistics included) are read, never written;
+    its modes are set by `search_mode` and restored afterwards.  `invert` keeps the lowest
+    logits (score-inversion check).  A non-finite objective raises `Diverged` at the end of
+    its epoch.  Returns the mask and {expected_kept_fraction, lambda, steps, objective,
+    budget_violation}.
     """
     if not 0 < density < 1:
         raise ValueError(f"CTS density must be in (0, 1), got {density}")
@@ -123,12 +150,12 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
     drop_epoch = math.floor(cfg.drop_at * cfg.epochs)
     needs_dense = cfg.objective != "cross_entropy"
 
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    steps, last_objective = 0, float("nan")
-    try:
+    steps, last = 0, torch.full((), float("nan"), device=device)
+    with search_mode(model, cfg.search_bn):
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(x), generator=generator).to(x.device)
+            # Summed on the device and read once per epoch: a per-step read would stall a GPU.
+            epoch_sum = torch.zeros((), dtype=torch.float64, device=device)
             for start in range(0, len(x), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
                 xb, yb = x[idx], y[idx]
@@ -146,19 +173,46 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
                     s.grad = balance.combined_gradient(s.detach(), g_objective)
                 opt.step()
                 steps += 1
-                last_objective = float(loss.detach())
+                last = loss.detach()
+                epoch_sum += last
+            if not math.isfinite(float(epoch_sum)):
+                raise Diverged(f"CTS search objective is not finite in search epoch {epoch + 1} (step {steps})")
             if on_epoch is not None:  # lr: the rate this epoch used
-                on_epoch(epoch, _info(s, d, balance, steps, last_objective) | {"lr": opt.param_groups[0]["lr"]})
+                on_epoch(epoch, _info(s, d, balance, steps, last) | {"lr": opt.param_groups[0]["lr"]})
             if epoch + 1 == drop_epoch:
                 for group in opt.param_groups:
                     group["lr"] *= 0.1
-    finally:
-        for m, training in flags.items():
-            m.training = training
 
     logits = {n: part.view_as(w) for n, w, part in zip(names, weights, s.detach().split(sizes))}
     mask = masks.global_topk(logits, masks.keep_count(d, density), generator, largest=not invert)
-    return mask, _info(s, d, balance, steps, last_objective)
+    return mask, _info(s, d, balance, steps, last)
+
+
+@contextlib.contextmanager
+def search_mode(model: nn.Module, search_bn: str) -> Iterator[nn.Module]:
+    """The model as the search runs it; every module's mode is restored afterwards.
+
+    Eval mode (no dropout), except that with search_bn "batch" every BatchNorm normalises with
+    the current batch's statistics and leaves its running statistics and counter untouched:
+    a BN in training mode that does not track running statistics does exactly that.
+    """
+    if search_bn not in SEARCH_BN:
+        raise ValueError(f"unknown CTS search_bn {search_bn!r}; known: {', '.join(SEARCH_BN)}")
+    flags = {m: m.training for m in model.modules()}
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracking = {m: m.track_running_stats for m in norms}
+    model.eval()
+    try:
+        if search_bn == "batch":
+            for m in norms:
+                m.train()
+                m.track_running_stats = False
+        yield model
+    finally:
+        for m, training in flags.items():
+            m.training = training
+        for m, track in tracking.items():
+            m.track_running_stats = track
 
 
 def relaxed_sample(s: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
@@ -170,15 +224,15 @@ def relaxed_sample(s: torch.Tensor, tau: float, generator: torch.Generator) -> t
     return torch.sigmoid((torch.log(u) - torch.log1p(-u)) / tau + s)
 
 
-def _norm(v: torch.Tensor) -> float:
-    """Euclidean norm with max-rescaling, so tiny or huge entries neither underflow nor overflow."""
+def _norm(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm (a float64 scalar on v's device) with max-rescaling, so tiny or huge
+    entries neither underflow nor overflow; 0 for an all-zero v."""
     scale = v.abs().max()
-    if scale == 0:
-        return 0.0
-    return float(torch.linalg.vector_norm(v / scale) * scale)
+    norm = torch.linalg.vector_norm(v / scale) * scale
+    return torch.where(scale > 0, norm, torch.zeros_like(norm)).double()
 
 
-def _info(s: torch.Tensor, d: int, balance: GradBalance, steps: int, objective: float) -> dict:
+def _info(s: torch.Tensor, d: int, balance: GradBalance, steps: int, objective: torch.Tensor) -> dict:
     return {"expected_kept_fraction": float(torch.sigmoid(s.detach()).sum()) / d,
-            "lambda": float(balance.lam or 0.0), "steps": steps, "objective": objective,
+            "lambda": balance.lam or 0.0, "steps": steps, "objective": float(objective),
             "budget_violation": balance.violation}
