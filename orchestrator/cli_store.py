@@ -21,6 +21,11 @@ def _sweep_or_fail(store: ResultsStore, sweep: str) -> None:
         _fail(f"store {store.location}: no sweep {sweep!r}{hint}")
 
 
+def _state_counts(state) -> Counter:
+    """Latest status per stage, where a stage that once succeeded counts as ok whatever came after."""
+    return Counter("ok" if k in state.ok_seconds else s for k, s in state.status.items())
+
+
 def _counts(store: ResultsStore, sweep: str) -> tuple[Counter, object]:
     log = store.committed(sweep, ["stage_key", "attempt", "status", "finished_at"]).table.to_pandas()
     latest = log.sort_values("attempt").drop_duplicates("stage_key", keep="last")
@@ -64,7 +69,7 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
             _sweep_or_fail(store, sweep)
         plan = _plan(spec) if spec is not None and spec.name == sweep else None
         state = resume.inspect(store, plan, sweep)
-        counts, _ = _counts(store, sweep)
+        counts = _state_counts(state)
     except StoreError as err:
         _fail(str(err))
     detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing stored yet"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 
 import ray
@@ -106,6 +107,9 @@ class Scheduler:
         retries: dict[str, int] = {}
         dead: set[str] = set()
         multi_shape = len({self.shapes[k] for k in self.todo}) > 1
+        seed_left = Counter(plan.stages[k].seed for k in self.todo)
+        open_seeds: set[int] = set()
+        window = 2 * self.max_concurrent
 
         def hand_over(key: str) -> None:
             """`key` has its inputs: its parents' references may be dropped once all their dependants do."""
@@ -118,24 +122,41 @@ class Scheduler:
                     outputs[p] = ARTIFACT + p
 
         def dispatch() -> None:
-            held = []
-            while ready:
-                item = heapq.heappop(ready)
-                key = item[2]
-                actor = self._actor_for(self.shapes[key])
-                if actor is None:  # every actor is busy
-                    held.append(item)
+            # Two passes: first only stages of seeds already open (while `window` seeds are open), then, if an
+            # actor would otherwise idle, a new seed. Longest-path-first alone would run every seed's shared
+            # stages first and keep all their outputs alive at once.
+            for respect_window in (True, False):
+                held = []
+                while ready:
+                    item = heapq.heappop(ready)
+                    key = item[2]
+                    seed = plan.stages[key].seed
+                    if respect_window and seed not in open_seeds and len(open_seeds) >= window:
+                        held.append(item)
+                        continue
+                    actor = self._actor_for(self.shapes[key])
+                    if actor is None:  # every actor is busy
+                        held.append(item)
+                        break
+                    open_seeds.add(seed)
+                    stage = plan.stages[key]
+                    parents = [outputs[stage.parents[r]] for r in stage.inputs]
+                    meta_ref, out_ref = actor.run.options(num_returns=2, name=stage.label).remote(
+                        stage.payload(plan.config), list(stage.inputs), *parents)
+                    inflight[meta_ref] = (key, actor, out_ref)
+                    hand_over(key)
+                for item in held:
+                    heapq.heappush(ready, item)
+                if len(self.alive) >= self.max_concurrent and not any(self.idle.values()):
                     break
-                stage = plan.stages[key]
-                parents = [outputs[stage.parents[r]] for r in stage.inputs]
-                meta_ref, out_ref = actor.run.options(num_returns=2, name=stage.label).remote(
-                    stage.payload(plan.config), list(stage.inputs), *parents)
-                inflight[meta_ref] = (key, actor, out_ref)
-                hand_over(key)
-            for item in held:
-                heapq.heappush(ready, item)
             if multi_shape:
                 self._retire_unneeded({self.shapes[k] for _, _, k in ready} | {self.alive.get(a) for _, a, _ in inflight.values()})
+
+        def finished(key: str) -> None:
+            seed = plan.stages[key].seed
+            seed_left[seed] -= 1
+            if seed_left[seed] == 0:
+                open_seeds.discard(seed)
 
         try:
             while ready or inflight:
@@ -171,6 +192,7 @@ class Scheduler:
                             waiting[child] -= 1
                             if waiting[child] == 0:
                                 heapq.heappush(ready, (-priority[child], 0, child))
+                finished(key)
                 # Hand out new work before writing the store, so trial actors never wait on the driver's I/O.
                 dispatch()
                 self.recorder.record(key, meta)
@@ -188,6 +210,7 @@ class Scheduler:
                     if d not in dead and d not in self.done and d in todo:
                         dead.add(d)
                         hand_over(d)
+                        finished(d)
                         self.recorder.skipped(d, key, "diverged" if status == "diverged" else "failed")
                         summary.skipped_after_failure += 1
                         self.progress.stage_done(plan.stages[d].label, "skipped", 0.0, None, plan.stages[d].work)
