@@ -74,6 +74,13 @@ class Lease:
             return None  # vanished or half-visible: treated as free, the read-back settles it
 
     def acquire(self, take_over: bool = False) -> "Lease":
+        try:
+            return self._acquire(take_over)
+        except OSError as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise StoreError(f"store {self.store.location}: cannot write the lease {self.path} ({first})") from None
+
+    def _acquire(self, take_over: bool) -> "Lease":
         holder = self.read()
         if holder and not take_over and not stale(holder):
             raise LeaseHeld(describe_holder(holder, self.store.location))
@@ -84,7 +91,7 @@ class Lease:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                return self.acquire(take_over=False)  # lost the race: report the winner
+                return self._acquire(take_over=False)  # lost the race: report the winner
             with os.fdopen(fd, "wb") as f:
                 f.write(self._record(since))
         else:
