@@ -1,10 +1,12 @@
 """The scheduling loop: a ready queue, trial actors pooled per resource shape, retries, freeing outputs.
 
-Stages become ready when all their parents are done and run longest-remaining-path first. Actors are
+Stages become ready when all their parents are done and run longest-remaining-path first, among the seeds
+already open (at most 2 x max_concurrent seeds at once unless an actor would otherwise idle). Actors are
 long-lived (torch stays imported, datasets stay on the device) and pooled by (CPUs, GPU share, memory);
 at most `max_concurrent` are alive, and an idle actor of another shape is retired to make room.
 A stage's output reference is dropped as soon as every dependant has been handed it (Ray then keeps it
-alive only while those tasks need it); a later retry reads the stored artifact instead.
+alive only while those tasks need it); a later retry reads the stored artifact instead. With the seed
+window this keeps the object store bounded by the work in flight, however many seeds a sweep has.
 """
 from __future__ import annotations
 

@@ -288,7 +288,8 @@ class ResultsStore:
                         else:
                             chunk.append(t)
                     if chunk:  # one table per chunk: thousands of tiny tables cost more than their rows
-                        parts.append(pa.concat_tables(chunk))
+                        # combine_chunks copies the rows out: each tiny table pins its reader's far larger buffers
+                        parts.append(pa.concat_tables(chunk).combine_chunks())
             if not vanished or files is not None:
                 break
         else:
