@@ -100,7 +100,26 @@ def _method_line(m) -> str:
     return method_label(m) + (f" ({', '.join(f'{k} {v}' for k, v in settings.items())})" if settings else "")
 
 
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    # Package metadata, not `import ray, torch`: the same versions without seconds of imports.
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    click.echo(f"ticketsweep {version('ticketsweep')} (ray {version('ray')}, torch {version('torch')}, "
+               f"python {sys.version.split()[0]})")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print the ticketsweep, Ray, torch and Python versions and exit.")
 def main() -> None:
     """Lottery-ticket sweeps on Ray: LTR, one-shot pruning and Concrete Ticket Search."""
 
@@ -199,11 +218,25 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
 
 
 def _points(store_location: str | None, sweep: str | None):
+    from orchestrator.suggest import suggest
+
     store = _store(store_location or "./ticketsweep-store")
     points = store.read("points", sweep)
     if points.empty:
-        _fail(f"store {store.location}: no results" + (f" for sweep {sweep}" if sweep else ""))
+        hint = suggest(sweep, store.sweeps(), list_known=True) if sweep else ""
+        _fail(f"store {store.location}: no results" + (f" for sweep {sweep}" if sweep else "") + hint)
     return points
+
+
+def _check_output(path: str) -> None:
+    """An output file's folder must exist: fail on one line before any work, rather than after it."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        _fail(f"-o {path}: is a directory, expected a file name")
+    if not os.path.isdir(folder):
+        _fail(f"-o {path}: no such directory {folder}")
 
 
 @main.command()
@@ -211,15 +244,28 @@ def _points(store_location: str | None, sweep: str | None):
 @click.option("--sweep", help="Only this sweep.")
 @click.option("--spec", "spec_path", help="Take the store and sweep from this spec.")
 @click.option("--all-levels", is_flag=True, help="Include intermediate LTR levels.")
-@click.option("--markdown", is_flag=True, help="Print a markdown table.")
-def results(store_location, sweep, spec_path, all_levels, markdown) -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default=None,
+              help="table (default), markdown, or the frontier's columns as csv or json.")
+@click.option("--markdown", is_flag=True, help="Same as --format markdown.")
+@click.option("-o", "--output", help="Write to this file instead of printing.")
+def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output) -> None:
     """Print the accuracy-vs-sparsity frontier (mean ± std over seeds) with its costs."""
-    from orchestrator.report import format_frontier, frontier
+    from orchestrator.report import export_frontier, frontier, write_text
 
+    if markdown and fmt not in (None, "markdown"):
+        _fail(f"--markdown conflicts with --format {fmt}")
+    fmt = "markdown" if markdown else (fmt or "table")
+    if output:
+        _check_output(output)
     if spec_path:
         spec = _spec(spec_path)
         store_location, sweep = store_location or spec.store, sweep or spec.name
-    click.echo(format_frontier(frontier(_points(store_location, sweep), all_levels=all_levels), markdown=markdown))
+    text = export_frontier(frontier(_points(store_location, sweep), all_levels=all_levels), fmt)
+    if not output:
+        click.echo(text)
+        return
+    write_text(output, text + "\n")
+    click.echo(f"wrote {output}")
 
 
 @main.command()
@@ -231,6 +277,7 @@ def plot(store_location, sweep, spec_path, output) -> None:
     """Plot accuracy vs fraction of weights remaining, and accuracy vs standalone cost."""
     from orchestrator.report import frontier, plot_frontier
 
+    _check_output(output)
     if spec_path:
         spec = _spec(spec_path)
         store_location, sweep = store_location or spec.store, sweep or spec.name
@@ -239,7 +286,7 @@ def plot(store_location, sweep, spec_path, output) -> None:
 
 
 # Verbs that live in their own modules register themselves on `main` when imported.
-from orchestrator import cli_jobs, cli_store  # noqa: E402,F401
+from orchestrator import cli_data, cli_jobs, cli_store  # noqa: E402,F401
 
 if __name__ == "__main__":
     # Run as a script this file is `__main__`, while the verb modules register on `orchestrator.cli.main`.

@@ -6,7 +6,10 @@ in tables and plots.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -112,6 +115,44 @@ def format_frontier(frame: pd.DataFrame, markdown: bool = False) -> str:
     return "\n".join(title + [line(header), rule] + [line(r) for r in rows])
 
 
+def export_frontier(frame: pd.DataFrame, fmt: str) -> str:
+    """A `frontier` frame as text: "table" or "markdown" (format_frontier), or its columns as "csv" or
+    "json" (a list of records; accuracies as fractions, missing values empty in csv and null in json)."""
+    if fmt in ("table", "markdown"):
+        return format_frontier(frame, markdown=fmt == "markdown")
+    plain = frame[FRONTIER_COLUMNS].copy() if not frame.empty else pd.DataFrame(columns=FRONTIER_COLUMNS)
+    for col in ("sweep", "method"):
+        plain[col] = plain[col].astype(str)
+    if fmt == "csv":
+        return plain.to_csv(index=False).rstrip("\n")
+    if fmt == "json":
+        records = [{k: _json_value(v) for k, v in row.items()} for row in plain.to_dict(orient="records")]
+        return json.dumps(records, indent=2)
+    raise ValueError(f"unknown format {fmt!r}; known: table, markdown, csv, json")
+
+
+def _json_value(v):
+    if isinstance(v, (bool, str)) or v is None:
+        return v
+    if isinstance(v, (int, float)) or hasattr(v, "item"):
+        v = v.item() if hasattr(v, "item") else v
+        return None if isinstance(v, float) and math.isnan(v) else v
+    return str(v)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename, so a reader never sees half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def cost_summary(points: pd.DataFrame) -> pd.DataFrame:
     """Per (sweep, method): finished points, how many of them were requested, and total marginal seconds.
 
@@ -130,7 +171,13 @@ def cost_summary(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def _row(frame: pd.DataFrame, method: str, sparsity: float) -> pd.Series:
-    rows = frame[frame["method"].astype(str) == method]
+    methods = frame["method"].astype(str)
+    if not (methods == method).any() and not frame.empty:
+        from orchestrator.suggest import suggest
+
+        raise KeyError(f"no method {method!r} in the frontier"
+                       + suggest(method, methods.unique(), list_known=True))
+    rows = frame[methods == method]
     if not rows.empty:
         gap = (rows["target_sparsity"].astype(float) - sparsity).abs()
         rows = rows[gap <= 1e-6]
@@ -156,8 +203,10 @@ def compare(frame: pd.DataFrame, method_a: str, method_b: str, sparsity: float) 
             "standalone_seconds_a": cost_a, "standalone_seconds_b": cost_b, "cost_ratio": ratio}
 
 
-def plot_frontier(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a two-panel PNG: accuracy vs fraction of weights remaining, and accuracy vs standalone cost."""
+def plot_frontier(frame: pd.DataFrame, path: str | Path):
+    """Write a two-panel PNG: accuracy vs fraction of weights remaining, and accuracy vs standalone cost.
+
+    Returns the matplotlib Figure (for inspection; it is not shown anywhere)."""
     # Figure + Agg canvas directly: no pyplot, so no global backend switch and no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -170,7 +219,7 @@ def plot_frontier(frame: pd.DataFrame, path: str | Path) -> None:
     sweeps = sorted(df["sweep"].unique())
     multi = len(sweeps) > 1
 
-    fig = Figure(figsize=(13, 5.2), layout="constrained")
+    fig = Figure(figsize=(14.5, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
     palette = [f"C{i}" for i in range(10)]
@@ -195,24 +244,72 @@ def plot_frontier(frame: pd.DataFrame, path: str | Path) -> None:
             right.errorbar(cost[keep], acc[keep], yerr=std[keep], marker="s" if method == DENSE else "o",
                            linestyle="none" if method == DENSE else "-", color=color, capsize=3, label=label)
 
-    left.set_xscale("log")
-    _plain_log_labels(left.xaxis, LogFormatter)
-    left.invert_xaxis()  # sparser to the right, as in the pruning literature
+    _density_axis(left.xaxis, left, requested_densities(df))
     left.set_xlabel("fraction of weights remaining (log)")
     left.set_ylabel("test accuracy (%)")
     left.set_title("accuracy vs density (mean ± std over seeds)")
     left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize="small", loc="best")
     if right.has_data():
         right.set_xscale("log")
         _plain_log_labels(right.xaxis, LogFormatter)
-        right.legend(fontsize="small", loc="best")
+    # One legend for both panels, beside them: with many methods a legend inside covers the curves.
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="method")
     right.set_xlabel("standalone cost per point (seconds, log)")
     right.set_ylabel("test accuracy (%)")
     right.set_title("accuracy vs cost")
     right.grid(True, which="both", alpha=0.3)
     fig.suptitle("sweep: " + ", ".join(sweeps))
     fig.savefig(str(path), dpi=110)
+    return fig
+
+
+def requested_densities(frame: pd.DataFrame) -> list[float]:
+    """Fractions of weights remaining that the sweep asked for (1 - target sparsity), largest first."""
+    targets = frame.loc[frame["method"].astype(str) != DENSE, "target_sparsity"].astype(float)
+    return sorted({round(1.0 - t, 9) for t in targets if 0.0 < 1.0 - t <= 1.0}, reverse=True)
+
+
+def percent_label(density: float) -> str:
+    """50%, 1%, 51.2%, 0.738%: three significant digits, no trailing zeros."""
+    return f"{100 * density:.3g}%"
+
+
+def density_ticks(densities: list[float], min_gap: float = 0.12) -> list[float]:
+    """The densities that get a label: from the largest down, each at least `min_gap` of the axis's log span
+    from the previous one, and the smallest always, so labels never overlap or repeat."""
+    if len(densities) <= 1:
+        return list(densities)
+    ordered = sorted(densities, reverse=True)
+    span = math.log10(ordered[0]) - math.log10(ordered[-1])
+    gap = min_gap * span
+    kept, labels = [ordered[0]], {percent_label(ordered[0])}
+    for d in ordered[1:]:
+        if math.log10(kept[-1]) - math.log10(d) >= gap and percent_label(d) not in labels:
+            kept.append(d)
+            labels.add(percent_label(d))
+    smallest = ordered[-1]
+    if kept[-1] != smallest and percent_label(smallest) != percent_label(kept[-1]):
+        if len(kept) == 1:
+            kept.append(smallest)
+        else:
+            kept[-1] = smallest  # farther from the one before than the label it replaces
+    return kept
+
+
+def _density_axis(axis, ax, densities: list[float]) -> None:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    if not densities:
+        return
+    ax.set_xscale("log")
+    labeled = density_ticks(densities)
+    axis.set_major_locator(FixedLocator(labeled))
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: percent_label(x)))
+    axis.set_minor_locator(FixedLocator([d for d in densities if d not in labeled]))
+    axis.set_minor_formatter(NullFormatter())
+    # Sparser to the right, as in the pruning literature; a margin so end markers are not cut.
+    ax.set_xlim(min(1.0, densities[0] * 1.3), densities[-1] / 1.3)
 
 
 def _plain_log_labels(axis, formatter) -> None:

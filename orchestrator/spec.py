@@ -6,12 +6,14 @@ spec reference in the README and the code cannot drift apart.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.spec_messages import field_line, format_errors
 from workers.data import DATASETS
 from workers.models import MODELS, unknown_options
 from workers.train import REWIND_PATTERN
@@ -57,7 +59,8 @@ class ModelSpec(Strict):
 class DatasetSpec(Strict):
     """Which data to train and test on."""
     name: str = Field(description=f"dataset registry name, one of {', '.join(DATASETS)}")
-    root: str | None = Field(default=None, description="data root for mnist/cifar10; None means $TICKETSWEEP_DATA")
+    root: str | None = Field(default=None, description="data root for mnist/cifar10 (orchestrate data fetch fills it); "
+                                                       "None means $TICKETSWEEP_DATA, else ~/.cache/ticketsweep/data")
     options: dict[str, int | float | str | bool | list[int]] = Field(
         default_factory=dict, description="keyword arguments of the loader (synthetic: n_train, n_test, ...)")
 
@@ -203,7 +206,9 @@ class Resources(Strict):
 class SweepSpec(Strict):
     """A sweep: methods x sparsities x seeds on one model, dataset and training recipe."""
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="sweep name (letters, digits, _ . -)")
-    store: str = Field(default="./ticketsweep-store", description="results store: a local path or s3://, gs:// URI")
+    store: str = Field(default="./ticketsweep-store", description="results store: a local path or s3://, gs:// URI; "
+                       "a relative path is taken from the spec file's folder; without this key, ./ticketsweep-store "
+                       "in the working directory")
     model: ModelSpec
     dataset: DatasetSpec
     training: TrainingSpec
@@ -221,7 +226,7 @@ class SweepSpec(Strict):
                 raise ValueError("give at least one sparsity")
             bad = [s for s in v if not 0 < s < 1]
             if bad:
-                raise ValueError(f"sparsities must lie in (0, 1): {bad}")
+                raise ValueError(f"expected numbers in (0, 1), got {bad}")
         return v
 
     @field_validator("seeds")
@@ -279,20 +284,13 @@ class _SafeLoader(yaml.SafeLoader):
     """SafeLoader: YAML tags that would build Python objects are errors, not objects."""
 
 
+# Words for union fields where the generic "a list of numbers or a mapping {...}" would say less.
+_EXPECTED = {"sparsities": "a list of numbers in (0, 1), or a ladder {base, start, stop}",
+             "methods.search": "'long', 'short' or a number of epochs"}
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in ("ltr", "oneshot", "cts")))
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] == "union_tag_invalid":
-            msg = f"unknown method kind {e.get('ctx', {}).get('tag')!r}; known: {', '.join(METHOD_KINDS)}"
-        elif e["type"] == "union_tag_not_found":
-            msg = f"missing 'kind'; known: {', '.join(METHOD_KINDS)}"
-        msg = msg.replace("Value error, ", "")
-        lines.append(f"{source}: {loc or '(top level)'}: {msg}")
-    return "\n".join(lines)
+    return format_errors(err, source, SweepSpec, _EXPECTED)
 
 
 def parse_spec(data, source: str = "spec") -> SweepSpec:
@@ -305,8 +303,14 @@ def parse_spec(data, source: str = "spec") -> SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a YAML or JSON spec; any problem raises SpecError naming the file and field."""
+    """Read and validate a YAML or JSON spec; any problem raises SpecError naming the file and field.
+
+    A relative `store:` written in the spec is taken from the spec file's folder, so a spec means the same
+    store wherever it is run from; without the key the store is ./ticketsweep-store in the working directory.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory, expected a spec file (.yaml or .json)")
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
     try:
@@ -320,14 +324,35 @@ def load_spec(path: str | Path) -> SweepSpec:
             data = json.loads(text)
         else:
             data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - SafeLoader subclass
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        first = str(err).strip().splitlines()
-        raise SpecError(f"{path}: not valid YAML/JSON: {' '.join(l.strip() for l in first[:3])}") from None
+    except json.JSONDecodeError as err:
+        raise SpecError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: {_yaml_problem(err)}") from None
+    if isinstance(data, dict) and isinstance(data.get("store"), str):
+        data = {**data, "store": _store_from(path.parent, data["store"])}
     return parse_spec(data, str(path))
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    # The problem mark is where the parser gave up; marks count from 0, editors from 1.
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
+        problem += f" ({context} at line {context_mark.line + 1})"
+    return f"not valid YAML{where}: {problem}"
+
+
+def _store_from(folder: Path, store: str) -> str:
+    if "://" in store or not store.strip():
+        return store
+    expanded = os.path.expanduser(store)
+    return expanded if os.path.isabs(expanded) else os.path.normpath(os.path.join(folder, expanded))
+
+
 def describe() -> str:
-    """Every spec field with its type, default and description (the README's spec reference)."""
+    """Every spec field with its description, allowed values and default (the README's spec reference)."""
     lines: list[str] = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:
@@ -338,15 +363,11 @@ def describe() -> str:
                 lines.append(f"{path}: {ann.__doc__}{'' if f.is_required() else ' (optional)'}")
                 walk(ann, path + ".")
                 continue
-            default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
-            lines.append(f"{path}: {f.description or ''} ({default})")
+            lines.append(field_line(path, f))
 
     walk(SweepSpec, "")
     for method in (LTRMethod, OneShotMethod, CTSMethod):
         lines.append(f"methods[] kind={method.model_fields['kind'].annotation.__args__[0]}: {method.__doc__}")
-        for name, f in method.model_fields.items():
-            if name != "kind":
-                default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
-                lines.append(f"  {name}: {f.description} ({default})")
+        lines += [field_line(name, f, indent="  ") for name, f in method.model_fields.items() if name != "kind"]
     lines.append(f"sparsities as a ladder: {Ladder.__doc__}")
     return "\n".join(lines)

@@ -67,6 +67,7 @@ class _Where:
         self.union_members: list = []
         self.at_branch_root = False  # the error is about the union value itself, not inside a branch
         ann = root
+        self.ann = root
         for i, part in enumerate(loc):
             members = _members(ann)
             self.at_branch_root = False
@@ -86,11 +87,13 @@ class _Where:
                 self.parent = next((m for m in members if _is_model(m)), None)
                 ann = None
                 continue
-            if len(members) > 1 and self.union_at is None and not _is_model(branch) or (
-                    len(members) > 1 and self.union_at is None and "kind" not in branch.model_fields):
+            # A union chosen by a 'kind' tag reports only the chosen branch's errors: nothing to merge.
+            tagged = _is_model(branch) and "kind" in branch.model_fields
+            if len(members) > 1 and self.union_at is None and not tagged:
                 self.union_at, self.union_members = len(self.path), members
                 self.at_branch_root = i == len(loc) - 1
             ann = branch
+        self.ann = ann  # what the location holds: for a missing 'kind', the union it would choose from
 
     def text(self, upto: int | None = None) -> str:
         return ".".join(str(p) for p in self.path[:upto]) or "(top level)"
@@ -155,13 +158,18 @@ def _message(e: dict, where: _Where) -> str:
         what = str(where.path[0]).rstrip("s") if where.path else "union"
         return f"unknown {what} kind {ctx.get('tag')!r}" + suggest(str(ctx.get("tag")), tags, list_known=True)
     if kind == "union_tag_not_found":
-        return f"missing {ctx.get('discriminator', 'kind').strip(chr(39))}"
+        key = str(ctx.get("discriminator", "kind")).strip("'")
+        tags = [v for m in _members(where.ann) if _is_model(m) and key in m.model_fields
+                for v in _literal_values(m.model_fields[key].annotation)]
+        return f"missing '{key}'" + (f"; one of {', '.join(map(str, tags))}" if tags else "")
     if kind == "literal_error":
         allowed = [v.strip(" '\"") for v in re.split(r",| or ", str(ctx.get("expected", ""))) if v.strip()]
         return f"expected {ctx.get('expected')}{_got(value)}" + suggest(str(value), allowed)
     if kind in _BOUNDS:
         key, sign = _BOUNDS[kind]
-        return f"expected a number {sign} {ctx.get(key)}{_got(value)}"
+        bound = ctx.get(key)
+        return f"expected a number {sign} {bound:g}{_got(value)}" if isinstance(bound, (int, float)) else \
+            f"expected a number {sign} {bound}{_got(value)}"
     if kind in _TYPE_WORDS:
         return f"expected {_TYPE_WORDS[kind]}{_got(value)}"
     if kind == "string_pattern_mismatch":
@@ -217,5 +225,6 @@ def field_line(path: str, field, indent: str = "") -> str:
     if field.is_required():
         text += " (required)"
     elif not re.search(r"\bdefault\b", description):
-        text += f" (default {field.get_default(call_default_factory=True)!r})"
+        default = field.get_default(call_default_factory=True)
+        text += f" (default {default:.6g})" if isinstance(default, float) else f" (default {default!r})"
     return text

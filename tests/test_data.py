@@ -185,10 +185,21 @@ def test_mnist_reads_gzipped_files_in_torchvision_layout_via_env(tmp_path, monke
     assert d.x_test[1, 0, 0, 27].item() == pytest.approx((pixel / 255 - 0.1307) / 0.3081, abs=1e-5)
 
 
-def test_mnist_without_any_root(monkeypatch):
+def test_mnist_without_any_root_reads_the_default_root_and_says_how_to_fill_it(tmp_path, monkeypatch):
     monkeypatch.delenv("TICKETSWEEP_DATA", raising=False)
-    with pytest.raises(DataError, match=r"no data root: set dataset.root or \$TICKETSWEEP_DATA"):
+    monkeypatch.setenv("TICKETSWEEP_CACHE", str(tmp_path / "cache"))
+    default = tmp_path / "cache" / "data"
+    with pytest.raises(DataError) as err:
         load_dataset("mnist")
+    one_line_naming(err, default)
+    assert str(err.value).endswith(f"`orchestrate data fetch mnist --root {default}` downloads them")
+    write_mnist(default / "MNIST" / "raw", compress=True)  # where `data fetch` puts the archives
+    assert load_dataset("mnist").x_test.shape == (3, 1, 28, 28)
+
+
+def test_a_root_without_the_files_suggests_the_fetch_command(tmp_path):
+    with pytest.raises(DataError, match=rf"`orchestrate data fetch cifar10 --root {tmp_path}` downloads them$"):
+        load_dataset("cifar10", str(tmp_path))
 
 
 def test_mnist_root_that_does_not_exist(tmp_path):

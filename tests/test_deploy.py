@@ -1,8 +1,9 @@
 """Static checks of the deployment files: docker/Dockerfile*, .dockerignore, k8s/*.yaml.
 
 Nothing here needs Docker or a Kubernetes cluster. The KubeRay manifests are validated against the
-OpenAPI schemas of the KubeRay v1.7.0 CRDs in ../shared/kuberay (beside the repository), made strict
-the way the API server is: an object's unknown fields are an error (the server would reject them
+OpenAPI schemas of the KubeRay v1.7.0 CRDs in $TICKETSWEEP_KUBERAY_CRDS (the directory holding KubeRay's
+ray.io_rayclusters.yaml and ray.io_rayjobs.yaml; those tests are skipped, saying how to run them, without it),
+made strict the way the API server is: an object's unknown fields are an error (the server would reject them
 under strict field validation, or silently prune them) unless the schema preserves unknown fields.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import re
 import shlex
 import tomllib
@@ -19,7 +21,11 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-KUBERAY_CRDS = REPO.parent / "shared" / "kuberay"
+CRDS_ENV = "TICKETSWEEP_KUBERAY_CRDS"
+# A checkout beside a `shared/kuberay` folder (the project's own workspace) finds the CRDs without the variable.
+KUBERAY_CRDS = Path(os.environ.get(CRDS_ENV) or REPO.parent / "shared" / "kuberay")
+CRDS_HOWTO = (f"set {CRDS_ENV} to a directory with the KubeRay v1.7.0 CRDs (ray.io_rayclusters.yaml, "
+              f"ray.io_rayjobs.yaml from kuberay's helm-chart/kuberay-operator/crds/) to run these tests")
 DOCKERFILES = {"cpu": REPO / "docker" / "Dockerfile", "gpu": REPO / "docker" / "Dockerfile.gpu"}
 MANIFESTS = {"raycluster": REPO / "k8s" / "raycluster.yaml", "rayjob": REPO / "k8s" / "rayjob.yaml"}
 IMAGES = {"cpu": "ticketsweep:latest", "gpu": "ticketsweep-gpu:latest"}  # placeholders, see k8s/README.md
@@ -292,7 +298,7 @@ def test_manifests_parse_with_expected_kinds(name, kinds):
 @functools.cache
 def crd_schema(kind: str, version: str = "v1") -> dict:
     if not KUBERAY_CRDS.is_dir():
-        pytest.skip(f"KubeRay CRDs not found at {KUBERAY_CRDS} (expected shared/kuberay beside the repository)")
+        pytest.skip(f"KubeRay CRDs not found at {KUBERAY_CRDS}: {CRDS_HOWTO}")
     for path in sorted(KUBERAY_CRDS.glob("*.yaml")):
         for crd in yaml.load_all(path.read_text(), Loader=_Loader):
             if not crd or crd.get("kind") != "CustomResourceDefinition" or crd["spec"]["names"]["kind"] != kind:
@@ -302,7 +308,7 @@ def crd_schema(kind: str, version: str = "v1") -> dict:
                 if v["name"] == version:
                     assert v.get("served", False), f"{kind} {version} is not served"
                     return strict_schema(v["schema"]["openAPIV3Schema"], root=True)
-    pytest.skip(f"no CRD for {kind} {version} in {KUBERAY_CRDS}")
+    pytest.skip(f"no CRD for {kind} {version} in {KUBERAY_CRDS}: {CRDS_HOWTO}")
 
 
 # The parts of ObjectMeta a manifest may set (the API server validates metadata itself).

@@ -1,4 +1,6 @@
 """The README and CI must say what the code does."""
+import re
+import shlex
 from pathlib import Path
 
 from orchestrator.spec import describe, load_spec
@@ -28,3 +30,103 @@ def test_every_shipped_spec_is_valid():
     assert len(specs) >= 5
     for path in specs:
         load_spec(path)
+
+
+# ---------------------------------------------------------------- the README's "Using it" section, run
+
+def _section(title: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(f"\n## {title}\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start:end if end > 0 else None]
+
+
+def _code_blocks(text: str, lang: str = "") -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def using_it_commands() -> list[list[str]]:
+    """The `orchestrate ...` lines of the first code block of "Using it", without their comments."""
+    block = _code_blocks(_section("Using it"))[0]
+    return [shlex.split(re.sub(r"\s+#.*$", "", line))[1:] for line in block.splitlines()
+            if line.startswith("orchestrate ")]
+
+
+def test_using_it_lists_every_verb_and_the_new_flags():
+    verbs = {args[0] for args in using_it_commands()}
+    from orchestrator.cli import main
+
+    assert verbs >= set(main.commands) - {"cancel", "k8s"}, "a verb is missing from the README's Using it"
+    flat = [" ".join(args) for args in using_it_commands()]
+    assert any("--format csv -o" in c for c in flat) and "--version" in flat and "data fetch mnist" in flat
+
+
+TINY_QUICKSTART = {
+    "name": "quickstart",  # no store key: ./ticketsweep-store in the working directory, as the README reads it
+    "model": {"name": "mlp", "options": {"hidden": [16]}},
+    "dataset": {"name": "synthetic", "options": {"n_train": 128, "n_test": 64}},
+    "training": {"epochs": 2, "batch_size": 32, "lr": 0.05, "rewind": "2it"},
+    "methods": [{"kind": "ltr"}, {"kind": "oneshot", "criterion": "random"}],
+    "sparsities": [0.5, 0.8],
+    "seeds": [0],
+}
+
+
+def test_every_using_it_command_and_the_pandas_example_work(ray_cluster, tmp_path, monkeypatch):
+    """Runs each README command in order on a tiny synthetic stand-in for specs/quickstart.yaml (one Ray run),
+    in a fresh working directory, then the README's pandas example."""
+    import pandas as pd
+    import yaml
+    from click.testing import CliRunner
+    from test_datafetch import Server, mnist_manifest
+    from test_data import write_mnist
+
+    from orchestrator.cli import main
+    from orchestrator.datafetch import MANIFESTS
+
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "quickstart.yaml").write_text(yaml.safe_dump(TINY_QUICKSTART))
+    monkeypatch.chdir(tmp_path)
+    # `data fetch mnist` downloads from a loopback mirror of tiny real-format archives into $TICKETSWEEP_DATA.
+    src = tmp_path / "mirror-src"
+    write_mnist(src, compress=True)
+    files = {p.name: p.read_bytes() for p in src.iterdir()}
+    server = Server(files)
+    monkeypatch.setitem(MANIFESTS, "mnist", mnist_manifest(files, server))
+    monkeypatch.setenv("TICKETSWEEP_DATA", str(tmp_path / "data"))
+    outputs = {}
+    try:
+        for args in using_it_commands():
+            if "--stage" in args:  # the README's key prefix is an example: use one of this sweep's stages
+                logged = sorted((tmp_path / "ticketsweep-store" / "logs").rglob("*.log"))
+                stages = pd.read_parquet(tmp_path / "ticketsweep-store" / "stages")
+                key = (logged[0].name if logged else stages["stage_key"].iloc[0])[:8]
+                args = [key if a == args[args.index("--stage") + 1] else a for a in args]
+            result = CliRunner().invoke(main, args)
+            if args[0] == "logs" and not logged:
+                # Stages that print nothing leave no log; the verb says so on one line.
+                assert result.exit_code == 2 and "has no log: it ran and printed nothing" in result.output
+                continue
+            assert result.exit_code == 0, (args, result.output)
+            outputs[" ".join(args[:2])] = result.output
+    finally:
+        server.close()
+
+    assert "[1/" in outputs["submit specs/quickstart.yaml"]  # not a terminal: one line per finished stage
+    assert "quickstart" in outputs["sweeps"]
+    frontier = pd.read_csv(tmp_path / "frontier.csv")
+    assert set(frontier["method"]) == {"dense", "ltr", "random"}
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "data" / "MNIST" / "raw").is_dir()
+    assert outputs["--version"].startswith("ticketsweep ")
+
+    (example,) = _code_blocks(_section("Using it"), "python")
+    scope: dict = {}
+    exec(compile(example, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    points, ok = scope["points"], scope["ok"]
+    assert (~points["requested"]).any(), "the tiny sweep must have intermediate LTR levels for this to test anything"
+    assert ok["requested"].all() and (ok["status"] == "ok").all()
+    table = ok.groupby(["method", "target_sparsity"]).test_accuracy.agg(["mean", "std", "count"])
+    # The same points as `results`: one group per frontier row.
+    assert sorted(map(tuple, table.reset_index()[["method", "target_sparsity"]].astype(str).values)) == sorted(
+        map(tuple, frontier[["method", "target_sparsity"]].astype(str).values))

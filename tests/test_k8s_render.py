@@ -172,7 +172,8 @@ def test_cli_writes_the_file_and_rejects_bad_input_without_writing(tmp_path):
     keyed = _spec_file(tmp_path, {**SPEC, "store": "s3://b/x?access_key=AKIA&secret_key=s"}, "keyed.yaml")
     target = tmp_path / "never.yaml"
     for args, expected in [
-        ([local], "local.yaml: store: './ticketsweep-store' is not object storage"),
+        # A relative store in a spec file is taken from the file's folder.
+        ([local], f"local.yaml: store: '{tmp_path / 'ticketsweep-store'}' is not object storage"),
         ([path, "--store", "/data/store"], "--store: '/data/store' is not object storage"),
         ([keyed], "holds credentials (access_key, secret_key)"),
         ([path, "--store", "s3://b/x?session_token=t"], "--store: holds credentials (session_token)"),

@@ -69,7 +69,8 @@ def test_periodic_line_at_most_every_every_s_with_eta():
     assert lines[-1].startswith("[3/5] c")   # 29 s after the last periodic line: not yet
     clock.now += 1
     p.tick()                                  # while nothing finishes, the driver can still ask
-    assert lines[-1].startswith("sweep quick: 3/5 stages") and lines[-1].endswith("ETA 1 min 30 s")  # 60 s / 20 epochs x 30 left
+    # 60 s for 20 epochs, 30 epochs left
+    assert lines[-1].startswith("sweep quick: 3/5 stages") and lines[-1].endswith("ETA 1 min 30 s")
     n = len(lines)
     p.tick()
     assert len(lines) == n

@@ -3,7 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator.report import compare, cost_summary, format_frontier, frontier, plot_frontier
+from orchestrator.report import (FRONTIER_COLUMNS, compare, cost_summary, density_ticks, export_frontier,
+                                 format_frontier, frontier, percent_label, plot_frontier)
 from orchestrator.store import ResultsStore
 
 SWEEP = "tiny"
@@ -135,8 +136,10 @@ def test_compare_at_a_target(points):
     assert c["target_sparsity"] == 0.9 and c["n_a"] == c["n_b"] == 3
     with pytest.raises(KeyError, match="'cts-kl'.*0.95.*it has: 0.5, 0.9"):
         compare(fr, "cts-kl", "ltr", 0.95)
-    with pytest.raises(KeyError, match="'snip'.*none"):
+    with pytest.raises(KeyError, match=r"no method 'snip' in the frontier; known: dense, cts-kl, ltr"):
         compare(fr, "snip", "ltr", 0.9)
+    with pytest.raises(KeyError, match=r"no method 'cts-k' in the frontier; did you mean 'cts-kl'\?"):
+        compare(fr, "cts-k", "ltr", 0.9)
 
 
 def test_plot_frontier_writes_png(points, tmp_path):
@@ -164,3 +167,121 @@ def test_frontier_reads_back_from_store_both_ways(points, tmp_path):
         got = frontier(frame)
         pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert compare(frontier(via_pandas), "cts-kl", "ltr", 0.9)["cost_ratio"] == pytest.approx(1 / 3)
+
+
+def test_plot_density_axis_has_percent_ticks_at_the_requested_densities_and_the_legend_outside(points, tmp_path):
+    fig = plot_frontier(frontier(points), tmp_path / "f.png")
+    left = fig.axes[0]
+    fig.canvas.draw()
+    major = [t.get_text() for t in left.get_xticklabels() if t.get_text()]
+    assert major == ["50%", "10%"]  # targets 0.5 and 0.9, densest first (the axis runs to sparser on the right)
+    assert [t.get_text() for t in left.get_xticklabels(minor=True) if t.get_text()] == []
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert fig.legends[0].get_texts()[0].get_text().startswith("cts-kl")
+    assert left.get_xlim()[0] > left.get_xlim()[1]  # inverted
+
+
+def test_density_ticks_thin_a_long_ladder_without_repeating_labels():
+    ladder = [0.8 ** k for k in range(1, 23)]
+    kept = density_ticks(ladder)
+    labels = [percent_label(d) for d in kept]
+    assert labels == ["80%", "41%", "21%", "10.7%", "5.5%", "2.81%", "1.44%", "0.738%"]
+    assert len(set(labels)) == len(labels)
+    assert density_ticks([0.5, 0.2, 0.1, 0.05, 0.02, 0.01]) == [0.5, 0.2, 0.1, 0.05, 0.02, 0.01]
+    assert density_ticks([0.5, 0.5000000001]) == [0.5000000001]  # the same label once
+    assert [percent_label(d) for d in (0.5, 0.01, 0.512, 0.0073787)] == ["50%", "1%", "51.2%", "0.738%"]
+
+
+def test_export_csv_and_json_carry_the_frontier_columns(points):
+    import io
+    import json
+
+    fr = frontier(points)
+    csv = export_frontier(fr, "csv")
+    back = pd.read_csv(io.StringIO(csv))
+    assert list(back.columns) == list(fr.columns)
+    row = back[(back["method"] == "cts-kl") & (back["target_sparsity"] == 0.9)].iloc[0]
+    assert row["test_accuracy_mean"] == pytest.approx(0.72) and row["n"] == 3
+    assert row["standalone_seconds_mean"] == pytest.approx(20.0)
+    dense = back[back["method"] == "dense"].iloc[0]
+    assert math.isnan(dense["search_seconds_mean"])  # missing stays missing, not 0
+    records = json.loads(export_frontier(fr, "json"))
+    assert len(records) == len(fr) and set(records[0]) == set(fr.columns)
+    ltr = next(r for r in records if r["method"] == "ltr" and r["target_sparsity"] == 0.5)
+    assert ltr["test_accuracy_mean"] == pytest.approx(0.83) and ltr["test_accuracy_std"] == pytest.approx(0.02)
+    assert ltr["sweep"] == SWEEP and isinstance(ltr["n"], int)
+    assert next(r for r in records if r["method"] == "dense")["search_seconds_mean"] is None
+    assert export_frontier(fr, "markdown") == format_frontier(fr, markdown=True)
+    assert export_frontier(fr, "table") == format_frontier(fr)
+    with pytest.raises(ValueError, match="unknown format 'xml'"):
+        export_frontier(fr, "xml")
+
+
+# ---------------------------------------------------------------- the `results` verb
+
+@pytest.fixture
+def store_dir(points, tmp_path):
+    store = ResultsStore(str(tmp_path / "store"))
+    for row in _rows():
+        point = {k: v for k, v in row.items() if k not in ("stage_key", "attempt")}
+        stage = {"kind": "train", "label": row["stage_key"], "seed": row["seed"], "status": row["status"]}
+        store.commit(SWEEP, row["stage_key"], row["attempt"], stage, [point], [])
+    return tmp_path / "store"
+
+
+def test_results_formats_and_output_file(store_dir, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    run = CliRunner().invoke
+    base = ["results", "--store", str(store_dir)]
+    table = run(main, base)
+    assert table.exit_code == 0 and table.output.startswith(f"sweep: {SWEEP}\nmethod")
+    md = run(main, base + ["--markdown"])
+    assert md.exit_code == 0 and md.output == run(main, base + ["--format", "markdown"]).output
+    assert md.output.startswith("| method")
+    js = run(main, base + ["--format", "json"])
+    records = json.loads(js.output)
+    assert [(r["method"], r["target_sparsity"]) for r in records] == [
+        ("dense", 0.0), ("cts-kl", 0.5), ("cts-kl", 0.9), ("ltr", 0.5), ("ltr", 0.9)]
+    out = tmp_path / "frontier.csv"
+    r = run(main, base + ["--format", "csv", "-o", str(out)])
+    assert r.exit_code == 0 and r.output.strip() == f"wrote {out}"
+    back = pd.read_csv(out)
+    assert list(back.columns) == FRONTIER_COLUMNS
+    assert back.loc[back["method"] == "ltr", "test_accuracy_mean"].tolist() == pytest.approx([0.83, 0.63])
+    every = pd.read_csv(__import__("io").StringIO(run(main, base + ["--format", "csv", "--all-levels"]).output))
+    assert 0.7 in every.loc[every["method"] == "ltr", "target_sparsity"].tolist()  # the intermediate level
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--markdown", "--format", "csv"], "--markdown conflicts with --format csv"),
+    (["-o", "{tmp}/nowhere/f.csv"], "-o {tmp}/nowhere/f.csv: no such directory {tmp}/nowhere"),
+    (["-o", "{tmp}"], "-o {tmp}: is a directory, expected a file name"),
+    (["--sweep", "tinny"], "store {store}: no results for sweep tinny; did you mean 'tiny'?"),
+])
+def test_results_bad_arguments_exit_2_on_one_line(store_dir, tmp_path, args, expected):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    fill = {"tmp": tmp_path, "store": store_dir}
+    r = CliRunner().invoke(main, ["results", "--store", str(store_dir)] + [a.format(**fill) for a in args])
+    assert r.exit_code == 2
+    assert r.output.strip() == expected.format(**fill)
+
+
+def test_version_names_the_package_ray_and_torch():
+    from importlib.metadata import version
+
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    r = CliRunner().invoke(main, ["--version"])
+    assert r.exit_code == 0
+    assert r.output.startswith(f"ticketsweep {version('ticketsweep')} (ray {version('ray')}, "
+                               f"torch {version('torch')}, python ")

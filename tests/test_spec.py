@@ -49,8 +49,8 @@ def test_ladder_gives_geometric_densities():
     (with_(training={"epochs": 4, "rewind": "9ep"}), "training"),
     (with_(model={"name": "transformer"}), "model.name: unknown model 'transformer'"),
     (with_(methods=[{"kind": "ltr"}, {"kind": "ltr"}]), "methods listed twice: ltr"),
-    (with_(training={"epochs": 4, "loss_reduction": "max"}), "training.loss_reduction: Input should be 'mean' or 'sum'"),
-    (with_(training={"epochs": 4, "precision": "fp8"}), "training.precision: Input should be 'fp32', 'bf16' or 'fp16'"),
+    (with_(training={"epochs": 4, "loss_reduction": "max"}), "training.loss_reduction: expected 'mean' or 'sum', got 'max'"),
+    (with_(training={"epochs": 4, "precision": "fp8"}), "training.precision: expected 'fp32', 'bf16' or 'fp16', got 'fp8'"),
     (with_(training={"epochs": 4, "precision": "fp16"}),
      "training.precision fp16 needs CUDA, but resources.gpus_per_trial is 0"),
     (with_(training={"epochs": 4, "precision": "bf16"}, resources={"gpus_per_trial": 0.5},
@@ -59,8 +59,8 @@ def test_ladder_gives_geometric_densities():
     (with_(model={"name": "resnet20", "options": {"bn_runing_stats": False}}),
      "model: options: model resnet20 has no option(s) bn_runing_stats; known: width, bn_init, shortcut_kernel, "
      "bn_running_stats"),
-    (with_(methods=[{"kind": "cts", "search_bn": "eval"}]), "methods.0.search_bn: Input should be 'batch' or 'running'"),
-    (with_(methods=[{"kind": "cts", "search_at": "end"}]), "methods.0.search_at: Input should be 'rewind' or 'init'"),
+    (with_(methods=[{"kind": "cts", "search_bn": "eval"}]), "methods.0.search_bn: expected 'batch' or 'running', got 'eval'"),
+    (with_(methods=[{"kind": "cts", "search_at": "end"}]), "methods.0.search_at: expected 'rewind' or 'init', got 'end'"),
 ])
 def test_bad_specs_name_the_field(data, field):
     with pytest.raises(SpecError) as err:
@@ -152,3 +152,95 @@ def test_the_paper_recipe_spec_validates_and_its_stages_carry_the_recipe():
                                                        "grasp", "synflow", "magnitude@init", "random"}
     at_init = next(s for s in plan.stages.values() if s.kind == "cts" and s.params["search_at"] == "init")
     assert set(at_init.inputs) == {"init"}
+
+
+# ---------------------------------------------------------------- plain messages
+
+@pytest.mark.parametrize("data, line", [
+    (with_(sparsities=0.9), "spec: sparsities: expected a list of numbers in (0, 1), or a ladder {base, start, stop}, "
+                            "got 0.9"),
+    (with_(sparsities=[0.5, "x"]), "spec: sparsities.1: expected a number, got 'x'"),
+    (with_(sparsities=[0.5, 1.5]), "spec: sparsities: expected numbers in (0, 1), got [1.5]"),
+    (with_(sparsities={"base": 2, "stop": 3}), "spec: sparsities.base: expected a number < 1, got 2"),
+    (with_(seed=[1]), "spec: seed: unknown key; did you mean 'seeds'?"),
+    (with_(resources={"cpus": 2}), "spec: resources.cpus: unknown key; did you mean 'cpus_per_trial'?"),
+    (with_(training={"epochs": "many"}), "spec: training.epochs: expected a whole number, got 'many'"),
+    (with_(training={"epochs": 4, "optimizer": "rmsprop"}),
+     "spec: training.optimizer: expected 'sgd' or 'adam', got 'rmsprop'"),
+    (with_(methods=[{"kind": "oneshot", "criterion": "snp"}]),
+     "spec: methods.0.criterion: expected 'random', 'magnitude', 'snip', 'grasp' or 'synflow', got 'snp'; "
+     "did you mean 'snip'?"),
+    (with_(methods=[{"kind": "cts", "search": "medium"}]),
+     "spec: methods.0.search: expected 'long', 'short' or a number of epochs, got 'medium'"),
+    (with_(methods=[{"kind": "cts", "lr": -1}]), "spec: methods.0.lr: expected a number > 0, got -1"),
+    (with_(methods=[{"kind": "oneshoot"}]), "spec: methods.0: unknown method kind 'oneshoot'; did you mean 'oneshot'?"),
+    (with_(methods=[{"criterion": "snip"}]), "spec: methods.0: missing 'kind'; one of ltr, oneshot, cts"),
+    (with_(prune_output="maybe"), "spec: prune_output: expected true or false, got 'maybe'"),
+    (with_(model="mlp"), "spec: model: expected a mapping of fields, got 'mlp'"),
+    (with_(training={"rewind": "1ep"}), "spec: training.epochs: required field missing"),
+])
+def test_errors_are_plain_one_liners(data, line):
+    with pytest.raises(SpecError) as err:
+        parse_spec(data)
+    assert str(err.value) == line
+    for internal in ("Input should", "list[float]", "function-after", "Ladder]", "literal["):
+        assert internal not in str(err.value)
+
+
+def test_yaml_error_reports_the_line_of_the_problem(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: t\nmodel: {name: mlp}\nseeds: [0, 1\ndataset: {name: synthetic}\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    # The unclosed list starts on line 3; the parser gives up on line 4, where the next key begins.
+    assert str(err.value).startswith(f"{path}: not valid YAML at line 4, column 8: ")
+    assert "at line 3)" in str(err.value)
+    path.write_text("name: t\nmodel: {name: mlp}\n  bad indent: 1\n")
+    with pytest.raises(SpecError, match=r"not valid YAML at line 3, column"):
+        load_spec(path)
+
+
+def test_json_error_reports_its_line(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{\n  "name": "t",\n  "seeds": [0,]\n}\n')
+    with pytest.raises(SpecError, match=r"bad.json: not valid JSON at line 3, column 15"):
+        load_spec(path)
+
+
+def test_validate_on_a_directory_says_so(tmp_path):
+    result = CliRunner().invoke(main, ["validate", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"{tmp_path}: is a directory, expected a spec file (.yaml or .json)"
+
+
+def test_relative_store_is_taken_from_the_spec_folder(tmp_path, monkeypatch):
+    import yaml
+    folder = tmp_path / "project" / "specs"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    (folder / "rel.yaml").write_text(yaml.safe_dump(with_(store="../runs")))
+    (folder / "abs.yaml").write_text(yaml.safe_dump(with_(store=str(tmp_path / "elsewhere"))))
+    (folder / "s3.yaml").write_text(yaml.safe_dump(with_(store="s3://bucket/prefix")))
+    (folder / "none.yaml").write_text(yaml.safe_dump(BASE))
+    assert load_spec("project/specs/rel.yaml").store == "project/runs"
+    assert load_spec(folder / "rel.yaml").store == str(tmp_path / "project" / "runs")
+    assert load_spec(folder / "abs.yaml").store == str(tmp_path / "elsewhere")
+    assert load_spec(folder / "s3.yaml").store == "s3://bucket/prefix"
+    assert load_spec(folder / "none.yaml").store == "./ticketsweep-store"  # the working directory's
+    assert parse_spec(with_(store="runs")).store == "runs"  # no file, no folder to resolve from
+
+
+def test_explain_lists_allowed_values_and_never_says_default_twice():
+    from orchestrator.spec import describe
+    text = describe()
+    lines = {line.split(":")[0].strip(): line for line in text.splitlines()}
+    assert "[allowed: random, magnitude, snip, grasp, synflow] (required)" in lines["criterion"]
+    assert "[allowed: init, rewind, trained] (default 'rewind')" in lines["score_at"]
+    assert "[allowed: reverse_kl, forward_kl, cross_entropy]" in lines["objective"]
+    assert "[allowed: long, short, or a number]" in lines["search"]
+    assert "[allowed: shuffle, reinit, invert]" in lines["sanity_checks"]
+    assert "[allowed: sgd, adam] (default 'sgd')" in lines["training.optimizer"]
+    assert lines["prune_output"] == "prune_output: prune the output layer (default: per model)"
+    assert "spec file's folder" in lines["store"]
+    for line in text.splitlines():
+        assert line.count("default") <= 1, line

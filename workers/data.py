@@ -1,7 +1,8 @@
 """Dataset registry: whole datasets as tensors, so training takes batches by index on any device.
 
 mnist1d is generated offline by the `mnist1d` package and cached; mnist and cifar10
-read the standard files from a local data root; synthetic is a tiny learnable set for tests.
+read the standard files from a local data root (`orchestrate data fetch` downloads them there);
+synthetic is a tiny learnable set for tests.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import os
 import pickle
 import random
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,7 @@ class Dataset:
 
 
 def load_dataset(name: str, root: str | None = None, **options) -> Dataset:
-    """The named dataset on the CPU. `root` (else $TICKETSWEEP_DATA) is only read by mnist and cifar10.
+    """The named dataset on the CPU. `root` (else `default_data_root()`) is only read by mnist and cifar10.
 
     Unknown options raise TypeError (a spec field problem), unusable files DataError.
     """
@@ -169,17 +171,26 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 # ---------------------------------------------------------------- data roots
 
-def _data_root(root: str | None, what: str) -> Path:
-    root = root or os.environ.get("TICKETSWEEP_DATA")
-    if not root:
-        raise DataError(f"no data root: set dataset.root or $TICKETSWEEP_DATA to a directory with {what}")
-    path = Path(root).expanduser()
+def default_data_root() -> Path:
+    """Where mnist and cifar10 are read from when a spec gives no root: $TICKETSWEEP_DATA, else
+    ~/.cache/ticketsweep/data (under $TICKETSWEEP_CACHE when that is set); `orchestrate data fetch` fills it."""
+    env = os.environ.get("TICKETSWEEP_DATA")
+    return Path(env).expanduser() if env else cache_dir() / "data"
+
+
+def fetch_hint(name: str, root: Path) -> str:
+    return f"; `orchestrate data fetch {name} --root {shlex.quote(str(root))}` downloads them"
+
+
+def _data_root(root: str | None, what: str, name: str) -> Path:
+    path = Path(root).expanduser() if root else default_data_root()
     if not path.is_dir():
-        raise DataError(f"data root {path}: not a directory ({what} expected)")
+        raise DataError(f"data root {path}: not a directory ({what} expected){fetch_hint(name, path)}")
     return path
 
 
-def _find_dir(root: Path, candidates: list[Path], required: list[str], what: str, gz: bool) -> Path:
+def _find_dir(root: Path, candidates: list[Path], required: list[str], what: str, gz: bool,
+              name: str) -> Path:
     """The first candidate directory holding every required file (optionally gzipped)."""
     def present(d: Path, name: str) -> bool:
         return (d / name).is_file() or (gz and (d / f"{name}.gz").is_file())
@@ -193,10 +204,10 @@ def _find_dir(root: Path, candidates: list[Path], required: list[str], what: str
     if not holding:
         places = " or ".join(str(d) for d in candidates)
         raise DataError(f"data root {root}: missing {', '.join(n + suffix for n in required)} "
-                        f"({what} expected in {places})")
+                        f"({what} expected in {places}){fetch_hint(name, root)}")
     missing = [n for n in required if not present(holding[0], n)]
     raise DataError(f"data root {root}: missing {', '.join(n + suffix for n in missing)} in {holding[0]} "
-                    f"({what} expected)")
+                    f"({what} expected){fetch_hint(name, root)}")
 
 
 # ---------------------------------------------------------------- mnist
@@ -209,9 +220,9 @@ _IDX_IMAGES, _IDX_LABELS = 2051, 2049
 def load_mnist(root=None) -> Dataset:
     """MNIST from the four idx files (plain or .gz) in root or root/MNIST/raw; normalised (x - 0.1307) / 0.3081."""
     what = "MNIST idx files"
-    base = _data_root(root, what)
+    base = _data_root(root, what, "mnist")
     required = [n for pair in _MNIST_FILES.values() for n in pair]
-    d = _find_dir(base, [base, base / "MNIST" / "raw"], required, what, gz=True)
+    d = _find_dir(base, [base, base / "MNIST" / "raw"], required, what, gz=True, name="mnist")
     split = {}
     for part, (images, labels) in _MNIST_FILES.items():
         x = _read_idx(d, images, _IDX_IMAGES)
@@ -260,8 +271,9 @@ def load_cifar10(root=None) -> Dataset:
     Training batches are augmented (h-flip + pad-4 crop) by `augment`, batch-wise on the device.
     """
     what = "CIFAR-10 python batches data_batch_1..5, test_batch"
-    base = _data_root(root, what)
-    d = _find_dir(base, [base / "cifar-10-batches-py", base], [*_CIFAR_TRAIN, _CIFAR_TEST], what, gz=False)
+    base = _data_root(root, what, "cifar10")
+    d = _find_dir(base, [base / "cifar-10-batches-py", base], [*_CIFAR_TRAIN, _CIFAR_TEST], what, gz=False,
+                  name="cifar10")
     train = [_read_cifar_batch(d / n) for n in _CIFAR_TRAIN]
     x_train = torch.cat([x for x, _ in train])
     y_train = torch.cat([y for _, y in train])

@@ -1,0 +1,42 @@
+"""`orchestrate data fetch`: MNIST and CIFAR-10 from their usual mirrors into a data root."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from orchestrator.cli import BAD_INPUT, _fail, main
+from orchestrator.datafetch import MANIFESTS, FetchError, fetch
+from orchestrator.suggest import suggest
+
+
+@main.group()
+def data() -> None:
+    """Datasets that are read from a data root (mnist, cifar10)."""
+
+
+@data.command("fetch")
+@click.argument("name", metavar="mnist|cifar10")
+@click.option("--root", help="Data root (default: $TICKETSWEEP_DATA, else ~/.cache/ticketsweep/data, "
+                             "which specs without dataset.root read).")
+@click.option("--url", help="Fetch <URL>/<file name> instead of the usual mirrors (http, https or file URL).")
+@click.option("--progress/--no-progress", default=True, help="A download bar on a terminal.")
+def fetch_command(name: str, root: str | None, url: str | None, progress: bool) -> None:
+    """Download a dataset's standard archives, verify their published checksums and unpack them into the
+    data root. Running it again does nothing once the data is there; an interrupted download resumes."""
+    from workers.data import default_data_root
+
+    if name not in MANIFESTS:
+        _fail(f"data fetch: unknown dataset {name!r}{suggest(name, MANIFESTS, list_known=True)}")
+    location = root or str(default_data_root())
+    try:
+        fetch(name, location, url=url, echo=click.echo, progress=progress and sys.stderr.isatty())
+    except FetchError as err:
+        click.echo(str(err), err=True)
+        sys.exit(BAD_INPUT if err.bad_input else 1)
+    except KeyboardInterrupt:
+        click.echo("interrupted: what was downloaded is kept; the same command resumes", err=True)
+        sys.exit(130)
+    if root and Path(root).expanduser().resolve() != default_data_root().resolve():
+        click.echo(f"specs read it with dataset.root: {Path(root).expanduser().resolve()}")
