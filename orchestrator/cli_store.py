@@ -1,7 +1,6 @@
 """`orchestrate status`, `sweeps`, `compact` and `clean`: looking after what a store holds."""
 from __future__ import annotations
 
-import difflib
 import time
 from collections import Counter
 
@@ -9,6 +8,7 @@ import click
 
 from orchestrator.cli import _fail, _plan, _spec, _store, main
 from orchestrator.store import ResultsStore, StoreError
+from orchestrator.suggest import suggest
 
 CLEAN_AFTER_S = 3600  # a temporary file younger than this may belong to a write still in progress
 
@@ -16,9 +16,7 @@ CLEAN_AFTER_S = 3600  # a temporary file younger than this may belong to a write
 def _sweep_or_fail(store: ResultsStore, sweep: str) -> None:
     names = store.sweeps()
     if sweep not in names:
-        close = difflib.get_close_matches(sweep, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else (f"; it has: {', '.join(names)}" if names else "")
-        _fail(f"store {store.location}: no sweep {sweep!r}{hint}")
+        _fail(f"store {store.location}: no sweep {sweep!r}{suggest(sweep, names, list_known=True)}")
 
 
 def _state_counts(state) -> Counter:

@@ -23,6 +23,7 @@ from orchestrator.recorder import Recorder, now
 from orchestrator.trial_actor import ARTIFACT
 
 Shape = tuple[float, float, float | None]
+TICK_S = 5.0
 
 
 class LeaseLost(RuntimeError):
@@ -165,7 +166,10 @@ class Scheduler:
                 if self.lease is not None and self.lease.lost.is_set():
                     raise LeaseLost(f"sweep {plan.sweep}: another driver took over the lease; stopping")
                 dispatch()
-                done_refs, _ = ray.wait(list(inflight), num_returns=1)
+                done_refs: list = []
+                while not done_refs:  # a periodic progress line also while long stages run
+                    done_refs, _ = ray.wait(list(inflight), num_returns=1, timeout=TICK_S)
+                    self.progress.tick()
                 key, actor, out_ref = inflight.pop(done_refs[0])
                 try:
                     meta = ray.get(done_refs[0])

@@ -46,6 +46,15 @@ def classify(err: BaseException) -> tuple[str, str]:
     return "failed", "error"
 
 
+def _print_epoch(row: dict) -> None:
+    """One line per epoch in the stage's log: what a user looks for when a stage misbehaves."""
+    fields = [f"{row.get('phase', 'train')} epoch {row.get('epoch', 0):g}"]
+    for name in ("train_loss", "objective", "expected_kept_fraction", "test_accuracy", "test_loss", "lr"):
+        if row.get(name) is not None:
+            fields.append(f"{name} {row[name]:.4g}")
+    print("  ".join(fields))
+
+
 class _Tee(io.TextIOBase):
     """Writes to the actor's own stream (Ray's worker log) and to the stage's captured log."""
 
@@ -133,7 +142,10 @@ class TrialActorBody:
                         out = artifacts.load(self.store_location, out[len(ARTIFACT):])
                     inputs[role] = out
                 data = self._dataset(payload["config"]["dataset"])
-                result = run_stage(payload, inputs, data)
+                print(f"stage {payload['label']} ({payload['kind']}, key {payload['key']}) on {self.host} {self.device}")
+                result = run_stage(payload, inputs, data, on_epoch=_print_epoch)
+                print(f"finished in {result.seconds:.1f} s"
+                      + (f", test accuracy {result.point['test_accuracy']:.4f}" if result.point else ""))
                 artifacts.save(self.store_location, payload["key"], result.outputs)
                 outputs = result.outputs
                 meta.update(status="ok", seconds=result.seconds, point=result.point, curve=result.curve,
