@@ -56,7 +56,9 @@ def main() -> None:
     import ray
     with tempfile.TemporaryDirectory() as store:
         t0 = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+        # A private cluster: a bare ray.init() would join whatever cluster Ray last recorded on this machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=False, _node_ip_address="127.0.0.1")
         startup = time.perf_counter() - t0
         summary = run_plan(plan, spec, ResultsStore(store), progress=False, echo=lambda *_: None)
         a = time.perf_counter() - t0

@@ -68,7 +68,7 @@ def connect(address: str | None, dashboard: bool = True, num_cpus: int | None = 
     if dashboard:
         # No fixed port: another Ray on this machine may hold 8265.
         kwargs.update(dashboard_host="127.0.0.1", dashboard_port=_free_port())
-    ctx = ray.init(**kwargs)
+    ctx = ray.init(address=kwargs.pop("address"), **kwargs)
     return _dashboard_url(ctx), True
 
 
@@ -77,7 +77,7 @@ def _init_with_timeout(address: str, kwargs: dict):
 
     def init():
         try:
-            box["ctx"] = ray.init(**kwargs)
+            box["ctx"] = ray.init(address=kwargs.pop("address"), **kwargs)
         except Exception as err:  # noqa: BLE001 - reported on the caller's thread
             box["err"] = err
 
