@@ -56,7 +56,7 @@ def main() -> None:
     import ray
     with tempfile.TemporaryDirectory() as store:
         t0 = time.perf_counter()
-        # A private cluster: a bare ray.init() would join whatever cluster Ray last recorded on this machine.
+        # A private cluster: ray.init without an address would join whatever cluster Ray last recorded on this machine.
         ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
                  log_to_driver=False, _node_ip_address="127.0.0.1")
         startup = time.perf_counter() - t0
