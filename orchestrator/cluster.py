@@ -1,7 +1,7 @@
 """Connecting to Ray: a private local cluster by default, a named one only when asked, never a stranger's.
 
-Calling `ray.init` without an address joins whatever cluster Ray's `ray_current_cluster` file names: another user's sweep on a
-shared machine, or a dead cluster (then it retries for minutes). So without an address we start a fresh
+Calling `ray.init` without an address joins whatever cluster Ray's `ray_current_cluster` file names:
+another user's sweep on a shared machine, or a dead cluster (then it retries for minutes). So without an address we start a fresh
 local cluster (`address="local"`) bound to the loopback interface, and with one we check that it answers
 within a bounded time before handing it to Ray.
 """
