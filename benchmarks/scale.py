@@ -81,6 +81,7 @@ def part_driver(stages: int) -> dict:
     cpu0 = time.process_time()
     summary = run_plan(plan, spec, store, progress=False, echo=lambda *_: None)
     cpu = time.process_time() - cpu0
+    peak_rss = _peak_mb()  # now, before this script's own reads below
     wall = summary.seconds  # the scheduling loop: Ray's start-up and the final auto-compaction excluded
     stop.set()
     log = store.committed("driver", ["seconds"]).table.column("seconds").to_pylist()
@@ -90,7 +91,7 @@ def part_driver(stages: int) -> dict:
     half = len(samples) // 2
     return {"stages": n, "failed": summary.failed, "wall_s": wall,
             "overhead_ms_per_stage": 1000 * (wall - busy / 2) / n, "driver_cpu_ms_per_stage": 1000 * cpu / n,
-            "driver_peak_rss_mb": _peak_mb(),
+            "driver_peak_rss_mb": peak_rss,
             "object_store_peak_mib": max((m for _, m in samples), default=0.0),
             "object_store_peak_first_half_mib": max((m for _, m in samples[:half]), default=0.0),
             "object_store_peak_second_half_mib": max((m for _, m in samples[half:]), default=0.0)}
