@@ -219,7 +219,7 @@ class ResultsStore:
                 self.put_bytes(path, log.encode("utf-8", "replace"))
         return name
 
-    def materialize(self, sweep: str, commit_row: dict, present: set[str] | None = None) -> int:
+    def materialize(self, sweep: str, commit_row: dict) -> int:
         """Write the views of one committed attempt that are not there yet; returns how many were written."""
         name = attempt_name(commit_row["stage_key"], commit_row["attempt"], commit_row.get("token"))
         written = 0
@@ -230,7 +230,7 @@ class ResultsStore:
         if commit_row.get("curve"):
             targets.append((f"{self._dir('curves', sweep)}/{name}.parquet", list(commit_row["curve"]), CURVES))
         for path, rows, schema in targets:
-            if (present is not None and name in present) or self.exists(path):
+            if self.exists(path):
                 continue
             self._put_table(path, _table(rows, schema))
             written += 1
