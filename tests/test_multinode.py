@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 SCRIPT = textwrap.dedent('''
-    import json, sys
+    import json, socket, sys
     import pandas as pd
     import ray
     from ray.cluster_utils import Cluster
@@ -19,7 +19,10 @@ SCRIPT = textwrap.dedent('''
     from orchestrator.spec import parse_spec
     from orchestrator.store import ResultsStore
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    with socket.socket() as s:  # no fixed port: another Ray on this machine may hold 8265
+        s.bind(("127.0.0.1", 0))
+        dashboard_port = s.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_port": dashboard_port})
     cluster.add_node(num_cpus=2)                 # a CPU-only node
     cluster.add_node(num_cpus=2, num_gpus=1)     # a node with one (fake) GPU
     spec = parse_spec({
