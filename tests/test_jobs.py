@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from orchestrator import jobs, stage_logs
 from orchestrator.cli import main
@@ -130,7 +130,7 @@ def _spec_file(tmp_path: Path, spec: dict, store: Path) -> str:
     return str(path)
 
 
-def _invoke(*args) -> "click.testing.Result":
+def _invoke(*args) -> Result:
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
@@ -304,7 +304,7 @@ def test_logs_stage_cli(tmp_path):
     init = next(k for k, s in plan.stages.items() if s.kind == "init")
     _write_logs(store, "jobquick", {f"{init}-1.log": "Traceback: boom\n"})
     ok = _invoke("logs", spec_path, "--stage", init[:8])
-    assert ok.exit_code == 0 and ok.stdout == "Traceback: boom\n" and f"attempt 1" in ok.stderr
+    assert ok.exit_code == 0 and ok.stdout == "Traceback: boom\n" and "attempt 1" in ok.stderr
     dense = next(k for k, s in plan.stages.items() if s.kind == "dense")
     for args, expected in [(["--stage", dense[:12]], "has no log: it has not run yet"),
                            (["--stage", "zzzz"], "no stage log of sweep jobquick"),

@@ -16,7 +16,6 @@ import inspect
 import math
 from typing import Callable
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 
