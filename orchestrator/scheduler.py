@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -144,7 +145,7 @@ class Scheduler:
                     open_seeds.add(seed)
                     stage = plan.stages[key]
                     parents = [outputs[stage.parents[r]] for r in stage.inputs]
-                    meta_ref, out_ref = actor.run.options(num_returns=2, name=stage.label).remote(
+                    meta_ref, out_ref = actor.run.options(num_returns=2, name=task_name(stage.label)).remote(
                         stage.payload(plan.config), list(stage.inputs), *parents)
                     inflight[meta_ref] = (key, actor, out_ref)
                     hand_over(key)
@@ -225,6 +226,18 @@ class Scheduler:
             for actor in list(self.alive):
                 self._retire(actor)
         return summary
+
+
+def task_name(label: str) -> str:
+    """The stage's label without its seed ("ltr L=7", "snip sp=0.9500"), as the dashboard's task name.
+
+    Ray keeps per-task-name bookkeeping in the driver for the whole run (measured: about 22 KB per distinct
+    name), so names must not multiply with seeds; method, level and sparsity still say what a task is doing.
+    """
+    return _SEED.sub("", label)
+
+
+_SEED = re.compile(r" s=-?\d+")
 
 
 def descendants(key: str, children: dict[str, list[str]]) -> set[str]:

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 2
 COMPACTED_PREFIX = "compacted-"
+COMPACT_BATCH = 1000  # files merged into one compacted file: bounds compaction's memory, keeps reads to few files
 SOURCES_KEY = b"ticketsweep.sources"  # parquet metadata of a compacted file: the names it replaced
 # Parquet metadata of a commit file: its stage row's small columns, so planning reads footers, not data.
 SUMMARY_KEY = b"ticketsweep.commit"
@@ -453,7 +454,7 @@ class ResultsStore:
         return self._io(f"list {base}", ls)
 
     def compact(self, sweep: str) -> dict[str, tuple[int, int]]:
-        """Merge a sweep's small files into one file per directory, for every table.
+        """Merge a sweep's small files, COMPACT_BATCH at a time, into a few large files per directory.
 
         Each compacted file is written (atomically) before the files it replaces are deleted, and records
         their names; readers deduplicate rows by identity, so at no moment do they see a gap or a duplicate.
@@ -466,7 +467,9 @@ class ResultsStore:
             by_dir: dict[str, list[pafs.FileInfo]] = {}
             for info in self.list_files(table, sweep):
                 by_dir.setdefault(info.path.rsplit("/", 1)[0], []).append(info)
-            for directory, infos in by_dir.items():
+            groups = [(d, infos[i:i + COMPACT_BATCH]) for d, infos in by_dir.items()
+                      for i in range(0, len(infos), COMPACT_BATCH)]
+            for directory, infos in groups:
                 if len(infos) < 2:
                     continue
                 paths = [i.path for i in infos]
@@ -485,7 +488,8 @@ class ResultsStore:
                 self._put_table(f"{directory}/{COMPACTED_PREFIX}{uuid.uuid4().hex[:12]}.parquet", t, small=False)
                 for i in merged:
                     self._io(f"delete {i.path}", self.fs.delete_file, i.path)
-                out[directory[len(self.root) + 1:]] = (len(merged), 1)
+                merged_before, written_before = out.get(directory[len(self.root) + 1:], (0, 0))
+                out[directory[len(self.root) + 1:]] = (merged_before + len(merged), written_before + 1)
         return out
 
     def _sources_of(self, info: pafs.FileInfo) -> list[str]:

@@ -163,3 +163,16 @@ def test_compaction_in_another_process_while_a_reader_loops(tmp_path):
     assert compactor.returncode == 0, err
     assert set(reads) == {(n, n, 2 * n)}, set(reads)
     assert len(list((tmp_path / "s" / "points").rglob("*.parquet"))) == 1
+
+
+def test_compaction_merges_in_batches(tmp_path, monkeypatch):
+    import orchestrator.store as store_mod
+
+    monkeypatch.setattr(store_mod, "COMPACT_BATCH", 4)
+    store = ResultsStore(str(tmp_path / "s"))
+    for i in range(10):
+        commit(store, f"k{i}")
+    merged = store.compact("sw")
+    assert merged["points/sweep=sw/method=ltr"] == (10, 3)  # 4 + 4 + 2 files
+    assert len(store.read("points", "sw")) == 10 and len(store.read("curves", "sw")) == 20
+    assert store.done_keys("sw") == {f"k{i}" for i in range(10)}
