@@ -61,22 +61,23 @@ def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts:
         if r["status"] == "ok":
             state.ok_seconds[key] = float(r["seconds"] or 0.0)
 
+    listed = {}
     for table, count in (("points", "n_points"), ("curves", "n_curve")):
-        present, bad = store.view_names(table, sweep)
+        present, bad, listed[table] = store.view_names(table, sweep)
         state.unreadable += bad
         for r in rows:
             name = attempt_name(r["stage_key"], r["attempt"], r["token"])
             # Schema-1 commits carry no payload (count None): their views cannot be re-made, only trusted.
             if r[count] and name not in present:
                 state.unmaterialized.add(name)
-        files = {f.base_name[:-len(".parquet")]: f.path for f in store.list_files(table, sweep)}
+        files = {f.base_name[:-len(".parquet")]: f.path for f in listed[table]}
         state.orphans += [path for name, path in files.items()
                           if name not in names and not name.startswith("compacted-")]
 
     ok = set(state.ok_seconds)
     state.diverged = {k for k, s in state.status.items() if s == "diverged" and k not in ok}
     state.done = set(ok)
-    dense = [f.path for f in store.list_files("points", sweep) if "/method=dense/" in f.path]
+    dense = [f.path for f in listed["points"] if "/method=dense/" in f.path]
     if dense:
         t = store.scan("points", sweep, ["stage_key", "status", "test_accuracy"], files=dense).table.to_pylist()
         state.dense_accuracy = {r["stage_key"]: r["test_accuracy"] for r in t if r["status"] == "ok"}

@@ -421,20 +421,22 @@ class ResultsStore:
         rows = self.scan("stages", sweep, files=files).table.to_pylist()
         return [r for r in rows if attempt_name(r["stage_key"], r["attempt"], r["token"]) in names]
 
-    def view_names(self, table: str, sweep: str) -> tuple[set[str], list[tuple[str, str]]]:
-        """Names of the attempts a view holds (compacted files included) and its unreadable files.
+    def view_names(self, table: str, sweep: str) -> tuple[set[str], list[tuple[str, str]], list[pafs.FileInfo]]:
+        """Names of the attempts a view holds (compacted files included), its unreadable files, and the files
+        listed (so a caller needs no second listing).
 
         Reads only file footers, so checking a large store stays cheap.
         """
-        names, bad = set(), []
+        names, bad, infos = set(), [], []
         for info, meta, reason in self._footers(table, sweep):
+            infos.append(info)
             if reason is not None:
                 bad.append((info.path, reason))
             elif SOURCES_KEY in meta:
                 names.update(json.loads(meta[SOURCES_KEY]))
             else:
                 names.add(info.base_name[:-len(".parquet")])
-        return names, bad
+        return names, bad, infos
 
     # ------------------------------------------------------------ repair and compaction
     def quarantine(self, path: str, stamp: str) -> str:
