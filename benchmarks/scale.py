@@ -67,11 +67,22 @@ def part_driver(stages: int) -> dict:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     from ray._private.internal_api import memory_summary
 
+    import psutil
+
     samples: list[tuple[int, float]] = []
+    rss: list[tuple[float, float]] = []  # the driver's RSS over time: flat while stages run, or growing?
+    compaction: list[tuple[float, float]] = []  # (start, end) of the auto-compaction that ends the run
+
+    def echo(message: str = "", *_, **__) -> None:
+        if message.startswith("compacted "):  # "compacted N small result files (S s)"
+            end = time.monotonic()
+            compaction.append((end - float(message.rsplit("(", 1)[1].split()[0]), end))
     stop = threading.Event()
+    me = psutil.Process()
 
     def sample():
         while not stop.wait(2.0):
+            rss.append((time.monotonic(), me.memory_info().rss / 2 ** 20))
             text = memory_summary(stats_only=True)
             for line in text.splitlines():
                 if "Plasma memory usage" in line:
@@ -79,7 +90,7 @@ def part_driver(stages: int) -> dict:
 
     threading.Thread(target=sample, daemon=True).start()
     cpu0 = time.process_time()
-    summary = run_plan(plan, spec, store, progress=False, echo=lambda *_: None)
+    summary = run_plan(plan, spec, store, progress=False, echo=echo)
     cpu = time.process_time() - cpu0
     peak_rss = _peak_mb()  # now, before this script's own reads below
     wall = summary.seconds  # the scheduling loop: Ray's start-up and the final auto-compaction excluded
@@ -89,9 +100,16 @@ def part_driver(stages: int) -> dict:
     busy = sum(s or 0.0 for s in log)
     n = summary.ran
     half = len(samples) // 2
+    start = compaction[0][0] if compaction else float("inf")
+    running = [r for t, r in rss if t < start]
+    rss_half = len(running) // 2
     return {"stages": n, "failed": summary.failed, "wall_s": wall,
             "overhead_ms_per_stage": 1000 * (wall - busy / 2) / n, "driver_cpu_ms_per_stage": 1000 * cpu / n,
             "driver_peak_rss_mb": peak_rss,
+            "driver_rss_first_half_mb": max(running[:rss_half], default=0.0),
+            "driver_rss_second_half_mb": max(running[rss_half:], default=0.0),
+            "driver_rss_compaction_mb": max((r for t, r in rss if t >= start), default=0.0),
+            "compaction_s": compaction[0][1] - compaction[0][0] if compaction else 0.0,
             "object_store_peak_mib": max((m for _, m in samples), default=0.0),
             "object_store_peak_first_half_mib": max((m for _, m in samples[:half]), default=0.0),
             "object_store_peak_second_half_mib": max((m for _, m in samples[half:]), default=0.0)}
@@ -175,7 +193,10 @@ def main() -> None:
     print(f"\nplan: {p['points']} points in {p['seconds']:.2f} s, peak RSS {p['peak_rss_mb']:.0f} MB "
           f"[targets < 5 s, < 500 MB]")
     print(f"driver: {d['stages']} stages, overhead {d['overhead_ms_per_stage']:.1f} ms/stage (driver CPU "
-          f"{d['driver_cpu_ms_per_stage']:.1f} ms/stage), driver peak RSS {d['driver_peak_rss_mb']:.0f} MB, "
+          f"{d['driver_cpu_ms_per_stage']:.1f} ms/stage), driver peak RSS {d['driver_peak_rss_mb']:.0f} MB (sampled "
+          f"while stages run: first half {d['driver_rss_first_half_mb']:.0f}, second half "
+          f"{d['driver_rss_second_half_mb']:.0f}; auto-compaction {d['driver_rss_compaction_mb']:.0f} over "
+          f"{d['compaction_s']:.0f} s), "
           f"object store peak {d['object_store_peak_mib']:.0f} MiB (first half {d['object_store_peak_first_half_mib']:.0f},"
           f" second half {d['object_store_peak_second_half_mib']:.0f}) [targets < 10 ms, < 500 MB, bounded]")
     print(f"store of {s['stages']} stages: resubmit {s['resubmit_before_s']:.1f} s, status {s['status_before_s']:.1f} s, "

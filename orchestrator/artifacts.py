@@ -9,7 +9,6 @@ import io
 import uuid
 
 import pyarrow.fs as pafs
-import torch
 
 from orchestrator.store import open_store
 
@@ -28,6 +27,8 @@ def save(location: str, key: str, outputs: dict) -> None:
     path = _path(root, key)
     if fs.get_file_info(path).type == pafs.FileType.File:
         return
+    import torch  # here, not at the top: the driver imports this module and must stay torch-free
+
     directory = path.rsplit("/", 1)[0]
     fs.create_dir(directory, recursive=True)
     buf = io.BytesIO()
@@ -46,6 +47,8 @@ def load(location: str, key: str) -> dict:
             data = f.read()
     except (FileNotFoundError, OSError) as err:
         raise ArtifactMissing(f"artifact of stage {key} missing at {path}: {err}") from None
+    import torch
+
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 

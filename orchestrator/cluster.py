@@ -99,13 +99,22 @@ def _dashboard_url(ctx) -> str | None:
     return url
 
 
+def _local_gpus() -> int:
+    """Ray's own count (NVML and CUDA_VISIBLE_DEVICES), without importing torch into the driver."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+    except ImportError:  # a Ray without this private module: ask torch, at ~180 MB of driver RSS
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return int(get_accelerator_manager_for_resource("GPU").get_current_node_num_accelerators())
+
+
 def local_resources() -> dict:
     """What a private cluster on this machine will have (Ray counts the same CPUs and CUDA devices)."""
     import psutil
-    import torch
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return {"CPU": os.cpu_count() or 1, "GPU": gpus, "memory": psutil.virtual_memory().available}
+    return {"CPU": os.cpu_count() or 1, "GPU": _local_gpus(), "memory": psutil.virtual_memory().available}
 
 
 def check_resources(shapes: dict[str, tuple[float, float, float | None]], available: dict) -> None:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from orchestrator.spec import SweepSpec, method_label
-from workers.train import REWIND_PATTERN
+from workers.registry import REWIND_PATTERN
 
 # Bump a kind's version when its semantics change, so old results are not reused for new code;
 # the other kinds keep their keys (and their stored results).

@@ -14,9 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.spec_messages import field_line, format_errors
-from workers.data import DATASETS
-from workers.models import MODELS, unknown_options
-from workers.train import REWIND_PATTERN
+from workers.registry import DATASETS, MODEL_NAMES, REWIND_PATTERN, unknown_model_options
 
 
 class SpecError(ValueError):
@@ -37,20 +35,20 @@ def _registered(value: str, registry, what: str) -> str:
 
 class ModelSpec(Strict):
     """Which network to train."""
-    name: str = Field(description=f"model registry name, one of {', '.join(MODELS)}")
+    name: str = Field(description=f"model registry name, one of {', '.join(MODEL_NAMES)}")
     options: dict[str, int | float | str | bool | list[int]] = Field(
         default_factory=dict, description="keyword arguments of the model builder, e.g. hidden: [300, 100]")
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        return _registered(v, MODELS, "model")
+        return _registered(v, MODEL_NAMES, "model")
 
     @model_validator(mode="after")
     def _options_exist(self) -> "ModelSpec":
         # A misspelt option would otherwise fail every stage at run time; values are checked there.
         try:
-            unknown_options(self.name, self.options)
+            unknown_model_options(self.name, self.options)
         except TypeError as err:
             raise ValueError(f"options: {err}") from None
         return self

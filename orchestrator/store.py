@@ -29,13 +29,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 2
+if TYPE_CHECKING:  # pandas is imported by read() alone: the driver never needs its ~40 MB
+    import pandas as pd
+
 COMPACTED_PREFIX = "compacted-"
 COMPACT_BATCH = 1000  # files merged into one compacted file: bounds compaction's memory, keeps reads to few files
 SOURCES_KEY = b"ticketsweep.sources"  # parquet metadata of a compacted file: the names it replaced
@@ -404,6 +407,8 @@ class ResultsStore:
         if warn:
             for path, reason in bad:
                 print(f"warning: skipping unreadable store file {path}: {reason}", file=sys.stderr)
+        import pandas as pd
+
         df = t.to_pandas()
         for col in ("sweep",) + (("method",) if table == "points" else ()):
             if col not in df:

@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from workers.registry import DATASETS
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # Per-channel statistics of the CIFAR-10 training images (pixel values in [0, 1]).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -351,4 +353,3 @@ class FlipAndCrop:
 
 
 _LOADERS = {"mnist1d": load_mnist1d, "synthetic": load_synthetic, "mnist": load_mnist, "cifar10": load_cifar10}
-DATASETS = tuple(_LOADERS)

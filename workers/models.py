@@ -19,6 +19,8 @@ from typing import Callable
 from torch import nn
 from torch.nn import functional as F
 
+from workers.registry import unknown_model_options
+
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 _BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
 SHORTCUT_KERNELS = (1, 3)
@@ -35,21 +37,13 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    unknown_options(name, options)
+    unknown_model_options(name, options)
     return MODELS[name](tuple(int(s) for s in input_shape), int(num_classes), **options)
 
 
 def model_options(name: str) -> list[str]:
-    """The option names the named model's builder accepts."""
+    """The option names the named model's builder accepts (`registry.MODEL_OPTIONS` must list the same)."""
     return [p for p in inspect.signature(MODELS[name]).parameters if p not in ("input_shape", "num_classes")]
-
-
-def unknown_options(name: str, options: dict) -> None:
-    """Raise TypeError naming any option the named model does not take (cheap: builds nothing)."""
-    accepted = model_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise TypeError(f"model {name} has no option(s) {', '.join(unknown)}; known: {', '.join(accepted) or 'none'}")
 
 
 BN_INITS = ("uniform", "ones")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,6 +21,7 @@ from torch import nn
 
 from workers.data import Dataset
 from workers.masks import Mask
+from workers.registry import REWIND_PATTERN
 
 
 LOSS_REDUCTIONS = ("mean", "sum")
@@ -78,9 +78,6 @@ class TrainResult:
 class Diverged(ArithmeticError):
     """The training loss (or the CTS search objective) became non-finite: the stage's result would be
     meaningless, and retrying repeats it.  The message names the epoch."""
-
-
-REWIND_PATTERN = re.compile(r"^\s*(\d+)\s*(it|ep)\s*$")
 
 
 def rewind_to_iterations(rewind: str, iterations_per_epoch: int) -> int:

@@ -1,0 +1,41 @@
+"""Load a spec's dataset and build its model once, so a bad data root or an invalid model or dataset option
+fails on one line before Ray starts or anything is written.
+
+`orchestrate` runs this in a child process (`python -m workers.preflight CONFIG_JSON`): the driver itself
+then never imports torch, which would add about 180 MB to its RSS for the whole sweep.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def problem(dataset: dict, model: dict) -> str | None:
+    """A one-line description of what is wrong with the dataset or model config, or None."""
+    from workers.data import DataError, load_dataset
+    from workers.models import build_model
+
+    try:
+        data = load_dataset(dataset["name"], dataset.get("root"), **dataset.get("options", {}))
+    except DataError as err:
+        return f"dataset: {err}"
+    except TypeError as err:
+        return f"dataset.options: {err}"
+    try:
+        build_model(model["name"], data.input_shape, data.num_classes, **model.get("options", {}))
+    except (TypeError, ValueError) as err:
+        return f"model.options: {err}"
+    return None
+
+
+def main(argv: list[str]) -> int:
+    config = json.loads(argv[0])
+    message = problem(config["dataset"], config["model"])
+    if message:
+        print(message, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
