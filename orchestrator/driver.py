@@ -17,8 +17,8 @@ from orchestrator import cluster, resume
 from orchestrator.lease import Lease
 from orchestrator.plan import Plan
 from orchestrator.recorder import Recorder
-from orchestrator.scheduler import RunSummary, Scheduler, Shape, descendants
-from orchestrator.spec import SweepSpec, method_label
+from orchestrator.scheduler import HangPolicy, RunSummary, Scheduler, Shape, descendants
+from orchestrator.spec import SweepSpec
 from orchestrator.store import ResultsStore
 from orchestrator.trial_actor import TrialActorBody
 
@@ -29,7 +29,7 @@ AUTO_COMPACT_FILES = 2000
 
 def stage_shapes(plan: Plan, spec: SweepSpec) -> dict[str, Shape]:
     """Each stage's actor shape: its method's resources, else the spec's (shared stages use the spec's)."""
-    by_method = {method_label(m): spec.resources.shape(m.resources) for m in spec.methods}
+    by_method = {m.label(): spec.resources.shape(m.resources) for m in spec.methods}
     default = spec.resources.shape()
     return {k: by_method.get(str(s.meta.get("method", "")).split("+")[0], default) for k, s in plan.stages.items()}
 
@@ -98,7 +98,8 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
                             tty=sys.stderr.isatty(), echo=echo, bar=progress)
         recorder = Recorder(plan, spec, store, state, {k: s[1] for k, s in shapes.items()})
         scheduler = Scheduler(plan, todo, state.done, shapes, TrialActor, store.location, recorder,
-                              spec.resources.max_concurrent, spec.resources.max_retries, reporter, lease)
+                              spec.resources.max_concurrent, spec.resources.max_retries, reporter, lease,
+                              HangPolicy(spec.resources.hang_floor_s, spec.resources.hang_factor))
         t0 = time.perf_counter()
         try:
             scheduler.run(summary)

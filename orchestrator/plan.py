@@ -1,9 +1,12 @@
 """Spec -> DAG of stages, each named by a content key.
 
-The key of a stage is computed in exactly one place (`stage_key`): a hash of the
-settings that change its output, its parents' keys and its kind's code version. Resources,
-the store location, the data root and cosmetic labels are not in it, so re-submitting a
-spec resumes it and adding seeds or sparsities runs only what is missing.
+The key of a stage is computed in exactly one place (`stage_key`): a hash of the settings that change its
+output (the method's typed configuration among them), its parents' keys and the code version. Resources, the
+store location, the data root and cosmetic labels are not in it, so re-submitting a spec resumes it and adding
+seeds or sparsities runs only what is missing.
+
+The planner adds each seed's shared stages (init, warm-up, dense) and asks every method entry to add its own
+(`MethodConfig.add_stages`, in `workers/methods/`); sanity checks are extra stages it adds for any method.
 """
 from __future__ import annotations
 
@@ -11,19 +14,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from orchestrator.spec import SweepSpec, method_label
+from orchestrator.spec import SweepSpec
+from workers.methods.base import MethodConfig
 from workers.registry import REWIND_PATTERN
 
-# Bump a kind's version when its semantics change, so old results are not reused for new code;
-# the other kinds keep their keys (and their stored results).
-CODE_VERSION = "1"
-CODE_VERSIONS = {
-    "cts": "2",  # the search normalises BatchNorm with batch statistics by default (search_bn)
-}
-
-# Recipe fields added after results were stored: hashed only when set to something other than
-# their default, so every stored stage keeps its key.
-_LATER_TRAINING_DEFAULTS = {"loss_reduction": "mean", "precision": "fp32"}
+# Bump when the meaning of stored results changes, so old results are not reused for new code.
+# 3: keys hash each method's typed configuration; curves and rows carry validation metrics.
+CODE_VERSION = "3"
 
 # Training-set sizes, only for the work estimate shown by `validate`/`plan`.
 _TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "cifar10": 50000}
@@ -96,27 +93,9 @@ def canonical(obj) -> str:
 
 
 def stage_key(kind: str, seed: int, params: dict, parents: dict[str, str], config: dict) -> str:
-    blob = canonical({"v": CODE_VERSIONS.get(kind, CODE_VERSION), "kind": kind, "seed": seed, "params": params,
-                      "parents": parents, "config": config})
+    blob = canonical({"v": CODE_VERSION, "kind": kind, "seed": seed, "params": params, "parents": parents,
+                      "config": config})
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def ltr_schedule(target_sparsities: list[float], max_prune_fraction: float) -> list[tuple[float, bool]]:
-    """Levels (sparsity, requested) of one IMP chain.
-
-    Each level prunes `max_prune_fraction` of the survivors, except that the level
-    before a requested sparsity prunes just what is needed to land on it exactly.
-    """
-    levels: list[tuple[float, bool]] = []
-    density = 1.0
-    for target in sorted(target_sparsities):
-        goal = 1 - target
-        while density * (1 - max_prune_fraction) > goal + 1e-12:
-            density *= 1 - max_prune_fraction
-            levels.append((round(1 - density, 12), False))
-        density = goal
-        levels.append((round(target, 12), True))
-    return levels
 
 
 def _epochs_of_rewind(spec: SweepSpec) -> float:
@@ -127,119 +106,87 @@ def _epochs_of_rewind(spec: SweepSpec) -> float:
     return int(num) * spec.training.batch_size / n
 
 
-class _Builder:
+@dataclass(frozen=True)
+class SeedStages:
+    seed: int
+    init: Stage
+    warmup: Stage
+    dense: Stage
+
+
+class Planner:
+    """Builds the DAG of one spec: the surface method families add their stages through."""
+
     def __init__(self, spec: SweepSpec):
         self.spec = spec
         self.stages: dict[str, Stage] = {}
+        self.targets = spec.target_sparsities()
+        self.training_epochs = spec.training.epochs
         dataset = {"name": spec.dataset.name, "options": spec.dataset.options}
         model = spec.model.model_dump()
         training = spec.training.model_dump()
         self.config = {"model": model, "dataset": {**dataset, "root": spec.dataset.root},
                        "training": training, "prune_output": spec.prune_output}
         # What each kind's output depends on (the data root is a location, not content).
-        hashed_training = {k: v for k, v in training.items()
-                           if not (k in _LATER_TRAINING_DEFAULTS and v == _LATER_TRAINING_DEFAULTS[k])}
         self.init_config = {"model": model, "dataset": dataset}
-        self.train_config = {**self.init_config, "training": hashed_training}
+        self.train_config = {**self.init_config, "training": training}
         self.prune_config = {**self.train_config, "prune_output": spec.prune_output}
-        k = _epochs_of_rewind(spec)
-        self.warmup_work = k
-        self.retrain_work = spec.training.epochs - k
+        self.warmup_work = _epochs_of_rewind(spec)
+        self.retrain_work = spec.training.epochs - self.warmup_work
 
-    def add(self, kind, seed, params, parents, inputs, cost_parents, meta, work, config) -> Stage:
+    def _add(self, kind, seed, params, parents, inputs, cost_parents, meta, work, config) -> Stage:
         key = stage_key(kind, seed, params, parents, config)
         stage = Stage(kind, key, seed, params, parents, tuple(inputs), tuple(cost_parents), meta, work)
         self.stages.setdefault(key, stage)
         return self.stages[key]
 
-    def seed_stages(self, seed: int):
-        init = self.add("init", seed, {}, {}, [], [], {"label": f"init s={seed}"}, 0.0, self.init_config)
-        warm = self.add("warmup", seed, {}, {"init": init.key}, ["init"], [init.key],
-                        {"label": f"warmup s={seed}"}, self.warmup_work, self.train_config)
-        dense = self.add("dense", seed, {}, {"warmup": warm.key}, ["warmup"], [warm.key],
-                         {"label": f"dense s={seed}", "method": "dense", "requested": True},
-                         self.retrain_work, self.train_config)
-        return init, warm, dense
+    def seed_stages(self, seed: int) -> SeedStages:
+        init = self._add("init", seed, {}, {}, [], [], {"label": f"init s={seed}"}, 0.0, self.init_config)
+        warm = self._add("warmup", seed, {}, {"init": init.key}, ["init"], [init.key],
+                         {"label": f"warmup s={seed}"}, self.warmup_work, self.train_config)
+        dense = self._add("dense", seed, {}, {"warmup": warm.key}, ["warmup"], [warm.key],
+                          {"label": f"dense s={seed}", "method": "dense", "requested": True},
+                          self.retrain_work, self.train_config)
+        return SeedStages(seed, init, warm, dense)
 
-    def point(self, kind, seed, params, parents, inputs, cost_parents, meta, work, dense) -> Stage:
-        # Every point also waits for its seed's dense run: its row carries dense_test_accuracy.
-        parents = {**parents, "dense": dense.key}
-        return self.add(kind, seed, params, parents, inputs, cost_parents, meta, work, self.prune_config)
+    def point(self, kind: str, seed: SeedStages, method: MethodConfig, *, params: dict, parents: dict,
+              inputs: list[str], cost: list[str], work: float, label: str, level: int | None = None,
+              requested: bool = True) -> Stage:
+        """A stage that produces a result row of `method`. Its params carry the method's settings (hashed, and
+        what the worker receives); every point also waits for its seed's dense run, whose accuracy its row
+        carries."""
+        params = {"settings": method.settings(), "invert": False, **params}
+        meta = {"method": method.label(), "level": level, "requested": requested, "label": label}
+        return self._add(kind, seed.seed, params, {**parents, "dense": seed.dense.key}, inputs, cost, meta, work,
+                         self.prune_config)
 
-    def sanity(self, checks, source: Stage, warm: Stage, dense: Stage, init: Stage | None = None):
-        """Ablations of a point's mask: extra stages and rows, never branches inside the methods.
-
-        `init` is given when the source retrains from θ₀ (CTS searched at init): its ablations
-        then retrain from θ₀ for the whole training too.
-        """
-        seed, sp = source.seed, source.params["target_sparsity"]
-        for check in checks:
-            method = f"{source.meta['method']}+{check}"
-            meta = {**source.meta, "method": method, "level": None, "label": f"{method} s={seed} sp={sp:.4f}"}
+    def sanity(self, method: MethodConfig, source: Stage, seed: SeedStages, from_init: bool = False) -> None:
+        """The method's sanity-check ablations of `source`'s mask: extra stages and rows, never branches inside
+        the methods. With `from_init` the source retrains from θ₀ (CTS searched at init), and so do they."""
+        sp = source.params["target_sparsity"]
+        for check in method.sanity_checks:
+            name = f"{source.meta['method']}+{check}"
+            meta = {**source.meta, "method": name, "level": None, "label": f"{name} s={seed.seed} sp={sp:.4f}"}
             if check == "invert":
-                # The same scoring, keeping the lowest scores instead of the highest.
-                self.add(source.kind, seed, {**source.params, "invert": True}, source.parents, source.inputs,
-                         source.cost_parents, meta, source.work, self.prune_config)
-            elif init is not None:
-                self.point("ablation", seed, {"ablation": check, "target_sparsity": sp, "retrain_from": "init"},
-                           {"source": source.key, "init": init.key}, ["source", "init"], [source.key], meta,
-                           self.warmup_work + self.retrain_work, dense)
-            else:
-                self.point("ablation", seed, {"ablation": check, "target_sparsity": sp},
-                           {"source": source.key, "warmup": warm.key}, ["source", "warmup"], [source.key], meta,
-                           self.retrain_work, dense)
+                # The same stage keeping the lowest scores instead of the highest.
+                self._add(source.kind, seed.seed, {**source.params, "invert": True}, source.parents, source.inputs,
+                          source.cost_parents, meta, source.work, self.prune_config)
+                continue
+            start = seed.init if from_init else seed.warmup
+            params = {"ablation": check, "target_sparsity": sp, **({"retrain_from": "init"} if from_init else {})}
+            role = "init" if from_init else "warmup"
+            self._add("ablation", seed.seed, params, {"source": source.key, role: start.key,
+                                                       "dense": seed.dense.key},
+                      ["source", role], [source.key], meta,
+                      self.retrain_work + (self.warmup_work if from_init else 0.0), self.prune_config)
 
     def build(self) -> Plan:
-        spec = self.spec
-        targets = spec.target_sparsities()
-        for seed in spec.seeds:
-            init, warm, dense = self.seed_stages(seed)
-            for m in spec.methods:
-                label = method_label(m)
-                if m.kind == "ltr":
-                    previous = dense
-                    for level, (sp, requested) in enumerate(ltr_schedule(targets, m.max_prune_fraction), start=1):
-                        params = {"target_sparsity": sp, "invert": False}
-                        meta = {"method": label, "level": level, "requested": requested,
-                                "label": f"ltr s={seed} L={level}"}
-                        parents = {"previous": previous.key, "warmup": warm.key}
-                        stage = self.point("imp_level", seed, params, parents, ["previous", "warmup"],
-                                           [previous.key], meta, self.retrain_work, dense)
-                        if requested:
-                            self.sanity(m.sanity_checks, stage, warm, dense)
-                        previous = stage
-                    continue
-                for sp in targets:
-                    if m.kind == "oneshot":
-                        score_from = {"init": init, "rewind": warm, "trained": dense}[m.score_at]
-                        params = {"criterion": m.criterion, "score_at": m.score_at, "target_sparsity": sp,
-                                  "rounds": m.rounds, "samples_per_class": m.samples_per_class, "invert": False}
-                        parents = {"score_weights": score_from.key, "warmup": warm.key}
-                        inputs = ["score_weights", "warmup"]
-                        cost = [score_from.key, warm.key]
-                        work = self.retrain_work + (0.05 if m.criterion in ("random", "magnitude") else 0.2)
-                        meta = {"method": label, "requested": True, "label": f"{label} s={seed} sp={sp:.4f}"}
-                        kind = "oneshot"
-                    else:
-                        epochs = m.search_epochs(spec.training.epochs)
-                        params = {"objective": m.objective, "search_epochs": epochs, "lr": m.lr or spec.training.lr,
-                                  "tau": m.tau, "slack": m.slack, "ema": m.ema, "search_bn": m.search_bn,
-                                  "search_at": m.search_at, "target_sparsity": sp, "invert": False}
-                        # Searched at init, the mask retrains from θ₀ for the whole training (the authors'
-                        # k = 0), so no warm-up is part of it or of its standalone cost.
-                        at_init = m.search_at == "init"
-                        role, start = ("init", init) if at_init else ("warmup", warm)
-                        parents = {role: start.key}
-                        inputs = [role]
-                        cost = [start.key]
-                        work = (self.warmup_work if at_init else 0.0) + self.retrain_work + 1.5 * epochs
-                        meta = {"method": label, "requested": True, "label": f"{label} s={seed} sp={sp:.4f}"}
-                        kind = "cts"
-                    stage = self.point(kind, seed, params, parents, inputs, cost, meta, work, dense)
-                    self.sanity(m.sanity_checks, stage, warm, dense,
-                                init if kind == "cts" and at_init else None)
-        return Plan(spec.name, self.config, self.stages)
+        for seed in self.spec.seeds:
+            shared = self.seed_stages(seed)
+            for method in self.spec.methods:
+                method.add_stages(shared, self)
+        return Plan(self.spec.name, self.config, self.stages)
 
 
 def build_plan(spec: SweepSpec) -> Plan:
-    return _Builder(spec).build()
+    return Planner(spec).build()

@@ -58,26 +58,39 @@ class Recorder:
             # A second ok row for the same point would count it twice; the first one already says it all.
             curve_rows, stage_row["error"] = [], "re-run to restore its missing artifact"
         elif stage.produces_point and meta["status"] != "skipped":
-            point = dict(meta.get("point") or {"method": method, "target_sparsity": target or 0.0})
             if stage.kind == "dense" and ok:
-                self.dense_accuracy[key] = point["test_accuracy"]
-            ancestors = self.plan.ancestors_for_cost(key)
-            standalone = None
-            if ok and all(a in self.seconds for a in ancestors):
-                standalone = self.seconds[key] + sum(self.seconds[a] for a in ancestors)
-            point.update(common)
-            point.update(
-                point_key=point_key(self.plan.sweep, stage), seed=stage.seed, level=stage.meta.get("level"),
-                requested=stage.meta.get("requested", True), criterion=stage.params.get("criterion"),
-                objective=stage.params.get("objective"), model=self.spec.model.name, dataset=self.spec.dataset.name,
-                dense_test_accuracy=self.dense_accuracy.get(stage.parents.get("dense", key)),
-                marginal_seconds=meta.get("seconds") if ok else None, standalone_seconds=standalone,
-                gpu_fraction=self.gpu_fraction.get(key, 0.0), versions=self.versions)
-            points.append(point)
+                self.dense_accuracy[key] = meta["point"]["test_accuracy"]
+            points.append(self.point_row(key, meta, common))
         curve = [{**r, "seed": stage.seed, "method": method, "target_sparsity": target, "label": stage.label}
                  for r in curve_rows]
         self.store.commit(self.plan.sweep, key, attempt, stage_row, points, curve, log=meta.get("log"))
         return attempt
+
+    def point_row(self, key: str, meta: dict, common: dict) -> dict:
+        """The result row of one attempt, built here alone: what the stage measured (from the worker), what
+        the plan says it is, what it cost, and where and with what it ran."""
+        stage = self.plan.stages[key]
+        ok = meta["status"] == "ok"
+        measured = dict(meta.get("point") or {}) if ok else {}
+        measurements = measured.pop("measurements", None)
+        settings = stage.params.get("settings") or {}
+        standalone = None
+        if ok:
+            ancestors = self.plan.ancestors_for_cost(key)
+            if all(a in self.seconds for a in ancestors):
+                standalone = self.seconds[key] + sum(self.seconds[a] for a in ancestors)
+        return {
+            **measured, **common,
+            "method": stage.meta.get("method"), "target_sparsity": stage.params.get("target_sparsity", 0.0),
+            "point_key": point_key(self.plan.sweep, stage), "seed": stage.seed, "level": stage.meta.get("level"),
+            "requested": stage.meta.get("requested", True), "criterion": settings.get("criterion"),
+            "objective": settings.get("objective"), "model": self.spec.model.name, "dataset": self.spec.dataset.name,
+            "dense_test_accuracy": self.dense_accuracy.get(stage.parents.get("dense", key)),
+            "marginal_seconds": meta.get("seconds") if ok else None, "standalone_seconds": standalone,
+            "gpu_fraction": self.gpu_fraction.get(key, 0.0), "versions": self.versions,
+            "settings": json.dumps(settings, sort_keys=True) if settings else None,
+            "measurements": json.dumps(measurements, sort_keys=True) if measurements else None,
+        }
 
     def skipped(self, key: str, cause_key: str, cause_status: str) -> None:
         cause = self.plan.stages[cause_key].label

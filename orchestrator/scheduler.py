@@ -1,18 +1,24 @@
-"""The scheduling loop: a ready queue, trial actors pooled per resource shape, retries, freeing outputs.
+"""The scheduling loop: a ready queue, trial actors pooled per resource shape, retries, hang detection, freeing
+outputs.
 
 Stages become ready when all their parents are done and run longest-remaining-path first, among the seeds
 already open (at most 2 x max_concurrent seeds at once unless an actor would otherwise idle). Actors are
-long-lived (torch stays imported, datasets stay on the device) and pooled by (CPUs, GPU share, memory);
-at most `max_concurrent` are alive, and an idle actor of another shape is retired to make room.
-A stage's output reference is dropped as soon as every dependant has been handed it (Ray then keeps it
-alive only while those tasks need it); a later retry reads the stored artifact instead. With the seed
-window this keeps the object store bounded by the work in flight, however many seeds a sweep has.
+long-lived (torch stays imported, datasets stay on the device) and pooled by (CPUs, GPU share, memory); at most
+`max_concurrent` are alive, and an idle actor of another shape is retired to make room. A stage's output
+reference is dropped as soon as every dependant has been handed it (Ray then keeps it alive only while those
+tasks need it); a later retry reads the stored artifact instead. With the seed window this keeps the object
+store bounded by the work in flight, however many seeds a sweep has.
+
+Every running stage is pinged (a trial actor answers from a second thread while it runs a stage): a stage
+silent for longer than its hang limit, or an actor that stops answering, is declared `hung`, its actor killed
+and replaced, and the stage retried within the same bound as a lost one.
 """
 from __future__ import annotations
 
 import heapq
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -24,7 +30,9 @@ from orchestrator.recorder import Recorder, now
 from orchestrator.trial_actor import ARTIFACT
 
 Shape = tuple[float, float, float | None]
-TICK_S = 5.0
+TICK_S = 1.0                 # how often running stages are pinged and progress may print
+STARTUP_FACTOR = 5.0         # before anything is known of a kind's epochs, the limit is this many floors
+ACTOR_START_S = 120.0        # extra allowance until an actor first answers (a new one imports torch first)
 
 
 class LeaseLost(RuntimeError):
@@ -45,23 +53,69 @@ class RunSummary:
     failures: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class HangPolicy:
+    """A stage is hung once silent for max(floor, factor × the slowest epoch seen of its kind or of itself)."""
+    floor_s: float = 120.0
+    factor: float = 10.0
+
+    def limit(self, slowest_epoch_s: float) -> float:
+        if slowest_epoch_s <= 0:
+            return STARTUP_FACTOR * self.floor_s  # nothing measured yet: setup and a first epoch to allow for
+        return max(self.floor_s, self.factor * slowest_epoch_s)
+
+
+@dataclass
+class Running:
+    """A stage in flight, and what the driver has heard from its actor."""
+    key: str
+    actor: object
+    out_ref: object
+    heard_at: float                 # driver clock: dispatch, or the last answered ping
+    silent_s: float = 0.0           # the actor's report: seconds since the stage's last sign of life
+    slowest_epoch_s: float = 0.0
+    ping: object = None
+    answered: bool = False          # the actor has answered a ping since the stage was handed to it
+
+
 class Scheduler:
     def __init__(self, plan: Plan, todo: list[str], done: set[str], shapes: dict[str, Shape], actor_class,
                  store_location: str, recorder: Recorder, max_concurrent: int, max_retries: int,
-                 progress, lease=None):
+                 progress, lease=None, hang: HangPolicy = HangPolicy(), clock=time.monotonic):
         self.plan, self.todo, self.done = plan, todo, set(done)
         self.shapes, self.actor_class, self.store_location = shapes, actor_class, store_location
         self.recorder, self.max_concurrent, self.max_retries = recorder, max_concurrent, max_retries
-        self.progress, self.lease = progress, lease
+        self.progress, self.lease, self.hang, self.clock = progress, lease, hang, clock
         self.idle: dict[Shape, list] = {}
         self.alive: dict = {}  # actor -> shape
         self.made = 0
+        # The loop's state.
+        self.children = plan.children()
+        self.priority = plan.remaining_path()
+        self.pending = set(todo)                    # the stages this run is to run
+        self.waiting = {k: sum(1 for p in set(plan.stages[k].parents.values()) if p not in self.done) for k in todo}
+        # Outputs of stages finished in earlier runs come from the store; this run's travel as object refs.
+        self.outputs: dict[str, object] = {k: ARTIFACT + k for k in self.done}
+        self.handed = {k: sum(1 for c in self.children[k] if c in self.pending) for k in set(self.done) | self.pending}
+        self.given: set[str] = set()
+        self.ready = [(-self.priority[k], i, k) for i, k in enumerate(todo) if self.waiting[k] == 0]
+        heapq.heapify(self.ready)
+        self.inflight: dict[object, Running] = {}
+        self.retries: dict[str, int] = {}
+        self.dead: set[str] = set()
+        self.multi_shape = len({shapes[k] for k in todo}) > 1
+        self.seed_left = Counter(plan.stages[k].seed for k in todo)
+        self.open_seeds: set[int] = set()
+        self.window = 2 * max_concurrent
+        self.slowest_epoch: dict[str, float] = {}   # stage kind -> slowest epoch seen in this run
 
     # ------------------------------------------------------------ actors
     def _new_actor(self, shape: Shape):
         cpus, gpus, memory = shape
         self.made += 1
-        options = dict(name=f"trial-{self.made}-{os.getpid()}", max_restarts=0, num_cpus=cpus, num_gpus=gpus)
+        # Two threads: one runs stages, the other answers the driver's liveness pings meanwhile.
+        options = dict(name=f"trial-{self.made}-{os.getpid()}", max_restarts=0, num_cpus=cpus, num_gpus=gpus,
+                       max_concurrency=2)
         if memory:
             options["memory"] = memory
         actor = self.actor_class.options(**options).remote(cpus, gpus, self.store_location)
@@ -82,9 +136,10 @@ class Scheduler:
         self.alive.pop(actor, None)
         ray.kill(actor)
 
-    def _retire_unneeded(self, wanted: set) -> None:
+    def _retire_unneeded(self) -> None:
         """With several shapes, an idle actor whose shape no waiting or running stage needs may hold the
         resources a pending actor of another shape waits for: retire it (a new one costs a torch import)."""
+        wanted = {self.shapes[k] for _, _, k in self.ready} | {self.alive.get(r.actor) for r in self.inflight.values()}
         for shape, actors in self.idle.items():
             if shape not in wanted and wanted - {shape}:
                 while actors:
@@ -94,138 +149,191 @@ class Scheduler:
         if actor in self.alive:
             self.idle.setdefault(self.alive[actor], []).append(actor)
 
+    # ------------------------------------------------------------ handing out work
+    def _hand_over(self, key: str) -> None:
+        """`key` has its inputs: its parents' references may be dropped once all their dependants do."""
+        if key in self.given:
+            return
+        self.given.add(key)
+        for p in set(self.plan.stages[key].parents.values()):
+            self.handed[p] -= 1
+            if self.handed[p] == 0 and p in self.outputs:
+                self.outputs[p] = ARTIFACT + p
+
+    def dispatch(self) -> None:
+        # Two passes: first only stages of seeds already open (while `window` seeds are open), then, if an actor
+        # would otherwise idle, a new seed. Longest-path-first alone would run every seed's shared stages first
+        # and keep all their outputs alive at once.
+        for respect_window in (True, False):
+            held = []
+            while self.ready:
+                item = heapq.heappop(self.ready)
+                key = item[2]
+                seed = self.plan.stages[key].seed
+                if respect_window and seed not in self.open_seeds and len(self.open_seeds) >= self.window:
+                    held.append(item)
+                    continue
+                actor = self._actor_for(self.shapes[key])
+                if actor is None:  # every actor is busy
+                    held.append(item)
+                    break
+                self.open_seeds.add(seed)
+                self._start(key, actor)
+            for item in held:
+                heapq.heappush(self.ready, item)
+            if len(self.alive) >= self.max_concurrent and not any(self.idle.values()):
+                break
+        if self.multi_shape:
+            self._retire_unneeded()
+
+    def _start(self, key: str, actor) -> None:
+        stage = self.plan.stages[key]
+        parents = [self.outputs[stage.parents[r]] for r in stage.inputs]
+        meta_ref, out_ref = actor.run.options(num_returns=2, name=task_name(stage.label)).remote(
+            stage.payload(self.plan.config), list(stage.inputs), *parents)
+        self.inflight[meta_ref] = Running(key, actor, out_ref, heard_at=self.clock())
+        self._hand_over(key)
+
+    def _requeue(self, key: str) -> None:
+        heapq.heappush(self.ready, (-self.priority[key], -self.retries[key], key))
+
     # ------------------------------------------------------------ the loop
     def run(self, summary: RunSummary) -> RunSummary:
-        plan = self.plan
-        children = plan.children()
-        priority = plan.remaining_path()
-        todo = set(self.todo)
-        waiting = {k: sum(1 for p in set(plan.stages[k].parents.values()) if p not in self.done) for k in self.todo}
-        # Outputs of stages finished in earlier runs come from the store; this run's travel as object refs.
-        outputs: dict[str, object] = {k: ARTIFACT + k for k in self.done}
-        handed = {k: sum(1 for c in children[k] if c in todo) for k in set(self.done) | todo}
-        given: set[str] = set()
-        ready = [(-priority[k], i, k) for i, k in enumerate(self.todo) if waiting[k] == 0]
-        heapq.heapify(ready)
-        inflight: dict = {}
-        retries: dict[str, int] = {}
-        dead: set[str] = set()
-        multi_shape = len({self.shapes[k] for k in self.todo}) > 1
-        seed_left = Counter(plan.stages[k].seed for k in self.todo)
-        open_seeds: set[int] = set()
-        window = 2 * self.max_concurrent
-
-        def hand_over(key: str) -> None:
-            """`key` has its inputs: its parents' references may be dropped once all their dependants do."""
-            if key in given:
-                return
-            given.add(key)
-            for p in set(plan.stages[key].parents.values()):
-                handed[p] -= 1
-                if handed[p] == 0 and p in outputs:
-                    outputs[p] = ARTIFACT + p
-
-        def dispatch() -> None:
-            # Two passes: first only stages of seeds already open (while `window` seeds are open), then, if an
-            # actor would otherwise idle, a new seed. Longest-path-first alone would run every seed's shared
-            # stages first and keep all their outputs alive at once.
-            for respect_window in (True, False):
-                held = []
-                while ready:
-                    item = heapq.heappop(ready)
-                    key = item[2]
-                    seed = plan.stages[key].seed
-                    if respect_window and seed not in open_seeds and len(open_seeds) >= window:
-                        held.append(item)
-                        continue
-                    actor = self._actor_for(self.shapes[key])
-                    if actor is None:  # every actor is busy
-                        held.append(item)
-                        break
-                    open_seeds.add(seed)
-                    stage = plan.stages[key]
-                    parents = [outputs[stage.parents[r]] for r in stage.inputs]
-                    meta_ref, out_ref = actor.run.options(num_returns=2, name=task_name(stage.label)).remote(
-                        stage.payload(plan.config), list(stage.inputs), *parents)
-                    inflight[meta_ref] = (key, actor, out_ref)
-                    hand_over(key)
-                for item in held:
-                    heapq.heappush(ready, item)
-                if len(self.alive) >= self.max_concurrent and not any(self.idle.values()):
-                    break
-            if multi_shape:
-                self._retire_unneeded({self.shapes[k] for _, _, k in ready} | {self.alive.get(a) for _, a, _ in inflight.values()})
-
-        def finished(key: str) -> None:
-            seed = plan.stages[key].seed
-            seed_left[seed] -= 1
-            if seed_left[seed] == 0:
-                open_seeds.discard(seed)
-
         try:
-            while ready or inflight:
+            while self.ready or self.inflight:
                 if self.lease is not None and self.lease.lost.is_set():
-                    raise LeaseLost(f"sweep {plan.sweep}: another driver took over the lease; stopping")
-                dispatch()
-                done_refs: list = []
-                while not done_refs:  # a periodic progress line also while long stages run
-                    done_refs, _ = ray.wait(list(inflight), num_returns=1, timeout=TICK_S)
-                    self.progress.tick()
-                key, actor, out_ref = inflight.pop(done_refs[0])
-                try:
-                    meta = ray.get(done_refs[0])
-                except (RayActorError, ActorDiedError) as err:
-                    self.alive.pop(actor, None)
-                    retries[key] = retries.get(key, 0) + 1
-                    t = now()
-                    lost = {"status": "failed", "error_type": "lost", "started_at": t, "finished_at": t,
-                            "error": f"trial actor died (attempt {retries[key]} of {self.max_retries + 1}): "
-                                     f"{(str(err).strip().splitlines() or [type(err).__name__])[0]}"}
-                    if retries[key] <= self.max_retries:
-                        heapq.heappush(ready, (-priority[key], -retries[key], key))
-                        dispatch()
-                        self.recorder.record(key, lost)  # the lost attempt is a row of its own
-                        continue
-                    meta = lost
-                else:
-                    self._release(actor)
-                status = meta["status"]
-                if status == "ok":
-                    summary.ran += 1
-                    self.done.add(key)
-                    outputs[key] = out_ref if handed.get(key, 0) > 0 else ARTIFACT + key
-                    for child in children[key]:
-                        if child in waiting and child not in dead:
-                            waiting[child] -= 1
-                            if waiting[child] == 0:
-                                heapq.heappush(ready, (-priority[child], 0, child))
-                finished(key)
-                # Hand out new work before writing the store, so trial actors never wait on the driver's I/O.
-                dispatch()
-                self.recorder.record(key, meta)
-                stage = plan.stages[key]
-                self.progress.stage_done(stage.label, status, float(meta.get("seconds") or 0.0),
-                                         (meta.get("point") or {}).get("test_accuracy"), stage.work)
-                if status == "ok":
-                    continue
-                if status == "diverged":
-                    summary.diverged += 1
-                else:
-                    summary.failed += 1
-                summary.failures.append(f"{stage.label}: {status} ({meta.get('error_type')}): {meta.get('error')}")
-                for d in descendants(key, children):
-                    if d not in dead and d not in self.done and d in todo:
-                        dead.add(d)
-                        hand_over(d)
-                        finished(d)
-                        self.recorder.skipped(d, key, "diverged" if status == "diverged" else "failed")
-                        summary.skipped_after_failure += 1
-                        self.progress.stage_done(plan.stages[d].label, "skipped", 0.0, None, plan.stages[d].work)
+                    raise LeaseLost(f"sweep {self.plan.sweep}: another driver took over the lease; stopping")
+                self.dispatch()
+                ref = self._next_finished(summary)
+                if ref is not None:
+                    self._finished(ref, summary)
         finally:
             # Also on Ctrl-C: free the cluster's CPUs/GPUs now, not when the handles are collected.
             for actor in list(self.alive):
                 self._retire(actor)
         return summary
+
+    def _next_finished(self, summary: RunSummary):
+        """The next finished stage's reference; None when a hung stage was handled instead (work changed)."""
+        while True:
+            done_refs, _ = ray.wait(list(self.inflight), num_returns=1, timeout=TICK_S)
+            self.progress.tick()
+            if done_refs:
+                return done_refs[0]
+            if self._check_liveness(summary):
+                return None
+
+    def _check_liveness(self, summary: RunSummary) -> bool:
+        """Ping every running stage; declare the silent ones hung. True if any was."""
+        pings = {r.ping: r for r in self.inflight.values() if r.ping is not None}
+        answered, _ = ray.wait(list(pings), num_returns=len(pings), timeout=0) if pings else ([], [])
+        t = self.clock()
+        for ref in answered:
+            running = pings[ref]
+            running.ping = None
+            try:
+                beat = ray.get(ref)
+            except (RayActorError, ActorDiedError):
+                continue  # the actor died: its stage's own reference reports it
+            running.heard_at, running.silent_s, running.answered = t, float(beat["silent_s"]), True
+            running.slowest_epoch_s = max(running.slowest_epoch_s, float(beat["slowest_epoch_s"]))
+        hung = []
+        for meta_ref, running in self.inflight.items():
+            if running.ping is None:
+                running.ping = running.actor.heartbeat.remote()
+            # Silent as last reported, plus however long the actor has not answered since.
+            silent = max(running.silent_s, 0.0) + (t - running.heard_at)
+            if silent > self._hang_limit(running) + (0.0 if running.answered else ACTOR_START_S):
+                hung.append((meta_ref, running, silent, t - running.heard_at))
+        for meta_ref, running, silent, unanswered in hung:
+            self._hung(meta_ref, running, silent, unanswered, summary)
+        return bool(hung)
+
+    def _hang_limit(self, running: Running) -> float:
+        kind = self.plan.stages[running.key].kind
+        return self.hang.limit(max(running.slowest_epoch_s, self.slowest_epoch.get(kind, 0.0)))
+
+    def _hung(self, meta_ref, running: Running, silent: float, unanswered: float, summary: RunSummary) -> None:
+        limit = self._hang_limit(running)
+        del self.inflight[meta_ref]
+        self._retire(running.actor)
+        # Silence is what the actor last reported plus the time since it last answered: say which dominates.
+        why = (f"its actor has not answered for {unanswered:.0f} s" if unanswered > silent - unanswered
+               else "its actor answers but the stage makes no progress")
+        self._failed_attempt(running.key, "hung", f"no sign of life for {silent:.0f} s (limit {limit:.0f} s: {why}); "
+                                                  f"its trial actor was killed", summary)
+
+    def _failed_attempt(self, key: str, error_type: str, message: str, summary: RunSummary) -> None:
+        """A lost or hung attempt is a row of its own; the stage runs again until the retry bound."""
+        self.retries[key] = self.retries.get(key, 0) + 1
+        t = now()
+        meta = {"status": "failed", "error_type": error_type, "started_at": t, "finished_at": t,
+                "error": f"{message} (attempt {self.retries[key]} of {self.max_retries + 1})"}
+        if self.retries[key] <= self.max_retries:
+            self._requeue(key)
+            self.dispatch()
+            self.recorder.record(key, meta)
+            return
+        self._conclude(key, meta, None, summary)
+
+    def _finished(self, meta_ref, summary: RunSummary) -> None:
+        running = self.inflight.pop(meta_ref)
+        try:
+            meta = ray.get(meta_ref)
+        except (RayActorError, ActorDiedError) as err:
+            self.alive.pop(running.actor, None)
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            self._failed_attempt(running.key, "lost", f"trial actor died: {first}", summary)
+            return
+        self._release(running.actor)
+        kind = self.plan.stages[running.key].kind
+        self.slowest_epoch[kind] = max(self.slowest_epoch.get(kind, 0.0), float(meta.get("slowest_epoch_s") or 0.0))
+        self._conclude(running.key, meta, running.out_ref, summary)
+
+    def _conclude(self, key: str, meta: dict, out_ref, summary: RunSummary) -> None:
+        """Record a stage's final attempt, release its dependants (or skip them if it failed)."""
+        status = meta["status"]
+        if status == "ok":
+            summary.ran += 1
+            self.done.add(key)
+            self.outputs[key] = out_ref if self.handed.get(key, 0) > 0 else ARTIFACT + key
+            for child in self.children[key]:
+                if child in self.waiting and child not in self.dead:
+                    self.waiting[child] -= 1
+                    if self.waiting[child] == 0:
+                        heapq.heappush(self.ready, (-self.priority[child], 0, child))
+        self._close(key)
+        # Hand out new work before writing the store, so trial actors never wait on the driver's I/O.
+        self.dispatch()
+        self.recorder.record(key, meta)
+        stage = self.plan.stages[key]
+        self.progress.stage_done(stage.label, status, float(meta.get("seconds") or 0.0),
+                                 (meta.get("point") or {}).get("test_accuracy"), stage.work)
+        if status == "ok":
+            return
+        if status == "diverged":
+            summary.diverged += 1
+        else:
+            summary.failed += 1
+        summary.failures.append(f"{stage.label}: {status} ({meta.get('error_type')}): {meta.get('error')}")
+        self._skip_dependants(key, status, summary)
+
+    def _skip_dependants(self, key: str, status: str, summary: RunSummary) -> None:
+        for d in descendants(key, self.children):
+            if d not in self.dead and d not in self.done and d in self.pending:
+                self.dead.add(d)
+                self._hand_over(d)
+                self._close(d)
+                self.recorder.skipped(d, key, "diverged" if status == "diverged" else "failed")
+                summary.skipped_after_failure += 1
+                self.progress.stage_done(self.plan.stages[d].label, "skipped", 0.0, None, self.plan.stages[d].work)
+
+    def _close(self, key: str) -> None:
+        """`key` will not run again in this run: its seed may leave the window once all its stages have."""
+        seed = self.plan.stages[key].seed
+        self.seed_left[seed] -= 1
+        if self.seed_left[seed] == 0:
+            self.open_seeds.discard(seed)
 
 
 def task_name(label: str) -> str:

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.spec_messages import field_line, format_errors
+from workers.methods import CONFIGS
+from workers.methods.base import MethodResources, Strict
 from workers.registry import DATASETS, MODEL_NAMES, REWIND_PATTERN, unknown_model_options
 
 
@@ -21,10 +23,10 @@ class SpecError(ValueError):
     """A spec problem; str() is one line per problem, each naming the field or file."""
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
+# Bounds on what a spec file may hold, whatever it holds: loading stays fast, small and quiet.
+MAX_SPEC_BYTES = 1 << 20      # a real spec is a few kB
+MAX_YAML_VALUES = 100_000     # values after YAML aliases are expanded (an alias "bomb" expands exponentially)
+MAX_SEED = 2 ** 31 - 1
 
 
 def _registered(value: str, registry, what: str) -> str:
@@ -70,18 +72,18 @@ class DatasetSpec(Strict):
 
 class TrainingSpec(Strict):
     """The training recipe shared by every method (dense, retraining after pruning, LTR levels)."""
-    epochs: int = Field(gt=0, description="training length T in epochs")
-    batch_size: int = Field(default=128, gt=0, description="mini-batch size")
+    epochs: int = Field(gt=0, le=100_000, description="training length T in epochs")
+    batch_size: int = Field(default=128, gt=0, le=1 << 20, description="mini-batch size")
     optimizer: Literal["sgd", "adam"] = Field(default="sgd", description="sgd (with momentum) or adam")
-    lr: float = Field(default=0.1, gt=0, description="initial learning rate")
+    lr: float = Field(default=0.1, gt=0, le=1e4, description="initial learning rate")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(default=False, description="Nesterov momentum for SGD")
-    weight_decay: float = Field(default=0.0, ge=0, description="L2 weight decay (coupled, as torch SGD)")
+    weight_decay: float = Field(default=0.0, ge=0, le=1, description="L2 weight decay (coupled, as torch SGD)")
     milestones: list[int] = Field(default_factory=list, description="epochs at which the lr is multiplied by gamma")
-    gamma: float = Field(default=0.1, gt=0, description="lr decay factor at each milestone")
+    gamma: float = Field(default=0.1, gt=0, le=10, description="lr decay factor at each milestone")
     rewind: str = Field(default="0it", description="rewind point k: '500it' (iterations) or '9ep' (epochs)")
-    grad_clip: float | None = Field(default=None, gt=0, description="global grad-norm clip; none by default")
-    eval_every: int = Field(default=1, gt=0, description="evaluate on the test set every this many epochs")
+    grad_clip: float | None = Field(default=None, gt=0, le=1e6, description="global grad-norm clip; none by default")
+    eval_every: int = Field(default=1, gt=0, le=100_000, description="evaluate every this many epochs")
     loss_reduction: Literal["mean", "sum"] = Field(
         default="mean", description="cross-entropy over a batch: mean, or sum (the CTS authors' recipe; scales the gradient by the batch size)")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
@@ -106,76 +108,15 @@ class TrainingSpec(Strict):
         return self
 
 
-SanityCheck = Literal["shuffle", "reinit", "invert"]
-
-
-class MethodResources(Strict):
-    """A method's own trial resources; unset fields fall back to the spec's `resources`."""
-    cpus_per_trial: float | None = Field(default=None, gt=0, description="CPUs per trial actor")
-    gpus_per_trial: float | None = Field(default=None, ge=0, le=1, description="GPU share per trial actor")
-    memory_per_trial_gb: float | None = Field(default=None, gt=0, description="memory reserved per trial actor, GiB")
-
-
-class MethodBase(Strict):
-    resources: MethodResources | None = Field(
-        default=None, description="this method's trial resources {cpus_per_trial, gpus_per_trial, memory_per_trial_gb}; "
-                                  "unset fields come from the spec's resources; actors are pooled per shape")
-    sanity_checks: list[SanityCheck] = Field(
-        default_factory=list,
-        description="ablations that add rows: shuffle (layerwise), reinit (fresh weights), invert (keep the lowest scores)")
-
-
-class LTRMethod(MethodBase):
-    """Lottery Ticket Rewinding: iterative global magnitude pruning, rewinding survivors to the rewind point."""
-    kind: Literal["ltr"]
-    max_prune_fraction: float = Field(default=0.2, gt=0, lt=1, description="at most this fraction of survivors pruned per level")
-
-
-class OneShotMethod(MethodBase):
-    """One-shot pruning by a saliency criterion, then rewinding and retraining."""
-    kind: Literal["oneshot"]
-    criterion: Literal["random", "magnitude", "snip", "grasp", "synflow"] = Field(description="saliency criterion")
-    score_at: Literal["init", "rewind", "trained"] = Field(
-        default="rewind", description="weights the scores are computed at: init, the rewind point, or the end of dense training")
-    rounds: int | None = Field(default=None, gt=0, description="pruning rounds (default: 100 for synflow, else 1)")
-    samples_per_class: int = Field(default=10, gt=0, description="data for snip/grasp: this many training examples per class")
-
-
-class CTSMethod(MethodBase):
-    """Concrete Ticket Search: learn a relaxed mask on frozen weights (the rewind point, or init), then retrain from them."""
-    kind: Literal["cts"]
-    objective: Literal["reverse_kl", "forward_kl", "cross_entropy"] = Field(
-        default="reverse_kl", description="search objective; reverse_kl to the dense network is CTS-KL")
-    search: Literal["long", "short"] | float = Field(
-        default="long", description="search length: long = training epochs, short = 1/8 of them, or a number of epochs")
-    lr: float | None = Field(default=None, gt=0, description="mask learning rate (default: the training lr)")
-    tau: float = Field(default=2 / 3, gt=0, description="Concrete temperature")
-    slack: float = Field(default=1.1, ge=1, description="GradBalance budget slack")
-    ema: float = Field(default=0.01, gt=0, le=1, description="GradBalance multiplier EMA rate")
-    search_bn: Literal["batch", "running"] = Field(
-        default="batch", description="BatchNorm in the search: batch statistics (as the CTS authors) or the saved running statistics")
-    search_at: Literal["rewind", "init"] = Field(
-        default="rewind", description="search at the rewind point and retrain from it, or search at init and retrain from init for the whole training")
-
-    def search_epochs(self, training_epochs: int) -> int:
-        if self.search == "long":
-            return training_epochs
-        if self.search == "short":
-            return max(1, round(training_epochs / 8))
-        if self.search <= 0:
-            raise ValueError("search epochs must be positive")
-        return max(1, int(round(self.search)))
-
-
-MethodSpec = Annotated[Union[LTRMethod, OneShotMethod, CTSMethod], Field(discriminator="kind")]
-METHOD_KINDS = ("ltr", "oneshot", "cts")
+_KINDS = [c.model_fields["kind"].annotation.__args__[0] for c in CONFIGS]
+MethodSpec = Annotated[Union[CONFIGS], Field(discriminator="kind")]  # every family's kinds (workers/methods)
 
 
 class Ladder(Strict):
     """Geometric ladder of densities base**k for k = start..stop (sparsity = 1 - density)."""
     base: float = Field(gt=0, lt=1, description="kept fraction per step, e.g. 0.8")
-    start: int = Field(default=1, ge=1, description="first exponent")
-    stop: int = Field(ge=1, description="last exponent (inclusive)")
+    start: int = Field(default=1, ge=1, le=1000, description="first exponent")
+    stop: int = Field(ge=1, le=1000, description="last exponent (inclusive)")
 
     @model_validator(mode="after")
     def _order(self) -> "Ladder":
@@ -186,11 +127,16 @@ class Ladder(Strict):
 
 class Resources(Strict):
     """What each trial actor gets, and how many run at once."""
-    cpus_per_trial: float = Field(default=1, gt=0, description="CPUs per trial actor (also its torch thread count)")
+    cpus_per_trial: float = Field(default=1, gt=0, le=1024, description="CPUs per trial actor (also its torch thread count)")
     gpus_per_trial: float = Field(default=0, ge=0, le=1, description="GPU share per trial actor; fractions pack trials on one GPU")
-    memory_per_trial_gb: float | None = Field(default=None, gt=0, description="memory reserved per trial actor in GiB (Ray's memory resource); none by default")
-    max_concurrent: int = Field(default=2, gt=0, description="trial actors alive at once, over all resource shapes")
-    max_retries: int = Field(default=2, ge=0, description="retries of a stage whose trial actor or node died")
+    memory_per_trial_gb: float | None = Field(default=None, gt=0, le=65536, description="memory reserved per trial actor in GiB (Ray's memory resource); none by default")
+    max_concurrent: int = Field(default=2, gt=0, le=4096, description="trial actors alive at once, over all resource shapes")
+    max_retries: int = Field(default=2, ge=0, le=100, description="retries of a stage whose trial actor or node died, or that hung")
+    hang_floor_s: float = Field(default=120, gt=0, le=86_400,
+                                description="a running stage silent this long (and longer than hang_factor times its "
+                                            "slowest epoch so far) is hung: its actor is killed and it is retried; "
+                                            "5x this before any epoch of its kind has finished")
+    hang_factor: float = Field(default=10, ge=1, le=1000, description="see hang_floor_s")
 
     def shape(self, override: "MethodResources | None" = None) -> tuple[float, float, float | None]:
         """(CPUs, GPU share, memory bytes) of a trial actor, with a method's override applied."""
@@ -203,7 +149,8 @@ class Resources(Strict):
 
 class SweepSpec(Strict):
     """A sweep: methods x sparsities x seeds on one model, dataset and training recipe."""
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="sweep name (letters, digits, _ . -)")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
+                      description="sweep name: up to 100 letters, digits, _ . -, starting with a letter or digit")
     store: str = Field(default="./ticketsweep-store", description="results store: a local path or s3://, gs:// URI; "
                        "a relative path is taken from the spec file's folder; without this key, ./ticketsweep-store "
                        "in the working directory")
@@ -211,9 +158,11 @@ class SweepSpec(Strict):
     dataset: DatasetSpec
     training: TrainingSpec
     prune_output: bool | None = Field(default=None, description="prune the output layer (default: per model)")
-    methods: list[MethodSpec] = Field(min_length=1, description="method entries; kind is ltr, oneshot or cts")
+    methods: list[MethodSpec] = Field(min_length=1, max_length=1000,
+                                      description=f"method entries; kind is one of {', '.join(_KINDS)}")
     sparsities: list[float] | Ladder = Field(description="target sparsities in (0, 1), or a density ladder {base, start, stop}")
-    seeds: list[int] = Field(min_length=1, description="seeds; each gives its own init and data order, shared by all methods")
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        min_length=1, max_length=10_000, description="seeds; each gives its own init and data order, shared by all methods")
     resources: Resources = Field(default_factory=Resources)
 
     @field_validator("sparsities")
@@ -222,6 +171,8 @@ class SweepSpec(Strict):
         if isinstance(v, list):
             if not v:
                 raise ValueError("give at least one sparsity")
+            if len(v) > 1000:
+                raise ValueError(f"at most 1000 sparsities, got {len(v)}")
             bad = [s for s in v if not 0 < s < 1]
             if bad:
                 raise ValueError(f"expected numbers in (0, 1), got {bad}")
@@ -250,7 +201,7 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _unique_methods(self) -> "SweepSpec":
-        labels = [method_label(m) for m in self.methods]
+        labels = [m.label() for m in self.methods]
         dup = {x for x in labels if labels.count(x) > 1}
         if dup:
             raise ValueError(f"methods listed twice: {', '.join(sorted(dup))}")
@@ -264,16 +215,6 @@ class SweepSpec(Strict):
         else:
             values = list(self.sparsities)
         return sorted({round(v, 9) for v in values})
-
-
-def method_label(m) -> str:
-    """The method column of the results: ltr, magnitude, snip, cts_reverse_kl, ... (scoring point included when not the default)."""
-    if m.kind == "ltr":
-        return "ltr"
-    if m.kind == "oneshot":
-        return m.criterion if m.score_at == "rewind" else f"{m.criterion}@{m.score_at}"
-    return f"cts_{m.objective}" + ("[bn=running]" if m.search_bn == "running" else "") + (
-        "@init" if m.search_at == "init" else "")
 
 
 # ---------------------------------------------------------------- loading
@@ -312,6 +253,9 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise SpecError(f"{path}: no such spec file")
     try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: {size} bytes is too large for a spec (at most {MAX_SPEC_BYTES // 1024} KiB)")
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"{path}: cannot read spec ({err.__class__.__name__})") from None
@@ -321,14 +265,48 @@ def load_spec(path: str | Path) -> SweepSpec:
         if path.suffix == ".json":
             data = json.loads(text)
         else:
-            data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - SafeLoader subclass
+            data = _load_yaml(text, path)
     except json.JSONDecodeError as err:
         raise SpecError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: {_yaml_problem(err)}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to be a spec") from None
     if isinstance(data, dict) and isinstance(data.get("store"), str):
         data = {**data, "store": _store_from(path.parent, data["store"])}
     return parse_spec(data, str(path))
+
+
+def _load_yaml(text: str, path: Path):
+    """Safe YAML whose size after alias expansion is bounded: aliases share nodes, so a few lines can stand for
+    billions of values, which validation and error messages would then walk one by one."""
+    loader = _SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        values = _expanded_size(node, {})
+        if values > MAX_YAML_VALUES:
+            raise SpecError(f"{path}: YAML aliases expand to more than {MAX_YAML_VALUES} values; "
+                            f"a spec holds a few hundred")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values `node` stands for once every alias is expanded (linear in the distinct nodes)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_YAML_VALUES + 1  # a node reached again while being counted: a cycle, unbounded
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
@@ -364,7 +342,7 @@ def describe() -> str:
             lines.append(field_line(path, f))
 
     walk(SweepSpec, "")
-    for method in (LTRMethod, OneShotMethod, CTSMethod):
+    for method in CONFIGS:
         lines.append(f"methods[] kind={method.model_fields['kind'].annotation.__args__[0]}: {method.__doc__}")
         lines += [field_line(name, f, indent="  ") for name, f in method.model_fields.items() if name != "kind"]
     lines.append(f"sparsities as a ladder: {Ladder.__doc__}")

@@ -7,6 +7,7 @@ spec's models: they are walked from the root model given.
 from __future__ import annotations
 
 import re
+import reprlib
 import types
 from typing import Annotated, Literal, Union, get_args, get_origin
 
@@ -51,7 +52,7 @@ def _member_for_tag(tag: str, members: list):
             return m
         elif get_origin(m) is Literal and tag.startswith("literal["):
             return m
-        elif isinstance(m, type) and tag == m.__name__:
+        elif isinstance(m, type) and tag in (m.__name__, f"constrained-{m.__name__}"):
             return m
     return None
 
@@ -99,8 +100,14 @@ class _Where:
         return ".".join(str(p) for p in self.path[:upto]) or "(top level)"
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 50, 50, 4, 4, 2
+MAX_LINES = 8  # a file full of junk keys gets a handful of lines, not one per key
+
+
 def _got(value) -> str:
-    text = repr(value)
+    # reprlib: a bounded repr however large or deeply nested the value is.
+    text = _SHORT.repr(value)
     return f", got {text if len(text) <= 60 else text[:57] + '...'}"
 
 
@@ -142,6 +149,7 @@ _BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", "≥"), "le
 _TYPE_WORDS = {"int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
                "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
                "bool_type": "true or false", "string_type": "a string", "list_type": "a list",
+               "finite_number": "a finite number",
                "dict_type": "a mapping of fields", "model_type": "a mapping of fields",
                "model_attributes_type": "a mapping of fields"}
 
@@ -203,7 +211,10 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
             lines.append(f"{source}: {field}: expected {words}{_got(e.get('input'))}")
             continue
         lines.append(f"{source}: {w.text()}: {_message(e, w)}")
-    return "\n".join(dict.fromkeys(lines))
+    lines = list(dict.fromkeys(lines))
+    if len(lines) > MAX_LINES:
+        lines = lines[:MAX_LINES - 1] + [f"{source}: ... and {len(lines) - MAX_LINES + 1} more problems"]
+    return "\n".join(lines)
 
 
 def field_line(path: str, field, indent: str = "") -> str:

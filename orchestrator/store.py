@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 if TYPE_CHECKING:  # pandas is imported by read() alone: the driver never needs its ~40 MB
     import pandas as pd
 
@@ -70,6 +70,8 @@ POINTS = pa.schema([
     ("device", pa.string()), ("gpu_fraction", pa.float64()), ("host", pa.string()), *_MEMORY,
     ("status", pa.string()), ("error_type", pa.string()), ("error", pa.string()),
     ("started_at", _UTC), ("finished_at", _UTC),
+    # JSON: the method's typed configuration, and what its stage measured beyond accuracy (e.g. CTS's final λ)
+    ("settings", pa.string()), ("measurements", pa.string()),
     ("versions", pa.string()), ("schema_version", pa.int32()),
 ])
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import socket
 import sys
 import threading
+import time
 import traceback
 from datetime import datetime, timezone
 
@@ -108,9 +108,24 @@ class TrialActorBody:
         self.store_location = store_location
         self.datasets: dict[str, object] = {}
         self.host = socket.gethostname()
+        self._epoch_at = 0.0
+        self._slowest_epoch = 0.0
+        self._running = False
 
-    def pid(self) -> int:
-        return os.getpid()
+    def heartbeat(self) -> dict:
+        """Answered from the actor's second thread while a stage runs: how long the stage has been silent, and
+        its slowest epoch so far (the scale of its hang limit)."""
+        from workers import liveness
+
+        # Between stages nothing is expected of it: an idle actor is never silent.
+        silent = liveness.silent_for() if self._running else 0.0
+        return {"silent_s": silent, "slowest_epoch_s": self._slowest_epoch}
+
+    def _on_epoch(self, row: dict) -> None:
+        t = time.monotonic()
+        self._slowest_epoch = max(self._slowest_epoch, t - self._epoch_at)
+        self._epoch_at = t
+        _print_epoch(row)
 
     def _dataset(self, cfg: dict):
         from workers.data import load_dataset
@@ -126,7 +141,11 @@ class TrialActorBody:
 
         from workers.stages import run_stage
 
+        from workers import liveness
+
         started = _now()
+        liveness.beat()
+        self._epoch_at, self._slowest_epoch, self._running = time.monotonic(), 0.0, True
         meta = {"host": self.host, "device": self.device, "started_at": started}
         log = io.StringIO()
         cuda = self.device == "cuda"
@@ -143,20 +162,19 @@ class TrialActorBody:
                     inputs[role] = out
                 data = self._dataset(payload["config"]["dataset"])
                 print(f"stage {payload['label']} ({payload['kind']}, key {payload['key']}) on {self.host} {self.device}")
-                result = run_stage(payload, inputs, data, on_epoch=_print_epoch)
+                result = run_stage(payload, inputs, data, on_epoch=self._on_epoch)
                 print(f"finished in {result.seconds:.1f} s"
                       + (f", test accuracy {result.point['test_accuracy']:.4f}" if result.point else ""))
                 artifacts.save(self.store_location, payload["key"], result.outputs)
                 outputs = result.outputs
-                meta.update(status="ok", seconds=result.seconds, point=result.point, curve=result.curve,
-                            search_seconds=result.search_seconds, retrain_seconds=result.retrain_seconds,
-                            info=result.info)
+                meta.update(status="ok", seconds=result.seconds, point=result.point, curve=result.curve)
             except Exception as err:  # noqa: BLE001 - any stage error becomes a failure row
                 status, error_type = classify(err)
                 traceback.print_exc()
                 meta.update(status=status, error_type=error_type, error=f"{type(err).__name__}: {err}"[:2000],
                             seconds=(_now() - started).total_seconds())
-        meta.update(finished_at=_now(), peak_rss_mb=rss.peak / 2 ** 20,
+        self._running = False
+        meta.update(finished_at=_now(), peak_rss_mb=rss.peak / 2 ** 20, slowest_epoch_s=self._slowest_epoch,
                     cuda_peak_mb=torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
                     log=log.getvalue()[-LOG_LIMIT:])
         return meta, outputs

@@ -8,9 +8,20 @@ from torch import nn
 
 from workers import masks
 from workers.models import build_model
-from workers.pruning import cts
-from workers.pruning.cts import CTSConfig, GradBalance
+from workers.methods.cts import CTSMethod
+from workers.methods.cts import search as cts
+from workers.methods.cts.search import GradBalance
 from workers.train import Diverged
+
+
+def CTSConfig(*, epochs, lr, batch_size, **knobs):
+    """The method's typed knobs, plus the three values the stage resolves from the training recipe."""
+    return CTSMethod(kind="cts", **knobs), {"epochs": epochs, "lr": lr, "batch_size": batch_size}
+
+
+def search(model, names, x, y, density, cfg, generator, **kw):
+    method, resolved = cfg
+    return cts.search_mask(model, names, x, y, density, method, generator, **resolved, **kw)
 
 
 class SmallMLP(nn.Module):
@@ -111,7 +122,7 @@ def test_gradbalance_holds_expected_density_at_the_slack_budget():
     kappa = 0.1
     trajectory = []
     cfg = CTSConfig(epochs=30, lr=0.1, batch_size=32)
-    mask, info = cts.search_mask(model, names_of(model), x, y, kappa, cfg, gen(1),
+    mask, info = search(model, names_of(model), x, y, kappa, cfg, gen(1),
                                  on_epoch=lambda e, i: trajectory.append(i["expected_kept_fraction"] / kappa))
     assert len(trajectory) == 30 and info["steps"] == 30 * 16
     assert max(trajectory) >= 1.1 * 0.97          # the objective did drive it up to the budget ...
@@ -136,9 +147,9 @@ def test_search_finds_the_only_weights_that_matter():
     y = (x[:, 0] < 0).long()
     for objective in cts.OBJECTIVES:
         cfg = CTSConfig(objective=objective, epochs=5, lr=0.1, batch_size=32)
-        mask, _ = cts.search_mask(model, ["fc.weight"], x, y, 0.1, cfg, gen(5))
+        mask, _ = search(model, ["fc.weight"], x, y, 0.1, cfg, gen(5))
         assert mask["fc.weight"].nonzero().tolist() == [[0, 0], [1, 0]], objective
-        inverted, _ = cts.search_mask(model, ["fc.weight"], x, y, 0.1, cfg, gen(5), invert=True)
+        inverted, _ = search(model, ["fc.weight"], x, y, 0.1, cfg, gen(5), invert=True)
         assert not inverted["fc.weight"][:, 0].any()
 
 
@@ -147,7 +158,7 @@ def test_forward_and_reverse_kl_search_differently():
     found = {}
     for objective in ("reverse_kl", "forward_kl"):
         cfg = CTSConfig(objective=objective, epochs=2, lr=0.1, batch_size=64)
-        found[objective] = cts.search_mask(model, names_of(model), x, y, 0.2, cfg, gen(0))
+        found[objective] = search(model, names_of(model), x, y, 0.2, cfg, gen(0))
     assert found["reverse_kl"][1]["objective"] != found["forward_kl"][1]["objective"]
     assert any(not torch.equal(found["reverse_kl"][0][n], found["forward_kl"][0][n]) for n in names_of(model))
 
@@ -161,7 +172,7 @@ def test_search_keeps_exact_count_and_leaves_the_model_untouched():
     flags = [m.training for m in model.modules()]
     requires = [p.requires_grad for p in model.parameters()]
     cfg = CTSConfig(epochs=2, lr=0.1, batch_size=128)
-    mask, info = cts.search_mask(model, names_of(model), x, y, 0.37, cfg, gen())
+    mask, info = search(model, names_of(model), x, y, 0.37, cfg, gen())
     d = 20 * 64 + 64 * 64 + 64 * 4
     assert masks.count_kept(mask) == math.floor(0.37 * d)
     assert set(mask) == set(names_of(model))
@@ -176,9 +187,9 @@ def test_search_keeps_exact_count_and_leaves_the_model_untouched():
 def test_search_is_deterministic_under_the_generator_seed():
     model, x, y = mlp_task()
     cfg = CTSConfig(epochs=2, lr=0.1, batch_size=64)
-    a = cts.search_mask(model, names_of(model), x, y, 0.2, cfg, gen(7))
-    b = cts.search_mask(model, names_of(model), x, y, 0.2, cfg, gen(7))
-    c = cts.search_mask(model, names_of(model), x, y, 0.2, cfg, gen(8))
+    a = search(model, names_of(model), x, y, 0.2, cfg, gen(7))
+    b = search(model, names_of(model), x, y, 0.2, cfg, gen(7))
+    c = search(model, names_of(model), x, y, 0.2, cfg, gen(8))
     assert a[1] == b[1]
     assert all(torch.equal(a[0][n], b[0][n]) for n in a[0])
     assert a[1]["expected_kept_fraction"] != c[1]["expected_kept_fraction"]
@@ -188,24 +199,32 @@ def test_learning_rate_drops_tenfold_once_after_88_percent_of_the_epochs():
     model, x, y = mlp_task(n=64)
     lrs = []
     cfg = CTSConfig(epochs=10, lr=0.5, batch_size=64)
-    cts.search_mask(model, names_of(model), x, y, 0.2, cfg, gen(), on_epoch=lambda e, i: lrs.append(i["lr"]))
+    search(model, names_of(model), x, y, 0.2, cfg, gen(), on_epoch=lambda e, i: lrs.append(i["lr"]))
     assert lrs == pytest.approx([0.5] * 8 + [0.05] * 2)   # floor(0.88 · 10) = 8 epochs at full rate
 
 
 def test_config_and_density_are_validated():
-    with pytest.raises(ValueError, match="unknown CTS objective 'mse'; known: reverse_kl, forward_kl, cross_entropy"):
-        CTSConfig(objective="mse", epochs=1, lr=0.1, batch_size=8)
-    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
-        CTSConfig(epochs=0, lr=0.1, batch_size=8)
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        CTSConfig(epochs=1, lr=0.0, batch_size=8)
-    with pytest.raises(ValueError, match="unknown CTS search_bn 'eval'; known: batch, running"):
-        CTSConfig(epochs=1, lr=0.1, batch_size=8, search_bn="eval")
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError, match="objective"):
+        CTSMethod(kind="cts", objective="mse")
+    with pytest.raises(ValidationError, match="search_bn"):
+        CTSMethod(kind="cts", search_bn="eval")
     model, x, y = mlp_task(n=16)
+    for epochs, lr in ((0, 0.1), (1, 0.0), (1.5, 0.1)):
+        with pytest.raises(ValueError, match="CTS needs whole epochs"):
+            search(model, names_of(model), x, y, 0.5, CTSConfig(epochs=epochs, lr=lr, batch_size=8), gen())
     cfg = CTSConfig(epochs=1, lr=0.1, batch_size=8)
     for density in (0.0, 1.0):
         with pytest.raises(ValueError, match="density must be in"):
-            cts.search_mask(model, names_of(model), x, y, density, cfg, gen())
+            search(model, names_of(model), x, y, density, cfg, gen())
+
+
+def test_drop_at_is_a_knob_of_the_method():
+    model, x, y = mlp_task(n=64)
+    lrs = []
+    search(model, names_of(model), x, y, 0.2, CTSConfig(epochs=10, lr=0.5, batch_size=64, drop_at=0.5), gen(),
+           on_epoch=lambda e, i: lrs.append(i["lr"]))
+    assert lrs == pytest.approx([0.5] * 5 + [0.05] * 5)
 
 
 def test_relaxed_sample_is_binary_concrete_with_fresh_noise():
@@ -265,7 +284,7 @@ def test_batch_search_bn_teaches_with_batch_statistics_and_leaves_the_model_bit_
     flags = [m.training for m in model.modules()]
     seen, handle = dense_calls(model)
     cfg = CTSConfig(epochs=2, lr=0.3, batch_size=32)           # default search_bn: batch
-    cts.search_mask(model, masks.prunable_names(model, True), x, y, 0.3, cfg, gen(5))
+    search(model, masks.prunable_names(model, True), x, y, 0.3, cfg, gen(5))
     handle.remove()
     for k, v in model.state_dict().items():                    # weights, running stats, num_batches_tracked
         assert torch.equal(v, state[k]), k
@@ -285,7 +304,7 @@ def test_running_search_bn_reproduces_the_previous_search_bit_for_bit():
     seen, handle = dense_calls(model)
     names = masks.prunable_names(model, True)
     cfg = CTSConfig(epochs=8, lr=0.3, batch_size=32, search_bn="running")
-    mask, info = cts.search_mask(model, names, x, y, 0.3, cfg, gen(5))
+    mask, info = search(model, names, x, y, 0.3, cfg, gen(5))
     handle.remove()
     assert info == {"expected_kept_fraction": 0.2952804962793986, "lambda": 0.01148034380383958, "steps": 24,
                     "objective": 2.17598819732666, "budget_violation": -10.330718994140625}
@@ -293,7 +312,7 @@ def test_running_search_bn_reproduces_the_previous_search_bit_for_bit():
     assert hashlib.sha256(flat.numpy().tobytes()).hexdigest()[:16] == "7c12bfb6b23e5062"
     with torch.no_grad():
         assert all(torch.equal(logits, model.eval()(xb)) for xb, logits in seen)
-    batch = cts.search_mask(model, names, x, y, 0.3, CTSConfig(epochs=8, lr=0.3, batch_size=32), gen(5))
+    batch = search(model, names, x, y, 0.3, CTSConfig(epochs=8, lr=0.3, batch_size=32), gen(5))
     assert batch[1]["objective"] != info["objective"]
 
 
@@ -315,4 +334,4 @@ def test_a_non_finite_objective_raises_diverged_naming_the_epoch():
         model.l1.weight[0, 0] = float("nan")
     cfg = CTSConfig(epochs=3, lr=0.1, batch_size=32)
     with pytest.raises(Diverged, match=r"not finite in search epoch 1 \(step 2\)"):
-        cts.search_mask(model, names_of(model), x, y, 0.2, cfg, gen())
+        search(model, names_of(model), x, y, 0.2, cfg, gen())

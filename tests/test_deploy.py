@@ -198,7 +198,7 @@ def test_dockerignore_keeps_local_state_out():
     for path in (".venv/bin/python", ".git/config", "ticketsweep-store/points/x.parquet", ".env",
                  "tests/test_spec.py", "orchestrator/__pycache__/cli.cpython-311.pyc", "frontier.png"):
         assert not dockerignore_includes(path), f"{path} would be sent to the docker daemon"
-    for path in ("pyproject.toml", "orchestrator/cli.py", "specs/quickstart.yaml"):
+    for path in ("pyproject.toml", "orchestrator/cli/__init__.py", "specs/quickstart.yaml"):
         assert dockerignore_includes(path), path
 
 

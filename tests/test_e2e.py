@@ -35,7 +35,7 @@ def test_submit_resume_and_add_seed(ray_cluster, tmp_path):
 
     points = pd.read_parquet(store / "points")
     assert set(points["status"]) == {"ok"}
-    assert set(points["method"].astype(str)) == {"dense", "ltr", "magnitude@trained", "random"}
+    assert set(points["method"].astype(str)) == {"dense", "ltr", "magnitude[score_at=trained]", "random"}
     assert set(points["sweep"].astype(str)) == {"tiny"}
     requested = points[points["requested"]]
     for _, row in requested[requested["method"] != "dense"].iterrows():
@@ -75,7 +75,7 @@ def test_failing_stage_writes_failure_row_and_others_continue(ray_cluster, tmp_p
     assert summary.failed == 1 and summary.skipped_after_failure == 1
     points = pd.read_parquet(tmp_path / "store" / "points")
     failed = points[points["status"] == "failed"]
-    assert list(failed["method"].astype(str)) == ["snip"]
+    assert list(failed["method"].astype(str)) == ["snip[samples_per_class=1000]"]
     assert failed["error_type"].iloc[0] == "error"  # an exception in the code: not retried
     assert failed["error"].iloc[0].startswith("ValueError: ")
     log = next((tmp_path / "store" / "logs" / "sweep=failing").glob(failed["stage_key"].iloc[0] + "-1.log"))

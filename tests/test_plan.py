@@ -1,6 +1,7 @@
 import pytest
 
-from orchestrator.plan import build_plan, ltr_schedule
+from orchestrator.plan import build_plan
+from workers.methods.imp import ltr_schedule
 from orchestrator.spec import parse_spec
 
 BASE = {
@@ -108,30 +109,8 @@ def test_sanity_checks_add_stages_with_variant_labels():
     assert all(s.kind == "oneshot" and s.params["invert"] for s in inverted)
 
 
-# Keys computed by the code before CTS's version bump and the later recipe fields (loss_reduction,
-# precision), on BASE with an LTR shuffle check: results stored then must still be found.
-BEFORE_CTS_V2 = {"init": "652de571ba1d7ab273caccbd15c23c6a", "warmup": "8a5ff17c4035fc15ca1cf0cf45049113",
-                 "dense": "13afb522e78a9420769361c7580bd7ca", "imp_level": "f284029e0bf3b5d82206727327c3ba98",
-                 "ablation": "cd5eaae83becdb3e3c502b34cb068b60", "oneshot": "82baaeb8572becdc4c08f77fcfc2aa49",
-                 "cts": "b1de8d6a93f7c1a8b4ff097db5b0958c"}
-
-
-def seed0_at_half(spec):
-    """Stage key by kind for seed 0 at sparsity 0.5 (and the seed's shared stages)."""
-    plan = build_plan(parse_spec(spec))
-    return {s.kind: k for k, s in plan.stages.items()
-            if s.seed == 0 and s.params.get("target_sparsity") in (None, 0.5)}
-
-
-def test_stored_non_cts_results_keep_their_keys_and_cts_results_are_not_reused():
-    spec = {**BASE, "methods": [{"kind": "ltr", "sanity_checks": ["shuffle"]}, *BASE["methods"][1:]]}
-    now = seed0_at_half(spec)
-    assert {k: v for k, v in now.items() if k != "cts"} == {k: v for k, v in BEFORE_CTS_V2.items() if k != "cts"}
-    assert now["cts"] != BEFORE_CTS_V2["cts"]
-
-
 @pytest.mark.parametrize("field, value", [("loss_reduction", "sum"), ("precision", "bf16")])
-def test_later_recipe_fields_change_keys_only_when_set_away_from_their_default(field, value):
+def test_recipe_fields_change_keys_only_when_set_away_from_their_default(field, value):
     default = {"loss_reduction": "mean", "precision": "fp32"}[field]
     spelled_out = {**BASE, "training": {**BASE["training"], field: default}}
     assert keys(spelled_out) == keys(BASE)
@@ -157,7 +136,8 @@ def test_cts_at_init_retrains_from_init_and_costs_no_warmup():
     p = build_plan(parse_spec(spec))
     stages = [s for s in p.stages.values() if s.seed == 0 and s.params.get("target_sparsity") == 0.5]
     cts = next(s for s in stages if s.kind == "cts" and not s.params["invert"])
-    assert cts.meta["method"] == "cts_reverse_kl@init" and cts.params["search_at"] == "init"
+    assert cts.meta["method"] == "cts_reverse_kl[search=short,search_at=init]"
+    assert cts.params["settings"]["search_at"] == "init"
     assert set(cts.parents) == {"init", "dense"} and cts.inputs == ("init",)
     assert {p.stages[a].kind for a in p.ancestors_for_cost(cts.key)} == {"init"}
     at_rewind = next(s for s in build_plan(parse_spec(BASE)).stages.values() if s.kind == "cts")
@@ -165,4 +145,4 @@ def test_cts_at_init_retrains_from_init_and_costs_no_warmup():
     shuffle = next(s for s in stages if s.kind == "ablation")
     assert shuffle.params["retrain_from"] == "init" and shuffle.inputs == ("source", "init")
     inverted = next(s for s in stages if s.kind == "cts" and s.params["invert"])
-    assert inverted.inputs == ("init",) and inverted.meta["method"] == "cts_reverse_kl@init+invert"
+    assert inverted.inputs == ("init",) and inverted.meta["method"] == "cts_reverse_kl[search=short,search_at=init]+invert"

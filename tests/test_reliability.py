@@ -182,7 +182,7 @@ def test_damaged_files_are_reported_and_exactly_the_affected_stages_rerun(ray_cl
     plan = build_plan(parse_spec(SPEC))
     by_label = {s.label: k for k, s in plan.stages.items()}
     random_key = by_label["random s=0 sp=0.5000"]
-    magnitude_key = by_label["magnitude@trained s=0 sp=0.5000"]
+    magnitude_key = by_label["magnitude[score_at=trained] s=0 sp=0.5000"]
     warmup_key = by_label["warmup s=0"]
     dense_key = by_label["dense s=0"]
     stages_dir = store / "stages" / "sweep=faults"
@@ -203,7 +203,7 @@ def test_damaged_files_are_reported_and_exactly_the_affected_stages_rerun(ray_cl
     assert f"missing artifact of finished stage {dense_key[:12]}" in status.output
 
     summary = run_inprocess(store)
-    # magnitude@trained (its commit is unreadable), the warm-up and the dense stage (it reads their artifacts)
+    # magnitude[score_at=trained] (its commit is unreadable), the warm-up and the dense stage (it reads their artifacts)
     # run again, the dense stage without a second result row; the random point is re-made from its commit
     assert summary.ran == 3 and summary.failed == 0
     assert (ok_rows_per_point(store) == 1).all() and len(ok_rows_per_point(store)) == len(plan.points())
@@ -246,7 +246,7 @@ def test_diverged_stage_is_recorded_not_retried_and_its_dependants_skipped(ray_c
     diverged = stages[stages["status"] == "diverged"]
     assert list(diverged["method"]) == ["random"] and list(diverged["error_type"]) == ["diverged"]
     assert list(stages.loc[stages["status"] == "skipped", "error_type"]) == ["parent_diverged"]
-    assert stages.loc[stages["method"] == "magnitude@trained", "status"].eq("ok").all()
+    assert stages.loc[stages["method"] == "magnitude[score_at=trained]", "status"].eq("ok").all()
 
     monkeypatch.undo()  # a healthy actor: still not retried unless asked
     again = run_inprocess(store)
@@ -257,11 +257,11 @@ def test_diverged_stage_is_recorded_not_retried_and_its_dependants_skipped(ray_c
 
 def test_sigkill_of_a_trial_actor_mid_stage_gives_one_retry_row(ray_cluster, monkeypatch, tmp_path):
     store = tmp_path / "store"
-    with_actor(monkeypatch, tmp_path, kill_method="magnitude@trained")
+    with_actor(monkeypatch, tmp_path, kill_method="magnitude[score_at=trained]")
     summary = run_inprocess(store)
     assert summary.failed == 0
     stages = commits(store)
-    magnitude = stages[stages["method"] == "magnitude@trained"].sort_values("attempt")
+    magnitude = stages[stages["method"] == "magnitude[score_at=trained]"].sort_values("attempt")
     assert list(magnitude["attempt"]) == [1, 2]
     assert list(magnitude["status"]) == ["failed", "ok"] and magnitude["error_type"].iloc[0] == "lost"
     assert (ok_rows_per_point(store) == 1).all()
@@ -270,7 +270,7 @@ def test_sigkill_of_a_trial_actor_mid_stage_gives_one_retry_row(ray_cluster, mon
 def test_a_stage_that_kills_every_actor_fails_after_bounded_retries(ray_cluster, monkeypatch, tmp_path):
     class AlwaysKilled(FaultyActor):
         def run(self, payload, roles, *parents):
-            if payload["params"].get("method") == "magnitude@trained":
+            if payload["params"].get("method") == "magnitude[score_at=trained]":
                 os.kill(os.getpid(), signal.SIGKILL)
             return super().run(payload, roles, *parents)
 
@@ -279,6 +279,6 @@ def test_a_stage_that_kills_every_actor_fails_after_bounded_retries(ray_cluster,
     summary = run_inprocess(tmp_path / "store")
     assert summary.failed == 1
     stages = commits(tmp_path / "store")
-    magnitude = stages[stages["method"] == "magnitude@trained"]
+    magnitude = stages[stages["method"] == "magnitude[score_at=trained]"]
     assert sorted(magnitude["attempt"]) == [1, 2] and set(magnitude["error_type"]) == {"lost"}  # max_retries=1
     assert stages.loc[stages["method"] == "random", "status"].eq("ok").all()

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from workers import masks
-from workers.pruning import scores
-from workers.pruning.scores import GRASP_TEMPERATURE
+from workers.methods.oneshot import scoring as scores
+from workers.methods.oneshot.criteria import GRASP_TEMPERATURE
 
 
 class TwoLayerLinear(nn.Module):
@@ -131,7 +131,7 @@ def test_snip_equals_hand_derived_gradient_of_mean_cross_entropy():
 
 def test_snip_and_grasp_need_data():
     model = make(TwoLayerLinear)
-    for criterion in ("snip", "grasp"):
+    for criterion in ("snip", "grasp", "grasp_magnitude"):
         with pytest.raises(ValueError, match=f"{criterion} needs at least one batch"):
             scores.score(criterion, model, names_of(model), [], gen())
 
@@ -189,6 +189,12 @@ def test_grasp_is_theta_times_hessian_gradient_product():
                                    invert=True)["fc.weight"]
     assert set(inverted.reshape(-1).nonzero().flatten().tolist()) == \
         set(torch.topk(-expected.reshape(-1), keep).indices.tolist())
+
+    # GraSP-magnitude: the same θ ⊙ Hg, ranked by its absolute value.
+    mag = scores.score("grasp_magnitude", model, names_of(model), batches, gen())["fc.weight"].double()
+    torch.testing.assert_close(mag / scale, expected.abs() / scale, rtol=1e-4, atol=1e-5)
+    mask = scores.oneshot_mask("grasp_magnitude", model, names_of(model), keep / w.numel(), batches, gen())
+    assert set(mask["fc.weight"].reshape(-1).nonzero().flatten().tolist()) == top_abs
 
 
 # --- SynFlow ----------------------------------------------------------------------------------
@@ -276,7 +282,7 @@ def test_masked_weights_score_zero_in_synflow():
 
 # --- the model is left exactly as found -----------------------------------------------------
 
-@pytest.mark.parametrize("criterion", scores.CRITERIA)
+@pytest.mark.parametrize("criterion", list(scores.CRITERIA))
 def test_scoring_leaves_the_model_untouched(criterion):
     model = make(LinearBNLinear, relu=True)
     with torch.no_grad():
@@ -305,7 +311,7 @@ def test_scoring_leaves_the_model_untouched(criterion):
 
 def test_unknown_criterion_lists_the_known_ones():
     model = make(TwoLayerLinear)
-    with pytest.raises(ValueError, match="unknown pruning criterion 'obd'; known: random, magnitude, snip, grasp, synflow"):
+    with pytest.raises(ValueError, match="unknown pruning criterion 'obd'; known: random, magnitude, snip, grasp, grasp_magnitude, synflow"):
         scores.oneshot_mask("obd", model, names_of(model), 0.5, [], gen())
     with pytest.raises(ValueError, match="known: random"):
         scores.score("obd", model, names_of(model), [], gen())

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import main
 from orchestrator.plan import build_plan
-from orchestrator.spec import SpecError, load_spec, method_label, parse_spec
+from orchestrator.spec import SpecError, load_spec, parse_spec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -41,7 +41,7 @@ def test_ladder_gives_geometric_densities():
 @pytest.mark.parametrize("data,field", [
     (with_(seeds="zero"), "seeds"),
     (with_(bogus=1), "bogus: unknown key"),
-    (with_(methods=[{"kind": "prune_everything"}]), "unknown method kind 'prune_everything'; known: ltr, oneshot, cts"),
+    (with_(methods=[{"kind": "prune_everything"}]), "unknown method kind 'prune_everything'; known: ltr, lrr, finetune, oneshot, cts"),
     (with_(methods=[{"kind": "oneshot", "criterion": "magic"}]), "methods.0.criterion"),
     (with_(methods=[{"kind": "ltr", "extra": 1}]), "methods.0.extra: unknown key"),
     (with_(sparsities=[0.5, 1.5]), "sparsities"),
@@ -126,16 +126,33 @@ def test_cts_variants_have_distinct_labels_and_may_be_listed_together():
     methods = [{"kind": "cts"}, {"kind": "cts", "search_bn": "running"}, {"kind": "cts", "search_at": "init"},
                {"kind": "cts", "objective": "cross_entropy", "search_bn": "running", "search_at": "init"}]
     spec = parse_spec(with_(methods=methods))
-    assert [method_label(m) for m in spec.methods] == [
-        "cts_reverse_kl", "cts_reverse_kl[bn=running]", "cts_reverse_kl@init", "cts_cross_entropy[bn=running]@init"]
-    assert all("+" not in method_label(m) for m in spec.methods)   # "+" is the sanity checks' suffix
+    assert [m.label() for m in spec.methods] == [
+        "cts_reverse_kl", "cts_reverse_kl[search_bn=running]", "cts_reverse_kl[search_at=init]",
+        "cts_cross_entropy[search_bn=running,search_at=init]"]
+    assert all("+" not in m.label() for m in spec.methods)   # "+" is the sanity checks' suffix
     assert (spec.methods[0].search_bn, spec.methods[0].search_at) == ("batch", "rewind")
+
+
+def test_one_naming_rule_for_every_method_variant():
+    methods = [{"kind": "oneshot", "criterion": "magnitude"}, {"kind": "oneshot", "criterion": "magnitude",
+                                                                "score_at": "trained"},
+               {"kind": "oneshot", "criterion": "snip", "samples_per_class": 20, "rounds": 2},
+               {"kind": "ltr", "sanity_checks": ["shuffle"]}, {"kind": "lrr", "max_prune_fraction": 0.5},
+               {"kind": "cts", "search": 3, "lr": 0.05}]
+    spec = parse_spec(with_(methods=methods))
+    assert [m.label() for m in spec.methods] == [
+        "magnitude", "magnitude[score_at=trained]", "snip[rounds=2,samples_per_class=20]", "ltr",
+        "lrr[max_prune_fraction=0.5]", "cts_reverse_kl[search=3,lr=0.05]"]
+    # the same labels name the rows, the plan's stages and (without the seed) the dashboard's tasks
+    plan = build_plan(spec)
+    assert {m.label() for m in spec.methods} | {"ltr+shuffle", "dense"} == \
+        {s.meta["method"] for s in plan.stages.values() if "method" in s.meta}
 
 
 def test_the_paper_recipe_spec_validates_and_its_stages_carry_the_recipe():
     spec = load_spec(SPECS / "cifar10_resnet20_paper.yaml")
     plan = build_plan(spec)
-    cts = next(s for s in plan.stages.values() if s.kind == "cts" and s.params["search_at"] == "rewind")
+    cts = next(s for s in plan.stages.values() if s.kind == "cts" and s.params["settings"]["search_at"] == "rewind")
     payload = cts.payload(plan.config)
     training = payload["config"]["training"]
     assert {k: training[k] for k in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "rewind",
@@ -144,13 +161,14 @@ def test_the_paper_recipe_spec_validates_and_its_stages_carry_the_recipe():
         "rewind": "9ep", "grad_clip": 2.0, "loss_reduction": "sum", "precision": "fp16"}
     assert payload["config"]["model"] == {"name": "resnet20",
                                           "options": {"bn_running_stats": False, "shortcut_kernel": 3}}
-    assert (payload["params"]["search_bn"], payload["params"]["search_epochs"], payload["params"]["lr"]) == \
-        ("batch", 160, 0.1)
+    settings = payload["params"]["settings"]
+    assert (settings["search_bn"], settings["search"], settings["lr"]) == ("batch", "long", None)  # 160 epochs at 0.1
     # densities 0.8^2, 0.8^4, ..., 0.8^42, as the authors' ladder
     assert spec.target_sparsities() == pytest.approx([1 - 0.8 ** (2 * k) for k in range(1, 22)])
-    assert {method_label(m) for m in spec.methods} >= {"ltr", "cts_reverse_kl", "cts_cross_entropy@init", "snip",
-                                                       "grasp", "synflow", "magnitude@init", "random"}
-    at_init = next(s for s in plan.stages.values() if s.kind == "cts" and s.params["search_at"] == "init")
+    assert {m.label() for m in spec.methods} >= {"ltr", "cts_reverse_kl", "cts_cross_entropy[search_at=init]",
+                                                 "snip[samples_per_class=51]", "grasp[samples_per_class=51]", "synflow",
+                                                 "magnitude[score_at=init]", "random"}
+    at_init = next(s for s in plan.stages.values() if s.kind == "cts" and s.params["settings"]["search_at"] == "init")
     assert set(at_init.inputs) == {"init"}
 
 
@@ -168,13 +186,19 @@ def test_the_paper_recipe_spec_validates_and_its_stages_carry_the_recipe():
     (with_(training={"epochs": 4, "optimizer": "rmsprop"}),
      "spec: training.optimizer: expected 'sgd' or 'adam', got 'rmsprop'"),
     (with_(methods=[{"kind": "oneshot", "criterion": "snp"}]),
-     "spec: methods.0.criterion: expected 'random', 'magnitude', 'snip', 'grasp' or 'synflow', got 'snp'; "
-     "did you mean 'snip'?"),
+     "spec: methods.0.criterion: expected 'random', 'magnitude', 'snip', 'grasp', 'grasp_magnitude' or 'synflow', "
+     "got 'snp'; did you mean 'snip'?"),
     (with_(methods=[{"kind": "cts", "search": "medium"}]),
      "spec: methods.0.search: expected 'long', 'short' or a number of epochs, got 'medium'"),
     (with_(methods=[{"kind": "cts", "lr": -1}]), "spec: methods.0.lr: expected a number > 0, got -1"),
     (with_(methods=[{"kind": "oneshoot"}]), "spec: methods.0: unknown method kind 'oneshoot'; did you mean 'oneshot'?"),
-    (with_(methods=[{"criterion": "snip"}]), "spec: methods.0: missing 'kind'; one of ltr, oneshot, cts"),
+    (with_(methods=[{"criterion": "snip"}]), "spec: methods.0: missing 'kind'; one of ltr, lrr, finetune, oneshot, cts"),
+    (with_(methods=[{"kind": "cts", "search": -1}]),
+     "spec: methods.0.search: expected 'long', 'short' or a number of epochs, got -1"),
+    (with_(training={"epochs": 4, "lr": float("inf")}), "spec: training.lr: expected a finite number, got inf"),
+    (with_(resources={"cpus_per_trial": 1e9}), "spec: resources.cpus_per_trial: expected a number ≤ 1024, got 1000000000.0"),
+    (with_(methods=[{"kind": "oneshot", "criterion": "snip", "sanity_checks": ["shuffle", "shuffle"]}]),
+     "spec: methods.0.sanity_checks: a sanity check is listed twice"),
     (with_(prune_output="maybe"), "spec: prune_output: expected true or false, got 'maybe'"),
     (with_(model="mlp"), "spec: model: expected a mapping of fields, got 'mlp'"),
     (with_(training={"rewind": "1ep"}), "spec: training.epochs: required field missing"),
@@ -234,7 +258,7 @@ def test_explain_lists_allowed_values_and_never_says_default_twice():
     from orchestrator.spec import describe
     text = describe()
     lines = {line.split(":")[0].strip(): line for line in text.splitlines()}
-    assert "[allowed: random, magnitude, snip, grasp, synflow] (required)" in lines["criterion"]
+    assert "[allowed: random, magnitude, snip, grasp, grasp_magnitude, synflow] (required)" in lines["criterion"]
     assert "[allowed: init, rewind, trained] (default 'rewind')" in lines["score_at"]
     assert "[allowed: reverse_kl, forward_kl, cross_entropy]" in lines["objective"]
     assert "[allowed: long, short, or a number]" in lines["search"]
@@ -244,3 +268,53 @@ def test_explain_lists_allowed_values_and_never_says_default_twice():
     assert "spec file's folder" in lines["store"]
     for line in text.splitlines():
         assert line.count("default") <= 1, line
+
+
+@pytest.mark.parametrize("name", [".", "..", "--help", "-x", "a" * 101, "a b", "über"])
+def test_names_the_store_and_the_lease_cannot_hold_are_refused(name):
+    with pytest.raises(SpecError, match="name"):
+        parse_spec(with_(name=name))
+    assert parse_spec(with_(name="a" * 100)).name == "a" * 100
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8))
+
+
+@pytest.mark.parametrize("where", ["name", "dataset.options", "model.options"])
+def test_a_yaml_alias_bomb_is_refused_at_once_on_one_line(tmp_path, where):
+    """10^9 values in 9 lines: refused from the composed graph, before anything expands it."""
+    import time
+    import yaml
+    spec = yaml.safe_dump(BASE)
+    value = "*i"
+    target = {"name": f"name: {value}\n", "dataset.options": f"dataset: {{name: synthetic, options: {{x: {value}}}}}\n",
+              "model.options": f"model: {{name: mlp, options: {{hidden: {value}}}}}\n"}[where]
+    kept = [line for line in spec.splitlines(keepends=True) if not line.startswith(where.split(".")[0] + ":")]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("junk:\n" + "".join("  " + line for line in BOMB.splitlines(keepends=True)) + target + "".join(
+        line for line in kept if not line.startswith(("  name:", "  options:"))))
+    t0 = time.process_time()
+    result = CliRunner().invoke(main, ["validate", str(path), "--skip-data"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "aliases expand" in result.output
+    assert time.process_time() - t0 < 30  # a bound on runaway work, not a speed target
+
+
+def test_junk_keys_give_a_handful_of_lines(tmp_path):
+    path = tmp_path / "junk.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump({**BASE, **{f"junk{i}": i for i in range(20000)}}))
+    result = CliRunner().invoke(main, ["validate", str(path), "--skip-data"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) <= 8 and "more problems" in lines[-1]
+
+
+def test_a_huge_spec_file_is_refused_without_parsing(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("# " + "x" * (2 << 20) + "\n")
+    result = CliRunner().invoke(main, ["validate", str(path), "--skip-data"])
+    assert result.exit_code == 2 and "too large for a spec" in result.output

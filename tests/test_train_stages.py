@@ -4,7 +4,7 @@ import torch
 from workers import masks
 from workers.data import load_dataset
 from workers.models import build_model
-from workers.pruning import scores
+from workers.methods.oneshot import scoring as scores
 from workers.stages import model_with, run_stage
 from workers.train import Diverged, Recipe, epoch_order, rewind_to_iterations, train
 
@@ -18,13 +18,18 @@ def data():
 
 
 MLP = {"name": "mlp", "options": {"hidden": [16]}}
-CTS = {"objective": "reverse_kl", "search_epochs": 2, "lr": 0.1, "tau": 2 / 3, "slack": 1.1, "ema": 0.01,
-       "search_bn": "batch", "search_at": "rewind", "target_sparsity": 0.8, "invert": False}
+CTS = {"settings": {"kind": "cts", "search": 2, "lr": 0.1}, "target_sparsity": 0.8}
+# The method each stage kind runs by default in these tests (a stage carries its method's settings).
+DEFAULT_SETTINGS = {"imp_level": {"kind": "ltr"}, "cts": {"kind": "cts"}, "oneshot": {"kind": "oneshot"}}
 
 
-def stage(kind, seed=0, training=None, model=None, **params):
+def stage(kind, seed=0, training=None, model=None, settings=None, **params):
+    if kind in DEFAULT_SETTINGS or settings is not None:
+        from workers.methods import config_from
+        params["settings"] = config_from({**DEFAULT_SETTINGS.get(kind, {}), **(settings or {}),
+                                          **params.pop("settings", {})}).settings()
     return {"kind": kind, "key": f"{kind}-test", "seed": seed, "label": kind,
-            "params": {"method": kind, **params},
+            "params": {"method": kind, "invert": False, **params},
             "config": {"model": model or MLP, "dataset": {"name": "synthetic"},
                        "training": training or TRAINING, "prune_output": None}}
 
@@ -135,15 +140,18 @@ def test_cts_stage_records_search_curve_and_exact_mask(data):
     search = [r for r in result.curve if r["phase"] == "search"]
     assert [r["epoch"] for r in search] == [1, 2]
     assert all(0 < r["expected_kept_fraction"] < 1 for r in search)
-    assert result.search_seconds > 0 and result.retrain_seconds > 0
-    assert result.point["search_seconds"] == result.search_seconds
+    assert result.point["search_seconds"] > 0 and result.point["retrain_seconds"] > 0
+    # what the search ended at reaches the result row
+    ended = result.point["measurements"]
+    assert ended["steps"] == 2 * 4 and ended["lambda"] >= 0 and 0 < ended["expected_kept_fraction"] < 1
 
 
 def test_cts_searched_at_init_retrains_from_init_for_the_whole_training(data):
     training = {**TRAINING, "rewind": "1ep"}
     init, warm, _ = chain(data, training=training)
     at_rewind = run_stage(stage("cts", training=training, **CTS), {"warmup": warm}, data)
-    at_init = run_stage(stage("cts", training=training, **{**CTS, "search_at": "init"}), {"init": init}, data)
+    at_init = run_stage(stage("cts", training=training, **{**CTS, "settings": {**CTS["settings"], "search_at": "init"}}),
+                        {"init": init}, data)
     epochs = lambda r: [row["epoch"] for row in r.curve if row["phase"] == "train"]
     assert epochs(at_init) == [1, 2] and epochs(at_rewind) == [2]     # iterations 0..T vs k..T
     assert any(not torch.equal(at_init.outputs["mask"][n], m) for n, m in at_rewind.outputs["mask"].items())
@@ -200,8 +208,8 @@ def test_synflow_scores_a_model_without_running_statistics_as_with_initial_ones(
     # then pick the same mask (BN as the affine map of mean 0, variance 1), not normalise its input.
     conv = {"name": "conv1d", "options": {"channels": [4, 4], "kernel_sizes": [3, 3]}}
     batch_bn = {"name": "conv1d", "options": {**conv["options"], "bn_running_stats": False}}
-    params = {"criterion": "synflow", "score_at": "init", "target_sparsity": 0.9, "rounds": 10,
-              "samples_per_class": 1, "invert": False}
+    params = {"settings": {"criterion": "synflow", "score_at": "init", "rounds": 10, "samples_per_class": 1},
+              "target_sparsity": 0.9}
     masks_by = {}
     for name, model in (("running", conv), ("batch", batch_bn)):
         init, warm, _ = chain(data, model=model)
@@ -214,3 +222,39 @@ def test_synflow_scores_a_model_without_running_statistics_as_with_initial_ones(
     naive = scores.oneshot_mask("synflow", plain, masks.prunable_names(plain), 0.1, [], torch.Generator().manual_seed(0),
                                 rounds=10, input_shape=(40,))
     assert any(not torch.equal(naive[n], masks_by["batch"][n]) for n in naive)
+
+
+def test_lrr_and_finetuning_continue_from_the_trained_weights_and_ltr_rewinds(data):
+    """Level k+1 of LRR (and of fine-tuning) starts from level k's trained weights; LTR from θ_k. With the
+    learning rate at 0 retraining changes nothing, so each level's output is its start, masked."""
+    training = {**TRAINING, "epochs": 3, "milestones": [2], "rewind": "1ep"}
+    frozen = {**training, "lr": 0.0}
+    _, warm, dense = chain(data, training=training)
+    for kind in ("lrr", "finetune"):
+        l1 = run_stage(stage("imp_level", training=frozen, settings={"kind": kind}, target_sparsity=0.5),
+                       {"previous": dense.outputs}, data)
+        l2 = run_stage(stage("imp_level", training=frozen, settings={"kind": kind}, target_sparsity=0.8),
+                       {"previous": l1.outputs}, data)
+        for before, level in ((dense.outputs, l1), (l1.outputs, l2)):
+            mask = level.outputs["mask"]
+            for name, value in level.outputs["weights"].items():
+                start = before["weights"][name]
+                assert torch.equal(value, start * mask[name] if name in mask else start), (kind, name)
+        assert all(torch.equal(l2.outputs["mask"][n] & l1.outputs["mask"][n], l2.outputs["mask"][n]) for n in l1.outputs["mask"])
+    ltr = run_stage(stage("imp_level", training=frozen, target_sparsity=0.5), {"previous": dense.outputs, "warmup": warm}, data)
+    for name, value in ltr.outputs["weights"].items():
+        mask = ltr.outputs["mask"]
+        assert torch.equal(value, warm["weights"][name] * mask[name] if name in mask else warm["weights"][name])
+
+
+def test_lrr_replays_the_schedule_from_the_rewind_point_and_finetuning_holds_the_final_lr(data):
+    training = {**TRAINING, "epochs": 3, "milestones": [2], "rewind": "1ep"}
+    _, warm, dense = chain(data, training=training)
+    runs = {kind: run_stage(stage("imp_level", training=training, settings={"kind": kind}, target_sparsity=0.5),
+                            {"previous": dense.outputs, "warmup": warm}, data) for kind in ("ltr", "lrr", "finetune")}
+    lrs = {kind: [row["lr"] for row in r.curve] for kind, r in runs.items()}
+    assert lrs["ltr"] == lrs["lrr"] == pytest.approx([0.05, 0.005])  # epochs 2 and 3: the schedule from k
+    assert lrs["finetune"] == pytest.approx([0.005, 0.005])
+    # the same iterations k -> T, so the same data order; different starting weights, so different results
+    assert [r["iteration"] for r in runs["lrr"].curve] == [r["iteration"] for r in runs["ltr"].curve]
+    assert not torch.equal(runs["lrr"].outputs["weights"]["hidden.0.weight"], runs["ltr"].outputs["weights"]["hidden.0.weight"])

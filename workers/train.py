@@ -10,6 +10,7 @@ fp16's GradScaler, which checks the gradients for overflow at every step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workers import liveness
 from workers.data import Dataset
 from workers.masks import Mask
 from workers.registry import REWIND_PATTERN
@@ -59,6 +61,10 @@ class Recipe:
 
     def iterations_per_epoch(self, n_train: int) -> int:
         return math.ceil(n_train / self.batch_size)
+
+    def at_final_lr(self) -> "Recipe":
+        """The same recipe held at its schedule's final learning rate (fine-tuning)."""
+        return dataclasses.replace(self, lr=self.lr * self.gamma ** len(self.milestones), milestones=())
 
     def lr_at(self, iteration: int, iterations_per_epoch: int) -> float:
         passed = sum(1 for m in self.milestones if iteration >= m * iterations_per_epoch)
@@ -117,6 +123,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     correct, loss = 0, 0.0
     for i in range(0, len(x), batch_size):
+        liveness.beat()
         out = model(x[i:i + batch_size])
         loss += float(F.cross_entropy(out, y[i:i + batch_size], reduction="sum"))
         correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
@@ -166,6 +173,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
     running, seen = torch.zeros((), dtype=torch.float64, device=device), 0
     summed = recipe.loss_reduction == "sum"
     for it in range(start, stop):
+        liveness.beat()
         epoch, pos = divmod(it, ipe)
         if epoch != order_epoch:
             order, order_epoch = epoch_order(seed, epoch, len(data.x_train)).to(device), epoch

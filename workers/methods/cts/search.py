@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -24,49 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from workers import masks
+from workers import liveness, masks
 from workers.masks import Mask
+from workers.methods.cts import OBJECTIVES, SEARCH_BN, CTSMethod
 from workers.train import Diverged
 
-OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
-SEARCH_BN = ("batch", "running")
 OBJECTIVE_SCALE = 100.0  # the reference code multiplies every objective by 100
 BUDGET_SCALE = 100.0     # c(s) = 100·(Σσ(s)/B − 1)
 NOISE_CLIP = 1e-10
-
-
-@dataclass(kw_only=True)
-class CTSConfig:
-    objective: str = "reverse_kl"
-    epochs: int
-    lr: float
-    batch_size: int
-    tau: float = 2 / 3
-    slack: float = 1.1
-    ema: float = 0.01
-    drop_at: float = 0.88
-    search_bn: str = "batch"
-
-    def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown CTS objective {self.objective!r}; known: {', '.join(OBJECTIVES)}")
-        if self.search_bn not in SEARCH_BN:
-            raise ValueError(f"unknown CTS search_bn {self.search_bn!r}; known: {', '.join(SEARCH_BN)}")
-        if int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ValueError(f"CTS epochs must be an integer >= 1, got {self.epochs}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ValueError(f"CTS batch_size must be an integer >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"CTS lr must be > 0, got {self.lr}")
-        if not self.tau > 0:
-            raise ValueError(f"CTS tau must be > 0, got {self.tau}")
-        if not self.slack >= 1:
-            raise ValueError(f"CTS slack must be >= 1, got {self.slack}")
-        if not 0 < self.ema <= 1:
-            raise ValueError(f"CTS ema must be in (0, 1], got {self.ema}")
-        if not 0 <= self.drop_at <= 1:
-            raise ValueError(f"CTS drop_at must be in [0, 1], got {self.drop_at}")
-        self.epochs, self.batch_size = int(self.epochs), int(self.batch_size)
 
 
 def objective_value(objective: str, sparse_logits: torch.Tensor, dense_logits: torch.Tensor | None,
@@ -121,9 +85,10 @@ class GradBalance:
 
 
 def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor, density: float,
-                cfg: CTSConfig, generator: torch.Generator,
+                cfg: CTSMethod, generator: torch.Generator, *, epochs: int, lr: float, batch_size: int,
                 on_epoch: Callable[[int, dict], None] | None = None, invert: bool = False) -> tuple[Mask, dict]:
-    """Search a mask keeping ⌊density·d⌋ of the prunable weights `names` of `model`.
+    """Search a mask keeping ⌊density·d⌋ of the prunable weights `names` of `model`, for `epochs` epochs of
+    Adam at `lr` on mini-batches of `batch_size`, with the knobs of `cfg`.
 
     `x`, `y` are the whole training set (on the model's device; no augmentation).  The
     model's weights and buffers (BN running statistics included) are read, never written;
@@ -134,6 +99,9 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
     """
     if not 0 < density < 1:
         raise ValueError(f"CTS density must be in (0, 1), got {density}")
+    if int(epochs) != epochs or epochs < 1 or int(batch_size) != batch_size or batch_size < 1 or not lr > 0:
+        raise ValueError(f"CTS needs whole epochs >= 1, a whole batch size >= 1 and lr > 0, got {epochs}, "
+                         f"{batch_size}, {lr}")
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"CTS needs matching non-empty x and y, got {len(x)} and {len(y)} examples")
     frozen = {n: p.detach() for n, p in model.named_parameters()}
@@ -143,21 +111,22 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
     d = sum(sizes)
 
     s = torch.full((d,), math.log(density / (1 - density)), device=device, requires_grad=True)
-    opt = torch.optim.Adam([s], lr=cfg.lr)
+    opt = torch.optim.Adam([s], lr=lr)
     balance = GradBalance(cfg.slack * density * d, cfg.ema)
     # Noise is drawn on the model's device from a generator seeded by the caller's one.
     noise_gen = torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
-    drop_epoch = math.floor(cfg.drop_at * cfg.epochs)
+    drop_epoch = math.floor(cfg.drop_at * epochs)
     needs_dense = cfg.objective != "cross_entropy"
 
     steps, last = 0, torch.full((), float("nan"), device=device)
     with search_mode(model, cfg.search_bn):
-        for epoch in range(cfg.epochs):
+        for epoch in range(int(epochs)):
             order = torch.randperm(len(x), generator=generator).to(x.device)
             # Summed on the device and read once per epoch: a per-step read would stall a GPU.
             epoch_sum = torch.zeros((), dtype=torch.float64, device=device)
-            for start in range(0, len(x), cfg.batch_size):
-                idx = order[start:start + cfg.batch_size]
+            for start in range(0, len(x), int(batch_size)):
+                liveness.beat()
+                idx = order[start:start + int(batch_size)]
                 xb, yb = x[idx], y[idx]
                 dense = None
                 if needs_dense:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli import BAD_INPUT, _fail, main
+from orchestrator.cli.common import BAD_INPUT, fail
 from orchestrator.datafetch import MANIFESTS, FetchError, fetch
 from orchestrator.suggest import suggest
 
 
-@main.group()
+@click.group()
 def data() -> None:
     """Datasets that are read from a data root (mnist, cifar10)."""
 
@@ -28,7 +28,7 @@ def fetch_command(name: str, root: str | None, url: str | None, progress: bool) 
     from workers.data import default_data_root
 
     if name not in MANIFESTS:
-        _fail(f"data fetch: unknown dataset {name!r}{suggest(name, MANIFESTS, list_known=True)}")
+        fail(f"data fetch: unknown dataset {name!r}{suggest(name, MANIFESTS, list_known=True)}")
     location = root or str(default_data_root())
     try:
         fetch(name, location, url=url, echo=click.echo, progress=progress and sys.stderr.isatty())
@@ -40,3 +40,6 @@ def fetch_command(name: str, root: str | None, url: str | None, progress: bool) 
         sys.exit(130)
     if root and Path(root).expanduser().resolve() != default_data_root().resolve():
         click.echo(f"specs read it with dataset.root: {Path(root).expanduser().resolve()}")
+
+
+COMMANDS = (data,)

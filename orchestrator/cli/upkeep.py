@@ -6,7 +6,7 @@ from collections import Counter
 
 import click
 
-from orchestrator.cli import _fail, _plan, _spec, _store, main
+from orchestrator.cli.common import fail, plan_of, spec_from, store_at
 from orchestrator.store import ResultsStore, StoreError
 from orchestrator.suggest import suggest
 
@@ -16,7 +16,7 @@ CLEAN_AFTER_S = 3600  # a temporary file younger than this may belong to a write
 def _sweep_or_fail(store: ResultsStore, sweep: str) -> None:
     names = store.sweeps()
     if sweep not in names:
-        _fail(f"store {store.location}: no sweep {sweep!r}{suggest(sweep, names, list_known=True)}")
+        fail(f"store {store.location}: no sweep {sweep!r}{suggest(sweep, names, list_known=True)}")
 
 
 def _state_counts(state) -> Counter:
@@ -41,7 +41,7 @@ def _job_line(location: str, sweep: str) -> str | None:
     return jobs.job_line(location, sweep)
 
 
-@main.command()
+@click.command()
 @click.argument("spec_path", metavar="SPEC", required=False)
 @click.option("--store", "store_location", help="Results store (default: the spec's).")
 @click.option("--sweep", help="Only this sweep (default: the spec's, else every sweep in the store).")
@@ -49,10 +49,10 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
     """Progress of a sweep, and anything wrong in the store: unreadable files, missing artifacts, leftovers."""
     from orchestrator import resume
 
-    spec = _spec(spec_path) if spec_path else None
+    spec = spec_from(spec_path) if spec_path else None
     if not (store_location or spec):
-        _fail("status: give a SPEC or --store")
-    store = _store(store_location or spec.store)
+        fail("status: give a SPEC or --store")
+    store = store_at(store_location or spec.store)
     sweep = sweep or (spec.name if spec else None)
     try:
         if sweep is None:
@@ -65,11 +65,11 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
             return
         if spec is None:
             _sweep_or_fail(store, sweep)
-        plan = _plan(spec) if spec is not None and spec.name == sweep else None
+        plan = plan_of(spec) if spec is not None and spec.name == sweep else None
         state = resume.inspect(store, plan, sweep)
         counts = _state_counts(state)
     except StoreError as err:
-        _fail(str(err))
+        fail(str(err))
     detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing stored yet"
     if plan is not None:
         done = len(state.done)
@@ -90,11 +90,11 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
         click.echo("  store checks: no unreadable files, no missing artifacts, no uncommitted leftovers")
 
 
-@main.command()
+@click.command()
 @click.option("--store", "store_location", default="./ticketsweep-store", show_default=True, help="Results store.")
 def sweeps(store_location: str) -> None:
     """List the sweeps in a store with their progress."""
-    store = _store(store_location)
+    store = store_at(store_location)
     try:
         names = store.sweeps()
         if not names:
@@ -107,38 +107,38 @@ def sweeps(store_location: str) -> None:
             click.echo(f"{name:24} {counts.get('ok', 0):>6} {counts.get('failed', 0):>7} "
                        f"{counts.get('diverged', 0):>9} {counts.get('skipped', 0):>8}  {when}")
     except StoreError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
-@main.command()
+@click.command()
 @click.argument("spec_path", metavar="SPEC", required=False)
 @click.option("--store", "store_location", help="Results store (default: the spec's).")
 @click.option("--sweep", help="The sweep (default: the spec's).")
 def compact(spec_path: str | None, store_location: str | None, sweep: str | None) -> None:
     """Merge a sweep's small result files into one file per directory (readers never see a gap or a duplicate)."""
-    spec = _spec(spec_path) if spec_path else None
+    spec = spec_from(spec_path) if spec_path else None
     if not (sweep or spec) or not (store_location or spec):
-        _fail("compact: give a SPEC, or --store and --sweep")
-    store = _store(store_location or spec.store)
+        fail("compact: give a SPEC, or --store and --sweep")
+    store = store_at(store_location or spec.store)
     sweep = sweep or spec.name
     _sweep_or_fail(store, sweep)
     t0 = time.perf_counter()
     try:
         merged = store.compact(sweep)
     except StoreError as err:
-        _fail(str(err))
+        fail(str(err))
     files = sum(n for n, _ in merged.values())
     click.echo(f"sweep {sweep}: merged {files} file(s) in {len(merged)} director(ies) "
                f"({time.perf_counter() - t0:.1f} s)")
 
 
-@main.command()
+@click.command()
 @click.option("--store", "store_location", default="./ticketsweep-store", show_default=True, help="Results store.")
 @click.option("--older-than", default=CLEAN_AFTER_S, show_default=True, type=int,
               help="Only temporary files older than this many seconds (younger ones may be writes in progress).")
 def clean(store_location: str, older_than: int) -> None:
     """Delete the temporary files of interrupted writes (they are never visible to readers)."""
-    store = _store(store_location)
+    store = store_at(store_location)
     cutoff = time.time() - older_than
     try:
         old = [f for f in store.temporaries() if f.mtime is None or f.mtime.timestamp() < cutoff]
@@ -146,5 +146,8 @@ def clean(store_location: str, older_than: int) -> None:
             store.fs.delete_file(f.path)
             click.echo(f"deleted {f.path}")
     except (StoreError, OSError) as err:
-        _fail(f"store {store.location}: {err}")
+        fail(f"store {store.location}: {err}")
     click.echo(f"{len(old)} temporary file(s) deleted")
+
+
+COMMANDS = (status, sweeps, compact, clean)

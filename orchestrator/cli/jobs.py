@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import click
 
 from orchestrator import jobs, stage_logs
-from orchestrator.cli import SWEEP_BUSY, _fail, _plan, _spec, _store, main
+from orchestrator.cli.common import SWEEP_BUSY, fail, plan_of, spec_from, store_at
 from orchestrator.store import StoreError
 
 
@@ -21,17 +21,17 @@ def _head_store(location: str) -> str:
 def submit_detached(spec_path: str, store_location: str | None, address: str | None, take_over: bool,
                     retry_diverged: bool) -> None:
     """`submit --detach`: validate here, submit the driver as a job, print its id and return."""
-    spec = _spec(spec_path)
+    spec = spec_from(spec_path)
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS")
     try:
         address = jobs.dashboard_address(address)
     except jobs.JobError as err:
-        _fail(str(err))
+        fail(str(err))
     if spec.dataset.root and not os.path.isabs(spec.dataset.root):
-        _fail(f"{spec_path}: dataset.root: {spec.dataset.root!r} must be an absolute path on the cluster "
+        fail(f"{spec_path}: dataset.root: {spec.dataset.root!r} must be an absolute path on the cluster "
               f"for a detached run (the job runs in a working directory of its own)")
     location = _head_store(store_location or spec.store)
-    store = _store(location)
+    store = store_at(location)
     try:
         api = jobs.client(address)  # an unreachable or refusing cluster fails before the store is touched
         store.check_writable()      # the job's record goes there: fail before the cluster runs anything
@@ -41,7 +41,7 @@ def submit_detached(spec_path: str, store_location: str | None, address: str | N
         click.echo(str(err), err=True)
         sys.exit(SWEEP_BUSY)
     except (jobs.JobError, StoreError) as err:
-        _fail(str(err))
+        fail(str(err))
     if "://" not in location and urlparse(address).hostname not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"note: the store {location} is a local path: the head must see this same filesystem "
                    f"there (otherwise use an s3:// or gs:// store)", err=True)
@@ -53,14 +53,14 @@ def submit_detached(spec_path: str, store_location: str | None, address: str | N
 
 
 def _recorded(spec_path: str, store_location: str | None) -> jobs.JobRecord:
-    spec = _spec(spec_path)
+    spec = spec_from(spec_path)
     try:
         return jobs.recorded(_head_store(store_location or spec.store), spec.name)
     except (jobs.JobError, StoreError) as err:
-        _fail(str(err))
+        fail(str(err))
 
 
-@main.command()
+@click.command()
 @click.argument("spec_path", metavar="SPEC")
 @click.option("--store", "store_location", help="Results store (default: the spec's).")
 def cancel(spec_path: str, store_location: str | None) -> None:
@@ -69,7 +69,7 @@ def cancel(spec_path: str, store_location: str | None) -> None:
     try:
         was_running, state = jobs.cancel(record)
     except jobs.JobError as err:
-        _fail(str(err))
+        fail(str(err))
     if state not in jobs.TERMINAL:
         click.echo(f"job {record.job_id}: still {state} {jobs.STOP_WAIT_S + 30} s after the stop request", err=True)
         sys.exit(1)
@@ -80,7 +80,7 @@ def cancel(spec_path: str, store_location: str | None) -> None:
                f"resumes)")
 
 
-@main.command()
+@click.command()
 @click.argument("spec_path", metavar="SPEC")
 @click.option("--store", "store_location", help="Results store (default: the spec's).")
 @click.option("--stage", "stage_prefix", help="Print this stage's own log instead (a prefix of its key).")
@@ -88,7 +88,7 @@ def cancel(spec_path: str, store_location: str | None) -> None:
 def logs(spec_path: str, store_location: str | None, stage_prefix: str | None, attempt: int | None) -> None:
     """Follow the sweep's detached job until it ends (exit 0 if it succeeded), or print one stage's log."""
     if attempt is not None and stage_prefix is None:
-        _fail("--attempt: only with --stage")
+        fail("--attempt: only with --stage")
     if stage_prefix is not None:
         _print_stage_log(spec_path, store_location, stage_prefix, attempt)
         return
@@ -96,7 +96,7 @@ def logs(spec_path: str, store_location: str | None, stage_prefix: str | None, a
     try:
         state = jobs.follow(record, lambda chunk: click.echo(chunk, nl=False))
     except jobs.JobError as err:
-        _fail(str(err))
+        fail(str(err))
     except KeyboardInterrupt:
         click.echo(f"\nstopped following; job {record.job_id} keeps running "
                    f"(orchestrate cancel {spec_path} stops it)", err=True)
@@ -107,26 +107,26 @@ def logs(spec_path: str, store_location: str | None, stage_prefix: str | None, a
 
 
 def _print_stage_log(spec_path: str, store_location: str | None, prefix: str, attempt: int | None) -> None:
-    spec = _spec(spec_path)
+    spec = spec_from(spec_path)
     location = store_location or spec.store
-    store = _store(location)  # an unusable store is a one-line error like everywhere else
+    store = store_at(location)  # an unusable store is a one-line error like everywhere else
     try:
         log = stage_logs.find(location, spec.name, prefix, attempt)
     except stage_logs.LogNotFound as err:
         # A planned stage without a log either has not run or ran and printed nothing: say which.
-        planned = [s for k, s in _plan(spec).stages.items() if k.startswith(prefix)] if prefix else []
+        planned = [s for k, s in plan_of(spec).stages.items() if k.startswith(prefix)] if prefix else []
         if len(planned) == 1 and attempt is None:
             stage = planned[0]
             why = "it ran and printed nothing" if stage.key in store.done_keys(spec.name) else "it has not run yet"
-            _fail(f"--stage {prefix}: stage {stage.key[:12]} ({stage.label}) has no log: {why}")
-        _fail(str(err))
+            fail(f"--stage {prefix}: stage {stage.key[:12]} ({stage.label}) has no log: {why}")
+        fail(str(err))
     except StoreError as err:
-        _fail(str(err))
+        fail(str(err))
     click.echo(f"# stage {log.stage_key} attempt {log.attempt}: {log.path}", err=True)
     click.echo(log.text, nl=not log.text.endswith("\n"))
 
 
-@main.group()
+@click.group()
 def k8s() -> None:
     """Kubernetes (KubeRay): render the RayJob that runs a spec."""
 
@@ -155,7 +155,7 @@ def render(spec_path: str, image: str, gpu_image: str | None, store_location: st
     """Write the RayJob of a spec: the spec in a ConfigMap, the store on object storage, token auth on."""
     from orchestrator import k8s_render
 
-    spec = _spec(spec_path)
+    spec = spec_from(spec_path)
     opts = k8s_render.RenderOptions(image=image, gpu_image=gpu_image, store=store_location, name=name,
                                     namespace=namespace, service_account=service_account, aws_role_arn=aws_role_arn,
                                     gcp_service_account=gcp_service_account, auth_secret=auth_secret,
@@ -163,12 +163,15 @@ def render(spec_path: str, image: str, gpu_image: str | None, store_location: st
     try:
         text = k8s_render.to_yaml(k8s_render.render(spec_path, spec, opts), spec_path)
     except k8s_render.RenderError as err:
-        _fail(str(err))
+        fail(str(err))
     if output is None:
         click.echo(text, nl=False)
         return
     try:
         Path(output).write_text(text)
     except OSError as err:
-        _fail(f"-o {output}: cannot write ({err.strerror or err})")
+        fail(f"-o {output}: cannot write ({err.strerror or err})")
     click.echo(f"wrote {output}", err=True)
+
+
+COMMANDS = (cancel, logs, k8s)

@@ -1,0 +1,47 @@
+"""What every `orchestrate` verb shares: one-line bad-input errors (exit 2), loading a spec, opening a store."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from orchestrator.spec import SpecError, SweepSpec, load_spec
+from orchestrator.store import ResultsStore, StoreError
+
+BAD_INPUT = 2
+SWEEP_BUSY = 3  # another driver holds the sweep's lease
+
+
+def fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(BAD_INPUT)
+
+
+def spec_from(path: str) -> SweepSpec:
+    try:
+        return load_spec(path)
+    except SpecError as err:
+        fail(str(err))
+
+
+def store_at(location: str) -> ResultsStore:
+    try:
+        return ResultsStore(location)
+    except StoreError as err:
+        fail(str(err))
+
+
+def plan_of(spec: SweepSpec):
+    from orchestrator.plan import build_plan
+
+    return build_plan(spec)
+
+
+def check_output(path: str) -> None:
+    """An output file's folder must exist: fail on one line before any work, rather than after it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        fail(f"-o {path}: is a directory, expected a file name")
+    if not os.path.isdir(folder):
+        fail(f"-o {path}: no such directory {folder}")

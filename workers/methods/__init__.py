@@ -1,0 +1,24 @@
+"""The method families: every kind a spec's `methods` may name, with its configuration, planning and runners.
+
+Adding a family is one package here plus its line in FAMILIES; nothing else in the driver or the workers
+branches on method kinds. Torch-free: each family's `__init__` holds configuration and planning only, its
+runners are imported by `workers.stages` when a stage of theirs runs.
+"""
+from __future__ import annotations
+
+from workers.methods import cts, imp, oneshot
+from workers.methods.base import MethodConfig
+
+FAMILIES = (imp, oneshot, cts)
+CONFIGS: tuple[type[MethodConfig], ...] = tuple(c for family in FAMILIES for c in family.CONFIGS)
+RUNNERS: dict[str, str] = {kind: path for family in FAMILIES for kind, path in family.RUNNERS.items()}
+_BY_KIND = {c.model_fields["kind"].annotation.__args__[0]: c for c in CONFIGS}
+KINDS = tuple(_BY_KIND)
+
+
+def config_from(settings: dict) -> MethodConfig:
+    """A method configuration back from the settings a stage carries (`MethodConfig.settings()`)."""
+    kind = settings.get("kind")
+    if kind not in _BY_KIND:
+        raise ValueError(f"unknown method kind {kind!r}; known: {', '.join(KINDS)}")
+    return _BY_KIND[kind].model_validate(settings)

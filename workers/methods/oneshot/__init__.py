@@ -1,0 +1,43 @@
+"""One-shot pruning: score the weights once (SynFlow: over rounds) at init, the rewind point or the trained
+weights, keep the global top-k, rewind the survivors to θ_k and retrain. The criteria are `criteria.py`."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from workers.methods.base import MethodConfig, Planner, SeedStages
+from workers.methods.oneshot.criteria import CRITERIA
+
+RUNNERS = {"oneshot": "workers.methods.oneshot.run:run_oneshot"}
+
+
+class OneShotMethod(MethodConfig):
+    """One-shot pruning by a saliency criterion, then rewinding and retraining."""
+    IDENTITY = ("criterion",)
+    kind: Literal["oneshot"]
+    # The registry's names, as a Literal: `--explain` lists them and a misspelt one gets a "did you mean".
+    criterion: Literal[tuple(CRITERIA)] = Field(description="saliency criterion (workers/methods/oneshot/criteria.py)")  # type: ignore[valid-type]
+    score_at: Literal["init", "rewind", "trained"] = Field(
+        default="rewind", description="weights the scores are computed at: init, the rewind point, or the end of dense training")
+    rounds: int | None = Field(default=None, gt=0, le=10_000,
+                               description="pruning rounds (default: the criterion's, 100 for synflow, else 1)")
+    samples_per_class: int = Field(default=10, gt=0, le=100_000,
+                                   description="data for the criteria that score training examples: this many per class")
+
+    def base_name(self) -> str:
+        return self.criterion
+
+    def add_stages(self, seed: SeedStages, plan: Planner) -> None:
+        score_from = {"init": seed.init, "rewind": seed.warmup, "trained": seed.dense}[self.score_at]
+        scoring_work = 0.2 if CRITERIA[self.criterion].needs_data or self.criterion == "synflow" else 0.05
+        name = self.label()
+        for sp in plan.targets:
+            stage = plan.point("oneshot", seed, self, params={"target_sparsity": sp},
+                               parents={"score_weights": score_from.key, "warmup": seed.warmup.key},
+                               inputs=["score_weights", "warmup"], cost=[score_from.key, seed.warmup.key],
+                               work=plan.retrain_work + scoring_work, label=f"{name} s={seed.seed} sp={sp:.4f}")
+            plan.sanity(self, stage, seed)
+
+
+CONFIGS = (OneShotMethod,)
