@@ -1,0 +1,320 @@
+"""The paired statistics, proven on simulated sweeps with a known answer and on hand-computed tiny cases.
+
+The simulations are vectorised (thousands of simulated sweeps at once) through the same scipy-backed
+functions paired_difference uses (t_bounds, sign_flip_pvalues, bootstrap_bounds), and each check first
+shows those agree with paired_difference itself on a few samples. Every generator is seeded. The measured
+figures are printed (pytest -s) for the README.
+"""
+import itertools
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from orchestrator.stats import (A_BETTER, B_BETTER, NO_DIFFERENCE, POWER_SEARCH_LIMIT, bootstrap_bounds,
+                                bootstrap_interval, mean_interval, paired_difference, seeds_for_power,
+                                sign_flip_pvalues, smallest_rejecting_n, t_bounds, t_test_power)
+
+SWEEPS = 2000  # simulated sweeps per check: a 95 % coverage has a standard error of 0.49 points
+
+
+def _report(label: str, value: float) -> None:
+    print(f"[stats] {label}: {100 * value:.2f} %")
+
+
+def test_importing_stats_pulls_in_neither_pandas_nor_scipy():
+    code = ("import sys, orchestrator.stats\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'scipy'}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+# ---- hand-computed cases ---------------------------------------------------------------------------------
+
+def test_exact_p_value_and_t_interval_by_hand_for_four_pairs():
+    a = np.array([0.80, 0.70, 0.60, 0.90])
+    d = np.array([0.01, 0.02, 0.03, -0.005])
+    b = a + d
+    # Enumerate the 16 sign patterns: |sum| >= |0.055| for (+,+,+,-), (+,+,+,+) and their mirrors.
+    observed = abs(d.sum())
+    extreme = sum(abs(np.dot(signs, d)) >= observed - 1e-12 for signs in itertools.product((1, -1), repeat=4))
+    assert extreme == 4
+    mean = d.mean()
+    sd = math.sqrt(((d - mean) ** 2).sum() / 3)
+    half = 3.182446305284263 * sd / math.sqrt(4)  # t_{0.975, 3}, from the tables
+
+    r = paired_difference(a, b)
+    assert r.n == 4 and r.dropped == 0 and r.test == "exact"
+    assert r.p_value == pytest.approx(4 / 16)
+    assert r.mean_diff == pytest.approx(0.01375)
+    assert r.sd_diff == pytest.approx(sd)
+    assert (r.ci_low, r.ci_high) == pytest.approx((mean - half, mean + half))
+    scipy_ci = sps.ttest_rel(b, a).confidence_interval(0.95)
+    assert (r.ci_low, r.ci_high) == pytest.approx((scipy_ci.low, scipy_ci.high))
+    assert r.verdict == NO_DIFFERENCE and r.min_p == pytest.approx(2 / 16) and not r.can_reject
+    assert r.note == "n=4 can never reach p<0.05; needs >= 6 seeds"
+
+
+def test_ties_in_float_accuracies_count_as_ties():
+    # Differences of 1, 1, -1 and 2 points, as accuracies give them (0.83 - 0.82 is not exactly 0.01).
+    a = np.array([0.82, 0.75, 0.91, 0.60])
+    b = np.array([0.83, 0.76, 0.90, 0.62])
+    # Integer points: a pattern's sum is 2 * (sum of the entries kept positive) - 5; |sum| >= 3 when those
+    # sum to 0 (1 subset), 1 (3), 4 (3) or 5 (1): 8 of 16.
+    units = [1, 1, -1, 2]
+    extreme = sum(abs(np.dot(signs, units)) >= 3 for signs in itertools.product((1, -1), repeat=4))
+    assert extreme == 8
+    assert paired_difference(a, b).p_value == pytest.approx(8 / 16)
+    assert paired_difference([0.81, 0.83, 0.85, 0.80], [0.82, 0.82, 0.86, 0.79]).p_value == 1.0  # mean 0
+
+
+def test_six_consistent_pairs_reject_five_never_can():
+    a = np.array([0.70, 0.72, 0.71, 0.69, 0.73, 0.70])
+    up = paired_difference(a, a + [0.01, 0.02, 0.015, 0.03, 0.01, 0.02])
+    assert up.p_value == pytest.approx(2 / 64) and up.verdict == B_BETTER and up.can_reject
+    assert up.seeds_for_power is None and up.note == ""
+    down = paired_difference(a, a - [0.01, 0.02, 0.015, 0.03, 0.01, 0.02])
+    assert down.p_value == pytest.approx(2 / 64) and down.verdict == A_BETTER
+    five = paired_difference(a[:5], a[:5] + 0.05 + np.arange(5) * 0.01)
+    assert five.p_value == pytest.approx(2 / 32) and five.verdict == NO_DIFFERENCE and not five.can_reject
+    assert five.min_p == pytest.approx(2 / 32)
+    assert five.ci_low > 0  # the t interval excludes 0 while the test cannot reject: they are different tools
+    assert five.seeds_for_power == 6  # a huge effect: the test's floor, not the t-test's 2 or 3
+    assert "needs >= 6 seeds" in five.note
+
+
+@pytest.mark.parametrize("n, min_p, can", [(1, 1.0, False), (3, 0.25, False), (5, 0.0625, False),
+                                           (6, 0.03125, True), (8, 2 / 256, True)])
+def test_min_p_and_can_reject_follow_two_over_two_to_the_n(n, min_p, can):
+    r = paired_difference(np.zeros(n), np.arange(1, n + 1, dtype=float))
+    if n >= 2:
+        assert r.min_p == pytest.approx(min_p) and r.can_reject is can
+        assert r.p_value == pytest.approx(min_p)  # all differences positive: the most extreme pattern
+    else:
+        assert r.test == "none" and not r.can_reject
+
+
+def test_smallest_rejecting_n():
+    assert smallest_rejecting_n(0.05) == 6
+    assert smallest_rejecting_n(0.01) == 8    # 2/128 = 1.6 % > 1 %, 2/256 = 0.8 %
+    assert smallest_rejecting_n(0.5) == 2
+
+
+def test_mean_interval_by_hand():
+    low, high = mean_interval([1.0, 2.0, 3.0, math.nan])
+    half = 4.302652729911275 / math.sqrt(3)  # t_{0.975, 2} * sd(=1) / sqrt(3)
+    assert (low, high) == pytest.approx((2 - half, 2 + half))
+    assert all(math.isnan(v) for v in mean_interval([0.5]))
+    assert all(math.isnan(v) for v in mean_interval([]))
+    low90, high90 = mean_interval([1.0, 2.0, 3.0], level=0.90)
+    assert low < low90 < high90 < high
+
+
+# ---- edge cases ------------------------------------------------------------------------------------------
+
+def test_fewer_than_two_pairs_give_no_interval_and_no_test():
+    for a, b, n, dropped in (([0.5], [0.6], 1, 0), ([], [], 0, 0), ([0.5, math.nan], [math.nan, 0.7], 0, 2)):
+        r = paired_difference(a, b)
+        assert (r.n, r.dropped, r.test, r.verdict) == (n, dropped, "none", NO_DIFFERENCE)
+        assert math.isnan(r.ci_low) and math.isnan(r.ci_high) and math.isnan(r.p_value)
+        assert r.seeds_for_power is None and not r.can_reject
+        assert f"n={n}: an interval needs >= 2 pairs and the test >= 6" in r.note
+
+
+def test_nan_pairs_are_dropped_and_counted():
+    a = [0.7, 0.8, math.nan, 0.6, 0.75, 0.65, 0.7, 0.72]
+    b = [0.72, math.nan, 0.9, 0.62, 0.76, 0.69, 0.71, 0.75]
+    r = paired_difference(a, b)
+    assert r.n == 6 and r.dropped == 2
+    assert r.mean_diff == pytest.approx(np.mean([0.02, 0.02, 0.01, 0.04, 0.01, 0.03]))
+    assert r.p_value == pytest.approx(2 / 64) and r.verdict == B_BETTER
+    assert r.note.startswith("2 pair(s) with a missing value left out")
+
+
+def test_all_differences_zero():
+    r = paired_difference([0.7, 0.8, 0.75, 0.6, 0.9, 0.5], [0.7, 0.8, 0.75, 0.6, 0.9, 0.5])
+    assert r.p_value == 1.0 and r.verdict == NO_DIFFERENCE
+    assert r.ci_low == r.ci_high == 0.0 and r.sd_diff == 0.0 and r.effect_size == 0.0
+    assert r.seeds_for_power is None and r.note == "all differences are zero"
+
+
+def test_constant_difference_has_an_interval_of_no_width():
+    r = paired_difference([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])
+    assert r.ci_low == r.ci_high == pytest.approx(0.5)
+    assert r.effect_size == math.inf and r.p_value == pytest.approx(0.25)
+    assert r.seeds_for_power == 6
+    assert "every pair differs by the same amount" in r.note
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="same length, got 2 and 3"):
+        paired_difference([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="alpha must be between 0 and 1"):
+        paired_difference([1, 2], [1, 2], alpha=1.5)
+
+
+def test_monte_carlo_beyond_sixteen_pairs_is_seeded_and_close_to_exact():
+    rng = np.random.default_rng(7)
+    a = rng.normal(0.8, 0.01, 18)
+    b = a + rng.normal(0.004, 0.01, 18)
+    mc = paired_difference(a, b, seed=3)
+    assert mc.test == "monte-carlo" and mc.min_p == pytest.approx(2 / (2 ** 16 + 1))
+    assert paired_difference(a, b, seed=3).p_value == mc.p_value  # same seed, same answer
+    exact = paired_difference(a, b, n_resamples=2 ** 18)
+    assert exact.test == "exact"
+    # Monte Carlo p-value with 65536 patterns: standard error sqrt(p(1-p)/65536) < 0.002
+    assert abs(mc.p_value - exact.p_value) < 0.01
+    assert 0.0 < exact.p_value < 1.0
+    few = paired_difference(a, b, n_resamples=19)
+    assert few.min_p == pytest.approx(0.1) and not few.can_reject
+    assert few.note == "19 Monte Carlo sign patterns can never reach p<0.05"
+
+
+# ---- simulations: coverage, false alarms, power ----------------------------------------------------------
+
+def _diffs(kind: str, n: int, mu: float, seed: int, sweeps: int = SWEEPS) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        return mu + 0.02 * rng.standard_normal((sweeps, n))
+    if kind == "t3":  # heavy tails: Student t with 3 degrees of freedom
+        return mu + 0.02 * rng.standard_t(3, (sweeps, n))
+    raise ValueError(kind)
+
+
+def _agrees_with_paired_difference(d: np.ndarray, low, high, p=None) -> None:
+    for i in range(3):
+        r = paired_difference(np.zeros(d.shape[1]), d[i])
+        assert (r.ci_low, r.ci_high) == pytest.approx((low[i], high[i]))
+        if p is not None:
+            assert r.p_value == pytest.approx(p[i])
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_t_interval_covers_the_true_difference_95_percent_of_the_time(n):
+    mu = 0.01
+    d = _diffs("normal", n, mu, seed=100 + n)
+    low, high = t_bounds(d.mean(axis=1), d.std(axis=1, ddof=1), n, 0.95)
+    _agrees_with_paired_difference(d, low, high)
+    coverage = np.mean((low <= mu) & (mu <= high))
+    _report(f"t interval coverage, normal differences, n={n}, {SWEEPS} sweeps", coverage)
+    assert 0.93 <= coverage <= 0.97
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_t_interval_coverage_with_heavy_tails_is_reported(n):
+    mu = 0.01
+    d = _diffs("t3", n, mu, seed=200 + n)
+    low, high = t_bounds(d.mean(axis=1), d.std(axis=1, ddof=1), n, 0.95)
+    coverage = np.mean((low <= mu) & (mu <= high))
+    _report(f"t interval coverage, t(3) differences, n={n}, {SWEEPS} sweeps", coverage)
+    assert coverage >= 0.90  # robust enough for symmetric heavy tails; the exact figure is printed
+
+
+def _exact_size(n: int, alpha: float) -> float:
+    """The exact false-alarm rate of the two-sided sign-flip test with continuous differences: the observed
+    mean's rank among the 2^n flips is uniform under the null, and p = 2 min(rank, 2^n + 1 - rank) / 2^n."""
+    per_tail = math.ceil(alpha * 2 ** (n - 1)) - 1
+    return 2 * per_tail / 2 ** n
+
+
+@pytest.mark.parametrize("n", [3, 5, 6, 10])
+def test_false_alarms_with_no_true_difference(n):
+    sweeps = 2 * SWEEPS  # the rate near 5 % has a standard error of 0.34 points
+    d = _diffs("normal", n, 0.0, seed=300 + n, sweeps=sweeps)
+    p, test = sign_flip_pvalues(d)
+    assert test == "exact"
+    for i in range(3):
+        assert paired_difference(np.zeros(n), d[i]).p_value == pytest.approx(p[i])
+    rate = np.mean(p < 0.05)
+    _report(f"false alarms (p<0.05, no true difference), n={n}, {sweeps} sweeps", rate)
+    if n <= 5:
+        assert rate == 0.0  # 2/2^n > 5 %: never
+        return
+    size = _exact_size(n, 0.05)
+    assert size <= 0.05
+    # The simulated rate is the exact size up to binomial noise (3 standard errors).
+    assert abs(rate - size) <= 3 * math.sqrt(size * (1 - size) / sweeps)
+
+
+def test_exact_size_formula_matches_small_cases():
+    assert _exact_size(6, 0.05) == pytest.approx(2 / 64)
+    assert _exact_size(10, 0.05) == pytest.approx(50 / 1024)
+    assert _exact_size(5, 0.05) == 0.0
+
+
+def _simulated_power(effect: float, seed: int, sweeps: int = 1000, n_resamples: int = 2 ** 16) -> dict:
+    """Permutation-test power (share of simulated sweeps with p < 0.05) at each n, from the test's floor up
+    to the first n with >= 80 %."""
+    power = {}
+    for n in range(smallest_rejecting_n(0.05), 60):
+        d = effect + np.random.default_rng(seed + n).standard_normal((sweeps, n))
+        p, _ = sign_flip_pvalues(d, n_resamples=n_resamples, seed=n)
+        power[n] = float(np.mean(p < 0.05))
+        if power[n] >= 0.80:
+            return power
+    raise AssertionError(f"no power at effect size {effect}")
+
+
+@pytest.mark.parametrize("effect, n_resamples", [(1.0, 2 ** 16), (1.5, 2 ** 16), (0.6, 999)])
+def test_seeds_for_power_matches_the_simulated_permutation_test(effect, n_resamples):
+    power = _simulated_power(effect, seed=400, n_resamples=n_resamples)
+    simulated = max(power)
+    estimate = seeds_for_power(effect)
+    at_estimate = power.get(estimate, 1.0)
+    print(f"[stats] seeds for 80 % power at effect size {effect}: estimate {estimate} (simulated power there "
+          f"{100 * at_estimate:.1f} %, t-test power {100 * float(t_test_power(effect, estimate)):.1f} %), "
+          f"simulated {simulated}")
+    assert simulated / 1.5 <= estimate <= simulated * 1.5
+
+
+def test_seeds_for_power_from_a_result_uses_the_observed_effect_size():
+    d = np.array([-0.5, 0.5, 1.5, 2.5])
+    d = (d - d.mean()) / d.std(ddof=1) + 1.0  # observed effect size exactly 1
+    r = paired_difference(np.zeros(4), d)
+    assert r.effect_size == pytest.approx(1.0)
+    assert r.seeds_for_power == seeds_for_power(1.0) == 10
+
+
+def test_seeds_for_power_shape():
+    assert seeds_for_power(0.0) is None and seeds_for_power(math.nan) is None
+    assert seeds_for_power(-0.5) == seeds_for_power(0.5)
+    assert seeds_for_power(5.0) == 6 and seeds_for_power(math.inf) == 6
+    assert seeds_for_power(1e-3) is None  # ~7.8 million pairs: beyond POWER_SEARCH_LIMIT
+    counts = [seeds_for_power(e) for e in (0.2, 0.3, 0.5, 0.8, 1.2)]
+    assert counts == sorted(counts, reverse=True)
+    # Large n: the t test's power meets the normal approximation, n = ((z_.975 + z_.8) / d)^2 + ~2.
+    normal = ((sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) / 0.2) ** 2
+    assert normal < seeds_for_power(0.2) <= normal + 3
+    n = seeds_for_power(0.2)
+    assert t_test_power(0.2, n) >= 0.8 > t_test_power(0.2, n - 1)
+    assert seeds_for_power(0.01) < POWER_SEARCH_LIMIT
+    assert float(t_test_power(1.0, 640)) == pytest.approx(1.0)  # scipy's nct is NaN there; the normal limit
+
+
+# ---- the bootstrap alternative ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_bootstrap_interval_under_covers_at_small_n(n):
+    mu, sweeps = 0.01, 1000
+    d = _diffs("normal", n, mu, seed=500 + n, sweeps=sweeps)
+    a = np.zeros_like(d)
+    low, high = bootstrap_bounds(a, d, seed=1)
+    for i in range(2):
+        # Same resamples; BCa's bias correction counts resample means equal to the observed one, and
+        # whether a reordering of the sample ties exactly depends on float summation order (1-D vs batch).
+        assert bootstrap_interval(a[i], d[i], seed=1) == pytest.approx((low[i], high[i]), rel=1e-2)
+    coverage = np.mean((low <= mu) & (mu <= high))
+    _report(f"bootstrap (BCa) interval coverage, normal differences, n={n}, {sweeps} sweeps", coverage)
+    if n == 5:
+        assert coverage < 0.93  # what its docstring warns about
+    assert coverage > 0.75
+
+
+def test_bootstrap_interval_edge_cases():
+    assert all(math.isnan(v) for v in bootstrap_interval([0.5], [0.6]))
+    assert bootstrap_interval([1.0, 2.0, 3.0], [1.5, 2.5, 3.5]) == pytest.approx((0.5, 0.5))
+    low, high = bootstrap_interval([0.0, 0.0, 0.0, 0.0, math.nan], [0.1, 0.3, 0.2, 0.4, 1.0])
+    assert 0.1 <= low < high <= 0.4
