@@ -6,6 +6,9 @@ batches from the rewind point on, whichever stage (or machine) runs it.
 The loop never reads a device value back within an epoch (the loss is summed on the
 device and checked once per epoch), so a GPU is never stalled by the host, except by
 fp16's GradScaler, which checks the gradients for overflow at every step.
+
+A `MaskSchedule` may change the mask while training (gradual pruning, prune-and-regrow): it
+sees each step's dense gradients and may return a new mask, which `train` switches to at once.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +82,21 @@ class TrainResult:
     test_loss: float
     best_test_accuracy: float
     curve: list[dict] = field(default_factory=list)
+    mask: Mask | None = None  # the mask in force at the end: the given one, or a schedule's last
+
+
+class MaskSchedule(Protocol):
+    """Changes the mask during training.
+
+    `update` is called at every iteration after backward(), when `p.grad` of every prunable
+    weight holds its dense gradient (pruned positions included: the forward uses the zeroed
+    weights, so autograd still differentiates at the zeros), and before the gradients of pruned
+    weights are zeroed and the optimizer steps.  `mask` is the mask in force (bool tensors on
+    the weights' device); returning a new one switches to it for this step and all later ones,
+    returning None keeps it.  Under fp16 the gradients carry GradScaler's loss scale.
+    """
+
+    def update(self, iteration: int, params: dict[str, nn.Parameter], mask: Mask) -> Mask | None: ...
 
 
 class Diverged(ArithmeticError):
@@ -145,18 +163,23 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
 
 def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int, stop: int,
           mask: Mask | None = None, on_epoch: Callable[[dict], None] | None = None,
-          evaluate_at_end: bool = True) -> TrainResult:
+          evaluate_at_end: bool = True, mask_schedule: MaskSchedule | None = None) -> TrainResult:
     """Train iterations [start, stop) with the recipe's schedule, keeping masked weights exactly zero.
 
     Pruned weights get zero gradient before every step (so momentum and Adam state
     stay zero for them) and are re-zeroed after it (so coupled weight decay or
-    numerical drift can never revive them).
+    numerical drift can never revive them).  A `mask_schedule` (which needs a starting
+    `mask`; masks.full_mask for a dense start) may switch the mask at any step; the result's
+    `mask` is the one in force at the end.
     """
     ipe = recipe.iterations_per_epoch(len(data.x_train))
     device = data.x_train.device
     autocast_for(recipe.precision, device)  # refuses a precision this device cannot run before any work
     params = dict(model.named_parameters())
+    if mask_schedule is not None and mask is None:
+        raise ValueError("a mask schedule needs a starting mask (masks.full_mask for a dense start)")
     masked = [(params[n], m.to(params[n].device, params[n].dtype)) for n, m in (mask or {}).items()]
+    current = None if mask_schedule is None else {n: m.to(params[n].device, torch.bool) for n, m in mask.items()}
     with torch.no_grad():
         for p, m in masked:
             p.mul_(m)
@@ -189,6 +212,11 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
             loss = F.cross_entropy(out, y, reduction=recipe.loss_reduction)
         opt.zero_grad(set_to_none=False)
         (scaler.scale(loss) if scaler is not None else loss).backward()
+        if mask_schedule is not None:
+            new_mask = mask_schedule.update(it, params, current)
+            if new_mask is not None:
+                current = switch_mask(params, opt, current, new_mask)
+                masked = [(params[n], m.to(params[n].dtype)) for n, m in current.items()]
         for p, m in masked:
             p.grad.mul_(m)
         if recipe.grad_clip is not None:
@@ -225,4 +253,30 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
         acc, loss_t = evaluate(model, data.x_test, data.y_test)
         best = max(best, acc)
     return TrainResult(seconds=time.perf_counter() - t0, iterations=max(0, stop - start),
-                       test_accuracy=acc, test_loss=loss_t, best_test_accuracy=best, curve=curve)
+                       test_accuracy=acc, test_loss=loss_t, best_test_accuracy=best, curve=curve,
+                       mask=mask if current is None else current)
+
+
+@torch.no_grad()
+def switch_mask(params: dict[str, nn.Parameter], opt: torch.optim.Optimizer, old: Mask, new: Mask) -> Mask:
+    """Make `new` the mask in force: zero every pruned weight and every optimizer-state entry
+    (SGD momentum, Adam's exp_avg / exp_avg_sq, ...) at a pruned position, so a weight regrown
+    later starts from 0 with no stale momentum.  Returns `new` as bool tensors on the weights'
+    devices."""
+    if set(new) != set(old):
+        raise ValueError(f"a mask schedule returned a mask over {sorted(new)}, but the mask in force covers "
+                         f"{sorted(old)}")
+    switched = {}
+    for name, m in new.items():
+        p = params[name]
+        if m.dtype != torch.bool or m.shape != p.shape:
+            raise ValueError(f"a mask schedule returned mask[{name!r}] of {m.dtype} {tuple(m.shape)}; "
+                             f"expected torch.bool {tuple(p.shape)}")
+        m = m.to(p.device)
+        keep = m.to(p.dtype)
+        p.mul_(keep)
+        for value in opt.state.get(p, {}).values():
+            if torch.is_tensor(value) and value.shape == p.shape:  # per-entry state, not Adam's step count
+                value.mul_(keep)
+        switched[name] = m
+    return switched
