@@ -18,7 +18,7 @@ from orchestrator.driver import run_plan
 from orchestrator.plan import build_plan
 from orchestrator.spec import load_spec
 from orchestrator.store import ResultsStore
-from workers.data import load_dataset
+from workers.data import dataset_from_config
 from workers.stages import run_stage
 
 
@@ -26,7 +26,7 @@ def sequential(plan) -> float:
     """Baseline (b): every stage in topological order in this process, outputs kept in a dict."""
     cfg = plan.config["dataset"]
     t0 = time.perf_counter()
-    data = load_dataset(cfg["name"], cfg.get("root"), **cfg.get("options", {}))
+    data = dataset_from_config(cfg)
     outputs = {}
     for stage in plan.stages.values():
         inputs = {role: outputs[stage.parents[role]] for role in stage.inputs}

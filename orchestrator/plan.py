@@ -125,11 +125,13 @@ class Planner:
         dataset = {"name": spec.dataset.name, "options": spec.dataset.options}
         model = spec.model.model_dump()
         training = spec.training.model_dump()
-        self.config = {"model": model, "dataset": {**dataset, "root": spec.dataset.root},
+        split = {"validation": spec.dataset.validation}
+        self.config = {"model": model, "dataset": {**dataset, **split, "root": spec.dataset.root},
                        "training": training, "prune_output": spec.prune_output}
-        # What each kind's output depends on (the data root is a location, not content).
+        # What each kind's output depends on (the data root is a location, not content; θ₀ depends on the
+        # data's shape and classes, not on which examples are held out).
         self.init_config = {"model": model, "dataset": dataset}
-        self.train_config = {**self.init_config, "training": training}
+        self.train_config = {"model": model, "dataset": {**dataset, **split}, "training": training}
         self.prune_config = {**self.train_config, "prune_output": spec.prune_output}
         self.warmup_work = _epochs_of_rewind(spec)
         self.retrain_work = spec.training.epochs - self.warmup_work

@@ -59,7 +59,7 @@ class Recorder:
             curve_rows, stage_row["error"] = [], "re-run to restore its missing artifact"
         elif stage.produces_point and meta["status"] != "skipped":
             if stage.kind == "dense" and ok:
-                self.dense_accuracy[key] = meta["point"]["test_accuracy"]
+                self.dense_accuracy[key] = meta["point"]["selected_test_accuracy"]
             points.append(self.point_row(key, meta, common))
         curve = [{**r, "seed": stage.seed, "method": method, "target_sparsity": target, "label": stage.label}
                  for r in curve_rows]

@@ -79,8 +79,8 @@ def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts:
     state.done = set(ok)
     dense = [f.path for f in listed["points"] if "/method=dense/" in f.path]
     if dense:
-        t = store.scan("points", sweep, ["stage_key", "status", "test_accuracy"], files=dense).table.to_pylist()
-        state.dense_accuracy = {r["stage_key"]: r["test_accuracy"] for r in t if r["status"] == "ok"}
+        t = store.scan("points", sweep, ["stage_key", "status", "selected_test_accuracy"], files=dense).table.to_pylist()
+        state.dense_accuracy = {r["stage_key"]: r["selected_test_accuracy"] for r in t if r["status"] == "ok"}
 
     if plan is not None:
         state.done &= set(plan.stages)

@@ -63,6 +63,11 @@ class DatasetSpec(Strict):
                                                        "None means $TICKETSWEEP_DATA, else ~/.cache/ticketsweep/data")
     options: dict[str, int | float | str | bool | list[int]] = Field(
         default_factory=dict, description="keyword arguments of the loader (synthetic: n_train, n_test, ...)")
+    validation: float = Field(
+        default=0.1, ge=0, lt=1,
+        description="fraction of the training set held out for validation (stratified, the same examples for every "
+                    "seed and method); results report the evaluation with the best validation accuracy; 0: none, "
+                    "the last evaluation is reported")
 
     @field_validator("name")
     @classmethod
@@ -83,7 +88,8 @@ class TrainingSpec(Strict):
     gamma: float = Field(default=0.1, gt=0, le=10, description="lr decay factor at each milestone")
     rewind: str = Field(default="0it", description="rewind point k: '500it' (iterations) or '9ep' (epochs)")
     grad_clip: float | None = Field(default=None, gt=0, le=1e6, description="global grad-norm clip; none by default")
-    eval_every: int = Field(default=1, gt=0, le=100_000, description="evaluate every this many epochs")
+    eval_every: int = Field(default=1, gt=0, le=100_000,
+                            description="evaluate (validation and test) every this many epochs, and at the end")
     loss_reduction: Literal["mean", "sum"] = Field(
         default="mean", description="cross-entropy over a batch: mean, or sum (the CTS authors' recipe; scales the gradient by the batch size)")
     precision: Literal["fp32", "bf16", "fp16"] = Field(

@@ -63,7 +63,10 @@ POINTS = pa.schema([
     ("criterion", pa.string()), ("objective", pa.string()), ("model", pa.string()), ("dataset", pa.string()),
     ("seed", pa.int64()), ("target_sparsity", pa.float64()), ("sparsity", pa.float64()), ("level", pa.int32()),
     ("requested", pa.bool_()),
-    ("test_accuracy", pa.float64()), ("best_test_accuracy", pa.float64()), ("test_loss", pa.float64()),
+    ("test_accuracy", pa.float64()), ("test_loss", pa.float64()),
+    # The evaluation with the best validation accuracy (earliest on ties): its epoch, validation accuracy and
+    # test accuracy. Without a validation split, the last evaluation.
+    ("val_accuracy", pa.float64()), ("selected_epoch", pa.float64()), ("selected_test_accuracy", pa.float64()),
     ("dense_test_accuracy", pa.float64()),
     ("search_seconds", pa.float64()), ("retrain_seconds", pa.float64()),
     ("marginal_seconds", pa.float64()), ("standalone_seconds", pa.float64()),
@@ -79,6 +82,7 @@ CURVES = pa.schema([
     ("stage_key", pa.string()), ("attempt", pa.int32()), ("method", pa.string()), ("target_sparsity", pa.float64()),
     ("label", pa.string()), ("seed", pa.int64()), ("phase", pa.string()),
     ("epoch", pa.float64()), ("iteration", pa.int64()), ("train_loss", pa.float64()), ("lr", pa.float64()),
+    ("val_accuracy", pa.float64()), ("val_loss", pa.float64()),
     ("test_accuracy", pa.float64()), ("test_loss", pa.float64()),
     # CTS search epochs (phase "search"): the objective and the expected kept fraction Σσ(s)/d
     ("objective", pa.float64()), ("expected_kept_fraction", pa.float64()),

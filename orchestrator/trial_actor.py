@@ -128,11 +128,11 @@ class TrialActorBody:
         _print_epoch(row)
 
     def _dataset(self, cfg: dict):
-        from workers.data import load_dataset
+        from workers.data import dataset_from_config
 
         name = json.dumps(cfg, sort_keys=True)
         if name not in self.datasets:
-            self.datasets[name] = load_dataset(cfg["name"], cfg.get("root"), **cfg.get("options", {})).to(self.device)
+            self.datasets[name] = dataset_from_config(cfg).to(self.device)
         return self.datasets[name]
 
     def run(self, payload: dict, roles: list[str], *parent_outputs):

@@ -371,3 +371,30 @@ def test_cifar_augment_pads_with_the_normalised_black_pixel(tmp_path):
     d = load_dataset("cifar10", str(tmp_path))
     black = [(0 - m) / s for m, s in zip(CIFAR_MEAN, CIFAR_STD)]
     assert d.augment.fill == pytest.approx(black)
+
+
+# ---------------------------------------------------------------- the validation split
+
+def test_the_validation_split_is_held_out_stratified_and_the_same_every_time():
+    from workers.data import split_validation
+    data = load_dataset("synthetic", n_train=200, n_test=20, num_classes=4)
+    a, b = split_validation(data, 0.1), split_validation(data, 0.1)
+    assert len(a.y_val) == 20 and len(a.y_train) == 180
+    assert torch.equal(a.x_val, b.x_val) and torch.equal(a.x_train, b.x_train)   # one fixed split
+    # disjoint, and together exactly the original training set
+    rows = lambda x: {tuple(r.tolist()) for r in x}
+    assert not rows(a.x_val) & rows(a.x_train)
+    assert rows(a.x_val) | rows(a.x_train) == rows(data.x_train)
+    # stratified: each class gives about a tenth of its examples
+    for c in range(4):
+        n_c = int((data.y_train == c).sum())
+        assert abs(int((a.y_val == c).sum()) - 0.1 * n_c) <= 1
+    assert split_validation(data, 0.0) is data and data.x_val is None
+
+
+def test_a_validation_split_that_leaves_nothing_to_train_on_is_a_data_error():
+    from workers.data import split_validation
+    data = load_dataset("synthetic", n_train=2, n_test=2)
+    with pytest.raises(DataError, match="leaves nothing to train on"):
+        split_validation(data, 0.8)
+    assert len(split_validation(data, 0.01).y_val) == 1   # at least one example

@@ -258,3 +258,40 @@ def test_lrr_replays_the_schedule_from_the_rewind_point_and_finetuning_holds_the
     # the same iterations k -> T, so the same data order; different starting weights, so different results
     assert [r["iteration"] for r in runs["lrr"].curve] == [r["iteration"] for r in runs["ltr"].curve]
     assert not torch.equal(runs["lrr"].outputs["weights"]["hidden.0.weight"], runs["ltr"].outputs["weights"]["hidden.0.weight"])
+
+
+def test_results_report_the_evaluation_with_the_best_validation_accuracy(data):
+    from workers.data import split_validation
+    split = split_validation(data, 0.25)
+    model = model_with(stage("dense"), split, chain(split)[0]["weights"])
+    recipe = Recipe.from_dict({**TRAINING, "epochs": 6, "milestones": []})
+    result = train(model, split, recipe, 0, 0, 6 * recipe.iterations_per_epoch(len(split.x_train)))
+    rows = [r for r in result.curve if "val_accuracy" in r]
+    assert len(rows) == 6 and all({"val_loss", "test_accuracy", "test_loss"} <= set(r) for r in rows)
+    best = max(r["val_accuracy"] for r in rows)
+    chosen = next(r for r in rows if r["val_accuracy"] == best)       # the earliest of the best
+    assert (result.selected_epoch, result.val_accuracy, result.selected_test_accuracy) == \
+        (chosen["epoch"], best, chosen["test_accuracy"])
+    assert result.test_accuracy == rows[-1]["test_accuracy"]
+
+
+def test_the_test_set_never_selects_anything(data):
+    """Shuffling the test labels changes test accuracies, never which evaluation is selected."""
+    import dataclasses
+    from workers.data import split_validation
+    split = split_validation(data, 0.25)
+    scrambled = dataclasses.replace(split, y_test=split.y_test[torch.randperm(len(split.y_test),
+                                                                             generator=torch.Generator().manual_seed(3))])
+    recipe = Recipe.from_dict({**TRAINING, "epochs": 6, "milestones": []})
+    stop = 6 * recipe.iterations_per_epoch(len(split.x_train))
+    weights = chain(split)[0]["weights"]
+    runs = [train(model_with(stage("dense"), d, weights), d, recipe, 0, 0, stop) for d in (split, scrambled)]
+    assert runs[0].selected_epoch == runs[1].selected_epoch and runs[0].val_accuracy == runs[1].val_accuracy
+    assert [r["test_accuracy"] for r in runs[0].curve] != [r["test_accuracy"] for r in runs[1].curve]
+
+
+def test_without_a_validation_split_the_last_evaluation_is_reported(data):
+    model = model_with(stage("dense"), data, chain(data)[0]["weights"])
+    result = train(model, data, Recipe.from_dict(TRAINING), 0, 0, 8)
+    assert result.val_accuracy is None and "val_accuracy" not in result.curve[-1]
+    assert result.selected_epoch == result.curve[-1]["epoch"] and result.selected_test_accuracy == result.test_accuracy

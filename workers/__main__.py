@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from workers.data import DataError, load_dataset
+from workers.data import DataError, dataset_from_config
 from workers.stages import run_stage
 
 
@@ -44,9 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inputs missing for roles {', '.join(missing)}: give --artifacts or --input ROLE=PATH", file=sys.stderr)
         return 2
     inputs = {role: torch.load(path, map_location="cpu", weights_only=True) for role, path in paths.items()}
-    cfg = stage["config"]["dataset"]
     try:
-        data = load_dataset(cfg["name"], cfg.get("root"), **cfg.get("options", {}))
+        data = dataset_from_config(stage["config"]["dataset"])
     except DataError as err:
         print(f"dataset: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import inspect
 import json
+import math
 import os
 import pickle
 import random
@@ -35,31 +36,80 @@ class DataError(ValueError):
     """A data root or file that cannot be used; the message is one line naming the path and what was expected."""
 
 
+# The validation split is drawn with this fixed seed: the same examples are held out for every seed and
+# method of a sweep (and of every sweep of the same data), so comparisons stay paired.
+VALIDATION_SPLIT_SEED = 20261202
+
+
 @dataclass
 class Dataset:
     name: str
-    x_train: torch.Tensor          # float32, (N, *input_shape)
+    x_train: torch.Tensor          # float32, (N, *input_shape); the validation examples are not in it
     y_train: torch.Tensor          # int64, (N,)
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
     input_shape: tuple[int, ...]   # per-example shape: (40,), (1, 28, 28), (3, 32, 32)
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    x_val: torch.Tensor | None = None  # held out of the training set; None without a validation split
+    y_val: torch.Tensor | None = None
 
     def __post_init__(self):
         self.input_shape = tuple(int(s) for s in self.input_shape)
-        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+        splits = [("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)]
+        if self.x_val is not None:
+            splits.append(("validation", self.x_val, self.y_val))
+        for split, x, y in splits:
             if tuple(x.shape[1:]) != self.input_shape or x.shape[0] != y.shape[0]:
                 raise DataError(f"dataset {self.name}: {split} tensors {tuple(x.shape)} / {tuple(y.shape)} "
                                 f"do not match input shape {self.input_shape}")
 
     def to(self, device) -> "Dataset":
-        return dataclasses.replace(self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
-                                   x_test=self.x_test.to(device), y_test=self.y_test.to(device))
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val")
+                 if getattr(self, k) is not None}
+        return dataclasses.replace(self, **moved)
+
+
+def split_validation(data: Dataset, fraction: float, seed: int = VALIDATION_SPLIT_SEED) -> Dataset:
+    """Hold out round(fraction · N) training examples (at least one), stratified by class, drawn with a fixed
+    seed; the rest stays the training set, in its original order.
+
+    Stratified by rank: each class's examples, in a random order, get the ranks (i + ½)/n_c, and the lowest
+    ranks overall are held out, so every class gives about `fraction` of its examples however small it is.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    if fraction == 0:
+        return data
+    n = len(data.y_train)
+    n_val = max(1, math.floor(fraction * n + 0.5))
+    if n_val >= n:
+        raise DataError(f"dataset {data.name}: a validation fraction of {fraction} of {n} training examples "
+                        f"leaves nothing to train on")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    labels = data.y_train.cpu()[order]
+    rank = torch.empty(n, dtype=torch.float64)
+    for c in labels.unique():
+        where = torch.nonzero(labels == c).flatten()
+        rank[where] = (torch.arange(len(where), dtype=torch.float64) + 0.5) / len(where)
+    val = torch.sort(order[torch.argsort(rank, stable=True)[:n_val]]).values
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val] = False
+    val = val.to(data.x_train.device)
+    keep = keep.to(data.x_train.device)
+    return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep],
+                               x_val=data.x_train[val], y_val=data.y_train[val])
+
+
+def dataset_from_config(cfg: dict) -> Dataset:
+    """The dataset a stage's `config["dataset"]` names: loaded, with its validation split held out."""
+    data = load_dataset(cfg["name"], cfg.get("root"), **cfg.get("options", {}))
+    return split_validation(data, float(cfg.get("validation", 0.0)))
 
 
 def load_dataset(name: str, root: str | None = None, **options) -> Dataset:
-    """The named dataset on the CPU. `root` (else `default_data_root()`) is only read by mnist and cifar10.
+    """The named dataset on the CPU, without a validation split (`dataset_from_config` holds one out).
+    `root` (else `default_data_root()`) is only read by mnist and cifar10.
 
     Unknown options raise TypeError (a spec field problem), unusable files DataError.
     """

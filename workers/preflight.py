@@ -12,11 +12,11 @@ import sys
 
 def problem(dataset: dict, model: dict) -> str | None:
     """A one-line description of what is wrong with the dataset or model config, or None."""
-    from workers.data import DataError, load_dataset
+    from workers.data import DataError, dataset_from_config
     from workers.models import build_model
 
     try:
-        data = load_dataset(dataset["name"], dataset.get("root"), **dataset.get("options", {}))
+        data = dataset_from_config(dataset)
     except DataError as err:
         return f"dataset: {err}"
     except TypeError as err:

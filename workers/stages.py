@@ -120,8 +120,10 @@ def measured(mask: masks.Mask | None, result: TrainResult, search_seconds: float
     return {
         "sparsity": masks.sparsity(mask) if mask is not None else 0.0,
         "test_accuracy": result.test_accuracy,
-        "best_test_accuracy": result.best_test_accuracy,
         "test_loss": result.test_loss,
+        "val_accuracy": result.val_accuracy,
+        "selected_epoch": result.selected_epoch,
+        "selected_test_accuracy": result.selected_test_accuracy,
         "search_seconds": search_seconds,
         "retrain_seconds": result.seconds,
         "measurements": measurements,

@@ -78,11 +78,31 @@ class Recipe:
 class TrainResult:
     seconds: float
     iterations: int
-    test_accuracy: float
+    test_accuracy: float           # at the end of training
     test_loss: float
-    best_test_accuracy: float
+    # The evaluation with the best validation accuracy (earliest on ties; the last one without a validation
+    # split): its epoch, validation accuracy and test accuracy. The test set never selects anything.
+    selected_epoch: float = float("nan")
+    val_accuracy: float | None = None
+    selected_test_accuracy: float = float("nan")
     curve: list[dict] = field(default_factory=list)
     mask: Mask | None = None  # the mask in force at the end: the given one, or a schedule's last
+
+
+class Selection:
+    """Keeps the evaluation a result reports: the best validation accuracy among the eligible evaluations
+    (earliest on ties), or, without a validation split, the last one."""
+
+    def __init__(self, eligible_from: int):
+        self.eligible_from = eligible_from
+        self.epoch, self.val_accuracy, self.test_accuracy = float("nan"), None, float("nan")
+
+    def offer(self, iteration: int, epoch: float, metrics: dict) -> None:
+        if iteration < self.eligible_from:
+            return
+        val = metrics.get("val_accuracy")
+        if val is None or self.val_accuracy is None or val > self.val_accuracy:
+            self.epoch, self.val_accuracy, self.test_accuracy = epoch, val, metrics["test_accuracy"]
 
 
 class MaskSchedule(Protocol):
@@ -134,6 +154,15 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; known: sgd, adam")
 
 
+def evaluate_splits(model: nn.Module, data: Dataset) -> dict:
+    """Validation (when the dataset has a split) and test accuracy and mean loss."""
+    metrics = {}
+    if data.x_val is not None:
+        metrics["val_accuracy"], metrics["val_loss"] = evaluate(model, data.x_val, data.y_val)
+    metrics["test_accuracy"], metrics["test_loss"] = evaluate(model, data.x_test, data.y_test)
+    return metrics
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) on (x, y) in eval mode; restores the previous mode."""
@@ -163,7 +192,8 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
 
 def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int, stop: int,
           mask: Mask | None = None, on_epoch: Callable[[dict], None] | None = None,
-          evaluate_at_end: bool = True, mask_schedule: MaskSchedule | None = None) -> TrainResult:
+          evaluate_at_end: bool = True, mask_schedule: MaskSchedule | None = None,
+          select_from: int | None = None) -> TrainResult:
     """Train iterations [start, stop) with the recipe's schedule, keeping masked weights exactly zero.
 
     Pruned weights get zero gradient before every step (so momentum and Adam state
@@ -171,6 +201,10 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
     numerical drift can never revive them).  A `mask_schedule` (which needs a starting
     `mask`; masks.full_mask for a dense start) may switch the mask at any step; the result's
     `mask` is the one in force at the end.
+
+    Every evaluation measures the validation split (if any) and the test set; the result reports the
+    evaluation with the best validation accuracy among those at iterations >= `select_from` (default: all;
+    a schedule still changing the mask sets it to where the final mask is in force).
     """
     ipe = recipe.iterations_per_epoch(len(data.x_train))
     device = data.x_train.device
@@ -189,8 +223,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
     model.train()
     t0 = time.perf_counter()
     curve: list[dict] = []
-    best = -1.0
-    acc, loss_t = float("nan"), float("nan")
+    selection = Selection(start if select_from is None else select_from)
+    final = {"test_accuracy": float("nan"), "test_loss": float("nan")}
     order, order_epoch, aug_gen = None, -1, None
     # Summed in float64 on the device; per-example sums, so the curve shows the mean loss either way.
     running, seen = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -241,19 +275,21 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
             row = {"phase": "train", "epoch": epoch + 1 if pos == ipe - 1 else epoch + (pos + 1) / ipe,
                    "iteration": it + 1, "train_loss": total / max(seen, 1), "lr": recipe.lr_at(it, ipe)}
             if (epoch + 1) % recipe.eval_every == 0 or it == stop - 1:
-                acc, loss_t = evaluate(model, data.x_test, data.y_test)
-                best = max(best, acc)
-                row.update(test_accuracy=acc, test_loss=loss_t)
+                final = evaluate_splits(model, data)
+                selection.offer(it + 1, row["epoch"], final)
+                row.update(final)
             curve.append(row)
             if on_epoch is not None:
                 on_epoch(row)
             running.zero_()
             seen = 0
     if evaluate_at_end and (stop <= start or not curve or "test_accuracy" not in curve[-1]):
-        acc, loss_t = evaluate(model, data.x_test, data.y_test)
-        best = max(best, acc)
+        final = evaluate_splits(model, data)
+        selection.offer(max(stop, start), max(stop, start) / ipe, final)
     return TrainResult(seconds=time.perf_counter() - t0, iterations=max(0, stop - start),
-                       test_accuracy=acc, test_loss=loss_t, best_test_accuracy=best, curve=curve,
+                       test_accuracy=final["test_accuracy"], test_loss=final["test_loss"],
+                       selected_epoch=selection.epoch, val_accuracy=selection.val_accuracy,
+                       selected_test_accuracy=selection.test_accuracy, curve=curve,
                        mask=mask if current is None else current)
 
 
