@@ -16,14 +16,14 @@ non-positive cost are left out of it (cost_pairs counts the rest).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 
 import numpy as np
 import pandas as pd
 
-from orchestrator.report import DENSE, _json_value, finished
+from orchestrator.report import DENSE, finished
 from orchestrator.stats import A_BETTER, B_BETTER, PairedResult, mean_interval, paired_difference
+from orchestrator.text_tables import records, render
 
 DEFAULT_METRIC = "selected_test_accuracy"
 
@@ -214,19 +214,7 @@ def format_comparison(frame: pd.DataFrame, fmt: str = "table") -> str:
     records; accuracies as fractions, missing values empty in csv and null in json)."""
     if fmt in ("table", "markdown"):
         return _table(frame, markdown=fmt == "markdown")
-    plain = frame[COMPARE_COLUMNS] if not frame.empty else pd.DataFrame(columns=COMPARE_COLUMNS)
-    if fmt == "csv":
-        return plain.to_csv(index=False).rstrip("\n")
-    if fmt == "json":
-        records = [{k: _json_cell(v) for k, v in row.items()} for row in plain.to_dict(orient="records")]
-        return json.dumps(records, indent=2, allow_nan=False)
-    raise ValueError(f"unknown format {fmt!r}; known: table, markdown, csv, json")
-
-
-def _json_cell(value):
-    # JSON has no infinity (the effect size when every pair differs by the same amount): null, like NaN.
-    value = _json_value(value)
-    return None if isinstance(value, float) and math.isinf(value) else value
+    return records(frame, COMPARE_COLUMNS, fmt)
 
 
 def _in_points(value: float, sign: bool = False) -> str:
@@ -258,9 +246,9 @@ def _level_label(frame: pd.DataFrame) -> str:
     return f"{100 * (1 - alphas.pop()):g} % CI" if len(alphas) == 1 else "CI"
 
 
-def _table(frame: pd.DataFrame, markdown: bool) -> str:
-    if frame.empty:
-        return "no comparison"
+def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], set[int]]:
+    """(header, rows, left-aligned columns) of a comparison as every text form shows it (table, markdown, the
+    report's HTML), so they always agree."""
     multi_sweep = frame["sweep"].astype(str).nunique() > 1
     text_cols = ["sweep", "A", "B"] if multi_sweep else ["A", "B"]
     header = text_cols + ["target", "n", "unpaired", "A %", "B %", "B−A (pts)", _level_label(frame), "p", "test",
@@ -275,21 +263,21 @@ def _table(frame: pd.DataFrame, markdown: bool) -> str:
             "—" if r.seeds_for_power is None or pd.isna(r.seeds_for_power) else str(int(r.seeds_for_power))])
     # The verdict is prose: left-aligned like the names; the numbers right-aligned so their points line up.
     left = set(range(len(text_cols))) | {header.index("test"), header.index("verdict")}
-    widths = [max(3, *(len(row[i]) for row in [header, *rows])) for i in range(len(header))]
+    return header, rows, left
 
-    def line(cells: list[str]) -> str:
-        padded = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return ("| " + " | ".join(padded) + " |") if markdown else "  ".join(padded).rstrip()
 
-    if markdown:  # a markdown separator cell needs at least one '-' besides the alignment colon
-        rule = "| " + " | ".join("-" * w if i in left else "-" * (w - 1) + ":" for i, w in enumerate(widths)) + " |"
-        title = []
-    else:
-        rule = "  ".join("-" * w for w in widths)
-        sweep = "" if multi_sweep else f"sweep: {frame['sweep'].iloc[0]}; "
-        title = [f"{sweep}metric: {', '.join(sorted(set(frame['metric'].astype(str))))}; B−A in accuracy points; "
-                 "CI: paired t; p: paired sign-flip permutation test; cost: geometric mean of per-seed B/A"]
-    footer = [f"not compared: {m} ({why})" for m, why in frame.attrs.get("skipped", {}).items()]
-    if footer and markdown:
-        footer.insert(0, "")  # a line right below a markdown table would be read as one more row
-    return "\n".join(title + [line(header), rule] + [line(r) for r in rows] + footer)
+LEGEND = ("B−A in accuracy points; CI: paired t; p: paired sign-flip permutation test; "
+          "cost: geometric mean of per-seed standalone-cost ratios B/A")
+
+
+def _table(frame: pd.DataFrame, markdown: bool) -> str:
+    if frame.empty:
+        return "no comparison"
+    header, rows, left = comparison_cells(frame)
+    sweep = "" if frame["sweep"].astype(str).nunique() > 1 else f"sweep: {frame['sweep'].iloc[0]}; "
+    title = [f"{sweep}metric: {', '.join(sorted(set(frame['metric'].astype(str))))}; {LEGEND}"]
+    return render(header, rows, left=left, markdown=markdown, title=title, footer=skipped_lines(frame))
+
+
+def skipped_lines(frame: pd.DataFrame) -> list[str]:
+    return [f"not compared: {m} ({why})" for m, why in frame.attrs.get("skipped", {}).items()]

@@ -13,7 +13,7 @@ import time
 
 import ray
 
-from orchestrator import cluster, resume
+from orchestrator import cluster, plans, resume
 from orchestrator.lease import Lease
 from orchestrator.plan import Plan
 from orchestrator.recorder import Recorder
@@ -65,6 +65,7 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     todo, blocked = _todo(plan, state, retry_diverged)
     summary = RunSummary(planned=len(plan.stages), skipped_done=len(state.done), not_retried=len(blocked))
     if not todo and not state.needs_repair:
+        plans.record(store, plan)  # the plan may have lost stages: their rows are superseded now
         return summary
     if todo and preflight is not None:
         preflight()
@@ -79,6 +80,7 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     store.check_writable()
     lease = Lease(store, plan.sweep).acquire(take_over=take_over)
     try:
+        plans.record(store, plan)
         if state.needs_repair:
             resume.repair(store, state, echo)
             state = resume.inspect(store, plan, plan.sweep)

@@ -6,7 +6,6 @@ in tables and plots.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -14,30 +13,36 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.text_tables import percent, records, render
+
 DENSE = "dense"
+ACCURACY = "selected_test_accuracy"  # what tables, plots and comparisons report: chosen by validation, never by test
 
 # (frontier column, points column) pairs averaged over seeds.
 _MEANS = (
     ("sparsity", "sparsity"),
+    ("selected_test_accuracy_mean", ACCURACY),
     ("test_accuracy_mean", "test_accuracy"),
-    ("best_test_accuracy_mean", "best_test_accuracy"),
+    ("val_accuracy_mean", "val_accuracy"),
     ("standalone_seconds_mean", "standalone_seconds"),
     ("marginal_seconds_mean", "marginal_seconds"),
     ("search_seconds_mean", "search_seconds"),
     ("dense_test_accuracy_mean", "dense_test_accuracy"),
 )
-FRONTIER_COLUMNS = ["sweep", "method", "target_sparsity", "n", "sparsity", "test_accuracy_mean",
-                    "test_accuracy_std", "best_test_accuracy_mean", "standalone_seconds_mean",
-                    "marginal_seconds_mean", "search_seconds_mean", "dense_test_accuracy_mean"]
-_NUMERIC = ["attempt", "target_sparsity", "sparsity", "test_accuracy", "best_test_accuracy",
+FRONTIER_COLUMNS = ["sweep", "method", "target_sparsity", "n", "sparsity", "selected_test_accuracy_mean",
+                    "selected_test_accuracy_std", "selected_test_accuracy_ci_low", "selected_test_accuracy_ci_high",
+                    "test_accuracy_mean", "val_accuracy_mean", "standalone_seconds_mean", "marginal_seconds_mean",
+                    "search_seconds_mean", "dense_test_accuracy_mean"]
+_NUMERIC = ["attempt", "target_sparsity", "sparsity", "test_accuracy", "val_accuracy", "selected_epoch", ACCURACY,
             "standalone_seconds", "marginal_seconds", "search_seconds", "dense_test_accuracy"]
 
 
 def finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
-    """The ok rows, one per stage (its latest ok attempt), with plain str/float columns.
+    """The ok rows of the current plans, one per stage (its latest ok attempt), with plain str/float columns.
 
     A stage that was run again after succeeding has two ok attempts; only the newer one describes the code
-    that produced the result. A failed later attempt does not hide an earlier success.
+    that produced the result. A failed later attempt does not hide an earlier success. Rows marked
+    `superseded` (their stage is no longer in the sweep's plan: see orchestrator.plans) are left out.
     """
     df = points.copy()
     for col in ("sweep", "method"):
@@ -46,6 +51,8 @@ def finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else math.nan
     df = df[df["status"].astype(str) == "ok"]
+    if "superseded" in df:
+        df = df[~df["superseded"].astype("boolean").fillna(False).astype(bool)]
     if not all_levels:
         # Rows written before `requested` existed (or left empty) count as requested.
         df = df[df["requested"].astype("boolean").fillna(True).astype(bool)]
@@ -55,64 +62,63 @@ def finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
 
 
 def frontier(points: pd.DataFrame, all_levels: bool = False) -> pd.DataFrame:
-    """One row per (sweep, method, target_sparsity): seed count, mean measured sparsity, accuracy mean and
-    std (ddof=1, so NaN for a single seed), and mean costs in seconds. Dense baselines come first."""
+    """One row per (sweep, method, target_sparsity): seed count, mean measured sparsity, the validation-selected
+    test accuracy's mean, std (ddof=1) and 95 % t interval over seeds (NaN for a single seed), the final test and
+    validation accuracy means, and mean costs in seconds. Dense baselines come first."""
+    from orchestrator.stats import mean_interval
+
     df = finished(points, all_levels=all_levels)
     if df.empty:
         return pd.DataFrame(columns=FRONTIER_COLUMNS)
     groups = df.groupby(["sweep", "method", "target_sparsity"], sort=False, dropna=False)
-    out = groups.agg(n=("test_accuracy", "size"),
-                     test_accuracy_std=("test_accuracy", lambda s: s.std(ddof=1)),
+    out = groups.agg(n=(ACCURACY, "size"), selected_test_accuracy_std=(ACCURACY, lambda s: s.std(ddof=1)),
                      **{name: (col, "mean") for name, col in _MEANS}).reset_index()
+    bounds = groups[ACCURACY].apply(lambda s: mean_interval(s.to_numpy(dtype=float))).reset_index(drop=True)
+    out["selected_test_accuracy_ci_low"] = [b[0] for b in bounds]
+    out["selected_test_accuracy_ci_high"] = [b[1] for b in bounds]
     out["_not_dense"] = out["method"] != DENSE
     out = out.sort_values(["sweep", "_not_dense", "method", "target_sparsity", "sparsity"], kind="stable")
     return out[FRONTIER_COLUMNS].reset_index(drop=True)
 
 
-def _percent(mean: float, std: float | None = None) -> str:
-    if pd.isna(mean):
-        return "—"
-    text = f"{100 * mean:.1f}"
-    if std is not None:
-        text += " ± " + ("—" if pd.isna(std) else f"{100 * std:.1f}")
-    return text
+def _mean_std(mean: float, std: float) -> str:
+    return f"{percent(mean)} ± {percent(std)}" if not pd.isna(mean) else "—"
+
+
+def _ci(low: float, high: float) -> str:
+    return "—" if pd.isna(low) or pd.isna(high) else f"[{percent(low)}, {percent(high)}]"
 
 
 def _seconds(value: float) -> str:
     return "—" if pd.isna(value) else f"{value:.1f}"
 
 
+FRONTIER_HEADER = ["method", "target", "sparsity", "n", "acc %", "95 % CI", "final acc %", "val acc %",
+                   "dense acc %", "search s", "marginal s", "standalone s"]
+
+
+def frontier_cells(r) -> list[str]:
+    """One frontier row as the table shows it (also the numbers `report` prints, so both always agree)."""
+    return [str(r.method), f"{r.target_sparsity:.4f}", f"{r.sparsity:.4f}", str(int(r.n)),
+            _mean_std(r.selected_test_accuracy_mean, r.selected_test_accuracy_std),
+            _ci(r.selected_test_accuracy_ci_low, r.selected_test_accuracy_ci_high), percent(r.test_accuracy_mean),
+            percent(r.val_accuracy_mean), percent(r.dense_test_accuracy_mean), _seconds(r.search_seconds_mean),
+            _seconds(r.marginal_seconds_mean), _seconds(r.standalone_seconds_mean)]
+
+
 def format_frontier(frame: pd.DataFrame, markdown: bool = False) -> str:
-    """A fixed-width text table of a `frontier` frame, or a markdown table with `markdown=True`."""
+    """A fixed-width text table of a `frontier` frame, or a markdown table with `markdown=True`.
+
+    `acc %` is the test accuracy at the evaluation with the best validation accuracy, mean ± std over seeds,
+    then its 95 % t interval; `final acc %` the test accuracy at the end of training; `val acc %` the best
+    validation accuracy."""
     if frame.empty:
         return "no finished points"
     multi_sweep = frame["sweep"].astype(str).nunique() > 1
-    header = (["sweep"] if multi_sweep else []) + [
-        "method", "target", "sparsity", "n", "test acc %", "best acc %", "dense acc %",
-        "search s", "marginal s", "standalone s"]
-    rows = []
-    for r in frame.itertuples(index=False):
-        rows.append(([str(r.sweep)] if multi_sweep else []) + [
-            str(r.method), f"{r.target_sparsity:.4f}", f"{r.sparsity:.4f}", str(int(r.n)),
-            _percent(r.test_accuracy_mean, r.test_accuracy_std), _percent(r.best_test_accuracy_mean),
-            _percent(r.dense_test_accuracy_mean), _seconds(r.search_seconds_mean),
-            _seconds(r.marginal_seconds_mean), _seconds(r.standalone_seconds_mean)])
-    # Markdown needs at least one '-' besides the alignment colon in every separator cell.
-    widths = [max(3, *(len(row[i]) for row in [header, *rows])) for i in range(len(header))]
-    # Names left-aligned, numbers right-aligned so decimal points line up.
-    text_cols = 2 if multi_sweep else 1
-
-    def line(cells: list[str]) -> str:
-        padded = [c.ljust(w) if i < text_cols else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return ("| " + " | ".join(padded) + " |") if markdown else "  ".join(padded).rstrip()
-
-    if markdown:
-        rule = "| " + " | ".join(("-" * (w - 1) + ":") if i >= text_cols else "-" * w
-                                 for i, w in enumerate(widths)) + " |"
-    else:
-        rule = "  ".join("-" * w for w in widths)
-    title = [] if multi_sweep or markdown else [f"sweep: {frame['sweep'].iloc[0]}"]
-    return "\n".join(title + [line(header), rule] + [line(r) for r in rows])
+    header = (["sweep"] if multi_sweep else []) + FRONTIER_HEADER
+    rows = [([str(r.sweep)] if multi_sweep else []) + frontier_cells(r) for r in frame.itertuples(index=False)]
+    title = [] if multi_sweep else [f"sweep: {frame['sweep'].iloc[0]}"]
+    return render(header, rows, left={0, 1} if multi_sweep else {0}, markdown=markdown, title=title)
 
 
 def export_frontier(frame: pd.DataFrame, fmt: str) -> str:
@@ -120,24 +126,7 @@ def export_frontier(frame: pd.DataFrame, fmt: str) -> str:
     "json" (a list of records; accuracies as fractions, missing values empty in csv and null in json)."""
     if fmt in ("table", "markdown"):
         return format_frontier(frame, markdown=fmt == "markdown")
-    plain = frame[FRONTIER_COLUMNS].copy() if not frame.empty else pd.DataFrame(columns=FRONTIER_COLUMNS)
-    for col in ("sweep", "method"):
-        plain[col] = plain[col].astype(str)
-    if fmt == "csv":
-        return plain.to_csv(index=False).rstrip("\n")
-    if fmt == "json":
-        records = [{k: _json_value(v) for k, v in row.items()} for row in plain.to_dict(orient="records")]
-        return json.dumps(records, indent=2)
-    raise ValueError(f"unknown format {fmt!r}; known: table, markdown, csv, json")
-
-
-def _json_value(v):
-    if isinstance(v, (bool, str)) or v is None:
-        return v
-    if isinstance(v, (int, float)) or hasattr(v, "item"):
-        v = v.item() if hasattr(v, "item") else v
-        return None if isinstance(v, float) and math.isnan(v) else v
-    return str(v)
+    return records(frame, FRONTIER_COLUMNS, fmt)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -170,98 +159,96 @@ def cost_summary(points: pd.DataFrame) -> pd.DataFrame:
     return out[columns]
 
 
-def _row(frame: pd.DataFrame, method: str, sparsity: float) -> pd.Series:
-    methods = frame["method"].astype(str)
-    if not (methods == method).any() and not frame.empty:
-        from orchestrator.suggest import suggest
-
-        raise KeyError(f"no method {method!r} in the frontier"
-                       + suggest(method, methods.unique(), list_known=True))
-    rows = frame[methods == method]
-    if not rows.empty:
-        gap = (rows["target_sparsity"].astype(float) - sparsity).abs()
-        rows = rows[gap <= 1e-6]
-    if rows.empty:
-        have = sorted(frame.loc[frame["method"].astype(str) == method, "target_sparsity"].astype(float))
-        raise KeyError(f"no finished {method!r} point at target sparsity {sparsity:g} "
-                       f"(it has: {', '.join(f'{s:g}' for s in have) or 'none'})")
-    if len(rows) > 1:
-        raise ValueError(f"{method!r} at sparsity {sparsity:g} appears in several sweep(s) "
-                         f"{sorted(rows['sweep'].astype(str))}; pass a frontier of one sweep")
-    return rows.iloc[0]
+PANELS = ("density", "cost")
 
 
-def compare(frame: pd.DataFrame, method_a: str, method_b: str, sparsity: float) -> dict:
-    """Accuracy and standalone cost of two methods at one target sparsity; cost_ratio = a / b."""
-    a, b = _row(frame, method_a, sparsity), _row(frame, method_b, sparsity)
-    cost_a, cost_b = float(a["standalone_seconds_mean"]), float(b["standalone_seconds_mean"])
-    ratio = cost_a / cost_b if cost_b > 0 and not math.isnan(cost_a) else math.nan
-    return {"target_sparsity": float(a["target_sparsity"]), "method_a": method_a, "method_b": method_b,
-            "accuracy_a": float(a["test_accuracy_mean"]), "accuracy_b": float(b["test_accuracy_mean"]),
-            "accuracy_std_a": float(a["test_accuracy_std"]), "accuracy_std_b": float(b["test_accuracy_std"]),
-            "n_a": int(a["n"]), "n_b": int(b["n"]),
-            "standalone_seconds_a": cost_a, "standalone_seconds_b": cost_b, "cost_ratio": ratio}
-
-
-def plot_frontier(frame: pd.DataFrame, path: str | Path):
-    """Write a two-panel PNG: accuracy vs fraction of weights remaining, and accuracy vs standalone cost.
+def plot_frontier(frame: pd.DataFrame, path: str | Path, panels: tuple[str, ...] = PANELS):
+    """Write a PNG of the frontier: accuracy vs fraction of weights remaining ("density"), and accuracy vs
+    standalone cost on a log axis with each method's points joined in order of sparsity, the cost-accuracy
+    frontier ("cost"). Accuracies are the validation-selected test accuracy, mean over seeds, with its 95 %
+    interval as a band (density) or bars (cost).
 
     Returns the matplotlib Figure (for inspection; it is not shown anywhere)."""
     # Figure + Agg canvas directly: no pyplot, so no global backend switch and no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogFormatter
 
     if frame.empty:
         raise ValueError("no finished points to plot")
+    unknown = set(panels) - set(PANELS)
+    if unknown or not panels:
+        raise ValueError(f"unknown panel(s) {sorted(unknown)}; known: {', '.join(PANELS)}")
     df = frame.copy()
     df["sweep"], df["method"] = df["sweep"].astype(str), df["method"].astype(str)
     sweeps = sorted(df["sweep"].unique())
-    multi = len(sweeps) > 1
-
-    fig = Figure(figsize=(14.5, 5.2), layout="constrained")
+    fig = Figure(figsize=(7.5 * len(panels) + 3.5, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
-    palette = [f"C{i}" for i in range(10)]
-
+    axes = dict(zip(panels, fig.subplots(1, len(panels), squeeze=False)[0]))
     series = [(key, g.sort_values("sparsity")) for key, g in df.groupby(["sweep", "method"], sort=True)]
     for i, ((sweep, method), g) in enumerate(series):
-        label = f"{sweep}/{method}" if multi else method
-        color = palette[i % len(palette)]
-        acc = 100 * g["test_accuracy_mean"].astype(float)
-        std = 100 * g["test_accuracy_std"].astype(float).fillna(0.0)
-        if method == DENSE:
-            # Weighted by seed count so a dense row split over targets still averages over seeds.
-            mean = 100 * (g["test_accuracy_mean"] * g["n"]).sum() / g["n"].sum()
-            left.axhline(mean, color=color, linestyle="--", linewidth=1.2, label=f"{label} ({mean:.1f}%)")
-        else:
-            remaining = 1.0 - g["sparsity"].astype(float)
-            left.plot(remaining, acc, marker="o", color=color, label=label)
-            left.fill_between(remaining, acc - std, acc + std, color=color, alpha=0.2, linewidth=0)
-        cost = g["standalone_seconds_mean"].astype(float)
-        keep = cost > 0  # a log axis cannot show missing or zero cost
-        if keep.any():
-            right.errorbar(cost[keep], acc[keep], yerr=std[keep], marker="s" if method == DENSE else "o",
-                           linestyle="none" if method == DENSE else "-", color=color, capsize=3, label=label)
+        style = {"color": _color(i), "label": f"{sweep}/{method}" if len(sweeps) > 1 else method}
+        if "density" in axes:
+            _draw_density(axes["density"], method, g, style)
+        if "cost" in axes:
+            _draw_cost(axes["cost"], method, g, style)
+    if "density" in axes:
+        ax = axes["density"]
+        _density_axis(ax.xaxis, ax, requested_densities(df))
+        ax.set(xlabel="fraction of weights remaining (log)", ylabel="test accuracy (%), validation-selected",
+               title="accuracy vs density (mean, 95 % CI over seeds)")
+        ax.grid(True, which="both", alpha=0.3)
+    if "cost" in axes:
+        from matplotlib.ticker import LogFormatter
 
-    _density_axis(left.xaxis, left, requested_densities(df))
-    left.set_xlabel("fraction of weights remaining (log)")
-    left.set_ylabel("test accuracy (%)")
-    left.set_title("accuracy vs density (mean ± std over seeds)")
-    left.grid(True, which="both", alpha=0.3)
-    if right.has_data():
-        right.set_xscale("log")
-        _plain_log_labels(right.xaxis, LogFormatter)
-    # One legend for both panels, beside them: with many methods a legend inside covers the curves.
-    handles, labels = left.get_legend_handles_labels()
+        ax = axes["cost"]
+        if ax.has_data():
+            ax.set_xscale("log")
+            _plain_log_labels(ax.xaxis, LogFormatter)
+        ax.set(xlabel="standalone cost per point (seconds, log)", ylabel="test accuracy (%), validation-selected",
+               title="cost-accuracy frontier (points joined by sparsity)")
+        ax.grid(True, which="both", alpha=0.3)
+    # One legend for every panel, beside them: with many methods a legend inside covers the curves.
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="method")
-    right.set_xlabel("standalone cost per point (seconds, log)")
-    right.set_ylabel("test accuracy (%)")
-    right.set_title("accuracy vs cost")
-    right.grid(True, which="both", alpha=0.3)
     fig.suptitle("sweep: " + ", ".join(sweeps))
     fig.savefig(str(path), dpi=110)
     return fig
+
+
+def _color(i: int):
+    from matplotlib import colormaps
+
+    # 20 distinct colours: a sweep of every method has more than the default cycle's 10.
+    return colormaps["tab20"](i % 20) if i >= 10 else f"C{i}"
+
+
+def _band(g: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    acc = 100 * g["selected_test_accuracy_mean"].astype(float)
+    low = 100 * g["selected_test_accuracy_ci_low"].astype(float)
+    high = 100 * g["selected_test_accuracy_ci_high"].astype(float)
+    return acc, low.fillna(acc), high.fillna(acc)  # a single seed has no interval: a band of zero width
+
+
+def _draw_density(ax, method: str, g: pd.DataFrame, style: dict) -> None:
+    acc, low, high = _band(g)
+    if method == DENSE:
+        # Weighted by seed count so a dense row split over targets still averages over seeds.
+        mean = 100 * (g["selected_test_accuracy_mean"] * g["n"]).sum() / g["n"].sum()
+        ax.axhline(mean, linestyle="--", linewidth=1.2, color=style["color"], label=f"{style['label']} ({mean:.1f}%)")
+        return
+    remaining = 1.0 - g["sparsity"].astype(float)
+    ax.plot(remaining, acc, marker="o", **style)
+    ax.fill_between(remaining, low, high, color=style["color"], alpha=0.2, linewidth=0)
+
+
+def _draw_cost(ax, method: str, g: pd.DataFrame, style: dict) -> None:
+    acc, low, high = _band(g)
+    cost = g["standalone_seconds_mean"].astype(float)
+    keep = cost > 0  # a log axis cannot show missing or zero cost
+    if keep.any():
+        ax.errorbar(cost[keep], acc[keep], yerr=[(acc - low)[keep], (high - acc)[keep]],
+                    marker="s" if method == DENSE else "o", linestyle="none" if method == DENSE else "-",
+                    capsize=3, **style)
 
 
 def requested_densities(frame: pd.DataFrame) -> list[float]:

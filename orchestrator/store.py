@@ -103,7 +103,13 @@ STAGES = pa.schema([
     ("curve", pa.list_(pa.struct(list(CURVES)))),
 ])
 
-TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES}
+# A sweep's plan as submitted: one row per stage (orchestrator/plans.py); the newest file is the current plan.
+PLANS = pa.schema([
+    ("stage_key", pa.string()), ("kind", pa.string()), ("method", pa.string()), ("target_sparsity", pa.float64()),
+    ("seed", pa.int64()), ("requested", pa.bool_()), ("planned_at", _UTC),
+])
+
+TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES, "plans": PLANS}
 PAYLOAD = ("points", "curve")
 # Within one committed attempt, these columns identify a row (so compaction overlaps never duplicate one).
 ROW_IDENTITY = {"stages": ["stage_key", "attempt"], "points": ["stage_key", "attempt"],

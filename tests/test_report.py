@@ -3,8 +3,8 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator.report import (FRONTIER_COLUMNS, compare, cost_summary, density_ticks, export_frontier,
-                                 format_frontier, frontier, percent_label, plot_frontier)
+from orchestrator.report import (FRONTIER_COLUMNS, cost_summary, density_ticks, export_frontier, format_frontier,
+                                 frontier, percent_label, plot_frontier)
 from orchestrator.store import ResultsStore
 
 SWEEP = "tiny"
@@ -15,7 +15,9 @@ def _row(method, target, seed, acc, *, attempt=1, status="ok", requested=True, s
     return {"method": method, "stage_key": key or f"{method}-{target}-{seed}", "attempt": attempt,
             "point_key": f"p-{method}-{target}-{seed}", "seed": seed, "target_sparsity": target,
             "sparsity": target if sparsity is None else sparsity, "level": level, "requested": requested,
-            "test_accuracy": acc, "best_test_accuracy": None if acc is None else acc + 0.01,
+            # `acc` is the validation-selected test accuracy; the final one and the validation one differ from it
+            "selected_test_accuracy": acc, "test_accuracy": None if acc is None else acc - 0.01,
+            "val_accuracy": None if acc is None else acc + 0.02,
             "dense_test_accuracy": 0.91, "standalone_seconds": standalone,
             "marginal_seconds": marginal if status == "ok" else None, "search_seconds": search,
             "status": status, "error_type": None if status == "ok" else "RuntimeError"}
@@ -61,22 +63,26 @@ def test_frontier_means_stds_and_filtering(points):
     assert (fr["n"] == 3).all()  # failed rows out, duplicate attempt counted once
 
     cts5 = rows[("cts-kl", 0.5)]
-    assert cts5.test_accuracy_mean == pytest.approx(0.82)  # the superseded 0.10 is gone
-    assert cts5.test_accuracy_std == pytest.approx(0.02)   # sqrt(((-.02)^2 + 0 + .02^2) / 2)
+    assert cts5.selected_test_accuracy_mean == pytest.approx(0.82)  # the superseded 0.10 is gone
+    assert cts5.selected_test_accuracy_std == pytest.approx(0.02)   # sqrt(((-.02)^2 + 0 + .02^2) / 2)
+    # the 95 % t interval of the mean over 3 seeds: 0.82 ± t(0.975, 2) · 0.02 / sqrt(3)
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)
+    assert (cts5.selected_test_accuracy_ci_low, cts5.selected_test_accuracy_ci_high) == pytest.approx(
+        (0.82 - half, 0.82 + half))
+    assert cts5.test_accuracy_mean == pytest.approx(0.81) and cts5.val_accuracy_mean == pytest.approx(0.84)
     assert cts5.sparsity == pytest.approx((0.5001 + 0.4999 + 0.5004) / 3)
     assert cts5.standalone_seconds_mean == pytest.approx(12.0)
     assert cts5.search_seconds_mean == pytest.approx(4.0)
-    assert cts5.best_test_accuracy_mean == pytest.approx(0.83)
 
     ltr9 = rows[("ltr", 0.9)]
-    assert ltr9.test_accuracy_mean == pytest.approx(0.63)
-    assert ltr9.test_accuracy_std == pytest.approx(0.03)
+    assert ltr9.selected_test_accuracy_mean == pytest.approx(0.63)
+    assert ltr9.selected_test_accuracy_std == pytest.approx(0.03)
     assert ltr9.marginal_seconds_mean == pytest.approx(2.0)
     assert math.isnan(ltr9.search_seconds_mean)
 
     dense = rows[("dense", 0.0)]
-    assert dense.test_accuracy_mean == pytest.approx(0.91)
-    assert dense.test_accuracy_std == pytest.approx(0.01)
+    assert dense.selected_test_accuracy_mean == pytest.approx(0.91)
+    assert dense.selected_test_accuracy_std == pytest.approx(0.01)
     assert dense.dense_test_accuracy_mean == pytest.approx(0.91)
     assert ("ltr", 0.7) not in rows
 
@@ -84,14 +90,14 @@ def test_frontier_means_stds_and_filtering(points):
 def test_all_levels_keeps_intermediate_level_with_nan_std(points):
     rows = _by_key(frontier(points, all_levels=True))
     level = rows[("ltr", 0.7)]
-    assert level.n == 1 and level.test_accuracy_mean == pytest.approx(0.77)
-    assert math.isnan(level.test_accuracy_std)
+    assert level.n == 1 and level.selected_test_accuracy_mean == pytest.approx(0.77)
+    assert math.isnan(level.selected_test_accuracy_std) and math.isnan(level.selected_test_accuracy_ci_low)
     assert "77.0 ± —" in format_frontier(frontier(points, all_levels=True))
 
 
 def test_frontier_of_nothing_is_empty_with_columns(points):
     fr = frontier(points[points["status"] == "failed"])
-    assert fr.empty and "test_accuracy_mean" in fr.columns
+    assert fr.empty and "selected_test_accuracy_mean" in fr.columns
     assert format_frontier(fr) == "no finished points"
 
 
@@ -102,7 +108,8 @@ def test_format_frontier_text_and_markdown(points):
     assert lines[0] == f"sweep: {SWEEP}"
     assert "method" in lines[1] and set(lines[2]) <= {"-", " "}
     cts9 = next(line for line in lines if line.startswith("cts-kl") and "0.9000" in line)
-    assert "72.0 ± 2.0" in cts9 and "20.0" in cts9 and "91.0" in cts9
+    assert "72.0 ± 2.0" in cts9 and "[67.0, 77.0]" in cts9 and "71.0" in cts9 and "74.0" in cts9
+    assert "20.0" in cts9 and "91.0" in cts9
     assert len({len(line) for line in lines[1:]}) <= 2  # fixed width (last column right-aligned)
 
     md = format_frontier(fr, markdown=True).splitlines()
@@ -125,21 +132,6 @@ def test_cost_summary_counts_every_paid_level(points):
     assert cost.loc["ltr", "points"] == 7 and cost.loc["ltr", "requested_points"] == 6
     assert cost.loc["ltr", "marginal_seconds"] == pytest.approx(14.0)
     assert cost.loc["dense", "marginal_seconds"] == pytest.approx(15.0)
-
-
-def test_compare_at_a_target(points):
-    fr = frontier(points)
-    c = compare(fr, "cts-kl", "ltr", 0.9 + 1e-9)
-    assert c["accuracy_a"] == pytest.approx(0.72) and c["accuracy_b"] == pytest.approx(0.63)
-    assert c["standalone_seconds_a"] == pytest.approx(20.0) and c["standalone_seconds_b"] == pytest.approx(60.0)
-    assert c["cost_ratio"] == pytest.approx(1 / 3)
-    assert c["target_sparsity"] == 0.9 and c["n_a"] == c["n_b"] == 3
-    with pytest.raises(KeyError, match="'cts-kl'.*0.95.*it has: 0.5, 0.9"):
-        compare(fr, "cts-kl", "ltr", 0.95)
-    with pytest.raises(KeyError, match=r"no method 'snip' in the frontier; known: dense, cts-kl, ltr"):
-        compare(fr, "snip", "ltr", 0.9)
-    with pytest.raises(KeyError, match=r"no method 'cts-k' in the frontier; did you mean 'cts-kl'\?"):
-        compare(fr, "cts-k", "ltr", 0.9)
 
 
 def test_plot_frontier_writes_png(points, tmp_path):
@@ -166,7 +158,6 @@ def test_frontier_reads_back_from_store_both_ways(points, tmp_path):
     for frame in (via_store, via_pandas):
         got = frontier(frame)
         pd.testing.assert_frame_equal(got, expected, check_dtype=False)
-    assert compare(frontier(via_pandas), "cts-kl", "ltr", 0.9)["cost_ratio"] == pytest.approx(1 / 3)
 
 
 def test_plot_density_axis_has_percent_ticks_at_the_requested_densities_and_the_legend_outside(points, tmp_path):
@@ -201,14 +192,15 @@ def test_export_csv_and_json_carry_the_frontier_columns(points):
     back = pd.read_csv(io.StringIO(csv))
     assert list(back.columns) == list(fr.columns)
     row = back[(back["method"] == "cts-kl") & (back["target_sparsity"] == 0.9)].iloc[0]
-    assert row["test_accuracy_mean"] == pytest.approx(0.72) and row["n"] == 3
+    assert row["selected_test_accuracy_mean"] == pytest.approx(0.72) and row["n"] == 3
     assert row["standalone_seconds_mean"] == pytest.approx(20.0)
     dense = back[back["method"] == "dense"].iloc[0]
     assert math.isnan(dense["search_seconds_mean"])  # missing stays missing, not 0
     records = json.loads(export_frontier(fr, "json"))
     assert len(records) == len(fr) and set(records[0]) == set(fr.columns)
     ltr = next(r for r in records if r["method"] == "ltr" and r["target_sparsity"] == 0.5)
-    assert ltr["test_accuracy_mean"] == pytest.approx(0.83) and ltr["test_accuracy_std"] == pytest.approx(0.02)
+    assert ltr["selected_test_accuracy_mean"] == pytest.approx(0.83)
+    assert ltr["selected_test_accuracy_std"] == pytest.approx(0.02)
     assert ltr["sweep"] == SWEEP and isinstance(ltr["n"], int)
     assert next(r for r in records if r["method"] == "dense")["search_seconds_mean"] is None
     assert export_frontier(fr, "markdown") == format_frontier(fr, markdown=True)
@@ -252,7 +244,7 @@ def test_results_formats_and_output_file(store_dir, tmp_path):
     assert r.exit_code == 0 and r.output.strip() == f"wrote {out}"
     back = pd.read_csv(out)
     assert list(back.columns) == FRONTIER_COLUMNS
-    assert back.loc[back["method"] == "ltr", "test_accuracy_mean"].tolist() == pytest.approx([0.83, 0.63])
+    assert back.loc[back["method"] == "ltr", "selected_test_accuracy_mean"].tolist() == pytest.approx([0.83, 0.63])
     every = pd.read_csv(__import__("io").StringIO(run(main, base + ["--format", "csv", "--all-levels"]).output))
     assert 0.7 in every.loc[every["method"] == "ltr", "target_sparsity"].tolist()  # the intermediate level
 

@@ -1,44 +1,39 @@
-"""`orchestrate results` and `plot`: the frontier of a sweep, as a table or a picture."""
+"""`orchestrate results`, `plot`, `compare` and `report`: what a sweep found, as tables, pictures and verdicts.
+
+Every verb reads the frontier of the sweep's current plan: rows whose stage is no longer planned (the spec
+changed since) stay in the store but are left out (orchestrator/plans.py).
+"""
 from __future__ import annotations
 
 import click
 
-from orchestrator.cli.common import check_output, fail, spec_from, store_at
+from orchestrator.cli.common import check_output, fail, plan_of, spec_from, store_at
+
+FORMATS = click.Choice(["table", "markdown", "csv", "json"])
 
 
-def _points(store_location: str | None, sweep: str | None):
+def current_points(store_location: str | None, sweep: str | None, spec=None):
+    """The sweep's points (every sweep's, without one) with `superseded` marked: against the spec's plan when a
+    spec is given, else against each sweep's newest recorded plan."""
+    from orchestrator import plans
     from orchestrator.suggest import suggest
 
-    store = store_at(store_location or "./ticketsweep-store")
+    store = store_at(store_location or (spec.store if spec else "./ticketsweep-store"))
+    sweep = sweep or (spec.name if spec else None)
     points = store.read("points", sweep)
     if points.empty:
         hint = suggest(sweep, store.sweeps(), list_known=True) if sweep else ""
         fail(f"store {store.location}: no results" + (f" for sweep {sweep}" if sweep else "") + hint)
-    return points
+    names = sorted(set(points["sweep"].astype(str)))
+    keys = {name: plans.current_keys(store, name) for name in names}
+    if spec is not None and spec.name in keys:
+        keys[spec.name] = set(plan_of(spec).stages)
+    return plans.mark_superseded(points, keys)
 
 
-@click.command()
-@click.option("--store", "store_location", help="Results store (default: ./ticketsweep-store).")
-@click.option("--sweep", help="Only this sweep.")
-@click.option("--spec", "spec_path", help="Take the store and sweep from this spec.")
-@click.option("--all-levels", is_flag=True, help="Include intermediate LTR levels.")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default=None,
-              help="table (default), markdown, or the frontier's columns as csv or json.")
-@click.option("--markdown", is_flag=True, help="Same as --format markdown.")
-@click.option("-o", "--output", help="Write to this file instead of printing.")
-def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output) -> None:
-    """Print the accuracy-vs-sparsity frontier (mean ± std over seeds) with its costs."""
-    from orchestrator.report import export_frontier, frontier, write_text
+def _emit(text: str, output: str | None) -> None:
+    from orchestrator.report import write_text
 
-    if markdown and fmt not in (None, "markdown"):
-        fail(f"--markdown conflicts with --format {fmt}")
-    fmt = "markdown" if markdown else (fmt or "table")
-    if output:
-        check_output(output)
-    if spec_path:
-        spec = spec_from(spec_path)
-        store_location, sweep = store_location or spec.store, sweep or spec.name
-    text = export_frontier(frontier(_points(store_location, sweep), all_levels=all_levels), fmt)
     if not output:
         click.echo(text)
         return
@@ -50,17 +45,107 @@ def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output)
 @click.option("--store", "store_location", help="Results store (default: ./ticketsweep-store).")
 @click.option("--sweep", help="Only this sweep.")
 @click.option("--spec", "spec_path", help="Take the store and sweep from this spec.")
+@click.option("--all-levels", is_flag=True, help="Include intermediate LTR levels.")
+@click.option("--format", "fmt", type=FORMATS, default=None,
+              help="table (default), markdown, or the frontier's columns as csv or json.")
+@click.option("--markdown", is_flag=True, help="Same as --format markdown.")
+@click.option("-o", "--output", help="Write to this file instead of printing.")
+def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output) -> None:
+    """Print the accuracy-vs-sparsity frontier: the validation-selected test accuracy, mean ± std and 95 %
+    interval over seeds, the final test and validation accuracy, and costs."""
+    from orchestrator.report import export_frontier, frontier
+
+    if markdown and fmt not in (None, "markdown"):
+        fail(f"--markdown conflicts with --format {fmt}")
+    if output:
+        check_output(output)
+    spec = spec_from(spec_path) if spec_path else None
+    points = current_points(store_location, sweep, spec)
+    _emit(export_frontier(frontier(points, all_levels=all_levels), "markdown" if markdown else (fmt or "table")),
+          output)
+
+
+@click.command()
+@click.option("--store", "store_location", help="Results store (default: ./ticketsweep-store).")
+@click.option("--sweep", help="Only this sweep.")
+@click.option("--spec", "spec_path", help="Take the store and sweep from this spec.")
 @click.option("-o", "--output", default="frontier.png", show_default=True, help="PNG to write.")
 def plot(store_location, sweep, spec_path, output) -> None:
-    """Plot accuracy vs fraction of weights remaining, and accuracy vs standalone cost."""
+    """Plot accuracy vs fraction of weights remaining (95 % interval bands), and the cost-accuracy frontier."""
     from orchestrator.report import frontier, plot_frontier
 
     check_output(output)
-    if spec_path:
-        spec = spec_from(spec_path)
-        store_location, sweep = store_location or spec.store, sweep or spec.name
-    plot_frontier(frontier(_points(store_location, sweep)), output)
+    spec = spec_from(spec_path) if spec_path else None
+    plot_frontier(frontier(current_points(store_location, sweep, spec)), output)
     click.echo(f"wrote {output}")
 
 
-COMMANDS = (results, plot)
+@click.command()
+@click.argument("spec_path", metavar="SPEC")
+@click.argument("methods", nargs=-1, metavar="[A B]")
+@click.option("--reference", help="Compare every other method with this one (with --all).")
+@click.option("--all", "every", is_flag=True, help="With --reference: every other method against it.")
+@click.option("--metric", default="selected_test_accuracy", show_default=True,
+              help="The accuracy column compared (e.g. test_accuracy, the final one; val_accuracy).")
+@click.option("--alpha", default=0.05, show_default=True, type=float, help="Significance level of the test.")
+@click.option("--store", "store_location", help="Results store (default: the spec's).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("-o", "--output", help="Write to this file instead of printing.")
+def compare(spec_path, methods, reference, every, metric, alpha, store_location, fmt, output) -> None:
+    """Paired comparison of method B with method A at every sparsity both have, over the seeds both have: the
+    mean difference B − A with its 95 % interval, an exact sign-flip permutation test, a verdict, the paired
+    cost ratio, and how many seeds a difference of the observed size would need."""
+    from orchestrator.compare import CompareError, compare_all, compare_methods, format_comparison
+
+    if every != bool(reference):
+        fail("compare: --all and --reference go together (--reference A --all)")
+    if every and methods:
+        fail(f"compare: give either A B or --reference A --all, not both (got {' '.join(methods)})")
+    if not every and len(methods) != 2:
+        fail(f"compare: give two methods A B (got {len(methods)}), or --reference A --all")
+    if output:
+        check_output(output)
+    spec = spec_from(spec_path)
+    points = current_points(store_location, None, spec)
+    points = points[points["sweep"].astype(str) == spec.name]
+    try:
+        frame = (compare_all(points, reference, metric=metric, alpha=alpha) if every
+                 else compare_methods(points, methods[0], methods[1], metric=metric, alpha=alpha))
+        text = format_comparison(frame, fmt)
+    except CompareError as err:
+        fail(f"compare: {err}")
+    _emit(text, output)
+
+
+@click.command()
+@click.argument("spec_path", metavar="SPEC")
+@click.option("-o", "--output", "out_dir", required=True, help="Folder to write report.html and report.md into.")
+@click.option("--reference", help="The method every other is compared with (default: ltr when present).")
+@click.option("--store", "store_location", help="Results store (default: the spec's).")
+def report(spec_path, out_dir, reference, store_location) -> None:
+    """Write one self-contained HTML page (images embedded) and the same content as Markdown: the spec and
+    versions, the frontier and cost-accuracy plots, the frontier table, every method compared with a
+    reference, stage counts by status, and total compute."""
+    import os
+
+    from orchestrator.compare import CompareError
+    from orchestrator.report_page import build_report
+
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        fail(f"-o {out_dir}: is a file, expected a folder")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        fail(f"-o {out_dir}: no such directory {parent}")
+    spec = spec_from(spec_path)
+    store = store_at(store_location or spec.store)
+    points = current_points(store.location, None, spec)
+    points = points[points["sweep"].astype(str) == spec.name]
+    try:
+        written = build_report(spec_path, spec, store, points, out_dir, reference)
+    except CompareError as err:
+        fail(f"report: {err}")
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+COMMANDS = (results, plot, compare, report)
