@@ -21,8 +21,10 @@ from orchestrator.scheduler import HangPolicy, RunSummary, Scheduler, Shape, des
 from orchestrator.spec import SweepSpec
 from orchestrator.store import ResultsStore
 from orchestrator.trial_actor import TrialActorBody
+from orchestrator.tuning.search import TuneActorBody
 
 TrialActor = ray.remote(TrialActorBody)
+TuneActor = ray.remote(TuneActorBody)
 # A sweep this many uncompacted commits deep is merged at the end of submit: reads then open a few files.
 AUTO_COMPACT_FILES = 2000
 
@@ -40,6 +42,19 @@ def shapes_by_source(spec: SweepSpec) -> dict[str, Shape]:
         if m.resources is not None:
             out[f"methods[{i}].resources"] = spec.resources.shape(m.resources)
     return out
+
+
+def tune_actor_factory(spec: SweepSpec, store_location: str):
+    """Makes the actor of one tune stage: it holds no CPU or GPU itself (its Tune trials, each with the method's
+    trial resources, do the work), so it can never keep its own trials from starting."""
+    spec_dict = spec.model_dump(mode="json")
+
+    def make(stage, shape: Shape):
+        cpus, gpus, _ = shape
+        return TuneActor.options(name=f"tune-{stage.key[:8]}-{os.getpid()}", num_cpus=0, num_gpus=0,
+                                 max_concurrency=2, max_restarts=0).remote(1, 0, store_location, spec_dict,
+                                                                           (cpus, gpus))
+    return make
 
 
 def _todo(plan: Plan, state: resume.StoreState, retry_diverged: bool) -> tuple[list[str], set[str]]:
@@ -101,7 +116,8 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
         recorder = Recorder(plan, spec, store, state, {k: s[1] for k, s in shapes.items()})
         scheduler = Scheduler(plan, todo, state.done, shapes, TrialActor, store.location, recorder,
                               spec.resources.max_concurrent, spec.resources.max_retries, reporter, lease,
-                              HangPolicy(spec.resources.hang_floor_s, spec.resources.hang_factor))
+                              HangPolicy(spec.resources.hang_floor_s, spec.resources.hang_factor),
+                              tune_actor=tune_actor_factory(spec, store.location))
         t0 = time.perf_counter()
         try:
             scheduler.run(summary)

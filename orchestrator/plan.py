@@ -44,7 +44,7 @@ class Stage:
 
     @property
     def produces_point(self) -> bool:
-        return self.kind not in ("init", "warmup")
+        return self.kind not in ("init", "warmup", "tune")
 
     def payload(self, config: dict) -> dict:
         """What a worker gets: the stage as plain data."""
@@ -142,12 +142,12 @@ class Planner:
         self.stages.setdefault(key, stage)
         return self.stages[key]
 
-    def seed_stages(self, seed: int) -> SeedStages:
+    def seed_stages(self, seed: int, requested: bool = True) -> SeedStages:
         init = self._add("init", seed, {}, {}, [], [], {"label": f"init s={seed}"}, 0.0, self.init_config)
         warm = self._add("warmup", seed, {}, {"init": init.key}, ["init"], [init.key],
                          {"label": f"warmup s={seed}"}, self.warmup_work, self.train_config)
         dense = self._add("dense", seed, {}, {"warmup": warm.key}, ["warmup"], [warm.key],
-                          {"label": f"dense s={seed}", "method": "dense", "requested": True},
+                          {"label": f"dense s={seed}", "method": "dense", "requested": requested},
                           self.retrain_work, self.train_config)
         return SeedStages(seed, init, warm, dense)
 
@@ -156,11 +156,15 @@ class Planner:
               requested: bool = True) -> Stage:
         """A stage that produces a result row of `method`. Its params carry the method's settings (hashed, and
         what the worker receives); every point also waits for its seed's dense run, whose accuracy its row
-        carries."""
+        carries. A tuned method's stages also read its tune stage (the chosen values), which is part of their
+        key and of their standalone cost."""
         params = {"settings": method.settings(), "invert": False, **params}
         meta = {"method": method.label(), "level": level, "requested": requested, "label": label}
-        return self._add(kind, seed.seed, params, {**parents, "dense": seed.dense.key}, inputs, cost, meta, work,
-                         self.prune_config)
+        parents, inputs, cost = {**parents, "dense": seed.dense.key}, list(inputs), list(cost)
+        if method.tune:
+            tune = self.tune_stages[id(method)]
+            parents["tuned"], inputs, cost = tune.key, inputs + ["tuned"], cost + [tune.key]
+        return self._add(kind, seed.seed, params, parents, inputs, cost, meta, work, self.prune_config)
 
     def sanity(self, method: MethodConfig, source: Stage, seed: SeedStages, from_init: bool = False) -> None:
         """The method's sanity-check ablations of `source`'s mask: extra stages and rows, never branches inside
@@ -177,16 +181,45 @@ class Planner:
             start = seed.init if from_init else seed.warmup
             params = {"ablation": check, "target_sparsity": sp, **({"retrain_from": "init"} if from_init else {})}
             role = "init" if from_init else "warmup"
-            self._add("ablation", seed.seed, params, {"source": source.key, role: start.key,
-                                                       "dense": seed.dense.key},
-                      ["source", role], [source.key], meta,
+            parents, inputs = {"source": source.key, role: start.key, "dense": seed.dense.key}, ["source", role]
+            if "tuned" in source.parents:  # it retrains with the tuned recipe too
+                parents["tuned"], inputs = source.parents["tuned"], inputs + ["tuned"]
+            self._add("ablation", seed.seed, params, parents, inputs, [source.key], meta,
                       self.retrain_work + (self.warmup_work if from_init else 0.0), self.prune_config)
 
+    def tune_stage(self, method: MethodConfig, shared: list[SeedStages]) -> Stage:
+        """One search per tuned method entry, on the tuning seeds' shared stages: its output is the chosen
+        values. Its work estimate is the method's own stages at the tuning sparsities, once per configuration."""
+        budget = self.spec.tuning
+        one = Planner(self.spec.model_copy(update={"methods": [method.model_copy(update={"tune": None})],
+                                                   "seeds": [shared[0].seed], "sparsities": budget.sparsities,
+                                                   "tuning": None}))
+        per_config = sum(s.work for s in one.build().stages.values() if s.kind not in ("init", "warmup", "dense"))
+        parents, inputs = {}, []
+        for i, seed in enumerate(shared):
+            for role, stage in (("init", seed.init), ("warmup", seed.warmup), ("dense", seed.dense)):
+                parents[f"{role}{i}"] = stage.key
+                inputs.append(f"{role}{i}")
+        params = {"settings": method.settings(), "space": {k: d.model_dump(exclude_none=True) for k, d in
+                                                           method.tune.items()},
+                  "budget": budget.model_dump(exclude={"max_concurrent"})}
+        meta = {"method": method.label(), "label": f"tune {method.label()}"}
+        return self._add("tune", shared[0].seed, params, parents, inputs,
+                         [p for i, s in enumerate(shared) for p in (s.warmup.key, s.dense.key)], meta,
+                         per_config * budget.configurations * len(shared), self.train_config)
+
     def build(self) -> Plan:
+        shared = {seed: self.seed_stages(seed) for seed in self.spec.seeds}
+        self.tune_stages: dict[int, Stage] = {}
+        tuned = [m for m in self.spec.methods if m.tune]
+        if tuned:
+            # Tuning seeds' shared stages give no result rows of their own: the tuning is on their validation split.
+            tuning = [shared.get(seed) or self.seed_stages(seed, requested=False) for seed in self.spec.tuning.seeds]
+            for method in tuned:
+                self.tune_stages[id(method)] = self.tune_stage(method, tuning)
         for seed in self.spec.seeds:
-            shared = self.seed_stages(seed)
             for method in self.spec.methods:
-                method.add_stages(shared, self)
+                method.add_stages(shared[seed], self)
         return Plan(self.spec.name, self.config, self.stages)
 
 

@@ -63,7 +63,8 @@ class Recorder:
             points.append(self.point_row(key, meta, common))
         curve = [{**r, "seed": stage.seed, "method": method, "target_sparsity": target, "label": stage.label}
                  for r in curve_rows]
-        self.store.commit(self.plan.sweep, key, attempt, stage_row, points, curve, log=meta.get("log"))
+        trials = [{**t, "method": method} for t in meta.get("trials") or []]
+        self.store.commit(self.plan.sweep, key, attempt, stage_row, points, curve, log=meta.get("log"), trials=trials)
         return attempt
 
     def point_row(self, key: str, meta: dict, common: dict) -> dict:
@@ -74,6 +75,9 @@ class Recorder:
         measured = dict(meta.get("point") or {}) if ok else {}
         measurements = measured.pop("measurements", None)
         settings = stage.params.get("settings") or {}
+        tuned = measured.pop("tuned", None)
+        if tuned:  # the values the tuned stage ran with, not the untuned ones it was planned with
+            settings = {**settings, **tuned}
         standalone = None
         if ok:
             ancestors = self.plan.ancestors_for_cost(key)

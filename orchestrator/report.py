@@ -63,8 +63,8 @@ def finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
 
 def frontier(points: pd.DataFrame, all_levels: bool = False) -> pd.DataFrame:
     """One row per (sweep, method, target_sparsity): seed count, mean measured sparsity, the validation-selected
-    test accuracy's mean, std (ddof=1) and 95 % t interval over seeds (NaN for a single seed), the final test and
-    validation accuracy means, and mean costs in seconds. Dense baselines come first."""
+    test accuracy's mean, std (ddof=1) and 95 % t interval over seeds (clipped to [0, 1]; NaN for a single seed),
+    the final test and validation accuracy means, and mean costs in seconds. Dense baselines come first."""
     from orchestrator.stats import mean_interval
 
     df = finished(points, all_levels=all_levels)
@@ -74,8 +74,9 @@ def frontier(points: pd.DataFrame, all_levels: bool = False) -> pd.DataFrame:
     out = groups.agg(n=(ACCURACY, "size"), selected_test_accuracy_std=(ACCURACY, lambda s: s.std(ddof=1)),
                      **{name: (col, "mean") for name, col in _MEANS}).reset_index()
     bounds = groups[ACCURACY].apply(lambda s: mean_interval(s.to_numpy(dtype=float))).reset_index(drop=True)
-    out["selected_test_accuracy_ci_low"] = [b[0] for b in bounds]
-    out["selected_test_accuracy_ci_high"] = [b[1] for b in bounds]
+    # An accuracy lies in [0, 1]: clipping the t interval there never lowers its coverage.
+    out["selected_test_accuracy_ci_low"] = [max(0.0, b[0]) if b[0] == b[0] else b[0] for b in bounds]
+    out["selected_test_accuracy_ci_high"] = [min(1.0, b[1]) if b[1] == b[1] else b[1] for b in bounds]
     out["_not_dense"] = out["method"] != DENSE
     out = out.sort_values(["sweep", "_not_dense", "method", "target_sparsity", "sparsity"], kind="stable")
     return out[FRONTIER_COLUMNS].reset_index(drop=True)

@@ -49,7 +49,8 @@ class StoreState:
 
 def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts: bool = True) -> StoreState:
     state = StoreState(sweep)
-    log = store.committed(sweep, ["stage_key", "attempt", "token", "status", "seconds", "n_points", "n_curve"])
+    log = store.committed(sweep, ["stage_key", "attempt", "token", "status", "seconds", "n_points", "n_curve",
+                                  "n_trials"])
     state.unreadable += log.bad
     rows = sorted(log.table.to_pylist(), key=lambda r: r["attempt"])
     names = set()
@@ -62,7 +63,7 @@ def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts:
             state.ok_seconds[key] = float(r["seconds"] or 0.0)
 
     listed = {}
-    for table, count in (("points", "n_points"), ("curves", "n_curve")):
+    for table, count in (("points", "n_points"), ("curves", "n_curve"), ("tuning", "n_trials")):
         present, bad, listed[table] = store.view_names(table, sweep)
         state.unreadable += bad
         for r in rows:

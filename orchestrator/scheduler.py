@@ -81,7 +81,7 @@ class Running:
 class Scheduler:
     def __init__(self, plan: Plan, todo: list[str], done: set[str], shapes: dict[str, Shape], actor_class,
                  store_location: str, recorder: Recorder, max_concurrent: int, max_retries: int,
-                 progress, lease=None, hang: HangPolicy = HangPolicy(), clock=time.monotonic):
+                 progress, lease=None, hang: HangPolicy = HangPolicy(), clock=time.monotonic, tune_actor=None):
         self.plan, self.todo, self.done = plan, todo, set(done)
         self.shapes, self.actor_class, self.store_location = shapes, actor_class, store_location
         self.recorder, self.max_concurrent, self.max_retries = recorder, max_concurrent, max_retries
@@ -98,8 +98,11 @@ class Scheduler:
         self.outputs: dict[str, object] = {k: ARTIFACT + k for k in self.done}
         self.handed = {k: sum(1 for c in self.children[k] if c in self.pending) for k in set(self.done) | self.pending}
         self.given: set[str] = set()
-        self.ready = [(-self.priority[k], i, k) for i, k in enumerate(todo) if self.waiting[k] == 0]
-        heapq.heapify(self.ready)
+        self.ready: list = []
+        self.tune_ready: list[str] = []  # tune stages wait apart: each runs alone (see dispatch)
+        for i, k in enumerate(todo):
+            if self.waiting[k] == 0:
+                self._make_ready(k, i)
         self.inflight: dict[object, Running] = {}
         self.retries: dict[str, int] = {}
         self.dead: set[str] = set()
@@ -108,6 +111,8 @@ class Scheduler:
         self.open_seeds: set[int] = set()
         self.window = 2 * max_concurrent
         self.slowest_epoch: dict[str, float] = {}   # stage kind -> slowest epoch seen in this run
+        # A tune stage runs alone: its trials need the cluster's CPUs, so no trial actor may hold them meanwhile.
+        self.tune_actor, self.exclusive = tune_actor, None
 
     # ------------------------------------------------------------ actors
     def _new_actor(self, shape: Shape):
@@ -164,6 +169,12 @@ class Scheduler:
         # Two passes: first only stages of seeds already open (while `window` seeds are open), then, if an actor
         # would otherwise idle, a new seed. Longest-path-first alone would run every seed's shared stages first
         # and keep all their outputs alive at once.
+        if self.exclusive is not None:
+            return
+        if self.tune_ready:  # it starts once what runs has finished; nothing new starts meanwhile
+            if not self.inflight:
+                self._start_tune(self.tune_ready.pop(0))
+            return
         for respect_window in (True, False):
             held = []
             while self.ready:
@@ -194,13 +205,26 @@ class Scheduler:
         self.inflight[meta_ref] = Running(key, actor, out_ref, heard_at=self.clock())
         self._hand_over(key)
 
+    def _start_tune(self, key: str) -> None:
+        for actors in self.idle.values():
+            while actors:
+                self._retire(actors.pop())
+        self.exclusive = key
+        self._start(key, self.tune_actor(self.plan.stages[key], self.shapes[key]))
+
+    def _make_ready(self, key: str, tiebreak: int = 0) -> None:
+        if self.plan.stages[key].kind == "tune":
+            self.tune_ready.append(key)
+        else:
+            heapq.heappush(self.ready, (-self.priority[key], tiebreak, key))
+
     def _requeue(self, key: str) -> None:
-        heapq.heappush(self.ready, (-self.priority[key], -self.retries[key], key))
+        self._make_ready(key, -self.retries[key])
 
     # ------------------------------------------------------------ the loop
     def run(self, summary: RunSummary) -> RunSummary:
         try:
-            while self.ready or self.inflight:
+            while self.ready or self.tune_ready or self.inflight:
                 if self.lease is not None and self.lease.lost.is_set():
                     raise LeaseLost(f"sweep {self.plan.sweep}: another driver took over the lease; stopping")
                 self.dispatch()
@@ -257,6 +281,7 @@ class Scheduler:
         limit = self._hang_limit(running)
         del self.inflight[meta_ref]
         self._retire(running.actor)
+        self._end_exclusive(running.key)
         # Silence is what the actor last reported plus the time since it last answered: say which dominates.
         why = (f"its actor has not answered for {unanswered:.0f} s" if unanswered > silent - unanswered
                else "its actor answers but the stage makes no progress")
@@ -276,8 +301,15 @@ class Scheduler:
             return
         self._conclude(key, meta, None, summary)
 
+    def _end_exclusive(self, key: str) -> None:
+        if self.exclusive == key:
+            self.exclusive = None
+
     def _finished(self, meta_ref, summary: RunSummary) -> None:
         running = self.inflight.pop(meta_ref)
+        if self.exclusive == running.key:
+            self._end_exclusive(running.key)
+            ray.kill(running.actor)  # a tune actor serves one stage; its trials' resources are free again
         try:
             meta = ray.get(meta_ref)
         except (RayActorError, ActorDiedError) as err:
@@ -301,7 +333,7 @@ class Scheduler:
                 if child in self.waiting and child not in self.dead:
                     self.waiting[child] -= 1
                     if self.waiting[child] == 0:
-                        heapq.heappush(self.ready, (-self.priority[child], 0, child))
+                        self._make_ready(child)
         self._close(key)
         # Hand out new work before writing the store, so trial actors never wait on the driver's I/O.
         self.dispatch()

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import types
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -131,6 +132,28 @@ class Ladder(Strict):
         return self
 
 
+# Recipe knobs a search space may tune (training.<knob>): not the ones that shape the shared warm-up and data
+# order (epochs, batch_size, milestones, rewind), which every method of a seed must share.
+TUNABLE_RECIPE = ("lr", "momentum", "nesterov", "weight_decay", "gamma", "grad_clip", "optimizer")
+
+
+class TuningSpec(Strict):
+    """The budget every tuned method gets (methods with a `tune` search space), and where they are tuned."""
+    configurations: int = Field(default=8, ge=2, le=1000,
+                                description="configurations tried per method, counting its untuned configuration")
+    grace_period: int = Field(default=1, ge=1, le=100_000,
+                              description="ASHA: training epochs every configuration runs before it may be stopped")
+    reduction_factor: float = Field(default=3, gt=1, le=100, description="ASHA: keep the best 1/this at each rung")
+    max_concurrent: int = Field(default=1, ge=1, le=1024,
+                                description="trials at once; 1 makes ASHA's stopping, and so the choice, reproducible")
+    sparsities: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        min_length=1, max_length=100, description="target sparsities the methods are tuned at (on the validation split)")
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
+        default_factory=lambda: [1_000_000], min_length=1, max_length=100,
+        description="seeds of the tuning runs, separate from the evaluation seeds by default")
+    search_seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the random search")
+
+
 class Resources(Strict):
     """What each trial actor gets, and how many run at once."""
     cpus_per_trial: float = Field(default=1, gt=0, le=1024, description="CPUs per trial actor (also its torch thread count)")
@@ -170,6 +193,7 @@ class SweepSpec(Strict):
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
         min_length=1, max_length=10_000, description="seeds; each gives its own init and data order, shared by all methods")
     resources: Resources = Field(default_factory=Resources)
+    tuning: TuningSpec | None = Field(default=None, description="The tuning budget; needed when a method has `tune`.")
 
     @field_validator("sparsities")
     @classmethod
@@ -211,6 +235,43 @@ class SweepSpec(Strict):
         dup = {x for x in labels if labels.count(x) > 1}
         if dup:
             raise ValueError(f"methods listed twice: {', '.join(sorted(dup))}")
+        return self
+
+    @model_validator(mode="after")
+    def _tuning_makes_sense(self) -> "SweepSpec":
+        tuned = [(i, m) for i, m in enumerate(self.methods) if m.tune]
+        if not tuned:
+            return self
+        if self.tuning is None:
+            raise ValueError(f"methods.{tuned[0][0]}.tune needs a `tuning` section: the budget every tuned method "
+                             f"gets, and the sparsities it is tuned at")
+        budget = self.tuning
+        for i, m in tuned:
+            for knob, dimension in m.tune.items():
+                if knob.startswith("training."):
+                    name = knob[len("training."):]
+                    if name not in TUNABLE_RECIPE:
+                        raise ValueError(f"methods.{i}.tune.{knob}: not a tunable recipe knob; tunable: "
+                                         f"{', '.join('training.' + k for k in TUNABLE_RECIPE)}")
+                    for value in dimension.extremes():
+                        try:
+                            TrainingSpec.model_validate({**self.training.model_dump(), name: value})
+                        except ValidationError as err:
+                            why = err.errors()[0]["msg"].replace("Value error, ", "")
+                            raise ValueError(f"methods.{i}.tune.{knob}: {value!r} is not a valid {name} ({why})") \
+                                from None
+            sizes = [d.size() for d in m.tune.values()]
+            if all(size is not None for size in sizes):
+                distinct = 1
+                for size in sizes:
+                    distinct *= size
+                if budget.configurations > distinct:
+                    raise ValueError(f"tuning.configurations: {budget.configurations} configurations, but methods.{i}'s "
+                                     f"search space holds only {distinct}")
+        retrain_epochs = self.training.epochs - _rewind_epochs(self.training)
+        if budget.grace_period >= retrain_epochs:
+            raise ValueError(f"tuning.grace_period: {budget.grace_period} epochs is not below a retraining's "
+                             f"{retrain_epochs:g}: ASHA could never stop a configuration early")
         return self
 
     def target_sparsities(self) -> list[float]:
@@ -283,6 +344,12 @@ def load_spec(path: str | Path) -> SweepSpec:
     return parse_spec(data, str(path))
 
 
+def _rewind_epochs(training: TrainingSpec) -> float:
+    """The rewind point in epochs, where it is given in epochs (iterations are well inside the first epochs)."""
+    num, unit = REWIND_PATTERN.match(training.rewind).groups()
+    return float(num) if unit == "ep" else 0.0
+
+
 def _load_yaml(text: str, path: Path):
     """Safe YAML whose size after alias expansion is bounded: aliases share nodes, so a few lines can stand for
     billions of values, which validation and error messages would then walk one by one."""
@@ -341,13 +408,18 @@ def describe() -> str:
         for name, f in model.model_fields.items():
             path = f"{prefix}{name}"
             ann = f.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                lines.append(f"{path}: {ann.__doc__}{'' if f.is_required() else ' (optional)'}")
-                walk(ann, path + ".")
+            models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)] \
+                if get_origin(ann) in (Union, types.UnionType) else [ann]
+            if len(models) == 1 and isinstance(models[0], type) and issubclass(models[0], BaseModel):
+                lines.append(f"{path}: {models[0].__doc__}{'' if f.is_required() else ' (optional)'}")
+                walk(models[0], path + ".")
                 continue
             lines.append(field_line(path, f))
 
     walk(SweepSpec, "")
+    lines.append("methods[].tune.<knob>: a search range: {loguniform: [low, high]}, {uniform: [low, high]} or "
+                 "{choice: [values]}; <knob> is a knob of the method, or training.<name> for "
+                 + ", ".join(TUNABLE_RECIPE))
     for method in CONFIGS:
         lines.append(f"methods[] kind={method.model_fields['kind'].annotation.__args__[0]}: {method.__doc__}")
         lines += [field_line(name, f, indent="  ") for name, f in method.model_fields.items() if name != "kind"]

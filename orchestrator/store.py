@@ -45,7 +45,7 @@ SOURCES_KEY = b"ticketsweep.sources"  # parquet metadata of a compacted file: th
 # Parquet metadata of a commit file: its stage row's small columns, so planning reads footers, not data.
 SUMMARY_KEY = b"ticketsweep.commit"
 SUMMARY_COLUMNS = ("stage_key", "attempt", "token", "kind", "method", "status", "error_type", "seconds",
-                   "n_points", "n_curve", "finished_at")
+                   "n_points", "n_curve", "n_trials", "finished_at")
 _READ_THREADS = 16  # parallel footer reads: on object storage each small GET is latency-bound
 _SCAN_THREADS = 4   # parallel whole-file reads (more threads only add memory on 2 cores)
 _SCAN_CHUNK = 512
@@ -89,6 +89,17 @@ CURVES = pa.schema([
     ("schema_version", pa.int32()),
 ])
 
+# A tune stage's search (orchestrator/tuning): one row per configuration tried.
+TUNING = pa.schema([
+    ("stage_key", pa.string()), ("attempt", pa.int32()), ("method", pa.string()), ("trial", pa.int32()),
+    ("config", pa.string()),         # JSON {knob: value}
+    ("reports", pa.string()),        # JSON [[epochs, validation accuracy], ...]: what ASHA saw
+    ("epochs", pa.float64()), ("max_epochs", pa.float64()), ("seconds", pa.float64()),
+    ("score", pa.float64()),         # mean validation accuracy at the tuning sparsities and seeds (completed only)
+    ("completed", pa.bool_()), ("diverged", pa.bool_()), ("chosen", pa.bool_()), ("error", pa.string()),
+    ("schema_version", pa.int32()),
+])
+
 STAGES = pa.schema([
     ("stage_key", pa.string()), ("attempt", pa.int32()), ("token", pa.string()),
     ("kind", pa.string()), ("label", pa.string()), ("method", pa.string()), ("target_sparsity", pa.float64()),
@@ -97,10 +108,11 @@ STAGES = pa.schema([
     ("error_type", pa.string()), ("error", pa.string()),
     ("started_at", _UTC), ("finished_at", _UTC),
     # How many rows this attempt's views hold, so a missing view is noticed without reading the payload.
-    ("n_points", pa.int32()), ("n_curve", pa.int32()),
+    ("n_points", pa.int32()), ("n_curve", pa.int32()), ("n_trials", pa.int32()),
     ("schema_version", pa.int32()),
     ("points", pa.list_(pa.struct(list(POINTS) + [pa.field("method", pa.string())]))),
     ("curve", pa.list_(pa.struct(list(CURVES)))),
+    ("trials", pa.list_(pa.struct(list(TUNING)))),
 ])
 
 # A sweep's plan as submitted: one row per stage (orchestrator/plans.py); the newest file is the current plan.
@@ -109,11 +121,11 @@ PLANS = pa.schema([
     ("seed", pa.int64()), ("requested", pa.bool_()), ("planned_at", _UTC),
 ])
 
-TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES, "plans": PLANS}
-PAYLOAD = ("points", "curve")
+TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES, "plans": PLANS, "tuning": TUNING}
+PAYLOAD = ("points", "curve", "trials")
 # Within one committed attempt, these columns identify a row (so compaction overlaps never duplicate one).
 ROW_IDENTITY = {"stages": ["stage_key", "attempt"], "points": ["stage_key", "attempt"],
-                "curves": ["stage_key", "attempt", "phase", "epoch"]}
+                "curves": ["stage_key", "attempt", "phase", "epoch"], "tuning": ["stage_key", "attempt", "trial"]}
 
 
 def _one_line(err: BaseException) -> str:
@@ -214,7 +226,7 @@ class ResultsStore:
 
     # ------------------------------------------------------------ the commit protocol
     def commit(self, sweep: str, key: str, attempt: int, stage_row: dict, points: list[dict],
-               curve: list[dict], log: str | None = None) -> str:
+               curve: list[dict], log: str | None = None, trials: list[dict] = ()) -> str:
         """Commit one stage attempt: its commit file (the single atomic step), then its views, then its log.
 
         Returns the attempt's name. A crash after the commit file leaves views that `materialize` re-creates.
@@ -222,7 +234,8 @@ class ResultsStore:
         token = uuid.uuid4().hex[:12]
         stamp = {"stage_key": key, "attempt": attempt, "schema_version": SCHEMA_VERSION}
         row = {**stage_row, **stamp, "token": token, "n_points": len(points), "n_curve": len(curve),
-               "points": [{**p, **stamp} for p in points], "curve": [{**c, **stamp} for c in curve]}
+               "n_trials": len(trials), "points": [{**p, **stamp} for p in points],
+               "curve": [{**c, **stamp} for c in curve], "trials": [{**t, **stamp} for t in trials]}
         name = attempt_name(key, attempt, token)
         summary = {c: row.get(c) for c in SUMMARY_COLUMNS}
         summary["finished_at"] = summary["finished_at"].isoformat() if summary["finished_at"] else None
@@ -245,6 +258,8 @@ class ResultsStore:
         targets = [(f"{self._dir('points', sweep, m)}/{name}.parquet", rows, POINTS) for m, rows in by_method.items()]
         if commit_row.get("curve"):
             targets.append((f"{self._dir('curves', sweep)}/{name}.parquet", list(commit_row["curve"]), CURVES))
+        if commit_row.get("trials"):
+            targets.append((f"{self._dir('tuning', sweep)}/{name}.parquet", list(commit_row["trials"]), TUNING))
         for path, rows, schema in targets:
             if self.exists(path):
                 continue
@@ -482,7 +497,7 @@ class ResultsStore:
         """
         log = self.committed(sweep, ["stage_key", "attempt"]).table
         out = {}
-        for table in ("stages", "points", "curves"):
+        for table in ("stages", "points", "curves", "tuning"):
             by_dir: dict[str, list[pafs.FileInfo]] = {}
             for info in self.list_files(table, sweep):
                 by_dir.setdefault(info.path.rsplit("/", 1)[0], []).append(info)

@@ -46,8 +46,8 @@ class Dataset:
     name: str
     x_train: torch.Tensor          # float32, (N, *input_shape); the validation examples are not in it
     y_train: torch.Tensor          # int64, (N,)
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+    x_test: torch.Tensor | None    # None while tuning: the test set is never read then
+    y_test: torch.Tensor | None
     num_classes: int
     input_shape: tuple[int, ...]   # per-example shape: (40,), (1, 28, 28), (3, 32, 32)
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
@@ -56,7 +56,9 @@ class Dataset:
 
     def __post_init__(self):
         self.input_shape = tuple(int(s) for s in self.input_shape)
-        splits = [("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)]
+        splits = [("train", self.x_train, self.y_train)]
+        if self.x_test is not None:
+            splits.append(("test", self.x_test, self.y_test))
         if self.x_val is not None:
             splits.append(("validation", self.x_val, self.y_val))
         for split, x, y in splits:
@@ -99,6 +101,11 @@ def split_validation(data: Dataset, fraction: float, seed: int = VALIDATION_SPLI
     keep = keep.to(data.x_train.device)
     return dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep],
                                x_val=data.x_train[val], y_val=data.y_train[val])
+
+
+def without_test(data: Dataset) -> Dataset:
+    """The dataset with its test split removed: what tuning runs on, so the test set cannot influence it."""
+    return dataclasses.replace(data, x_test=None, y_test=None)
 
 
 def dataset_from_config(cfg: dict) -> Dataset:

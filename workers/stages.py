@@ -24,7 +24,7 @@ from torch import nn
 from workers import masks
 from workers.data import Dataset
 from workers.methods import RUNNERS, config_from
-from workers.methods.base import MethodConfig
+from workers.methods.base import TRAINING_PREFIX, MethodConfig
 from workers.models import build_model
 from workers.train import Recipe, TrainResult, rewind_to_iterations, seed_for, train
 
@@ -47,7 +47,18 @@ def method_of(stage: dict) -> MethodConfig:
 
 
 def recipe_of(stage: dict) -> Recipe:
-    return Recipe.from_dict(stage["config"]["training"])
+    """The stage's training recipe, with a tuned method's recipe values applied (params["recipe"])."""
+    return Recipe.from_dict({**stage["config"]["training"], **stage["params"].get("recipe", {})})
+
+
+def with_tuned(stage: dict, values: dict) -> dict:
+    """The stage as it runs with a tuning result: the chosen method knobs in its settings and the chosen recipe
+    knobs (training.<name>) over its recipe. Settings of a stage without a method (ablations) are left alone."""
+    params = dict(stage["params"])
+    if "settings" in params:
+        params["settings"] = config_from(params["settings"]).tuned(values).settings()
+    params["recipe"] = {k[len(TRAINING_PREFIX):]: v for k, v in values.items() if k.startswith(TRAINING_PREFIX)}
+    return {**stage, "params": params}
 
 
 def iterations_per_epoch(stage: dict, data: Dataset) -> int:
@@ -187,9 +198,14 @@ def runner(kind: str) -> Callable[..., StageResult]:
 def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | None = None) -> StageResult:
     """Run one stage; the seconds include everything the stage did (scoring, search, training)."""
     run = runner(stage["kind"])
+    tuned = inputs["tuned"]["values"] if "tuned" in inputs else None
+    if tuned is not None:
+        stage = with_tuned(stage, tuned)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_for(stage["seed"], 8))
         result = run(stage, inputs, data, on_epoch)
     result.seconds = time.perf_counter() - t0
+    if tuned is not None and result.point is not None:
+        result.point["tuned"] = tuned  # the values it ran with reach its row
     return result

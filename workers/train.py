@@ -102,7 +102,7 @@ class Selection:
             return
         val = metrics.get("val_accuracy")
         if val is None or self.val_accuracy is None or val > self.val_accuracy:
-            self.epoch, self.val_accuracy, self.test_accuracy = epoch, val, metrics["test_accuracy"]
+            self.epoch, self.val_accuracy, self.test_accuracy = epoch, val, metrics.get("test_accuracy", float("nan"))
 
 
 class MaskSchedule(Protocol):
@@ -155,11 +155,12 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def evaluate_splits(model: nn.Module, data: Dataset) -> dict:
-    """Validation (when the dataset has a split) and test accuracy and mean loss."""
+    """Validation (when the dataset has a split) and test (unless removed, while tuning) accuracy and mean loss."""
     metrics = {}
     if data.x_val is not None:
         metrics["val_accuracy"], metrics["val_loss"] = evaluate(model, data.x_val, data.y_val)
-    metrics["test_accuracy"], metrics["test_loss"] = evaluate(model, data.x_test, data.y_test)
+    if data.x_test is not None:
+        metrics["test_accuracy"], metrics["test_loss"] = evaluate(model, data.x_test, data.y_test)
     return metrics
 
 
@@ -287,7 +288,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
         final = evaluate_splits(model, data)
         selection.offer(max(stop, start), max(stop, start) / ipe, final)
     return TrainResult(seconds=time.perf_counter() - t0, iterations=max(0, stop - start),
-                       test_accuracy=final["test_accuracy"], test_loss=final["test_loss"],
+                       test_accuracy=final.get("test_accuracy", math.nan), test_loss=final.get("test_loss", math.nan),
                        selected_epoch=selection.epoch, val_accuracy=selection.val_accuracy,
                        selected_test_accuracy=selection.test_accuracy, curve=curve,
                        mask=mask if current is None else current)

@@ -148,4 +148,25 @@ def report(spec_path, out_dir, reference, store_location) -> None:
         click.echo(f"wrote {path}")
 
 
-COMMANDS = (results, plot, compare, report)
+@click.command()
+@click.argument("spec_path", metavar="SPEC")
+@click.option("--store", "store_location", help="Results store (default: the spec's).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("-o", "--output", help="Write to this file instead of printing.")
+def tuning(spec_path, store_location, fmt, output) -> None:
+    """What tuning found, per tuned method: the chosen values, the budget spent (configurations, epochs run by
+    ASHA against the full budget, seconds) and the sensitivity (the spread of validation accuracy over the
+    configurations, and the best against the untuned default)."""
+    from orchestrator.tuning.summary import format_summary, summarize
+
+    if output:
+        check_output(output)
+    spec = spec_from(spec_path)
+    store = store_at(store_location or spec.store)
+    tune_keys = {k for k, s in plan_of(spec).stages.items() if s.kind == "tune"}
+    if not tune_keys:
+        fail(f"{spec_path}: no method of sweep {spec.name} is tuned (give a method a `tune` search space)")
+    _emit(format_summary(summarize(store.read("tuning", spec.name), tune_keys), fmt), output)
+
+
+COMMANDS = (results, plot, compare, report, tuning)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SanityCheck = Literal["shuffle", "reinit", "invert"]
 
@@ -29,6 +29,42 @@ class MethodResources(Strict):
                                               description="memory reserved per trial actor, GiB")
 
 
+class SearchDimension(Strict):
+    """One knob's search range: exactly one of loguniform [low, high], uniform [low, high], or choice [values]."""
+    loguniform: tuple[float, float] | None = Field(default=None, description="log-uniform on [low, high], low > 0")
+    uniform: tuple[float, float] | None = Field(default=None, description="uniform on [low, high]")
+    choice: list[float | int | str | bool] | None = Field(default=None, min_length=1, max_length=1000,
+                                                          description="one of these values")
+
+    @model_validator(mode="after")
+    def _one_range(self) -> "SearchDimension":
+        given = [k for k in ("loguniform", "uniform", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of loguniform, uniform, choice (got {', '.join(given) or 'none'})")
+        for kind in ("loguniform", "uniform"):
+            bounds = getattr(self, kind)
+            if bounds is not None:
+                low, high = bounds
+                if not low < high:
+                    raise ValueError(f"{kind} [{low:g}, {high:g}] is an empty range: low must be below high")
+                if kind == "loguniform" and low <= 0:
+                    raise ValueError(f"loguniform needs low > 0, got {low:g}")
+        if self.choice is not None and len(set(map(repr, self.choice))) != len(self.choice):
+            raise ValueError("choice lists a value twice")
+        return self
+
+    def extremes(self) -> list:
+        """The values a knob's bounds must accept for every draw to be valid."""
+        return list(self.loguniform or self.uniform or self.choice)
+
+    def size(self) -> int | None:
+        """How many distinct values the range holds (None: a continuum)."""
+        return len(self.choice) if self.choice is not None else None
+
+
+TRAINING_PREFIX = "training."  # a search-space key on the retraining recipe, e.g. training.lr
+
+
 class MethodConfig(Strict):
     """Base of every method entry. Subclasses add `kind: Literal[...]`, their knobs, and `add_stages`."""
     # Knobs that name the method rather than vary it (they are in its base name, not its bracketed options).
@@ -36,7 +72,7 @@ class MethodConfig(Strict):
     # Sanity checks this family's stages support.
     SANITY_CHECKS: ClassVar[tuple[str, ...]] = ("shuffle", "reinit", "invert")
     # Fields that change no stage's output: never hashed, never in a label.
-    UNHASHED: ClassVar[tuple[str, ...]] = ("resources", "sanity_checks")
+    UNHASHED: ClassVar[tuple[str, ...]] = ("resources", "sanity_checks", "tune")
 
     resources: MethodResources | None = Field(
         default=None, description="this method's trial resources {cpus_per_trial, gpus_per_trial, memory_per_trial_gb}; "
@@ -44,6 +80,28 @@ class MethodConfig(Strict):
     sanity_checks: list[SanityCheck] = Field(
         default_factory=list,
         description="ablations that add rows: shuffle (layerwise), reinit (fresh weights), invert (keep the lowest scores)")
+    tune: dict[str, SearchDimension] | None = Field(
+        default=None, description="tune this method with the spec's tuning budget: a search space over its own knobs "
+                                  "and the retraining recipe's (training.lr, ...), e.g. {lr: {loguniform: [0.01, 0.3]}}; "
+                                  "its rows are labelled [tuned]")
+
+    @model_validator(mode="after")
+    def _tunable_knobs(self) -> "MethodConfig":
+        """Every knob of the search space exists, and every value the space can draw is valid for it."""
+        for knob, dimension in (self.tune or {}).items():
+            if knob.startswith(TRAINING_PREFIX):
+                continue  # recipe knobs are checked by the spec, which knows the recipe
+            fields = [f for f in type(self).model_fields if f not in ("kind", *self.UNHASHED, "tune")]
+            if knob not in fields:
+                raise ValueError(f"tune.{knob}: {self.kind} has no knob {knob!r}; its knobs: {', '.join(fields)}, "
+                                 f"and the recipe's as training.<name>")
+            for value in dimension.extremes():
+                try:
+                    type(self).model_validate({**self.settings(), knob: value})
+                except ValidationError as err:
+                    why = err.errors()[0]["msg"].replace("Value error, ", "")
+                    raise ValueError(f"tune.{knob}: {value!r} is not a valid {knob} ({why})") from None
+        return self
 
     @field_validator("sanity_checks")
     @classmethod
@@ -74,14 +132,20 @@ class MethodConfig(Strict):
 
     def label(self) -> str:
         """The one naming rule of every result: `<base name>[knob=value,...]` with the knobs set away from their
-        defaults, e.g. `snip`, `magnitude[score_at=trained]`, `cts_reverse_kl[search_bn=running]`; sanity checks
-        append `+<check>` to it."""
-        options = ",".join(f"{k}={_text(v)}" for k, v in self.varied().items())
-        return self.base_name() + (f"[{options}]" if options else "")
+        defaults, then `tuned` for a tuned method, e.g. `snip`, `magnitude[score_at=trained]`,
+        `cts_reverse_kl[search_bn=running]`, `ltr[tuned]`; sanity checks append `+<check>` to it."""
+        options = [f"{k}={_text(v)}" for k, v in self.varied().items()] + (["tuned"] if self.tune else [])
+        return self.base_name() + (f"[{','.join(options)}]" if options else "")
 
     def settings(self) -> dict:
-        """What the stage key hashes and the worker receives: every knob that changes a result, as plain JSON."""
+        """What the stage key hashes and the worker receives: every knob that changes a result, as plain JSON
+        (for a tuned method, before tuning: the chosen values come from its tune stage)."""
         return self.model_dump(mode="json", exclude=set(self.UNHASHED))
+
+    def tuned(self, values: dict) -> "MethodConfig":
+        """This configuration with the method knobs of a tuning result applied (recipe knobs are the stage's)."""
+        own = {k: v for k, v in values.items() if not k.startswith(TRAINING_PREFIX)}
+        return type(self).model_validate({**self.settings(), **own})
 
     # ------------------------------------------------------------ planning
     def add_stages(self, seed: "SeedStages", plan: "Planner") -> None:

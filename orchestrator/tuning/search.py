@@ -1,0 +1,153 @@
+"""The tune stage: a seeded random search with ASHA over one method's search space, run by Ray Tune.
+
+`TuneActorBody` is the actor the scheduler hands a tune stage to (it asks for no CPU: the trials do the work,
+each with the method's trial resources). The search always tries the method's untuned configuration first (so
+the gap between the best and the default is measured), then `configurations - 1` random draws seeded by
+`tuning.search_seed`. ASHA stops weak configurations at rungs of grace_period × reduction_factor^k training
+epochs; the choice is the completed configuration with the highest score (mean validation accuracy over the
+tuning seeds and sparsities), ties to the earliest. Every configuration, its validation accuracy per report,
+its epochs and seconds come back as records for the store's `tuning` view.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+
+from orchestrator.trial_actor import TrialActorBody, _now
+from workers.methods.base import TRAINING_PREFIX
+
+
+def search_space(space: dict):
+    """The Tune search space of a spec's `tune` mapping ({knob: {loguniform|uniform|choice: ...}})."""
+    from ray import tune
+
+    out = {}
+    for knob, dimension in space.items():
+        (kind, value), = dimension.items()
+        out[knob] = {"loguniform": lambda v: tune.loguniform(*v), "uniform": lambda v: tune.uniform(*v),
+                     "choice": lambda v: tune.choice(list(v))}[kind](value)
+    return out
+
+
+def default_values(space: dict, settings: dict, training: dict) -> dict:
+    """The untuned configuration's value of every knob of the space."""
+    return {k: training[k[len(TRAINING_PREFIX):]] if k.startswith(TRAINING_PREFIX) else settings[k] for k in space}
+
+
+def choose(records: list[dict]) -> dict | None:
+    """The completed record with the highest score (earliest on ties); None if none completed."""
+    done = [r for r in records if r["completed"] and not math.isnan(r["score"])]
+    return max(done, key=lambda r: (r["score"], -r["trial"])) if done else None
+
+
+class TuneActorBody(TrialActorBody):
+    """Runs tune stages; liveness comes from the trials' reports (each one is a sign of life)."""
+
+    def __init__(self, num_cpus: float, gpu_fraction: float, store_location: str, spec: dict,
+                 trial_resources: tuple[float, float]):
+        super().__init__(num_cpus, gpu_fraction, store_location)
+        self.spec, self.trial_resources = spec, trial_resources
+
+    def execute(self, payload: dict, inputs: dict):
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search import BasicVariantGenerator
+
+        from orchestrator.tuning.trial import method_plan, run_trial
+        from workers import liveness
+
+        p = payload["params"]
+        budget, space = p["budget"], p["space"]
+        seeds = [str(s) for s in budget["seeds"]]
+        shared = {seed: {role: inputs[f"{role}{i}"] for role in ("init", "warmup", "dense")}
+                  for i, seed in enumerate(seeds)}
+        defaults = default_values(space, p["settings"], payload["config"]["training"])
+        base = method_plan(self.spec, p["settings"], defaults)
+        max_t = max(1, sum(round(s.work) for s in base.stages.values() if s.kind not in ("init", "warmup", "dense")))
+        cpus, gpus = self.trial_resources
+
+        class Liveness(tune.Callback):
+            def on_trial_result(self, *args, **kwargs):
+                liveness.beat()
+
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, context={"spec": self.spec, "settings": p["settings"], "shared": shared,
+                                                     "threads": cpus}),
+            {"cpu": cpus, "gpu": gpus})
+        tuner = tune.Tuner(
+            trainable, param_space=search_space(space),
+            tune_config=tune.TuneConfig(
+                metric="val_accuracy", mode="max", num_samples=budget["configurations"],
+                # The generator has a concurrency limit of its own (0: none), which max_concurrent_trials leaves alone.
+                search_alg=BasicVariantGenerator(random_state=budget["search_seed"], points_to_evaluate=[defaults],
+                                                 max_concurrent=self.spec["tuning"]["max_concurrent"]),
+                scheduler=ASHAScheduler(time_attr="epochs", max_t=max_t, grace_period=budget["grace_period"],
+                                        reduction_factor=budget["reduction_factor"], stop_last_trials=False),
+                max_concurrent_trials=self.spec["tuning"]["max_concurrent"], reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="ticketsweep-tune-"), verbose=0,
+                                      callbacks=[Liveness()]))
+        t0 = time.perf_counter()
+        grid = tuner.fit()
+        records = _records(grid, space, max_t)
+        chosen = choose(records)
+        if chosen is None:
+            raise RuntimeError(f"tuning {payload['label']}: no configuration completed; "
+                               f"errors: {[str(r.error)[:200] for r in grid if r.error][:3]}")
+        for r in records:
+            r["chosen"] = r["trial"] == chosen["trial"]
+        values = json.loads(chosen["config"])
+        return {"values": values}, records, time.perf_counter() - t0
+
+    def run(self, payload: dict, roles: list[str], *parent_outputs):
+        """Like a trial actor's run, for a tune stage: (meta, outputs)."""
+        import io
+        import traceback
+
+        from orchestrator import artifacts
+        from orchestrator.trial_actor import ARTIFACT, classify
+        from workers import liveness
+
+        liveness.beat()
+        self._running = True
+        meta = {"host": self.host, "device": self.device, "started_at": _now()}
+        log, outputs = io.StringIO(), None
+        try:
+            inputs = {role: artifacts.load(self.store_location, out[len(ARTIFACT):])
+                      if isinstance(out, str) and out.startswith(ARTIFACT) else out
+                      for role, out in zip(roles, parent_outputs)}
+            outputs, records, seconds = self.execute(payload, inputs)
+            artifacts.save(self.store_location, payload["key"], outputs)
+            chosen = next(r for r in records if r["chosen"])
+            print(f"tuned {payload['label']}: {len(records)} configurations, "
+                  f"{sum(r['epochs'] for r in records):g} epochs run, chose {chosen['config']} "
+                  f"(score {chosen['score']:.4f})", file=log)
+            meta.update(status="ok", seconds=seconds, trials=records, point=None, curve=[])
+        except Exception as err:  # noqa: BLE001 - any failure of the search becomes a failure row
+            status, error_type = classify(err)
+            traceback.print_exc(file=log)
+            meta.update(status=status, error_type=error_type, error=f"{type(err).__name__}: {err}"[:2000],
+                        seconds=(_now() - meta["started_at"]).total_seconds())
+        self._running = False
+        meta.update(finished_at=_now(), log=log.getvalue(), slowest_epoch_s=0.0)
+        return meta, outputs
+
+
+def _records(grid, space: dict, max_t: int) -> list[dict]:
+    """One record per configuration, in the order the search drew them."""
+    out = []
+    for i, result in enumerate(sorted(grid, key=lambda r: r.path or "")):
+        frame = result.metrics_dataframe
+        reports = [] if frame is None or frame.empty else frame[["epochs", "val_accuracy"]].dropna().to_dict("records")
+        metrics = result.metrics or {}
+        completed = "score" in metrics and not metrics.get("diverged", False)
+        out.append({
+            "trial": i, "config": json.dumps({k: result.config[k] for k in space}, sort_keys=True),
+            "reports": json.dumps([[float(r["epochs"]), float(r["val_accuracy"])] for r in reports]),
+            "epochs": float(metrics.get("epochs", 0) or 0), "max_epochs": float(max_t),
+            "seconds": float(metrics.get("time_total_s", 0.0) or 0.0),
+            "score": float(metrics["score"]) if completed else math.nan, "completed": completed,
+            "diverged": bool(metrics.get("diverged", False)), "error": str(result.error)[:500] if result.error else None,
+        })
+    return out

@@ -1,0 +1,81 @@
+"""One Tune trial: a configuration of a method, run as the sweep runs it, scored on the validation split.
+
+The trial builds the method's stages for its configuration (a plan of this one method on the tuning seeds at
+the tuning sparsities), takes each seed's shared stages (θ₀, θ_k, θ_T) from the tune stage's inputs, and runs
+the method's stages with `workers.stages.run_stage` on the dataset without its test split. It reports the
+validation accuracy at every evaluation, with `epochs` the retraining epochs it has run (ASHA's clock), and
+ends with `score`: the mean over its (seed, sparsity) results of the validation accuracy they report.
+"""
+from __future__ import annotations
+
+import math
+
+from workers.methods.base import TRAINING_PREFIX
+
+SHARED = ("init", "warmup", "dense")
+
+
+def method_plan(spec_dict: dict, settings: dict, values: dict):
+    """The stages of the method with `values` applied, on the tuning seeds at the tuning sparsities (shared
+    stages included: their keys match the sweep's tuning-seed stages). Torch-free: also used for work
+    estimates."""
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import SweepSpec
+    from workers.methods import config_from
+
+    spec = SweepSpec.model_validate(spec_dict)
+    method = config_from(settings).tuned(values).model_copy(update={"sanity_checks": [], "tune": None})
+    one = spec.model_copy(update={"methods": [method], "seeds": spec.tuning.seeds,
+                                  "sparsities": spec.tuning.sparsities, "tuning": None})
+    return build_plan(one)
+
+
+def recipe_values(values: dict) -> dict:
+    return {k[len(TRAINING_PREFIX):]: v for k, v in values.items() if k.startswith(TRAINING_PREFIX)}
+
+
+def run_trial(values: dict, *, context: dict) -> None:
+    """The Tune function trainable. `context`: spec (dict), settings (the untuned method's), shared (per tuning
+    seed: {init, warmup, dense} outputs), threads."""
+    import torch
+    from ray import tune
+
+    from workers.data import dataset_from_config, without_test
+    from workers.stages import run_stage
+    from workers.train import Diverged
+
+    torch.set_num_threads(max(1, int(context["threads"])))
+    plan = method_plan(context["spec"], context["settings"], values)
+    data = without_test(dataset_from_config(plan.config["dataset"]))
+    targets = {round(s, 9) for s in context["spec"]["tuning"]["sparsities"]}
+    recipe = recipe_values(values)
+    outputs, scores, clock = {}, [], {"epochs": 0}
+    for key, stage in plan.stages.items():
+        if stage.kind in SHARED:
+            outputs[key] = context["shared"][str(stage.seed)][stage.kind]
+
+    def report(row: dict) -> None:
+        # ASHA's clock: training epochs run so far by this trial (search epochs of a mask search not counted).
+        if row.get("phase") != "train":
+            return
+        clock["epochs"] += 1
+        if row.get("val_accuracy") is not None:
+            tune.report({"epochs": clock["epochs"], "val_accuracy": row["val_accuracy"]})
+
+    for key, stage in plan.stages.items():
+        if stage.kind in SHARED:
+            continue
+        payload = stage.payload(plan.config)
+        payload["params"] = {**payload["params"], "recipe": recipe}
+        inputs = {role: outputs[stage.parents[role]] for role in stage.inputs}
+        try:
+            result = run_stage(payload, inputs, data, on_epoch=report)
+        except Diverged:
+            # A configuration that diverges is the worst one; it is not an error of the search.
+            tune.report({"epochs": clock["epochs"], "val_accuracy": 0.0, "score": 0.0, "diverged": True})
+            return
+        outputs[key] = result.outputs
+        if stage.meta.get("requested") and round(stage.params.get("target_sparsity", -1), 9) in targets:
+            scores.append(result.point["val_accuracy"])
+    score = sum(scores) / len(scores) if scores and all(v is not None for v in scores) else math.nan
+    tune.report({"epochs": clock["epochs"], "val_accuracy": score, "score": score, "diverged": False})
