@@ -115,8 +115,6 @@ def test_learning_rate_schedules_follow_the_authors_configs():
     assert [bip.weight_lr(c, e) for e in (0, 4)] == pytest.approx([0.2, 0.1])
     assert bip.weight_lr(c, 2) == pytest.approx(0.1 * (1 + math.cos(math.pi / 4)))
     assert [bip.mask_lr(c, e) for e in range(8)] == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
-    assert bip.bip_epochs(200) == 100 and bip.bip_epochs(3) == 2 and bip.bip_epochs(5) == 3 and bip.bip_epochs(1) == 1
-    assert bip.bip_epochs(160, bip.FINETUNE_EPOCH_FRACTION) == 80
 
 
 # --- the search ---------------------------------------------------------------------------------

@@ -69,6 +69,17 @@ def test_plan_scales_the_authors_recipe_to_the_run():
         gradual.plan_gradual(100, 0.5, 0.5)
 
 
+def test_plan_starts_where_a_later_run_starts_and_never_schedules_a_step_the_run_cannot_take():
+    # A run from the rewind point k = 30: the steps before it would fall in the dense warm-up.
+    assert gradual.plan_gradual(100, 0.1, 0.5, every=7, not_before=30) == GradualPlan(30, 7, 2)
+    assert gradual.plan_gradual(100, 0.4, 0.5, every=7, not_before=30) == GradualPlan(40, 7, 1)
+    # end_fraction 1: the last step is at most T − 1 (train runs iterations 0 .. T − 1), so s_f is reached.
+    assert gradual.plan_gradual(20, 0.0, 1.0, every=5) == GradualPlan(0, 5, 3)
+    assert gradual.plan_gradual(20, 0.0, 1.0, every=1).end == 19
+    with pytest.raises(ValueError, match="leaves no pruning step between iteration 30"):
+        gradual.plan_gradual(100, 0.1, 0.3, every=7, not_before=30)
+
+
 # --- GMP ----------------------------------------------------------------------------------------
 
 def test_gmp_prunes_by_global_magnitude_to_exact_counts_at_each_step():

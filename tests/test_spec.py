@@ -192,7 +192,7 @@ def test_the_paper_recipe_spec_validates_and_its_stages_carry_the_recipe():
      "spec: methods.0.search: expected 'long', 'short' or a number of epochs, got 'medium'"),
     (with_(methods=[{"kind": "cts", "lr": -1}]), "spec: methods.0.lr: expected a number > 0, got -1"),
     (with_(methods=[{"kind": "oneshoot"}]), "spec: methods.0: unknown method kind 'oneshoot'; did you mean 'oneshot'?"),
-    (with_(methods=[{"criterion": "snip"}]), "spec: methods.0: missing 'kind'; one of ltr, lrr, finetune, oneshot, cts"),
+    (with_(methods=[{"criterion": "snip"}]), "spec: methods.0: missing 'kind'; one of ltr, lrr, finetune, oneshot, cts, gmp, granet, bip"),
     (with_(methods=[{"kind": "cts", "search": -1}]),
      "spec: methods.0.search: expected 'long', 'short' or a number of epochs, got -1"),
     (with_(training={"epochs": 4, "lr": float("inf")}), "spec: training.lr: expected a finite number, got inf"),

@@ -6,10 +6,10 @@ runners are imported by `workers.stages` when a stage of theirs runs.
 """
 from __future__ import annotations
 
-from workers.methods import cts, imp, oneshot
+from workers.methods import bip, cts, gradual, imp, oneshot
 from workers.methods.base import MethodConfig
 
-FAMILIES = (imp, oneshot, cts)
+FAMILIES = (imp, oneshot, cts, gradual, bip)
 CONFIGS: tuple[type[MethodConfig], ...] = tuple(c for family in FAMILIES for c in family.CONFIGS)
 RUNNERS: dict[str, str] = {kind: path for family in FAMILIES for kind, path in family.RUNNERS.items()}
 _BY_KIND = {c.model_fields["kind"].annotation.__args__[0]: c for c in CONFIGS}

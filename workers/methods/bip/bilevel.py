@@ -22,7 +22,10 @@ Schedules per BiP epoch e of E: weights lr·½(1 + cos(πe/E)); scores mask_lr, 
 selects).  After the search the model holds m ⊙ θ, which the authors evaluate as it is (README:
 fine-tuning "is not necessary as we claimed in the paper", but "highly recommended" below 1 %
 density); their fine-tuning (finetune.yml) trains it with the mask fixed for as many epochs as
-the search, FINETUNE_EPOCH_FRACTION of the dense training.
+the search.
+
+The knobs' defaults, with the config keys they come from, are the method configuration's
+(`workers.methods.bip.BiPMethod`); `BiPConfig` reads them from there.
 """
 from __future__ import annotations
 
@@ -35,30 +38,30 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from workers import masks
+from workers import liveness, masks
 from workers.data import Dataset
 from workers.masks import Mask
+from workers.methods.bip import IMPLICIT_GRADIENTS, BiPMethod
 from workers.train import Diverged
 
-IMPLICIT_GRADIENTS = ("paper", "code")
-BIP_EPOCH_FRACTION = 100 / 200        # bip.yml epochs 100 after pretrain.yml's 200
-FINETUNE_EPOCH_FRACTION = 100 / 200   # finetune.yml epochs 100
 MASK_LR_DROPS = ((0.5, 0.1), (0.75, 0.01))
+_KNOBS = BiPMethod.model_fields
 
 
 @dataclass(kw_only=True)
 class BiPConfig:
+    """One BiP run: its length and batch size (from the sweep) and the method's knobs."""
     epochs: int
     batch_size: int
-    lr: float = 0.1                  # bip.yml lr (lower level), cosine
-    momentum: float = 0.9            # bip.yml momentum
-    weight_decay: float = 1e-4       # bip.yml wd: the lower level's γ
-    mask_lr: float = 0.1             # bip.yml mask_lr
-    mask_momentum: float = 0.9       # train.py builds the score optimizer with args.momentum ...
-    mask_weight_decay: float = 1e-4  # ... and args.wd
-    ig_scale: float = 1e-4           # bip.yml lr2: the 1/γ of the implicit gradient
-    implicit_gradient: str = "paper"
-    lower_steps: int = 1             # trainer/bilevel.py: one weight step per score step
+    lr: float = _KNOBS["lr"].default
+    momentum: float = _KNOBS["momentum"].default
+    weight_decay: float = _KNOBS["weight_decay"].default
+    mask_lr: float = _KNOBS["mask_lr"].default
+    mask_momentum: float = _KNOBS["mask_momentum"].default
+    mask_weight_decay: float = _KNOBS["mask_weight_decay"].default
+    ig_scale: float = _KNOBS["ig_scale"].default
+    implicit_gradient: str = _KNOBS["implicit_gradient"].default
+    lower_steps: int = _KNOBS["lower_steps"].default
 
     def __post_init__(self):
         if self.implicit_gradient not in IMPLICIT_GRADIENTS:
@@ -78,12 +81,6 @@ class BiPConfig:
         for field in ("weight_decay", "mask_weight_decay", "ig_scale"):
             if not getattr(self, field) >= 0:
                 raise ValueError(f"BiP {field} must be >= 0, got {getattr(self, field)}")
-
-
-def bip_epochs(training_epochs: int, fraction: float = BIP_EPOCH_FRACTION) -> int:
-    """Epochs of BiP (or, with FINETUNE_EPOCH_FRACTION, of its fine-tuning) for a sweep whose dense
-    training lasts `training_epochs`: the authors' 100 after 200, scaled; at least 1."""
-    return max(1, math.floor(fraction * training_epochs + 0.5))
 
 
 def weight_lr(cfg: BiPConfig, epoch: int) -> float:
@@ -202,6 +199,7 @@ def bip_search(model: nn.Module, names: list[str], data: Dataset, density: float
             epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
             at_start = final
             for start in range(0, len(x), cfg.batch_size):
+                liveness.beat()
                 mask = _mask(state, epoch, steps)  # the scores move only in the upper step: one top-k a step
                 for _ in range(cfg.lower_steps):
                     state.lower_step(*_batch(data, next(lower_batches).to(device), aug_gen), mask)

@@ -16,7 +16,8 @@ both when the mask switches).  Sparse-to-sparse runs start from an ERK mask at s
 Defaults are the GraNet repository's CIFAR recipe (whose GMP baseline uses the same knobs), scaled
 to the run's length: pruning from 0 to 110/160 of training, Δt = 1000 of 160 × 391 iterations.
 Sources: GraNet repository (github.com/Shiweiliuiiiiiiii/GraNet, last authors' commit f338a24),
-CIFAR/sparselearning/core.py and CIFAR/main.py; the comments beside the constants name the flags.
+CIFAR/sparselearning/core.py and CIFAR/main.py.  The method configurations in `workers.methods.gradual`
+hold them (one default per knob, with the flags they come from); the defaults here are read from there.
 """
 from __future__ import annotations
 
@@ -28,14 +29,14 @@ from torch import nn
 
 from workers import masks
 from workers.masks import Mask
+from workers.methods.gradual import AUTHORS_EVERY_FRACTION, INITIAL_DISTRIBUTIONS, GradualConfig, GraNetMethod
 from workers.train import Diverged
 
-DEFAULT_START_FRACTION = 0.0                  # --init-prune-epoch 0
-DEFAULT_END_FRACTION = 110 / 160              # --final-prune-epoch 110 of --epochs 160
-DEFAULT_EVERY_FRACTION = 1000 / (160 * 391)   # --update-frequency 1000 of 160 epochs × 391 iterations
-GRANET_PRUNE_RATE = 0.5                       # --prune-rate
-GRANET_PRUNE_RATE_MIN = 0.005                 # CosineDecay's eta_min
-INITIAL_DISTRIBUTIONS = ("erk", "uniform")
+DEFAULT_START_FRACTION = GradualConfig.model_fields["start_fraction"].default
+DEFAULT_END_FRACTION = GradualConfig.model_fields["end_fraction"].default
+GRANET_PRUNE_RATE = GraNetMethod.model_fields["prune_rate"].default
+GRANET_PRUNE_RATE_MIN = GraNetMethod.model_fields["prune_rate_min"].default
+DEFAULT_DISTRIBUTION = GraNetMethod.model_fields["initial_distribution"].default
 
 
 @dataclass(frozen=True)
@@ -62,22 +63,25 @@ class GradualPlan:
 
 
 def plan_gradual(total_iterations: int, start_fraction: float = DEFAULT_START_FRACTION,
-                 end_fraction: float = DEFAULT_END_FRACTION, every: int | None = None) -> GradualPlan:
-    """The pruning steps of a run of `total_iterations`: from start_fraction·T (rounded), every `every`
-    iterations (default: the authors' 1000-of-62 560 rate, at least 1), as many steps as fit
-    before end_fraction·T."""
+                 end_fraction: float = DEFAULT_END_FRACTION, every: int | None = None,
+                 not_before: int = 0) -> GradualPlan:
+    """The pruning steps of a run of `total_iterations`: from start_fraction·T (rounded) but not before
+    iteration `not_before` (where a run that starts later begins), every `every` iterations (default:
+    the authors' 1000-of-62 560 rate, at least 1), as many steps as fit before end_fraction·T and
+    before the run's last iteration T − 1 (a step at T would never run)."""
     if not 0 <= start_fraction < end_fraction <= 1:
         raise ValueError(f"gradual pruning needs 0 <= start_fraction < end_fraction <= 1, "
                          f"got {start_fraction} and {end_fraction}")
     if every is None:
-        every = max(1, math.floor(DEFAULT_EVERY_FRACTION * total_iterations + 0.5))
+        every = max(1, math.floor(AUTHORS_EVERY_FRACTION * total_iterations + 0.5))
     if every < 1:
         raise ValueError(f"gradual pruning needs every >= 1 iteration, got {every}")
-    start = math.floor(start_fraction * total_iterations + 0.5)
-    events = (math.floor(end_fraction * total_iterations) - start) // every
+    start = max(not_before, math.floor(start_fraction * total_iterations + 0.5))
+    last = min(math.floor(end_fraction * total_iterations), total_iterations - 1)
+    events = (last - start) // every
     if events < 1:
-        raise ValueError(f"a run of {total_iterations} iterations leaves no pruning step between "
-                         f"{start_fraction} and {end_fraction} of training every {every} iterations")
+        raise ValueError(f"a run of {total_iterations} iterations leaves no pruning step between iteration "
+                         f"{start} and {end_fraction} of training every {every} iterations")
     return GradualPlan(start, every, events)
 
 
@@ -200,7 +204,7 @@ def prune_and_regrow(weights: dict[str, torch.Tensor], grads: dict[str, torch.Te
 
 
 def initial_mask(weights: dict[str, torch.Tensor], density: float, generator: torch.Generator,
-                 distribution: str = "erk") -> Mask:
+                 distribution: str = DEFAULT_DISTRIBUTION) -> Mask:
     """A random sparse mask keeping exactly keep_count(d, density) weights, spread over the layers
     by Erdős–Rényi-Kernel (GraNet's default, from RigL) or uniformly, with uniformly random
     positions inside each layer, all drawn from `generator`."""
