@@ -422,6 +422,7 @@ def describe() -> str:
                  + ", ".join(TUNABLE_RECIPE))
     for method in CONFIGS:
         lines.append(f"methods[] kind={method.model_fields['kind'].annotation.__args__[0]}: {method.__doc__}")
-        lines += [field_line(name, f, indent="  ") for name, f in method.model_fields.items() if name != "kind"]
+        lines += [field_line(name, f, indent="  ", allowed=list(method.SANITY_CHECKS) if name == "sanity_checks" else None)
+                  for name, f in method.model_fields.items() if name != "kind"]
     lines.append(f"sparsities as a ladder: {Ladder.__doc__}")
     return "\n".join(lines)

@@ -217,18 +217,19 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel],
     return "\n".join(lines)
 
 
-def field_line(path: str, field, indent: str = "") -> str:
+def field_line(path: str, field, indent: str = "", allowed: list | None = None) -> str:
     """`path: description [allowed: ...] (default ...)` for --explain.
 
     The default is left out when the description already says what it is ("default: per model"), so it is
     never said twice; allowed values are listed for fields restricted to a fixed set.
     """
     description = field.description or ""
-    allowed = []
-    for m in _members(field.annotation):
-        if get_origin(m) is list:
-            m = _strip(get_args(m)[0]) if get_args(m) else m
-        allowed += _literal_values(m)
+    if allowed is None:  # the values the annotation allows, unless the caller knows better
+        allowed = []
+        for m in _members(field.annotation):
+            if get_origin(m) is list:
+                m = _strip(get_args(m)[0]) if get_args(m) else m
+            allowed += _literal_values(m)
     numeric = any(m in (int, float) for m in _members(field.annotation))
     text = f"{indent}{path}: {description}"
     if allowed:
