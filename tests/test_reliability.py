@@ -109,14 +109,14 @@ CRASHING_DRIVER = textwrap.dedent('''
         if seen["files"] == after:
             os._exit(9)  # the driver dies right after this file, like kill -9
 
-    def counting_commit(self, sweep, key, attempt, stage_row, points, curve, log=None):
+    def counting_commit(self, sweep, key, attempt, stage_row, points, curve, log=None, **more):
         if points and curve:  # a stage whose commit writes every kind of file
             seen["commits"] += 1
             if seen["commits"] == nth:
                 if after == 0:
                     os._exit(9)  # dies after the stage finished, before anything of its commit is written
                 st.ResultsStore.put_bytes = crashing_put
-        return commit(self, sweep, key, attempt, stage_row, points, curve, log)
+        return commit(self, sweep, key, attempt, stage_row, points, curve, log, **more)
 
     st.ResultsStore.commit = counting_commit
     from orchestrator.cli import main

@@ -262,7 +262,9 @@ def test_explain_lists_allowed_values_and_never_says_default_twice():
     assert "[allowed: init, rewind, trained] (default 'rewind')" in lines["score_at"]
     assert "[allowed: reverse_kl, forward_kl, cross_entropy]" in lines["objective"]
     assert "[allowed: long, short, or a number]" in lines["search"]
-    assert "[allowed: shuffle, reinit, invert]" in lines["sanity_checks"]
+    checks = [line for line in text.splitlines() if line.strip().startswith("sanity_checks:")]
+    assert "[allowed: shuffle, reinit, invert]" in checks[0]   # ltr's
+    assert "[allowed: shuffle, reinit] " in checks[-1]          # bip's: it cannot invert its mask
     assert "[allowed: sgd, adam] (default 'sgd')" in lines["training.optimizer"]
     assert lines["prune_output"] == "prune_output: prune the output layer (default: per model)"
     assert "spec file's folder" in lines["store"]
