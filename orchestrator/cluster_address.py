@@ -93,7 +93,7 @@ def probe(address: Address, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     try:
         with socket.create_connection((address.host, address.port), timeout=timeout_s):
             pass
-    except socket.timeout:
+    except TimeoutError:
         raise AddressError(f"{address.label}: no answer from {address.hostport} within {timeout_s:g} s") from None
     except OSError as err:
         raise AddressError(f"{address.label}: cannot reach {address.hostport} ({err.strerror or err})") from None

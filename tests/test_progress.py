@@ -271,12 +271,15 @@ def test_the_replay_is_the_quickstart():
     assert all(sum(1 for a, b in spans if a <= t < b) <= ACTORS for t, _ in spans)
 
 
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_replayed_quickstart_eta_converges_and_beats_a_global_rate(seed):
     new_err, old_err = replay_errors(seed)
     n = len(new_err)
     fifth = n // 5
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     assert max(new_err[fifth:]) <= 0.25, [round(e, 3) for e in new_err[fifth:]]   # from 20 % of the stages on
     assert mean(new_err[n // 20:fifth]) > mean(new_err[fifth:])                     # the error shrinks
     assert max(new_err[-n // 10:]) <= 0.05                                           # and is small at the end
