@@ -114,9 +114,33 @@ def _join(address: str, label: str):
     try:
         target = cluster_address.parse(address, label)
         cluster_address.probe(target)
+        _ray_reaches(target)
     except cluster_address.AddressError as err:
         raise ClusterError(str(err)) from None
     return _dashboard_url(_init_with_timeout(target, label))
+
+
+def _ray_reaches(target: cluster_address.Address) -> None:
+    """Ray joins a GCS given as 127.0.0.1 (or localhost) through this machine's network address instead. A
+    cluster that listens on loopback only (such as another driver's private one) answers our probe there,
+    and then Ray would wait a minute for it at the other address: say so now."""
+    if target.scheme or not cluster_address.is_loopback(target.host):
+        return
+    try:
+        from ray._private.services import resolve_ip_for_localhost
+    except ImportError:
+        return
+    seen_by_ray = resolve_ip_for_localhost(target.host)
+    if seen_by_ray == target.host:
+        return
+    try:
+        with socket.create_connection((seen_by_ray, target.port), timeout=cluster_address.PROBE_TIMEOUT_S):
+            return
+    except OSError:
+        raise cluster_address.AddressError(
+            f"{target.label}: this cluster listens on loopback only, and Ray joins {target.host} through this "
+            f"machine's address {seen_by_ray}, where nothing answers on port {target.port}: a loopback-only "
+            f"cluster (another driver's private one) cannot be joined") from None
 
 
 def _init_with_timeout(target: cluster_address.Address, label: str):

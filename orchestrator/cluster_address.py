@@ -9,6 +9,7 @@ never speaks, and a server that speaks something other than gRPC each fail in on
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from dataclasses import dataclass
@@ -85,6 +86,15 @@ def parse(address: str, label: str) -> Address:
     if not 1 <= port <= 65535:
         raise bad(f"port {port} is out of range (1-65535)")
     return Address(scheme, host, port, label)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def probe(address: Address, timeout_s: float = PROBE_TIMEOUT_S) -> None:

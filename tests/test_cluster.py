@@ -341,3 +341,39 @@ def test_submit_to_an_address_where_no_ray_answers_fails_fast_in_one_line(tmp_pa
     line = _assert_one_line_exit_2(out, tmp_path, f"--address {address}")
     assert why in line
     assert seconds < 20, f"took {seconds:.1f} s to give up on {address}"  # a bound on hanging, not a speed test
+
+
+# --------------------------------------------------------------------------- a loopback-only cluster
+
+def _target(port: int):
+    return parse(f"127.0.0.1:{port}", f"--address 127.0.0.1:{port}")
+
+
+def test_a_loopback_only_cluster_is_refused_in_one_line_where_ray_would_go_elsewhere(monkeypatch):
+    """Ray joins 127.0.0.1 through the machine's own address; stand that address in with 127.0.0.2 (loopback
+    too), where nothing listens on the port."""
+    from orchestrator import cluster
+
+    monkeypatch.setattr("ray._private.services.resolve_ip_for_localhost", lambda host: "127.0.0.2")
+    port = _closed_loopback_port()
+    with pytest.raises(AddressError) as err:
+        cluster._ray_reaches(_target(port))
+    assert str(err.value) == (
+        f"--address 127.0.0.1:{port}: this cluster listens on loopback only, and Ray joins 127.0.0.1 through "
+        f"this machine's address 127.0.0.2, where nothing answers on port {port}: a loopback-only cluster "
+        f"(another driver's private one) cannot be joined")
+
+
+def test_a_cluster_that_answers_where_ray_goes_passes(monkeypatch):
+    from orchestrator import cluster
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.2", 0))
+        server.listen(4)
+        port = server.getsockname()[1]
+        monkeypatch.setattr("ray._private.services.resolve_ip_for_localhost", lambda host: "127.0.0.2")
+        cluster._ray_reaches(_target(port))                     # listening where Ray will connect
+        monkeypatch.setattr("ray._private.services.resolve_ip_for_localhost", lambda host: host)
+        cluster._ray_reaches(_target(_closed_loopback_port()))  # Ray keeps the address: nothing to check
+    cluster._ray_reaches(parse("ray://127.0.0.1:1", "x"))         # Ray Client addresses are not rewritten
+    cluster._ray_reaches(parse("10.1.2.3:1", "x"))                # nor other hosts (and are not probed)
