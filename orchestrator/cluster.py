@@ -2,21 +2,26 @@
 
 Calling `ray.init` without an address joins whatever cluster Ray's `ray_current_cluster` file names:
 another user's sweep on a shared machine, or a dead cluster (then it retries for minutes). So without an address we start a fresh
-local cluster (`address="local"`) bound to the loopback interface, and with one we check that it answers
-within a bounded time before handing it to Ray.
+local cluster (`address="local"`) with every port on the loopback interface, and with one we check that
+a Ray cluster answers there (cluster_address) before handing it to Ray.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 import ray
 
+from orchestrator import cluster_address
+
 CONNECT_TIMEOUT_S = 60.0
-PROBE_TIMEOUT_S = 5.0
+LOOPBACK = "127.0.0.1"
+_METRICS_PORT_VARS = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
 
 
 class ClusterError(RuntimeError):
@@ -25,71 +30,155 @@ class ClusterError(RuntimeError):
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
 
 
-def _resolve(address: str) -> str:
-    """'auto' means the cluster named in Ray's current-cluster file: read it ourselves, to probe it first."""
+def _resolve(address: str, label: str) -> tuple[str, str]:
+    """'auto' means the cluster named in Ray's current-cluster file: read it ourselves, to check it first."""
     if address != "auto":
-        return address
+        return address, label
     tmp = os.environ.get("RAY_TMPDIR") or "/tmp/ray"
     path = Path(tmp) / "ray_current_cluster"
     try:
-        return path.read_text().strip()
+        recorded = path.read_text().strip()
     except OSError:
-        raise ClusterError(f"--address auto: no running cluster is recorded in {path}") from None
-
-
-def _probe(address: str) -> None:
-    target = address if "://" in address else f"tcp://{address}"
-    parsed = urlparse(target)
-    if not parsed.hostname or not parsed.port:
-        return  # not host:port (e.g. a Ray client alias): Ray checks it, under our connect timeout
-    try:
-        with socket.create_connection((parsed.hostname, parsed.port), timeout=PROBE_TIMEOUT_S):
-            pass
-    except OSError as err:
-        raise ClusterError(f"--address {address}: cannot reach {parsed.hostname}:{parsed.port} ({err})") from None
+        raise ClusterError(f"{label}: no running cluster is recorded in {path}") from None
+    return recorded, f"{label} ({recorded}, from {path})"
 
 
 def connect(address: str | None, dashboard: bool = True, num_cpus: int | None = None) -> tuple[str | None, bool]:
     """(dashboard URL, whether we started the cluster). Joins `address`/$RAY_ADDRESS, else starts a private one."""
     if ray.is_initialized():
         return None, False
+    label = f"--address {address}" if address else f"RAY_ADDRESS {os.environ.get('RAY_ADDRESS')}"
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        resolved = _resolve(address)
-        _probe(resolved)
-        ctx = _init_with_timeout(address, dict(address=resolved, log_to_driver=False))
-        return _dashboard_url(ctx), False
-    kwargs = dict(address="local", include_dashboard=dashboard, log_to_driver=False, num_cpus=num_cpus,
-                  _node_ip_address="127.0.0.1")
+        return _join(*_resolve(address, label)), False
+    kwargs = dict(include_dashboard=dashboard, log_to_driver=False, num_cpus=num_cpus,
+                  _node_ip_address=LOOPBACK)
     if dashboard:
         # No fixed port: another Ray on this machine may hold 8265.
-        kwargs.update(dashboard_host="127.0.0.1", dashboard_port=_free_port())
-    ctx = ray.init(address=kwargs.pop("address"), **kwargs)
+        kwargs.update(dashboard_host=LOOPBACK, dashboard_port=_free_port())
+    with _node_ip_stays_loopback(), _own_metrics_ports():
+        ctx = ray.init(address="local", **kwargs)
+    node_ip = ctx.address_info.get("node_ip_address")
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        raise ClusterError(f"private cluster: Ray put its node on {node_ip}, not on {LOOPBACK}, so its ports "
+                           f"would be open to the network; stopped it (give --address to use a cluster "
+                           f"you run yourself)")
     return _dashboard_url(ctx), True
 
 
-def _init_with_timeout(address: str, kwargs: dict):
+@contextmanager
+def _node_ip_stays_loopback():
+    """Ray turns a loopback `_node_ip_address` into the machine's network address (its "remotely reachable"
+    IP), and every Ray server (GCS, raylet, object manager, workers, agents, metrics) binds to all
+    interfaces unless the node IP is 127.0.0.1. Ray keeps loopback only in its single-machine mode (the
+    default on macOS and Windows, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`), which it reads once at import into
+    this flag; so we hold it off while the private cluster starts. Ray passes the node IP to every process
+    it starts on their command line, and after start-up it reports the running node's IP, so the flag is
+    needed only here. Joining a cluster (by address) leaves it alone: there the driver must report the
+    address its node has on that cluster."""
+    from ray._private import ray_constants
+
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if saved is None:  # a Ray without the flag: the node-IP check after start-up says what happened
+        yield
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextmanager
+def _own_metrics_ports():
+    """The autoscaler monitor and the dashboard serve metrics on fixed default ports (44217, 44227) that the
+    first Ray on a machine takes, so a second one's servers fail quietly: give ours free loopback ports.
+    Read from the environment by the processes ray.init starts, so set only while it runs."""
+    saved = {name: os.environ.get(name) for name in _METRICS_PORT_VARS}
+    for name in _METRICS_PORT_VARS:
+        os.environ.setdefault(name, str(_free_port()))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+def _join(address: str, label: str):
+    try:
+        target = cluster_address.parse(address, label)
+        cluster_address.probe(target)
+        _ray_reaches(target)
+    except cluster_address.AddressError as err:
+        raise ClusterError(str(err)) from None
+    return _dashboard_url(_init_with_timeout(target, label))
+
+
+def _ray_reaches(target: cluster_address.Address) -> None:
+    """Ray joins a GCS given as 127.0.0.1 (or localhost) through this machine's network address instead. A
+    cluster that listens on loopback only (such as another driver's private one) answers our probe there,
+    and then Ray would wait a minute for it at the other address: say so now."""
+    if target.scheme or not cluster_address.is_loopback(target.host):
+        return
+    try:
+        from ray._private.services import resolve_ip_for_localhost
+    except ImportError:
+        return
+    seen_by_ray = resolve_ip_for_localhost(target.host)
+    if seen_by_ray == target.host:
+        return
+    try:
+        with socket.create_connection((seen_by_ray, target.port), timeout=cluster_address.PROBE_TIMEOUT_S):
+            return
+    except OSError:
+        raise cluster_address.AddressError(
+            f"{target.label}: this cluster listens on loopback only, and Ray joins {target.host} through this "
+            f"machine's address {seen_by_ray}, where nothing answers on port {target.port}: a loopback-only "
+            f"cluster (another driver's private one) cannot be joined") from None
+
+
+def _init_with_timeout(target: cluster_address.Address, label: str):
+    """ray.init on a thread, so that a GCS that answered the probe but then hangs cannot hold us forever;
+    Ray's own log lines and warnings for this call stay out of the user's terminal (errors come back here)."""
     box: dict = {}
 
     def init():
         try:
-            box["ctx"] = ray.init(address=kwargs.pop("address"), **kwargs)
+            box["ctx"] = ray.init(address=target.for_ray, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as err:  # noqa: BLE001 - reported on the caller's thread
             box["err"] = err
 
-    thread = threading.Thread(target=init, daemon=True)
-    thread.start()
-    thread.join(CONNECT_TIMEOUT_S)
+    with _quiet_ray():
+        thread = threading.Thread(target=init, daemon=True)
+        thread.start()
+        thread.join(CONNECT_TIMEOUT_S)
     if thread.is_alive():
-        raise ClusterError(f"--address {address}: no answer from the cluster within {CONNECT_TIMEOUT_S:.0f} s")
+        raise ClusterError(f"{label}: no answer from the cluster within {CONNECT_TIMEOUT_S:.0f} s")
     if "err" in box:
         first = (str(box["err"]).strip().splitlines() or [type(box["err"]).__name__])[0]
-        raise ClusterError(f"--address {address}: cannot connect ({first})")
+        raise ClusterError(f"{label}: cannot connect ({first})")
     return box["ctx"]
+
+
+@contextmanager
+def _quiet_ray():
+    """Ray's 'Connecting to existing Ray cluster...', 'SIGTERM handler is not set' (we connect on a thread)
+    and Ray Client's timeout warnings: noise on our one-line outcome. ray.init sets its logger's level from
+    `logging_level` (ERROR, for the call); afterwards the sweep gets Ray's usual warnings again."""
+    logger = logging.getLogger("ray")
+    level = logger.level
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _dashboard_url(ctx) -> str | None:
