@@ -111,8 +111,8 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
             echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")
         from orchestrator.progress import Progress
 
-        reporter = Progress(plan.sweep, len(todo), sum(plan.stages[k].work for k in todo),
-                            tty=sys.stderr.isatty(), echo=echo, bar=progress)
+        reporter = Progress(plan.sweep, [(plan.stages[k].kind, plan.stages[k].work) for k in todo],
+                            tty=sys.stderr.isatty(), echo=echo, bar=progress, parallel=spec.resources.max_concurrent)
         recorder = Recorder(plan, spec, store, state, {k: s[1] for k, s in shapes.items()})
         scheduler = Scheduler(plan, todo, state.done, shapes, TrialActor, store.location, recorder,
                               spec.resources.max_concurrent, spec.resources.max_retries, reporter, lease,

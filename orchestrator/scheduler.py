@@ -111,6 +111,7 @@ class Scheduler:
         self.open_seeds: set[int] = set()
         self.window = 2 * max_concurrent
         self.slowest_epoch: dict[str, float] = {}   # stage kind -> slowest epoch seen in this run
+        self.answering: set = set()                  # actors that have answered a ping: started, torch imported
         # A tune stage runs alone: its trials need the cluster's CPUs, so no trial actor may hold them meanwhile.
         self.tune_actor, self.exclusive = tune_actor, None
 
@@ -139,6 +140,7 @@ class Scheduler:
 
     def _retire(self, actor) -> None:
         self.alive.pop(actor, None)
+        self.answering.discard(actor)
         ray.kill(actor)
 
     def _retire_unneeded(self) -> None:
@@ -260,6 +262,7 @@ class Scheduler:
             except (RayActorError, ActorDiedError):
                 continue  # the actor died: its stage's own reference reports it
             running.heard_at, running.silent_s, running.answered = t, float(beat["silent_s"]), True
+            self.answering.add(running.actor)
             running.slowest_epoch_s = max(running.slowest_epoch_s, float(beat["slowest_epoch_s"]))
         hung = []
         for meta_ref, running in self.inflight.items():
@@ -267,7 +270,8 @@ class Scheduler:
                 running.ping = running.actor.heartbeat.remote()
             # Silent as last reported, plus however long the actor has not answered since.
             silent = max(running.silent_s, 0.0) + (t - running.heard_at)
-            if silent > self._hang_limit(running) + (0.0 if running.answered else ACTOR_START_S):
+            started = running.answered or running.actor in self.answering
+            if silent > self._hang_limit(running) + (0.0 if started else ACTOR_START_S):
                 hung.append((meta_ref, running, silent, t - running.heard_at))
         for meta_ref, running, silent, unanswered in hung:
             self._hung(meta_ref, running, silent, unanswered, summary)
@@ -339,7 +343,7 @@ class Scheduler:
         self.dispatch()
         self.recorder.record(key, meta)
         stage = self.plan.stages[key]
-        self.progress.stage_done(stage.label, status, float(meta.get("seconds") or 0.0),
+        self.progress.stage_done(stage.label, stage.kind, status, float(meta.get("seconds") or 0.0),
                                  (meta.get("point") or {}).get("test_accuracy"), stage.work)
         if status == "ok":
             return
@@ -358,7 +362,8 @@ class Scheduler:
                 self._close(d)
                 self.recorder.skipped(d, key, "diverged" if status == "diverged" else "failed")
                 summary.skipped_after_failure += 1
-                self.progress.stage_done(self.plan.stages[d].label, "skipped", 0.0, None, self.plan.stages[d].work)
+                skipped = self.plan.stages[d]
+                self.progress.stage_done(skipped.label, skipped.kind, "skipped", 0.0, None, skipped.work)
 
     def _close(self, key: str) -> None:
         """`key` will not run again in this run: its seed may leave the window once all its stages have."""

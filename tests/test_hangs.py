@@ -19,6 +19,7 @@ from orchestrator.plan import build_plan
 from orchestrator.scheduler import STARTUP_FACTOR, HangPolicy
 from orchestrator.spec import parse_spec
 from orchestrator.store import ResultsStore
+from workers import liveness
 
 FLOOR_S = 3.0
 SPEC = {
@@ -50,6 +51,9 @@ class HangingActor(driver.TrialActorBody):
     def _on_epoch(self, row):
         super()._on_epoch(row)
         if self.faulty and row.get("phase") == "train":
+            for _ in range(30):  # alive a while: the driver hears from this actor first (it pings every second)
+                liveness.beat()
+                time.sleep(0.1)
             if self.how == "sigstop":
                 os.kill(os.getpid(), signal.SIGSTOP)
             while True:  # a live-lock: the process answers pings, the stage never progresses
