@@ -94,7 +94,9 @@ TUNING = pa.schema([
     ("stage_key", pa.string()), ("attempt", pa.int32()), ("method", pa.string()), ("trial", pa.int32()),
     ("config", pa.string()),         # JSON {knob: value}
     ("reports", pa.string()),        # JSON [[epochs, validation accuracy], ...]: what ASHA saw
-    ("epochs", pa.float64()), ("max_epochs", pa.float64()), ("seconds", pa.float64()),
+    ("epochs", pa.float64()), ("max_epochs", pa.float64()),
+    ("seconds", pa.float64()),       # the trial's wall time as Tune measures it
+    ("work_seconds", pa.float64()),  # of which its own stages (the rest is set-up and Tune's own overhead)
     ("score", pa.float64()),         # mean validation accuracy at the tuning sparsities and seeds (completed only)
     ("completed", pa.bool_()), ("diverged", pa.bool_()), ("chosen", pa.bool_()), ("error", pa.string()),
     ("schema_version", pa.int32()),

@@ -72,6 +72,14 @@ TINY_QUICKSTART = {
 }
 
 
+TINY_TUNING = {**TINY_QUICKSTART, "name": "tuning", "sparsities": [0.5],
+               "methods": [{"kind": "oneshot", "criterion": "random"},
+                           {"kind": "oneshot", "criterion": "random",
+                            "tune": {"training.lr": {"loguniform": [0.01, 0.3]}}}],
+               "training": {**TINY_QUICKSTART["training"], "epochs": 3},
+               "tuning": {"configurations": 2, "sparsities": [0.5]}}
+
+
 def test_every_using_it_command_and_the_pandas_example_work(ray_cluster, tmp_path, monkeypatch):
     """Runs each README command in order on a tiny synthetic stand-in for specs/quickstart.yaml (one Ray run),
     in a fresh working directory, then the README's pandas example."""
@@ -86,6 +94,7 @@ def test_every_using_it_command_and_the_pandas_example_work(ray_cluster, tmp_pat
 
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "quickstart.yaml").write_text(yaml.safe_dump(TINY_QUICKSTART))
+    (tmp_path / "specs" / "tuning.yaml").write_text(yaml.safe_dump(TINY_TUNING))
     monkeypatch.chdir(tmp_path)
     # `data fetch mnist` downloads from a loopback mirror of tiny real-format archives into $TICKETSWEEP_DATA.
     src = tmp_path / "mirror-src"

@@ -74,7 +74,7 @@ class TuneActorBody(TrialActorBody):
 
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, context={"spec": self.spec, "settings": p["settings"], "shared": shared,
-                                                     "threads": cpus}),
+                                                     "threads": cpus, "gpus": gpus}),
             {"cpu": cpus, "gpu": gpus})
         tuner = tune.Tuner(
             trainable, param_space=search_space(space),
@@ -147,6 +147,7 @@ def _records(grid, space: dict, max_t: int) -> list[dict]:
             "reports": json.dumps([[float(r["epochs"]), float(r["val_accuracy"])] for r in reports]),
             "epochs": float(metrics.get("epochs", 0) or 0), "max_epochs": float(max_t),
             "seconds": float(metrics.get("time_total_s", 0.0) or 0.0),
+            "work_seconds": float(metrics.get("work_s", 0.0) or 0.0),
             "score": float(metrics["score"]) if completed else math.nan, "completed": completed,
             "diverged": bool(metrics.get("diverged", False)), "error": str(result.error)[:500] if result.error else None,
         })

@@ -15,7 +15,7 @@ import pandas as pd
 from orchestrator.text_tables import percent, records, render
 
 SUMMARY_COLUMNS = ["sweep", "method", "chosen", "configurations", "completed", "diverged", "epochs_run",
-                   "epochs_budget", "trial_seconds", "first_val_min", "first_val_q25", "first_val_median",
+                   "epochs_budget", "trial_seconds", "work_seconds", "first_val_min", "first_val_q25", "first_val_median",
                    "first_val_q75", "first_val_max", "first_val_iqr", "best_minus_default_first",
                    "chosen_score", "default_score"]
 
@@ -43,6 +43,7 @@ def summarize(trials: pd.DataFrame, tune_keys: set[str] | None = None) -> pd.Dat
             "configurations": len(g), "completed": int(g["completed"].astype(bool).sum()),
             "diverged": int(g["diverged"].astype(bool).sum()), "epochs_run": float(g["epochs"].sum()),
             "epochs_budget": float((g["max_epochs"]).sum()), "trial_seconds": float(g["seconds"].sum()),
+            "work_seconds": float(g["work_seconds"].sum()),
             "first_val_min": q[0], "first_val_q25": q[1], "first_val_median": q[2], "first_val_q75": q[3],
             "first_val_max": q[4], "first_val_iqr": q[3] - q[1],
             "best_minus_default_first": (first.max() - first.iloc[0]) if len(default) and first.notna().any()
@@ -63,10 +64,10 @@ def format_summary(frame: pd.DataFrame, fmt: str = "table") -> str:
         return records(frame, SUMMARY_COLUMNS, fmt)
     if frame.empty:
         return "no tuning results"
-    header = ["method", "chosen", "configs", "completed", "epochs run / budget", "trial s",
+    header = ["method", "chosen", "configs", "completed", "epochs run / budget", "trial s (own work)",
               "val % at 1st eval: min–max", "IQR (pts)", "best − default (pts)", "chosen score %", "default score %"]
     rows = [[str(r.method), str(r.chosen), str(r.configurations), str(r.completed),
-             f"{r.epochs_run:g} / {r.epochs_budget:g}", f"{r.trial_seconds:.1f}",
+             f"{r.epochs_run:g} / {r.epochs_budget:g}", f"{r.trial_seconds:.1f} ({r.work_seconds:.1f})",
              f"{percent(r.first_val_min)}–{percent(r.first_val_max)}", percent(r.first_val_iqr),
              percent(r.best_minus_default_first, sign=True), percent(r.chosen_score), percent(r.default_score)]
             for r in frame.itertuples(index=False)]

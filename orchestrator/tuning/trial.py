@@ -9,6 +9,7 @@ ends with `score`: the mean over its (seed, sparsity) results of the validation 
 from __future__ import annotations
 
 import math
+import time
 
 from workers.methods.base import TRAINING_PREFIX
 
@@ -36,7 +37,7 @@ def recipe_values(values: dict) -> dict:
 
 def run_trial(values: dict, *, context: dict) -> None:
     """The Tune function trainable. `context`: spec (dict), settings (the untuned method's), shared (per tuning
-    seed: {init, warmup, dense} outputs), threads."""
+    seed: {init, warmup, dense} outputs), threads and gpus (the trial's resources)."""
     import torch
     from ray import tune
 
@@ -47,9 +48,13 @@ def run_trial(values: dict, *, context: dict) -> None:
     torch.set_num_threads(max(1, int(context["threads"])))
     plan = method_plan(context["spec"], context["settings"], values)
     data = without_test(dataset_from_config(plan.config["dataset"]))
+    if context["gpus"] > 0 and torch.cuda.is_available():
+        # Trials share a GPU as the sweep's trial actors do: each within its share.
+        torch.cuda.set_per_process_memory_fraction(min(1.0, context["gpus"]))
+        data = data.to("cuda")
     targets = {round(s, 9) for s in context["spec"]["tuning"]["sparsities"]}
     recipe = recipe_values(values)
-    outputs, scores, clock = {}, [], {"epochs": 0}
+    outputs, scores, clock = {}, [], {"epochs": 0, "started": time.perf_counter()}
     for key, stage in plan.stages.items():
         if stage.kind in SHARED:
             outputs[key] = context["shared"][str(stage.seed)][stage.kind]
@@ -60,7 +65,11 @@ def run_trial(values: dict, *, context: dict) -> None:
             return
         clock["epochs"] += 1
         if row.get("val_accuracy") is not None:
-            tune.report({"epochs": clock["epochs"], "val_accuracy": row["val_accuracy"]})
+            tune.report({"epochs": clock["epochs"], "val_accuracy": row["val_accuracy"], "work_s": work()})
+
+    def work() -> float:
+        """Seconds of the trial's own work so far (its stages), against which Tune's overhead is measured."""
+        return time.perf_counter() - clock["started"]
 
     for key, stage in plan.stages.items():
         if stage.kind in SHARED:
@@ -72,10 +81,12 @@ def run_trial(values: dict, *, context: dict) -> None:
             result = run_stage(payload, inputs, data, on_epoch=report)
         except Diverged:
             # A configuration that diverges is the worst one; it is not an error of the search.
-            tune.report({"epochs": clock["epochs"], "val_accuracy": 0.0, "score": 0.0, "diverged": True})
+            tune.report({"epochs": clock["epochs"], "val_accuracy": 0.0, "score": 0.0, "diverged": True,
+                         "work_s": work()})
             return
         outputs[key] = result.outputs
         if stage.meta.get("requested") and round(stage.params.get("target_sparsity", -1), 9) in targets:
             scores.append(result.point["val_accuracy"])
     score = sum(scores) / len(scores) if scores and all(v is not None for v in scores) else math.nan
-    tune.report({"epochs": clock["epochs"], "val_accuracy": score, "score": score, "diverged": False})
+    tune.report({"epochs": clock["epochs"], "val_accuracy": score, "score": score, "diverged": False,
+                 "work_s": work()})
