@@ -12,8 +12,10 @@ import hashlib
 import time
 import uuid
 
+import pyarrow.fs as pafs
+
 from orchestrator.plan import Plan
-from orchestrator.store import PLANS, ResultsStore, _table
+from orchestrator.store import PLANS, ResultsStore, _table, classify
 
 DIGEST_KEY = b"ticketsweep.plan_digest"
 
@@ -23,7 +25,15 @@ def digest(keys) -> str:
 
 
 def _latest(store: ResultsStore, sweep: str):
-    files = store.list_files("plans", sweep)
+    """The newest manifest of the sweep (names sort by the time they were written), or None."""
+    base = store._dir("plans", sweep)
+
+    def ls():
+        if store.fs.get_file_info(base).type == pafs.FileType.NotFound:
+            return []
+        return [f for f in store.fs.get_file_info(pafs.FileSelector(base))
+                if f.type == pafs.FileType.File and classify(store._rel(f.path), False)[0] == "plan"]
+    files = store._io(f"list {base}", ls)
     return max(files, key=lambda f: f.base_name) if files else None
 
 
@@ -52,11 +62,13 @@ def record(store: ResultsStore, plan: Plan) -> bool:
 
 def current_keys(store: ResultsStore, sweep: str) -> set[str] | None:
     """The stage keys of the sweep's newest recorded plan; None if no plan was ever recorded."""
+    import pyarrow.parquet as pq
+
     latest = _latest(store, sweep)
     if latest is None:
         return None
-    scan = store.scan("plans", sweep, ["stage_key"], files=[latest.path])
-    return set(scan.table.column("stage_key").to_pylist())
+    with store.fs.open_input_file(latest.path) as f:
+        return set(pq.read_table(f, columns=["stage_key"]).column("stage_key").to_pylist())
 
 
 def mark_superseded(points, keys_by_sweep: dict[str, set[str] | None]):

@@ -1,17 +1,31 @@
 """What a store holds for a plan, checked: which stages are really done, and what needs repair.
 
 A stage is done only if it has an ok commit whose views are readable (or can be re-made from the commit)
-and, while some of its dependants are unfinished, its artifact is present. Everything found wrong is
-reported (`orchestrate status`) and repaired by `submit` (`repair`): unreadable files and view files with no
-commit are moved to quarantine (never deleted), missing views are re-made from their commits.
+and, while some of its dependants are unfinished, its artifact is present and sound. Everything found wrong
+is reported (`orchestrate status` prints `StoreState.problems()`) and repaired by `submit` (`repair`):
+unreadable files, files the store did not write, view files with no commit and damaged artifacts are moved to
+quarantine (never deleted); files an interrupted compaction left behind are deleted once every row they
+hold is found in the compacted file; missing views are re-made from their commits.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator import artifacts
 from orchestrator.plan import Plan
-from orchestrator.store import ResultsStore, attempt_name, utc_stamp
+from orchestrator.store import FOREIGN, TABLE_KINDS, TABLES, TEMPORARY, ResultsStore, attempt_name, utc_stamp
+
+_CHECK_THREADS = 16  # artifact checks: one or two small reads each, latency-bound on object storage
+
+
+@dataclass
+class DamagedArtifact:
+    key: str
+    label: str
+    path: str
+    why: str
+    files: list[str]  # the artifact and its checksum file, as found
 
 
 @dataclass
@@ -24,23 +38,38 @@ class StoreState:
     diverged: set[str] = field(default_factory=set)
     dense_accuracy: dict[str, float] = field(default_factory=dict)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    foreign: list[tuple[str, str]] = field(default_factory=list)  # files and directories the store did not write
     orphans: list[str] = field(default_factory=list)            # view files of attempts with no commit
     unmaterialized: set[str] = field(default_factory=set)       # committed attempts whose views are missing
+    merged: list[tuple[str, str]] = field(default_factory=list)  # left by an interrupted compaction: (file, holder)
     missing_artifacts: list[str] = field(default_factory=list)  # done stages whose dependants need their outputs
+    damaged_artifacts: list[DamagedArtifact] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)       # stage labels, for the stages named in problems
     temporaries: list[str] = field(default_factory=list)
 
     @property
     def needs_repair(self) -> bool:
-        return bool(self.unreadable or self.orphans or self.unmaterialized)
+        return bool(self.unreadable or self.foreign or self.orphans or self.unmaterialized or self.merged
+                    or self.damaged_artifacts)
 
     def problems(self) -> list[str]:
         lines = [f"unreadable file: {p} ({why})" for p, why in self.unreadable]
+        lines += [f"foreign (not written by the store): {p} ({why}; submit moves it to quarantine)"
+                  for p, why in self.foreign]
         lines += [f"uncommitted view file (no commit for it): {p}" for p in self.orphans]
         if self.unmaterialized:
             lines.append(f"{len(self.unmaterialized)} committed attempt(s) whose view files are missing "
                          f"(submit re-makes them from the commit)")
-        lines += [f"missing artifact of finished stage {k[:12]} (its dependants need it; submit runs it again)"
-                  for k in self.missing_artifacts]
+        by_holder: dict[str, int] = {}
+        for _, holder in self.merged:
+            by_holder[holder] = by_holder.get(holder, 0) + 1
+        lines += [f"interrupted compaction: {n} file(s) already merged into {holder} are still there (a raw "
+                  f"pandas read sees their rows twice; submit or compact deletes them)"
+                  for holder, n in by_holder.items()]
+        lines += [f"damaged artifact of finished stage {d.key[:12]} ({d.label}): {d.path} ({d.why}; its dependants "
+                  f"need it: submit moves it to quarantine and runs that stage again)" for d in self.damaged_artifacts]
+        lines += [f"missing artifact of finished stage {k[:12]} ({self.labels.get(k, '?')}) (its dependants need it; "
+                  f"submit runs it again)" for k in self.missing_artifacts]
         if self.temporaries:
             lines.append(f"{len(self.temporaries)} temporary file(s) from interrupted writes "
                          f"(invisible to readers; `orchestrate clean` removes them)")
@@ -49,65 +78,140 @@ class StoreState:
 
 def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts: bool = True) -> StoreState:
     state = StoreState(sweep)
-    log = store.committed(sweep, ["stage_key", "attempt", "token", "status", "seconds", "n_points", "n_curve",
-                                  "n_trials"])
+    entries = store.walk()  # the one listing of the store; every check below reuses it
+    files = _sort_listing(entries, state)
+    log = store.committed(sweep, ["stage_key", "attempt", "token", "status", "error_type", "seconds", "n_points",
+                                  "n_curve", "n_trials"], files=files["stages"])
     state.unreadable += log.bad
+    state.foreign += log.foreign
+    state.merged += log.merged
     rows = sorted(log.table.to_pylist(), key=lambda r: r["attempt"])
-    names = set()
+    names, latest = set(), {}
     for r in rows:
         key = r["stage_key"]
         names.add(attempt_name(key, r["attempt"], r["token"]))
         state.attempts[key] = max(state.attempts.get(key, 0), r["attempt"])
         state.status[key] = r["status"]
+        latest[key] = r
         if r["status"] == "ok":
             state.ok_seconds[key] = float(r["seconds"] or 0.0)
 
-    listed = {}
+    views = {}
     for table, count in (("points", "n_points"), ("curves", "n_curve"), ("tuning", "n_trials")):
-        present, bad, listed[table] = store.view_names(table, sweep)
-        state.unreadable += bad
+        views[table] = v = store.view_names(table, sweep, files[table])
+        state.unreadable += v.bad
+        state.foreign += v.foreign
+        state.merged += v.merged
         for r in rows:
             name = attempt_name(r["stage_key"], r["attempt"], r["token"])
             # Schema-1 commits carry no payload (count None): their views cannot be re-made, only trusted.
-            if r[count] and name not in present:
+            if r[count] and name not in v.names:
                 state.unmaterialized.add(name)
-        files = {f.base_name[:-len(".parquet")]: f.path for f in listed[table]}
-        state.orphans += [path for name, path in files.items()
-                          if name not in names and not name.startswith("compacted-")]
+        state.orphans += [f.path for f in v.files
+                          if f.base_name[:-len(".parquet")] not in names and not f.base_name.startswith("compacted-")]
 
     ok = set(state.ok_seconds)
     state.diverged = {k for k, s in state.status.items() if s == "diverged" and k not in ok}
     state.done = set(ok)
-    dense = [f.path for f in listed["points"] if "/method=dense/" in f.path]
+    dense = [f.path for f in views["points"].files if "/method=dense/" in f.path]
     if dense:
-        t = store.scan("points", sweep, ["stage_key", "status", "selected_test_accuracy"], files=dense).table.to_pylist()
-        state.dense_accuracy = {r["stage_key"]: r["selected_test_accuracy"] for r in t if r["status"] == "ok"}
+        s = store.scan("points", sweep, ["stage_key", "status", "selected_test_accuracy"], files=dense)
+        state.unreadable += s.bad
+        state.foreign += s.foreign
+        state.dense_accuracy = {r["stage_key"]: r["selected_test_accuracy"] for r in s.table.to_pylist()
+                                if r["status"] == "ok"}
 
     if plan is not None:
         state.done &= set(plan.stages)
         if check_artifacts:
-            children = plan.children()
-            for key in sorted(state.done):
-                readers = [c for c in children[key] if c not in state.done
-                           and key in {plan.stages[c].parents[r] for r in plan.stages[c].inputs}]
-                if readers and not artifacts.exists(store.location, key):
-                    state.missing_artifacts.append(key)
-            state.done -= set(state.missing_artifacts)
-    state.temporaries = [f.path for f in store.temporaries() if f"sweep={sweep}" in f.path]
+            failed = {attempt_name(k, r["attempt"], r["token"]) for k, r in latest.items()
+                      if k in plan.stages and k not in ok and r["status"] == "failed" and r["error_type"] == "artifact"}
+            named = set()
+            if failed:  # a trial that could not load an artifact named it: read it whole, whatever its size says
+                named = {artifacts.key_named(r["error"])
+                         for r in store.commit_rows(sweep, failed, ["error"], files=files["stages"])}
+            _check_artifacts(store, plan, state, entries, named)
     return state
 
 
+def _sort_listing(entries: list, state: StoreState) -> dict[str, list]:
+    """The sweep's files of each table; its temporaries and the foreign entries it reports go into `state`."""
+    sweeps = {e.sweep for e in entries if e.top == "stages" and e.sweep is not None}
+    files: dict[str, list] = {t: [] for t in TABLES}
+    for e in entries:
+        if e.kind in TABLE_KINDS:
+            if e.sweep == state.sweep:
+                files[e.top].append(e.info)
+        elif e.kind == TEMPORARY:
+            if e.sweep == state.sweep:
+                state.temporaries.append(e.path)
+        # Foreign entries in another sweep's partitions are that sweep's to report; the rest concern every sweep.
+        elif e.kind == FOREIGN and (e.sweep in (None, state.sweep) or e.sweep not in sweeps):
+            state.foreign.append((e.path, e.why))
+    return files
+
+
+def _check_artifacts(store: ResultsStore, plan: Plan, state: StoreState, entries, named: set) -> None:
+    """Take out of `done` each stage whose artifact an unfinished stage reads but that is missing or damaged,
+    until none is left (a stage that runs again reads its own parents' artifacts)."""
+    sizes = {e.parts["key"]: e.info.size for e in entries if e.kind == "artifact"}
+    checksums = {e.parts["key"]: e.path for e in entries if e.kind == "checksum"}
+    children = plan.children()
+
+    def reads(child: str) -> set[str]:
+        stage = plan.stages[child]
+        return {stage.parents[r] for r in stage.inputs}
+
+    def check(key: str) -> str | None:
+        if key not in sizes:
+            return artifacts.MISSING
+        return artifacts.problem(store.fs, store.root, key, sizes[key], key in checksums, deep=key in named)
+
+    todo = sorted(k for k in state.done if any(c not in state.done and k in reads(c) for c in children[k]))
+    checked: set[str] = set()
+    while todo:
+        with ThreadPoolExecutor(min(_CHECK_THREADS, len(todo))) as pool:
+            found = list(zip(todo, pool.map(check, todo)))
+        checked.update(todo)
+        lost = []
+        for key, why in found:
+            if why is None:
+                continue
+            lost.append(key)
+            state.labels[key] = plan.stages[key].label
+            if why == artifacts.MISSING:
+                state.missing_artifacts.append(key)
+            else:
+                files = [artifacts.artifact_path(store.root, key)] + ([checksums[key]] if key in checksums else [])
+                state.damaged_artifacts.append(DamagedArtifact(key, plan.stages[key].label, files[0], why, files))
+        state.done -= set(lost)
+        todo = sorted({p for k in lost for p in reads(k) if p in state.done and p not in checked})
+
+
 def repair(store: ResultsStore, state: StoreState, echo) -> None:
-    """Quarantine unreadable and uncommitted view files, then re-make missing views from their commits.
+    """Quarantine unreadable, foreign and uncommitted view files and damaged artifacts, finish an interrupted
+    compaction, then re-make missing views from their commits.
 
     Inspect again afterwards: a quarantined commit takes its attempt with it.
     """
     stamp = utc_stamp()
     for path, why in state.unreadable:
         echo(f"quarantined unreadable {path} ({why}) -> {store.quarantine(path, stamp)}")
+    for path, why in state.foreign:
+        echo(f"quarantined foreign {path} ({why}) -> {store.quarantine(path, stamp)}")
     for path in state.orphans:
         echo(f"quarantined uncommitted {path} -> {store.quarantine(path, stamp)}")
-    if state.unreadable or state.orphans:
+    for d in state.damaged_artifacts:
+        moved = [store.quarantine(p, stamp) for p in d.files]
+        echo(f"quarantined damaged artifact {d.path} of stage {d.key[:12]} ({d.label}: {d.why}) -> {moved[0]}; "
+             f"the stage runs again")
+    if state.merged:
+        deleted, kept = store.finish_compaction(state.merged)
+        echo(f"finished an interrupted compaction: deleted {len(deleted)} merged file(s), every row of each found "
+             f"in its compacted file")
+        for path, why in kept:
+            echo(f"left {path} in place: {why}")
+    if state.unreadable or state.foreign or state.orphans:
         state = inspect(store, None, state.sweep, check_artifacts=False)
     if state.unmaterialized:
         rows = store.commit_rows(state.sweep, state.unmaterialized)

@@ -1,15 +1,8 @@
 """Parquet results store: one atomic commit per stage attempt, pandas-readable views, scans, compaction.
 
-Layout under the store root (a local path or a pyarrow filesystem URI such as s3://bucket/x):
-    stages/sweep=<s>/<name>.parquet              the commit log: one file per stage attempt, holding the stage
-                                                 row and (nested) its result rows and curve; written first
-    points/sweep=<s>/method=<m>/<name>.parquet   view: the attempt's result rows, written after its commit
-    curves/sweep=<s>/<name>.parquet              view: per-epoch metrics, written after its commit
-    logs/sweep=<s>/<stage_key>-<attempt>.log     what the stage printed, and its traceback
-    artifacts/<stage_key>/outputs.pt             weights and masks (artifacts.py)
-    leases/<sweep>.json                          the running driver's lease (lease.py)
-    quarantine/<time>/<path>                     unreadable or uncommitted files moved aside, never deleted
-    <name> = <stage_key>-<attempt>-<token>; compacted files are named compacted-<token>.parquet.
+The store's layout (every path it writes, under a local path or a pyarrow filesystem URI such as s3://bucket/x)
+is `LAYOUT` below, the one place that defines it; anything else found in a store is foreign (`walk`), and
+`orchestrate status` names it, `submit` moves it to quarantine/.
 
 Why a commit file plus views: one file is the only thing every filesystem writes atomically (a local
 rename, one object-store PUT), so an attempt becomes visible all at once or not at all. The views exist so
@@ -23,15 +16,17 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -53,6 +48,120 @@ _SCAN_CHUNK = 512
 
 class StoreError(ValueError):
     """A store location or file that cannot be used; the message is one line naming it."""
+
+
+# ------------------------------------------------------------------ the layout
+# Every path the store writes, relative to its root, by kind: the one definition of what a store may hold.
+# <part>s match _PARTS; a final "**" admits anything below. The store's directories are those these patterns
+# pass through, and each may also hold hidden temporaries of writes in progress (_TEMPORARY). Anything else
+# is foreign: `walk` marks it, `orchestrate status` names it, `submit` moves it to quarantine/. The first
+# pattern that matches a path gives its kind (so compacted-<token> comes before <key>-<attempt>).
+# Adding a directory is one line here (plus a part in _PARTS if it names a new kind of part).
+LAYOUT: tuple[tuple[str, str], ...] = (
+    ("compacted", "stages/sweep=<sweep>/compacted-<token>.parquet"),   # merged files (compact)
+    ("commit", "stages/sweep=<sweep>/<key>-<attempt>-<token>.parquet"),  # a stage attempt's commit
+    ("commit", "stages/sweep=<sweep>/<key>-<attempt>.parquet"),          # schema 1: no token
+    ("compacted", "points/sweep=<sweep>/method=<method>/compacted-<token>.parquet"),
+    ("view", "points/sweep=<sweep>/method=<method>/<key>-<attempt>-<token>.parquet"),
+    ("view", "points/sweep=<sweep>/method=<method>/<key>-<attempt>.parquet"),
+    ("compacted", "curves/sweep=<sweep>/compacted-<token>.parquet"),
+    ("view", "curves/sweep=<sweep>/<key>-<attempt>-<token>.parquet"),
+    ("view", "curves/sweep=<sweep>/<key>-<attempt>.parquet"),
+    ("compacted", "tuning/sweep=<sweep>/compacted-<token>.parquet"),
+    ("view", "tuning/sweep=<sweep>/<key>-<attempt>-<token>.parquet"),   # a tune stage's configurations
+    ("plan", "plans/sweep=<sweep>/plan-<attempt>-<token>.parquet"),      # a plan as submitted (plans.py)
+    ("log", "logs/sweep=<sweep>/<key>-<attempt>.log"),
+    ("artifact", "artifacts/<key>/outputs.pt"),                # weights and masks (artifacts.py)
+    ("checksum", "artifacts/<key>/outputs.pt.sha256"),         # its size and SHA-256, written after it
+    ("lease", "leases/<sweep>.json"),                          # lease.py
+    ("job", "jobs/<sweep>.json"),                              # jobs.py
+    ("quarantine", "quarantine/**"),                           # files moved aside, never deleted
+)
+_PARTS = {"sweep": r"[A-Za-z0-9_.-]+",  # spec.py's rule for sweep names
+          "key": r"[^/.][^/]*",           # stage keys are hex; the store itself takes any name
+          "method": r"[^/]+", "attempt": r"[0-9]+", "token": r"[0-9a-f]+",
+          "name": r"[^/.][^/]*"}          # any other file name part (not hidden)
+_TEMPORARY = re.compile(r"\.[^/]+\.tmp|\.probe-[0-9a-f]+")  # the second: probes of versions before .tmp
+TABLE_KINDS = ("commit", "view", "compacted")  # the Parquet files of a table, named by their first directory
+DIRECTORY, TEMPORARY, FOREIGN = "directory", "temporary", "foreign"
+
+
+def _compile(pattern: str) -> str:
+    def part(m: re.Match) -> str:
+        return f"(?P<{m.group(1)}>{_PARTS[m.group(1)]})"
+    return "".join(part(m) if m else re.escape(text)
+                   for text, m in ((t, re.fullmatch(r"<(\w+)>", t)) for t in re.split(r"(<\w+>)", pattern) if t))
+
+
+def _layout_index():
+    files: dict[str, list[tuple[str, re.Pattern]]] = {}
+    dirs: dict[str, list[re.Pattern]] = {}
+    for kind, pattern in LAYOUT:
+        top, components = pattern.split("/", 1)[0], pattern.split("/")
+        if components[-1] == "**":
+            head = "/".join(components[:-1])
+            files.setdefault(top, []).append((kind, re.compile(_compile(head) + "/.+")))
+            dirs.setdefault(top, []).append(re.compile(_compile(head) + "(?:/.+)?"))
+            continue
+        files.setdefault(top, []).append((kind, re.compile(_compile(pattern))))
+        for depth in range(1, len(components)):
+            dirs.setdefault(top, []).append(re.compile(_compile("/".join(components[:depth]))))
+    return files, dirs
+
+
+_FILES, _DIRS = _layout_index()
+# Top-level directories whose second level is sweep=<sweep> (a sweep's partition); and those listed in full.
+_SWEPT = {p.split("/")[0] for _, p in LAYOUT if p.split("/")[1:2] == ["sweep=<sweep>"]}
+_LISTED = {p.split("/")[0] for _, p in LAYOUT if not p.endswith("/**")}
+
+
+def classify(rel: str, is_dir: bool) -> tuple[str, dict[str, str]]:
+    """(kind, named parts) of a path relative to the store root: a LAYOUT kind, DIRECTORY, TEMPORARY or FOREIGN."""
+    top = rel.split("/", 1)[0]
+    if is_dir:
+        return (DIRECTORY, {}) if any(rx.fullmatch(rel) for rx in _DIRS.get(top, ())) else (FOREIGN, {})
+    for kind, rx in _FILES.get(top, ()):
+        m = rx.fullmatch(rel)
+        if m:
+            return kind, m.groupdict()
+    parent, _, base = rel.rpartition("/")
+    if _TEMPORARY.fullmatch(base) and (not parent or classify(parent, True)[0] == DIRECTORY):
+        return TEMPORARY, {}
+    return FOREIGN, {}
+
+
+def layout_path(root: str, kind: str, **parts) -> str:
+    """The path of a file of `kind` (its first LAYOUT pattern) under `root`, its <part>s filled in."""
+    pattern = next(p for k, p in LAYOUT if k == kind)
+    return f"{root}/" + re.sub(r"<(\w+)>", lambda m: str(parts[m.group(1)]), pattern)
+
+
+class Entry(NamedTuple):
+    """One file or directory found in a store, classified against LAYOUT."""
+    info: pafs.FileInfo
+    rel: str                 # its path relative to the store root
+    top: str                 # the first directory of `rel`
+    kind: str                # a LAYOUT kind, DIRECTORY, TEMPORARY or FOREIGN
+    parts: dict[str, str]
+    sweep: str | None        # the sweep whose partition (<top>/sweep=<s>/...) holds it, if any
+    why: str = ""            # for FOREIGN: what is wrong with it
+
+    @property
+    def path(self) -> str:
+        return self.info.path
+
+    @property
+    def is_dir(self) -> bool:
+        return self.info.type == pafs.FileType.Directory
+
+
+def _entry(info: pafs.FileInfo, rel: str) -> Entry:
+    is_dir = info.type == pafs.FileType.Directory
+    kind, parts = classify(rel, is_dir)
+    head = rel.split("/", 2)
+    sweep = head[1][len("sweep="):] if head[0] in _SWEPT and len(head) > 1 and head[1].startswith("sweep=") else None
+    why = (("a directory" if is_dir else "a file") + " not in the store's layout") if kind == FOREIGN else ""
+    return Entry(info, rel, head[0], kind, parts, sweep, why)
 
 
 _UTC = pa.timestamp("us", tz="UTC")
@@ -123,14 +232,15 @@ PLANS = pa.schema([
     ("seed", pa.int64()), ("requested", pa.bool_()), ("planned_at", _UTC),
 ])
 
-TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES, "plans": PLANS, "tuning": TUNING}
+TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES, "tuning": TUNING}
 PAYLOAD = ("points", "curve", "trials")
 # Within one committed attempt, these columns identify a row (so compaction overlaps never duplicate one).
 ROW_IDENTITY = {"stages": ["stage_key", "attempt"], "points": ["stage_key", "attempt"],
                 "curves": ["stage_key", "attempt", "phase", "epoch"], "tuning": ["stage_key", "attempt", "trial"]}
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none)."""
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
 
@@ -144,9 +254,15 @@ def open_store(location: str) -> tuple[pafs.FileSystem, str]:
             fs, root = pafs.LocalFileSystem(), os.path.abspath(location)
         info = fs.get_file_info(root)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
-        raise StoreError(f"store {location}: cannot open ({_one_line(err)})") from None
+        raise StoreError(f"store {location}: cannot open ({one_line(err)})") from None
     if info.type == pafs.FileType.File:
         raise StoreError(f"store {location}: is a file, expected a directory")
+    if info.type == pafs.FileType.NotFound and isinstance(fs, pafs.LocalFileSystem):
+        above = os.path.dirname(root)
+        while not os.path.exists(above):  # the first ancestor that exists must be a directory to create it in
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise StoreError(f"store {location}: {above} is a file, expected a directory")
     return fs, root.rstrip("/")
 
 
@@ -156,10 +272,30 @@ def attempt_name(key: str, attempt: int, token: str | None) -> str:
 
 
 @dataclass
+class ViewFiles:
+    """What a view directory holds (see ResultsStore.view_names)."""
+    names: set[str]                          # attempts whose rows it holds
+    files: list[pafs.FileInfo]               # its readable files of the store's own
+    bad: list[tuple[str, str]]
+    foreign: list[tuple[str, str]]
+    merged: list[tuple[str, str]]            # (file, the compacted file that holds its rows)
+
+
+class Footer(NamedTuple):
+    info: pafs.FileInfo
+    meta: dict | None        # the footer's key-value metadata
+    columns: str | None      # why its columns cannot be the table's
+    reason: str | None       # why it cannot be read
+
+
+@dataclass
 class Scan:
-    """Rows read from one table, and the files that could not be read (path, reason)."""
+    """Rows read from one table; the files that could not be read and those the store did not write
+    (path, reason); and files a compaction merged but did not delete (path, the compacted file holding them)."""
     table: pa.Table
     bad: list[tuple[str, str]] = field(default_factory=list)
+    foreign: list[tuple[str, str]] = field(default_factory=list)
+    merged: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -178,13 +314,13 @@ class ResultsStore:
         except StoreError:
             raise
         except (OSError, pa.ArrowException) as err:
-            raise StoreError(f"store {self.location}: cannot {what} ({_one_line(err)})") from None
+            raise StoreError(f"store {self.location}: cannot {what} ({one_line(err)})") from None
 
     def check_writable(self) -> None:
         """Create the root and prove a file can be written there, before any work starts."""
         def probe():
             self.fs.create_dir(self.root, recursive=True)
-            path = f"{self.root}/.probe-{uuid.uuid4().hex}"
+            path = f"{self.root}/.probe-{uuid.uuid4().hex}.tmp"
             with self.fs.open_output_stream(path) as f:
                 f.write(b"ok")
             self.fs.delete_file(path)
@@ -270,32 +406,58 @@ class ResultsStore:
         return written
 
     # ------------------------------------------------------------ listing and reading
-    def list_files(self, table: str, sweep: str | None = None, suffix: str = ".parquet") -> list[pafs.FileInfo]:
-        """Visible files of a table (hidden temporaries excluded), sorted by path."""
+    def list_files(self, table: str, sweep: str | None = None) -> list[pafs.FileInfo]:
+        """The table's Parquet files that the layout names (temporaries and foreign files left out), by path."""
         base = self._dir(table, sweep)
         def ls():
             if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
                 return []
-            return [f for f in self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
-                    if f.type == pafs.FileType.File and f.base_name.endswith(suffix)
-                    and not f.base_name.startswith((".", "_"))]
-        return sorted(self._io(f"list {base}", ls), key=lambda f: f.path)
+            return self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        return sorted((f for f in self._io(f"list {base}", ls) if f.type == pafs.FileType.File
+                       and classify(self._rel(f.path), False)[0] in TABLE_KINDS), key=lambda f: f.path)
+
+    def _rel(self, path: str) -> str:
+        return path[len(self.root) + 1:]
 
     def count_small_files(self, table: str, sweep: str) -> int:
         return sum(not f.base_name.startswith(COMPACTED_PREFIX) for f in self.list_files(table, sweep))
 
-    def temporaries(self) -> list[pafs.FileInfo]:
-        """Hidden temporary files left by writes that never finished (invisible to every reader)."""
+    def walk(self) -> list[Entry]:
+        """Every file and directory in the store, classified against LAYOUT, sorted by path.
+
+        Nothing below a foreign directory or in quarantine/ is listed. A sweep partition of a view or log
+        directory whose sweep has no commit log (stages/sweep=<s>) is foreign.
+        """
         def ls():
             if self.fs.get_file_info(self.root).type == pafs.FileType.NotFound:
                 return []
-            return [f for f in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
-                    if f.type == pafs.FileType.File and f.base_name.startswith(".") and f.base_name.endswith(".tmp")]
-        return self._io(f"list {self.root}", ls)
+            infos = []
+            for info in self.fs.get_file_info(pafs.FileSelector(self.root)):
+                infos.append(info)
+                if info.type == pafs.FileType.Directory and info.base_name in _LISTED:
+                    infos += self.fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
+            return infos
+        entries = [_entry(info, self._rel(info.path))
+                   for info in sorted(self._io(f"list {self.root}", ls), key=lambda f: f.path)]
+        sweeps = {e.sweep for e in entries if e.top == "stages" and e.sweep is not None}
+        out, foreign_dirs = [], set()
+        for e in entries:  # parents sort before their children
+            if foreign_dirs and any(a in foreign_dirs for a in _ancestors(e.rel)):
+                continue
+            if e.sweep is not None and e.sweep not in sweeps and e.is_dir and e.rel.count("/") == 1:
+                e = e._replace(kind=FOREIGN, parts={}, why=f"a directory of sweep {e.sweep}, which has no commit log")
+            if e.kind == FOREIGN and e.is_dir:
+                foreign_dirs.add(e.rel)
+            out.append(e)
+        return out
+
+    def temporaries(self) -> list[pafs.FileInfo]:
+        """Hidden temporary files left by writes that never finished (invisible to every reader)."""
+        return [e.info for e in self.walk() if e.kind == TEMPORARY]
 
     def scan(self, table: str, sweep: str | None = None, columns: list[str] | None = None,
              files: list[str] | None = None) -> Scan:
-        """Read a table's files in parallel; unreadable files are returned in `bad`, not raised.
+        """Read a table's files in parallel; unreadable and foreign files are returned in `bad` and `foreign`.
 
         A file that vanishes mid-read was merged by compaction into a file this listing may not show: the
         scan lists again and starts over (with an explicit `files` list it is simply left out).
@@ -307,17 +469,19 @@ class ResultsStore:
         wanted = [c for c in (columns or schema.names) if c in schema.names]
         for _ in range(10):
             paths = files if files is not None else [f.path for f in self.list_files(table, sweep)]
-            parts, bad, vanished = [], [], False
+            parts, bad, foreign, vanished = [], [], [], False
             threads = _SCAN_THREADS if isinstance(self.fs, pafs.LocalFileSystem) else _READ_THREADS
             with ThreadPoolExecutor(threads) as pool:
                 for start in range(0, len(paths), _SCAN_CHUNK):
-                    chunk, results = [], pool.map(lambda p: self._read_one(p, schema, wanted),
+                    chunk, results = [], pool.map(lambda p: self._read_one(p, table, wanted),
                                                   paths[start:start + _SCAN_CHUNK])
-                    for path, (t, reason) in zip(paths[start:start + _SCAN_CHUNK], results):
+                    for path, (t, reason, why) in zip(paths[start:start + _SCAN_CHUNK], results):
                         if reason == "vanished":
                             vanished = True
                         elif reason is not None:
                             bad.append((path, reason))
+                        elif why is not None:
+                            foreign.append((path, why))
                         else:
                             chunk.append(t)
                     if chunk:  # one table per chunk: thousands of tiny tables cost more than their rows
@@ -329,50 +493,68 @@ class ResultsStore:
             raise StoreError(f"store {self.location}: {table} kept changing while being read; try again")
         partitions = ["sweep"] + (["method"] if table == "points" else [])
         if not parts:
-            return Scan(_empty(schema, wanted + partitions), bad)
-        return Scan(pa.concat_tables(parts), bad)
+            return Scan(_empty(schema, wanted + partitions), bad, foreign)
+        return Scan(pa.concat_tables(parts), bad, foreign)
 
-    def _read_one(self, path: str, schema: pa.Schema, wanted: list[str]) -> tuple[pa.Table | None, str | None]:
+    def _read_one(self, path: str, table: str, wanted: list[str]) -> tuple[pa.Table | None, str | None, str | None]:
+        """(rows, why unreadable, why foreign) of one file; its rows are checked against its name."""
+        schema = TABLES[table]
         try:
             with self.fs.open_input_file(path) as f:
                 pf = pq.ParquetFile(f)
-                present = set(pf.schema_arrow.names)
-                t = pf.read(columns=[c for c in wanted if c in present], use_threads=False)
+                arrow_schema = pf.schema_arrow
+                present = arrow_schema.names
+                why = _foreign_columns(table, arrow_schema)
+                if why is not None:
+                    return None, None, why
+                t = pf.read(columns=[c for c in dict.fromkeys(wanted + ["stage_key", "attempt"]) if c in present],
+                            use_threads=False)
         except FileNotFoundError:
-            return None, "vanished"
+            return None, "vanished", None
         except (OSError, pa.ArrowException, ValueError) as err:
-            return None, _one_line(err)
-        # Files of an older schema version lack newer columns: they read as nulls.
-        arrays = [_conform(t.column(c), schema.field(c).type) if c in present
-                  else pa.nulls(t.num_rows, schema.field(c).type) for c in wanted]
+            return None, one_line(err), None
+        rel = self._rel(path)
+        try:
+            why = _foreign_rows(table, *classify(rel, False), t)
+            # Files of an older schema version lack newer columns: they read as nulls.
+            arrays = [_conform(t.column(c), schema.field(c).type) if c in present
+                      else pa.nulls(t.num_rows, schema.field(c).type) for c in wanted]
+        except pa.ArrowException as err:
+            why = f"values that do not fit the store's {table} schema ({one_line(err)})"
+        if why is not None:
+            return None, None, why
         names = list(wanted)
-        parts = path[len(self.root) + 1:].split("/")[1:-1]
-        for key, _, value in (p.partition("=") for p in parts if "=" in p):
+        for key, _, value in (p.partition("=") for p in rel.split("/")[1:-1] if "=" in p):
             arrays.append(pa.array([value] * t.num_rows, pa.string()))
             names.append(key)
-        return pa.table(arrays, names=names), None
+        return pa.table(arrays, names=names), None, None
 
-    def committed(self, sweep: str | None = None, columns: list[str] | None = None) -> Scan:
+    def committed(self, sweep: str | None = None, columns: list[str] | None = None,
+                  files: list[pafs.FileInfo] | None = None) -> Scan:
         """The commit log (one row per committed attempt, deduplicated), without the nested payload by default.
 
         Columns among SUMMARY_COLUMNS come from the commit files' footers, which is several times cheaper
-        than scanning them; a damaged footer makes the file `bad`, as a scan would.
+        than scanning them; a damaged footer makes the file `bad`, as a scan would. `files`: the sweep's
+        commit files if the caller has listed them already.
         """
         cols = columns or [c for c in STAGES.names if c not in PAYLOAD]
         needed = list(dict.fromkeys(cols + ["stage_key", "attempt", "token"]))
         if not set(needed) <= set(SUMMARY_COLUMNS):
-            s = self.scan("stages", sweep, needed)
-            return Scan(_dedup(s.table, ["sweep", "stage_key", "attempt", "token"]), s.bad)
-        parts, bad = [], []
+            s = self.scan("stages", sweep, needed, files=None if files is None else [f.path for f in files])
+            return Scan(_dedup(s.table, ["sweep", "stage_key", "attempt", "token"]), s.bad, s.foreign)
+        parts, found = [], Scan(pa.table({}))
         for name in ([sweep] if sweep else self.sweeps()):
-            t, b = self._summaries(name, needed)
-            parts.append(t)
-            bad += b
+            s = self._summaries(name, needed, files if sweep else None)
+            parts.append(s.table)
+            found.bad += s.bad
+            found.foreign += s.foreign
+            found.merged += s.merged
         t = pa.concat_tables(parts) if parts else _empty(STAGES, needed + ["sweep"])
-        return Scan(_dedup(t, ["sweep", "stage_key", "attempt", "token"]), bad)
+        found.table = _dedup(t, ["sweep", "stage_key", "attempt", "token"])
+        return found
 
-    def _footers(self, table: str, sweep: str) -> list[tuple[pafs.FileInfo, dict | None, str | None]]:
-        """(file, footer key-value metadata, reason if unreadable) for every file of a table.
+    def _footers(self, table: str, sweep: str, infos: list[pafs.FileInfo] | None = None) -> list[Footer]:
+        """The footer of every file of a table (from `infos` if the caller has listed them).
 
         A file that vanishes meanwhile was merged by compaction into a file this listing may not show: list
         again and start over, or a reader would miss rows.
@@ -380,62 +562,101 @@ class ResultsStore:
         def footer(info):
             try:
                 with self.fs.open_input_file(info.path) as f:
-                    return pq.read_metadata(f).metadata or {}, None
+                    md = pq.read_metadata(f)
+                # Checked here, so that no file's metadata outlives this call (20 000 of them weigh ~1 GB).
+                return Footer(info, md.metadata or {}, _foreign_parquet_schema(table, md.schema), None)
             except FileNotFoundError:
-                return None, "vanished"
+                return Footer(info, None, None, "vanished")
             except (OSError, pa.ArrowException, ValueError) as err:
-                return None, _one_line(err)
+                return Footer(info, None, None, one_line(err))
 
-        for _ in range(10):
-            infos = self.list_files(table, sweep)
+        for attempt in range(10):
+            if infos is None or attempt > 0:
+                infos = self.list_files(table, sweep)
             with ThreadPoolExecutor(min(_READ_THREADS, max(1, len(infos)))) as pool:
                 results = list(pool.map(footer, infos))
-            if all(reason != "vanished" for _, reason in results):
-                return [(info, meta, reason) for info, (meta, reason) in zip(infos, results)]
+            if all(r.reason != "vanished" for r in results):
+                return results
         raise StoreError(f"store {self.location}: {table} kept changing while being read; try again")
 
-    def _summaries(self, sweep: str, columns: list[str]) -> tuple[pa.Table, list[tuple[str, str]]]:
+    def _checked_footers(self, table: str, sweep: str, infos: list[pafs.FileInfo] | None) -> tuple[Scan, list[Footer]]:
+        """The footers of files that can be the table's, and a Scan (without rows) of the bad, the foreign and
+        the merged-but-not-deleted ones."""
+        footers = self._footers(table, sweep, infos)
+        found = Scan(pa.table({}))
+        good = []
+        for f in footers:
+            if f.reason is not None:
+                found.bad.append((f.info.path, f.reason))
+            elif (why := self._foreign_footer(f)) is not None:
+                found.foreign.append((f.info.path, why))
+            else:
+                good.append(f)
+        found.merged = _merged_leftovers(good)
+        return found, good
+
+    def _foreign_footer(self, f: Footer) -> str | None:
+        kind, parts = classify(self._rel(f.info.path), False)
+        if kind == "compacted" and SOURCES_KEY not in f.meta:
+            return "a compacted file that does not list the files it merged"
+        if f.columns is not None:
+            return f.columns
+        if kind == "commit" and SUMMARY_KEY in f.meta:
+            try:
+                summary = json.loads(f.meta[SUMMARY_KEY])
+                named = (summary["stage_key"], summary["attempt"], summary.get("token"))
+            except (ValueError, KeyError, TypeError):
+                return "a commit summary that cannot be read"
+            if named != (parts["key"], int(parts["attempt"]), parts.get("token")):
+                return f"its commit summary names another stage attempt ({named[0]}-{named[1]}) than its file name"
+        return None
+
+    def _summaries(self, sweep: str, columns: list[str], infos: list[pafs.FileInfo] | None = None) -> Scan:
         for _ in range(10):
-            rows, bad, scan = [], [], []
-            for info, meta, reason in self._footers("stages", sweep):
-                if reason is not None:
-                    bad.append((info.path, reason))
-                elif SUMMARY_KEY in meta:
-                    summary = json.loads(meta[SUMMARY_KEY])
+            found, good = self._checked_footers("stages", sweep, infos)
+            rows, scan = [], []
+            for f in good:
+                if SUMMARY_KEY in f.meta:
+                    summary = json.loads(f.meta[SUMMARY_KEY])
                     if summary.get("finished_at"):
                         summary["finished_at"] = datetime.fromisoformat(summary["finished_at"])
                     rows.append({c: summary.get(c) for c in columns})
                 else:  # compacted files and schema-1 commits carry no summary: read their columns
-                    scan.append(info.path)
+                    scan.append(f.info.path)
             schema = pa.schema([STAGES.field(c) for c in columns])
             tables = [pa.Table.from_pylist(rows, schema=schema)]
             if scan:
                 s = self.scan("stages", sweep, columns, files=scan)
-                bad += s.bad
+                found.bad += s.bad
+                found.foreign += s.foreign
                 tables.append(s.table.select(columns))
                 present = {f.path for f in self.list_files("stages", sweep)}
                 if not set(scan) <= present:
+                    infos = None
                     continue  # a compacted file was itself merged away while we read it
             t = pa.concat_tables(tables)
-            return t.append_column("sweep", pa.array([sweep] * t.num_rows, pa.string())), bad
+            found.table = t.append_column("sweep", pa.array([sweep] * t.num_rows, pa.string()))
+            return found
         raise StoreError(f"store {self.location}: stages kept changing while being read; try again")
 
     def read(self, table: str, sweep: str | None = None, warn: bool = True) -> pd.DataFrame:
         """Committed rows of one table as pandas (partition columns included), one row per identity.
 
-        Unreadable files are reported on stderr and skipped; view rows whose commit is missing are left out.
+        Unreadable and foreign files are reported on stderr and skipped; view rows whose commit is missing are
+        left out.
         """
         if table == "stages":
             s = self.committed(sweep)
-            bad, t = s.bad, s.table
+            t = s.table
+            skipped = s.bad + s.foreign
         else:
             s = self.scan(table, sweep)
             log = self.committed(sweep, ["stage_key", "attempt"])
-            bad, t = s.bad + log.bad, _only_committed(s.table, log.table)
-            t = _dedup(t, ["sweep"] + ROW_IDENTITY[table])
+            skipped = s.bad + s.foreign + log.bad + log.foreign
+            t = _dedup(_only_committed(s.table, log.table), ["sweep"] + ROW_IDENTITY[table])
         if warn:
-            for path, reason in bad:
-                print(f"warning: skipping unreadable store file {path}: {reason}", file=sys.stderr)
+            for path, reason in skipped:
+                print(f"warning: skipping store file {path}: {reason}", file=sys.stderr)
         import pandas as pd
 
         df = t.to_pandas()
@@ -448,34 +669,47 @@ class ResultsStore:
         log = self.committed(sweep, ["stage_key", "status"]).table
         return {k for k, s in zip(log.column("stage_key").to_pylist(), log.column("status").to_pylist()) if s == "ok"}
 
-    def commit_rows(self, sweep: str, names: set[str]) -> list[dict]:
-        """Full commit rows (payload included) for the given attempt names."""
-        files = [f.path for f in self.list_files("stages", sweep)
+    def commit_rows(self, sweep: str, names: set[str], columns: list[str] | None = None,
+                    files: list[pafs.FileInfo] | None = None) -> list[dict]:
+        """Commit rows (by default with their payload) of the given attempt names; `files`: the sweep's commit
+        files if the caller has listed them already."""
+        listed = self.list_files("stages", sweep) if files is None else files
+        paths = [f.path for f in listed
                  if f.base_name[:-len(".parquet")] in names or f.base_name.startswith(COMPACTED_PREFIX)]
-        rows = self.scan("stages", sweep, files=files).table.to_pylist()
+        cols = None if columns is None else list(dict.fromkeys(columns + ["stage_key", "attempt", "token"]))
+        rows = self.scan("stages", sweep, cols, files=paths).table.to_pylist()
         return [r for r in rows if attempt_name(r["stage_key"], r["attempt"], r["token"]) in names]
 
-    def view_names(self, table: str, sweep: str) -> tuple[set[str], list[tuple[str, str]], list[pafs.FileInfo]]:
-        """Names of the attempts a view holds (compacted files included), its unreadable files, and the files
-        listed (so a caller needs no second listing).
+    def view_names(self, table: str, sweep: str, files: list[pafs.FileInfo] | None = None) -> ViewFiles:
+        """What a view holds: the attempt names (compacted files included), its files, and its bad, foreign and
+        merged-but-not-deleted files. `files`: the view's files if the caller has listed them already.
 
         Reads only file footers, so checking a large store stays cheap.
         """
-        names, bad, infos = set(), [], []
-        for info, meta, reason in self._footers(table, sweep):
-            infos.append(info)
-            if reason is not None:
-                bad.append((info.path, reason))
-            elif SOURCES_KEY in meta:
-                names.update(json.loads(meta[SOURCES_KEY]))
+        found, good = self._checked_footers(table, sweep, files)
+        names = set()
+        for f in good:
+            if SOURCES_KEY in f.meta:
+                names.update(json.loads(f.meta[SOURCES_KEY]))
             else:
-                names.add(info.base_name[:-len(".parquet")])
-        return names, bad, infos
+                names.add(f.info.base_name[:-len(".parquet")])
+        return ViewFiles(names, [f.info for f in good], found.bad, found.foreign, found.merged)
 
     # ------------------------------------------------------------ repair and compaction
     def quarantine(self, path: str, stamp: str) -> str:
-        """Move a file aside under quarantine/<stamp>/ (never deleted), so readers stop meeting it."""
-        target = f"{self.root}/quarantine/{stamp}/{path[len(self.root) + 1:]}"
+        """Move a file or directory aside under quarantine/<stamp>/ (never deleted), so readers stop meeting it."""
+        target = f"{self.root}/quarantine/{stamp}/{self._rel(path)}"
+        info = self._io(f"stat {path}", self.fs.get_file_info, path)
+        if info.type == pafs.FileType.Directory and not isinstance(self.fs, pafs.LocalFileSystem):
+            # Object stores move single objects only: move what the directory holds, then drop its marker.
+            def files():
+                inside = self._io(f"list {path}", self.fs.get_file_info, pafs.FileSelector(path, recursive=True))
+                return [f.path for f in inside if f.type == pafs.FileType.File]
+            for f in files():
+                self.quarantine(f, stamp)
+            if not files():  # only markers are left (a file written meanwhile stays where it is)
+                self._io(f"remove the emptied {path}", self.fs.delete_dir, path)
+            return target
         self._io(f"create {target.rsplit('/', 1)[0]}", self.fs.create_dir, target.rsplit("/", 1)[0])
         self._io(f"move {path} to quarantine", self.fs.move, path, target)
         return target
@@ -489,51 +723,209 @@ class ResultsStore:
                           if f.type == pafs.FileType.Directory and f.base_name.startswith("sweep="))
         return self._io(f"list {base}", ls)
 
+    def finish_compaction(self, merged: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
+        """Delete each file an interrupted compaction merged but left, once every row it holds is found in the
+        compacted file that lists it. Returns (deleted, kept with the reason)."""
+        held: dict[str, set | None] = {}
+        deleted, kept = [], []
+        for path, holder in merged:
+            table = self._rel(path).split("/", 1)[0]
+            if holder not in held:
+                held[holder] = self._identities(table, holder)
+            rows = self._identities(table, path)
+            if rows is None or held[holder] is None:
+                kept.append((path, f"it or {holder} cannot be read"))
+            elif not rows <= held[holder]:
+                kept.append((path, f"{len(rows - held[holder])} of its rows are not in {holder}"))
+            else:
+                self._delete_merged(path)
+                deleted.append(path)
+        return deleted, kept
+
+    def _identities(self, table: str, path: str) -> set[tuple] | None:
+        t, reason, _ = self._read_one(path, table, ROW_IDENTITY[table])
+        if t is None:
+            return set() if reason == "vanished" else None  # a vanished file was deleted by another finisher
+        return set(zip(*(t.column(c).to_pylist() for c in ROW_IDENTITY[table])))
+
+    def _delete_merged(self, path: str) -> None:
+        try:
+            self.fs.delete_file(path)
+        except FileNotFoundError:
+            pass  # another process finishing the same compaction deleted it first
+        except (OSError, pa.ArrowException) as err:
+            raise StoreError(f"store {self.location}: cannot delete {path} ({one_line(err)})") from None
+
     def compact(self, sweep: str) -> dict[str, tuple[int, int]]:
         """Merge a sweep's small files, COMPACT_BATCH at a time, into a few large files per directory.
 
         Each compacted file is written (atomically) before the files it replaces are deleted, and records
         their names; readers deduplicate rows by identity, so at no moment do they see a gap or a duplicate.
-        Unreadable files and view rows without a commit are left where they are.
-        Returns {directory: (files merged, files written)}.
+        A compaction interrupted earlier is finished first (`finish_compaction`): merged again into another
+        compacted file, its files' rows would stay twice in a raw read. Unreadable and foreign files and view
+        rows without a commit are left where they are. Returns {directory: (files merged, files written)}.
         """
+        fault = _CompactFault.from_env()
         log = self.committed(sweep, ["stage_key", "attempt"]).table
         out = {}
         for table in ("stages", "points", "curves", "tuning"):
-            by_dir: dict[str, list[pafs.FileInfo]] = {}
-            for info in self.list_files(table, sweep):
-                by_dir.setdefault(info.path.rsplit("/", 1)[0], []).append(info)
-            groups = [(d, infos[i:i + COMPACT_BATCH]) for d, infos in by_dir.items()
-                      for i in range(0, len(infos), COMPACT_BATCH)]
-            for directory, infos in groups:
-                if len(infos) < 2:
+            found, good = self._checked_footers(table, sweep, None)
+            deleted, kept = self.finish_compaction(found.merged)
+            left_out = set(deleted) | {p for p, _ in kept}
+            by_dir: dict[str, list[Footer]] = {}
+            for f in good:
+                if f.info.path not in left_out:
+                    by_dir.setdefault(f.info.path.rsplit("/", 1)[0], []).append(f)
+            groups = [(d, footers[i:i + COMPACT_BATCH]) for d, footers in by_dir.items()
+                      for i in range(0, len(footers), COMPACT_BATCH)]
+            for directory, footers in groups:
+                if len(footers) < 2:
                     continue
-                paths = [i.path for i in infos]
-                s = self.scan(table, sweep, files=paths)
-                unreadable = {p for p, _ in s.bad}
+                s = self.scan(table, sweep, files=[f.info.path for f in footers])
+                skipped = {p for p, _ in s.bad + s.foreign}
                 t = s.table.drop_columns([c for c in ("sweep", "method") if c in s.table.column_names])
                 # A directory holding any uncommitted row is not merged, so nothing uncommitted is ever deleted.
                 if table != "stages" and _only_committed(t, log).num_rows != t.num_rows:
                     continue
                 t = _dedup(t, ROW_IDENTITY[table])
-                merged = [i for i in infos if i.path not in unreadable]
-                sources = []
-                for i in merged:
-                    sources.extend(self._sources_of(i))
-                t = t.replace_schema_metadata({SOURCES_KEY: json.dumps(sorted(set(sources)))})
+                merged = [f for f in footers if f.info.path not in skipped]
+                sources = set()
+                for f in merged:
+                    sources.update(json.loads(f.meta[SOURCES_KEY]) if SOURCES_KEY in f.meta
+                                   else [f.info.base_name[:-len(".parquet")]])
+                t = t.replace_schema_metadata({SOURCES_KEY: json.dumps(sorted(sources))})
                 self._put_table(f"{directory}/{COMPACTED_PREFIX}{uuid.uuid4().hex[:12]}.parquet", t, small=False)
-                for i in merged:
-                    self._io(f"delete {i.path}", self.fs.delete_file, i.path)
-                merged_before, written_before = out.get(directory[len(self.root) + 1:], (0, 0))
-                out[directory[len(self.root) + 1:]] = (merged_before + len(merged), written_before + 1)
+                fault.step("written")
+                for f in merged:
+                    self._delete_merged(f.info.path)
+                    fault.step("deleted")
+                merged_before, written_before = out.get(self._rel(directory), (0, 0))
+                out[self._rel(directory)] = (merged_before + len(merged), written_before + 1)
         return out
 
-    def _sources_of(self, info: pafs.FileInfo) -> list[str]:
-        if not info.base_name.startswith(COMPACTED_PREFIX):
-            return [info.base_name[:-len(".parquet")]]
-        with self.fs.open_input_file(info.path) as f:
-            meta = pq.read_metadata(f).metadata or {}
-        return json.loads(meta.get(SOURCES_KEY, b"[]"))
+
+# Test-only fault injection (tests/test_store_faults.py), never set otherwise: with
+# TICKETSWEEP_TEST_COMPACT_EXIT="written:N" (or "deleted:N") compaction ends its process at once with
+# os._exit(9), as kill -9 would, right after it has written its N-th compacted file (deleted its N-th merged file).
+COMPACT_FAULT_ENV = "TICKETSWEEP_TEST_COMPACT_EXIT"
+
+
+@dataclass
+class _CompactFault:
+    event: str = ""
+    at: int = 0
+    seen: int = 0
+
+    @classmethod
+    def from_env(cls) -> "_CompactFault":
+        event, _, n = os.environ.get(COMPACT_FAULT_ENV, "").partition(":")
+        return cls(event, int(n)) if n.isdigit() else cls()
+
+    def step(self, event: str) -> None:
+        if event == self.event:
+            self.seen += 1
+            if self.seen == self.at:
+                os._exit(9)
+
+
+def _merged_leftovers(footers: list[Footer]) -> list[tuple[str, str]]:
+    """(file, compacted file) for each file whose rows a compacted file beside it lists as merged: a small
+    file it names, or an older compacted file whose every name it holds. Such files exist only between the
+    write of a compacted file and the deletion of what it replaced, or after that was interrupted."""
+    by_dir: dict[str, list[Footer]] = {}
+    for f in footers:
+        by_dir.setdefault(f.info.path.rsplit("/", 1)[0], []).append(f)
+    out = []
+    for files in by_dir.values():
+        compacted = sorted(((f.info.path, set(json.loads(f.meta[SOURCES_KEY]))) for f in files
+                            if SOURCES_KEY in f.meta), key=lambda c: (-len(c[1]), c[0]))
+        if not compacted:
+            continue
+        holder: dict[str, str] = {}  # attempt name -> the largest compacted file holding it
+        for path, names in compacted:
+            for name in names:
+                holder.setdefault(name, path)
+        for path, names in compacted:
+            holders = {holder[n] for n in names}
+            if len(holders) == 1 and holders != {path}:
+                out.append((path, holders.pop()))
+        for f in files:
+            name = f.info.base_name[:-len(".parquet")]
+            if SOURCES_KEY not in f.meta and name in holder:
+                out.append((f.info.path, holder[name]))
+    return out
+
+
+def _foreign_parquet_schema(table: str, schema: pq.ParquetSchema) -> str | None:
+    """`_foreign_columns` of a file's Parquet schema; the few sound ones are remembered (converting costs more)."""
+    sound = _SOUND_PARQUET.setdefault(table, [])
+    if any(schema.equals(other) for other in sound):
+        return None
+    try:
+        why = _foreign_columns(table, schema.to_arrow_schema())
+    except (pa.ArrowException, ValueError) as err:
+        return f"a schema that cannot be read ({one_line(err)})"
+    if why is None and len(sound) < 16:
+        sound.append(schema)
+    return why
+
+
+def _foreign_columns(table: str, schema: pa.Schema) -> str | None:
+    """Why a file of this schema cannot be one of `table`'s (None if it can)."""
+    sound = _SOUND_SCHEMAS.setdefault(table, [])
+    if any(schema.equals(other) for other in sound):  # nearly every file of a table has one of a few schemas
+        return None
+    known = TABLES[table]
+    unknown = [c for c in schema.names if c not in known.names]
+    if unknown:
+        return f"columns not in the store's {table} schema: {', '.join(unknown[:3])}"
+    missing = [c for c in ("stage_key", "attempt") if c not in schema.names]
+    if missing:
+        return f"no {missing[0]} column"
+    for name in schema.names:
+        have, want = schema.field(name).type, known.field(name).type
+        if not (have == want or any(same(have) and same(want) for same in _TYPE_FAMILIES)):
+            return f"column {name} is {have}, not {want}"
+    if len(sound) < 16:
+        sound.append(schema)
+    return None
+
+
+# Schemas found sound, by table: nearly every file of a table has one of a few, so each is checked once.
+_SOUND_SCHEMAS: dict[str, list[pa.Schema]] = {}
+_SOUND_PARQUET: dict[str, list[pq.ParquetSchema]] = {}
+
+
+# Types a column may have been written with and still be read as the schema's (older files, other writers).
+_TYPE_FAMILIES = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), pa.types.is_integer,
+                  pa.types.is_floating, pa.types.is_timestamp,
+                  lambda t: pa.types.is_list(t) or pa.types.is_large_list(t))
+
+
+def _foreign_rows(table: str, kind: str, parts: dict[str, str], t: pa.Table) -> str | None:
+    """Why these rows cannot be the content of a file of this kind and name (None if they can)."""
+    if table == "stages" and kind == "commit" and t.num_rows != 1:
+        return f"a commit holds one stage row, this file {t.num_rows}"
+    if t.num_rows == 0:
+        return "no rows"
+    for column in ("stage_key", "attempt"):
+        if t.column(column).null_count:
+            return f"rows without a {column}"
+    if kind in ("commit", "view"):
+        key, attempt = parts["key"], int(parts["attempt"])
+        if t.num_rows <= 64:  # one attempt's few rows: Python is cheaper than a compute kernel call
+            same = set(t.column("stage_key").to_pylist()) == {key} and set(t.column("attempt").to_pylist()) == {attempt}
+        else:
+            same = (pc.all(pc.equal(t.column("stage_key"), key)).as_py()
+                    and pc.all(pc.equal(t.column("attempt"), attempt)).as_py())
+        if not same:
+            return f"rows of another stage attempt than its name ({key}-{attempt}) says"
+    return None
+
+
+def _ancestors(rel: str) -> list[str]:
+    parts = rel.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def _conform(column: pa.ChunkedArray, type_: pa.DataType) -> pa.ChunkedArray:

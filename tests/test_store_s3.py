@@ -82,3 +82,58 @@ def test_artifacts_on_s3(location):
     assert torch.equal(artifacts.load(location, "k1")["weights"]["w"], torch.arange(3.0))
     with pytest.raises(artifacts.ArtifactMissing):
         artifacts.load(location, "k2")
+
+
+def test_foreign_objects_and_an_interrupted_compaction_on_s3_are_named_and_repaired(location, s3_endpoint):
+    store = ResultsStore(location)
+    for i in range(3):
+        commit(store, f"k{i}")
+    bucket, prefix = location[5:].split("?")[0].split("/", 1)
+    s3 = boto3.client("s3", endpoint_url=f"http://{s3_endpoint}", region_name="us-east-1")
+    view_keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/points/")["Contents"]
+                 if o["Key"].endswith(".parquet")]
+    sources = {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in view_keys}
+    before = store.read("points", "sw").sort_values("stage_key").reset_index(drop=True)
+    store.compact("sw")
+    for key, body in sources.items():  # as if compaction had died before deleting what it merged
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    foreign = [f"{prefix}/points/stray.parquet", f"{prefix}/junk/a/b.txt", f"{prefix}/stages/sweep=sw/notes.txt"]
+    for key in foreign:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"not the store's")
+
+    state = resume.inspect(store, None, "sw")
+    problems = "\n".join(state.problems())
+    for path in (f"{bucket}/{prefix}/points/stray.parquet", f"{bucket}/{prefix}/junk",
+                 f"{bucket}/{prefix}/stages/sweep=sw/notes.txt"):
+        assert f"{path} (" in problems, problems
+    assert len(state.merged) == 3 and "interrupted compaction" in problems
+    resume.repair(store, state, echo=lambda *_: None)
+
+    after = resume.inspect(store, None, "sw")
+    assert after.problems() == []
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/")["Contents"]]
+    assert not set(sources) & set(left) and not set(foreign) & set(left)
+    moved = sorted(k.split("/", 3)[3] for k in left if k.startswith(f"{prefix}/quarantine/") and not k.endswith("/"))
+    assert moved == sorted(k.split("/", 1)[1] for k in foreign)  # moved aside, never deleted
+    points = pd.read_parquet(f"{bucket}/{prefix}/points", filesystem=store.fs)
+    assert len(points) == 3
+    pd.testing.assert_frame_equal(store.read("points", "sw").sort_values("stage_key").reset_index(drop=True), before)
+
+
+def test_a_damaged_artifact_on_s3_is_found_by_the_cheap_check_and_by_load(location, s3_endpoint):
+    artifacts.save(location, "k1", {"weights": {"w": torch.arange(3.0)}})
+    store = ResultsStore(location)
+    assert artifacts.problem(store.fs, store.root, "k1") is None
+    bucket, prefix = location[5:].split("?")[0].split("/", 1)
+    s3 = boto3.client("s3", endpoint_url=f"http://{s3_endpoint}", region_name="us-east-1")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/artifacts/k1/outputs.pt", Body=b"truncated")
+    assert artifacts.problem(store.fs, store.root, "k1") == f"9 bytes, {_written_size(s3, bucket, prefix)} when written"
+    with pytest.raises(artifacts.ArtifactDamaged, match="artifacts/k1/outputs.pt"):
+        artifacts.load(location, "k1")
+
+
+def _written_size(s3, bucket: str, prefix: str) -> int:
+    import json
+
+    body = s3.get_object(Bucket=bucket, Key=f"{prefix}/artifacts/k1/outputs.pt.sha256")["Body"].read()
+    return json.loads(body)["size"]
