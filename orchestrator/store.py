@@ -286,6 +286,7 @@ class Footer(NamedTuple):
     meta: dict | None        # the footer's key-value metadata
     columns: str | None      # why its columns cannot be the table's
     reason: str | None       # why it cannot be read
+    summary: dict | None = None  # a commit's summary, parsed
 
 
 @dataclass
@@ -563,8 +564,11 @@ class ResultsStore:
             try:
                 with self.fs.open_input_file(info.path) as f:
                     md = pq.read_metadata(f)
-                # Checked here, so that no file's metadata outlives this call (20 000 of them weigh ~1 GB).
-                return Footer(info, md.metadata or {}, _foreign_parquet_schema(table, md.schema), None)
+                meta = md.metadata or {}
+                if table != "stages":
+                    return Footer(info, meta, _foreign_parquet_schema(table, md, meta), None)
+                # A commit is checked by its summary or, without one, when scanned.
+                return Footer(info, meta, None, None, _summary(meta))
             except FileNotFoundError:
                 return Footer(info, None, None, "vanished")
             except (OSError, pa.ArrowException, ValueError) as err:
@@ -602,11 +606,9 @@ class ResultsStore:
         if f.columns is not None:
             return f.columns
         if kind == "commit" and SUMMARY_KEY in f.meta:
-            try:
-                summary = json.loads(f.meta[SUMMARY_KEY])
-                named = (summary["stage_key"], summary["attempt"], summary.get("token"))
-            except (ValueError, KeyError, TypeError):
+            if f.summary is None:
                 return "a commit summary that cannot be read"
+            named = (f.summary["stage_key"], f.summary["attempt"], f.summary.get("token"))
             if named != (parts["key"], int(parts["attempt"]), parts.get("token")):
                 return f"its commit summary names another stage attempt ({named[0]}-{named[1]}) than its file name"
         return None
@@ -616,11 +618,8 @@ class ResultsStore:
             found, good = self._checked_footers("stages", sweep, infos)
             rows, scan = [], []
             for f in good:
-                if SUMMARY_KEY in f.meta:
-                    summary = json.loads(f.meta[SUMMARY_KEY])
-                    if summary.get("finished_at"):
-                        summary["finished_at"] = datetime.fromisoformat(summary["finished_at"])
-                    rows.append({c: summary.get(c) for c in columns})
+                if f.summary is not None:
+                    rows.append({c: f.summary.get(c) for c in columns})
                 else:  # compacted files and schema-1 commits carry no summary: read their columns
                     scan.append(f.info.path)
             schema = pa.schema([STAGES.field(c) for c in columns])
@@ -856,17 +855,35 @@ def _merged_leftovers(footers: list[Footer]) -> list[tuple[str, str]]:
     return out
 
 
-def _foreign_parquet_schema(table: str, schema: pq.ParquetSchema) -> str | None:
-    """`_foreign_columns` of a file's Parquet schema; the few sound ones are remembered (converting costs more)."""
-    sound = _SOUND_PARQUET.setdefault(table, [])
-    if any(schema.equals(other) for other in sound):
+def _summary(meta: dict) -> dict | None:
+    """A commit footer's summary of its stage row, or None if it has none that can be read."""
+    if SUMMARY_KEY not in meta:
         return None
     try:
-        why = _foreign_columns(table, schema.to_arrow_schema())
+        summary = json.loads(meta[SUMMARY_KEY])
+        if not {"stage_key", "attempt"} <= summary.keys():
+            return None
+        if summary.get("finished_at"):
+            summary["finished_at"] = datetime.fromisoformat(summary["finished_at"])
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return summary
+
+
+def _foreign_parquet_schema(table: str, md: pq.FileMetaData, meta: dict) -> str | None:
+    """`_foreign_columns` of a file from its footer. Files written by pyarrow carry their Arrow schema in the
+    footer, and nearly every file of a table has one of a few: those found sound are remembered by those bytes,
+    which costs nothing to compare (reading the Parquet schema would cost a fifth of the footer read)."""
+    arrow = meta.get(b"ARROW:schema")
+    sound = _SOUND_PARQUET.setdefault(table, set())
+    if arrow is not None and arrow in sound:
+        return None
+    try:
+        why = _foreign_columns(table, md.schema.to_arrow_schema())
     except (pa.ArrowException, ValueError) as err:
         return f"a schema that cannot be read ({one_line(err)})"
-    if why is None and len(sound) < 16:
-        sound.append(schema)
+    if why is None and arrow is not None and len(sound) < 64:
+        sound.add(arrow)
     return why
 
 
@@ -893,7 +910,7 @@ def _foreign_columns(table: str, schema: pa.Schema) -> str | None:
 
 # Schemas found sound, by table: nearly every file of a table has one of a few, so each is checked once.
 _SOUND_SCHEMAS: dict[str, list[pa.Schema]] = {}
-_SOUND_PARQUET: dict[str, list[pq.ParquetSchema]] = {}
+_SOUND_PARQUET: dict[str, set[bytes]] = {}
 
 
 # Types a column may have been written with and still be read as the schema's (older files, other writers).

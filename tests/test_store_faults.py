@@ -203,6 +203,8 @@ def _foreign_things(store: Path) -> list[Path]:
     parquet(store / "points" / "stray.parquet", unrelated)                # poisoned pd.read_parquet(points)
     parquet(store / "points" / "sweep=heal" / "method=random" / "notes.parquet", unrelated)
     parquet(store / "curves" / "sweep=heal" / f"{'0' * 32}-1-abcdef012345.parquet", unrelated)  # well named
+    typo = pa.table({"stage_key": ["3" * 32], "attempt": pa.array([1], pa.int32()), "test_accuracy": ["high"]})
+    parquet(store / "points" / "sweep=heal" / "method=random" / f"{'3' * 32}-1-abcdef012345.parquet", typo)
     row = pq.read_table(commit)
     null_key = row.set_column(row.column_names.index("stage_key"), "stage_key", pa.array([None], pa.string()))
     parquet(sweep / f"{'1' * 32}-1-abcdef012345.parquet", null_key.replace_schema_metadata(None))
