@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator import plans
 from orchestrator.compare import compare_all, compare_methods, format_comparison
-from orchestrator.driver import run_plan
-from orchestrator.plan import build_plan
 from orchestrator.report import format_frontier, frontier, plot_frontier
-from orchestrator.spec import load_spec
-from orchestrator.store import ResultsStore
+from sweep_run import run_spec  # benchmarks/sweep_run.py
 
 
 def main() -> None:
@@ -25,13 +21,7 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="results store (default: the spec's)")
     parser.add_argument("--plot", default="benchmarks/results/mnist1d_frontier.png")
     args = parser.parse_args()
-    spec = load_spec(args.spec)
-    store = ResultsStore(args.store or spec.store)
-    plan = build_plan(spec)
-    summary = run_plan(plan, spec, store)
-    print(f"{summary.ran} stages ran ({summary.seconds:.0f} s), {summary.skipped_done} were stored, "
-          f"{summary.failed} failed")
-    points = plans.mark_superseded(store.read("points", spec.name), {spec.name: set(plan.stages)})
+    spec, store, plan, points = run_spec(args.spec, args.store)
     table = frontier(points)
     print(format_frontier(table, markdown=True))
     # Sanity-check rows stay in the table; without them every method gets its own colour in the plot.

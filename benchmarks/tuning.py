@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import time
 
 from scipy.stats import kendalltau
 
-from orchestrator import plans
 from orchestrator.compare import CompareError, compare_methods
-from orchestrator.driver import run_plan
-from orchestrator.plan import build_plan
 from orchestrator.report import DENSE, finished, format_frontier, frontier
-from orchestrator.spec import load_spec
-from orchestrator.store import ResultsStore
 from orchestrator.tuning.summary import format_summary, summarize
+from sweep_run import run_spec  # benchmarks/sweep_run.py
 
 TUNED = "[tuned]"
 
@@ -44,14 +39,7 @@ def main() -> None:
     parser.add_argument("spec", nargs="?", default="specs/tuning.yaml")
     parser.add_argument("--store", default=None, help="results store (default: the spec's)")
     args = parser.parse_args()
-    spec = load_spec(args.spec)
-    store = ResultsStore(args.store or spec.store)
-    plan = build_plan(spec)
-    t0 = time.perf_counter()
-    summary = run_plan(plan, spec, store)
-    print(f"{summary.ran} stages ran in {time.perf_counter() - t0:.0f} s ({summary.skipped_done} were stored, "
-          f"{summary.failed} failed)\n")
-    points = plans.mark_superseded(store.read("points", spec.name), {spec.name: set(plan.stages)})
+    spec, store, plan, points = run_spec(args.spec, args.store)
     table = frontier(points)
     tuned = table["method"].astype(str).str.contains("tuned")
     print("## Before tuning\n")

@@ -10,16 +10,11 @@ difference of the observed size would need. Writes the report (HTML, Markdown, p
 from __future__ import annotations
 
 import argparse
-import time
 
-from orchestrator import plans
 from orchestrator.compare import compare_all, compare_methods, format_comparison
-from orchestrator.driver import run_plan
-from orchestrator.plan import build_plan
 from orchestrator.report import format_frontier, frontier
 from orchestrator.report_page import build_report
-from orchestrator.spec import load_spec
-from orchestrator.store import ResultsStore
+from sweep_run import run_spec  # benchmarks/sweep_run.py
 
 
 def main() -> None:
@@ -28,14 +23,7 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="results store (default: the spec's)")
     parser.add_argument("--out", default="benchmarks/results/verdicts", help="folder for the report")
     args = parser.parse_args()
-    spec = load_spec(args.spec)
-    store = ResultsStore(args.store or spec.store)
-    plan = build_plan(spec)
-    t0 = time.perf_counter()
-    summary = run_plan(plan, spec, store)
-    print(f"{summary.ran} stages ran in {time.perf_counter() - t0:.0f} s ({summary.skipped_done} were stored, "
-          f"{summary.failed} failed)")
-    points = plans.mark_superseded(store.read("points", spec.name), {spec.name: set(plan.stages)})
+    spec, store, plan, points = run_spec(args.spec, args.store)
     print(format_frontier(frontier(points), markdown=True))
     print()
     print(format_comparison(compare_all(points, "ltr"), "markdown"))

@@ -148,3 +148,33 @@ def test_submit_compacts_a_deep_sweep_and_resumes_from_it(ray_cluster, tmp_path,
     points = pd.read_parquet(store / "points")
     assert len(points) == len(plan.points()) and points["point_key"].is_unique
     assert submit(spec, store).ran == 0
+
+
+def test_adding_a_sparsity_gives_the_frontier_of_the_current_plan(ray_cluster, tmp_path):
+    """An inserted sparsity gives the rest of the LTR chain new keys: the old chain's rows stay in the store but
+    are superseded, so results show n = seeds at every point and the README's pandas read has no duplicates."""
+    spec = {**TINY, "name": "grown", "seeds": [0, 1], "sparsities": [0.5, 0.8, 0.9, 0.95]}
+    store = tmp_path / "store"
+    submit(spec, store)
+    grown = {**spec, "sparsities": [0.5, 0.7, 0.8, 0.9, 0.95]}
+    more = submit(grown, store)
+    assert more.ran > 0
+    points = pd.read_parquet(store / "points")
+    ltr = points[(points["method"] == "ltr") & points["requested"] & (points["status"] == "ok")]
+    assert (ltr.groupby("target_sparsity").size() > 2).any()   # the old chain's rows are still stored
+
+    path = tmp_path / "grown.yaml"
+    path.write_text(yaml.safe_dump({**grown, "store": str(store)}))
+    r = CliRunner().invoke(main, ["results", "--spec", str(path), "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    frontier = pd.read_csv(__import__("io").StringIO(r.output))
+    assert (frontier["n"] == 2).all() and 0.7 in frontier["target_sparsity"].tolist()
+    without_spec = CliRunner().invoke(main, ["results", "--store", str(store), "--sweep", "grown", "--format", "csv"])
+    assert without_spec.output == r.output      # the newest recorded plan says the same
+    status = CliRunner().invoke(main, ["status", str(path)])
+    assert "no longer in this spec's plan" in status.output
+
+    plans = pd.read_parquet(store / "plans")      # the README's recipe for a raw pandas read
+    current = plans[plans["planned_at"] == plans.groupby("sweep")["planned_at"].transform("max")]
+    ok = points[(points["status"] == "ok") & points["requested"] & points["stage_key"].isin(current["stage_key"])]
+    assert (ok.groupby(["method", "target_sparsity"]).size() == 2).all()

@@ -209,7 +209,7 @@ def test_damaged_files_are_reported_and_exactly_the_affected_stages_rerun(ray_cl
     assert (ok_rows_per_point(store) == 1).all() and len(ok_rows_per_point(store)) == len(plan.points())
     assert len(list((store / "quarantine").rglob("*.parquet"))) >= 3
     status = CliRunner().invoke(main, ["status", str(spec_path), "--store", str(store)])
-    assert "no unreadable files" in status.output and f"{len(plan.stages)}/{len(plan.stages)} stages done" in status.output
+    assert "nothing unreadable, foreign, damaged, missing or left over" in status.output and f"{len(plan.stages)}/{len(plan.stages)} stages done" in status.output
 
 
 # --------------------------------------------------------------------------- divergence and killed actors

@@ -12,7 +12,7 @@ from torch import nn
 Mask = dict[str, torch.Tensor]
 
 
-def prunable_names(model: nn.Module, prune_output: bool | None = None, exclude: tuple[str, ...] = ()) -> list[str]:
+def prunable_names(model: nn.Module, prune_output: bool | None = None) -> list[str]:
     """Names of the conv and linear weights that pruning may touch.
 
     Biases and norm parameters are never prunable.  The output layer follows the
@@ -28,10 +28,7 @@ def prunable_names(model: nn.Module, prune_output: bool | None = None, exclude: 
             continue
         if module_name == output_layer and not prune_output:
             continue
-        name = f"{module_name}.weight" if module_name else "weight"
-        if name in exclude or module_name in exclude:
-            continue
-        names.append(name)
+        names.append(f"{module_name}.weight" if module_name else "weight")
     if not names:
         raise ValueError("model has no prunable conv or linear weights")
     return names

@@ -78,6 +78,10 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
                    f"({detail}) in {store.location}")
         if diverged:
             click.echo(f"  {diverged} stage(s) diverged: submit does not run them again unless --retry-diverged")
+        superseded = len(set(state.status) - set(plan.stages))
+        if superseded:
+            click.echo(f"  {superseded} stored stage(s) are no longer in this spec's plan: their rows are kept, and "
+                       f"left out of results, plot, compare and report")
     else:
         click.echo(f"sweep {sweep}: {detail} in {store.location}")
     job = _job_line(store.location, sweep)
@@ -87,7 +91,7 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
     for line in problems:
         click.echo(f"  problem: {line}")
     if not problems:
-        click.echo("  store checks: no unreadable files, no missing artifacts, no uncommitted leftovers")
+        click.echo("  store checks: nothing unreadable, foreign, damaged, missing or left over")
 
 
 @click.command()

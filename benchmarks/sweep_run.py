@@ -1,0 +1,23 @@
+"""What every benchmark does first: run a spec (resumable) and read the points of its current plan."""
+from __future__ import annotations
+
+import time
+
+from orchestrator import plans
+from orchestrator.driver import run_plan
+from orchestrator.plan import build_plan
+from orchestrator.spec import load_spec
+from orchestrator.store import ResultsStore
+
+
+def run_spec(spec_path: str, store_location: str | None = None):
+    """(spec, store, plan, points): the sweep run to completion, its points with superseded rows marked."""
+    spec = load_spec(spec_path)
+    store = ResultsStore(store_location or spec.store)
+    plan = build_plan(spec)
+    t0 = time.perf_counter()
+    summary = run_plan(plan, spec, store)
+    print(f"{summary.ran} stages ran in {time.perf_counter() - t0:.0f} s ({summary.skipped_done} were stored, "
+          f"{summary.failed} failed)\n")
+    points = plans.mark_superseded(store.read("points", spec.name), {spec.name: set(plan.stages)})
+    return spec, store, plan, points
