@@ -219,8 +219,10 @@ def plot_frontier(frame: pd.DataFrame, path: str | Path, panels: tuple[str, ...]
 def _color(i: int):
     from matplotlib import colormaps
 
-    # 20 distinct colours: a sweep of every method has more than the default cycle's 10.
-    return colormaps["tab20"](i % 20) if i >= 10 else f"C{i}"
+    # 20 distinct colours: a sweep of every method has more than the default cycle's 10. tab20's even entries
+    # are that cycle; its odd ones, the light twins, come after.
+    i %= 20
+    return colormaps["tab20"](2 * i if i < 10 else 2 * (i - 10) + 1)
 
 
 def _band(g: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:

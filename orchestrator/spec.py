@@ -247,6 +247,7 @@ class SweepSpec(Strict):
                              f"gets, and the sparsities it is tuned at")
         budget = self.tuning
         for i, m in tuned:
+            untuned = m.resolved(self.training.model_dump())
             for knob, dimension in m.tune.items():
                 if knob.startswith("training."):
                     name = knob[len("training."):]
@@ -260,6 +261,15 @@ class SweepSpec(Strict):
                             why = err.errors()[0]["msg"].replace("Value error, ", "")
                             raise ValueError(f"methods.{i}.tune.{knob}: {value!r} is not a valid {name} ({why})") \
                                 from None
+                # The search tries the untuned configuration first: its value must be one the range can hold.
+                default = (getattr(self.training, knob[len("training."):], None) if knob.startswith("training.")
+                           else untuned.get(knob))
+                if default is None:
+                    raise ValueError(f"methods.{i}.tune.{knob}: its default is decided by the run; give {knob} a "
+                                     f"value to tune it from")
+                if not dimension.holds(default):
+                    raise ValueError(f"methods.{i}.tune.{knob}: the untuned value {default!r} is outside the search "
+                                     f"range (the search tries the untuned configuration first)")
             sizes = [d.size() for d in m.tune.values()]
             if all(size is not None for size in sizes):
                 distinct = 1

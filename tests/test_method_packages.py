@@ -327,3 +327,19 @@ def test_an_inverted_payload_is_refused(ran, method):
     payload["params"]["invert"] = True
     with pytest.raises(ValueError, match="cannot invert its mask"):
         run_stage(payload, {r: results[k].outputs for r, k in payload["inputs"].items()}, data)
+
+
+def test_bip_reports_the_validation_accuracy_of_each_search_epoch_without_changing_the_search(ran):
+    """A tuner can stop BiP on its search epochs: each carries the BiP network's validation accuracy. Measuring it
+    changes nothing: the same stage on the same training set without a validation split gives identical outputs."""
+    import dataclasses
+
+    plan, data, _ = ran
+    stage, result = by_method(ran, "bip")
+    search = [row for row in result.curve if row["phase"] == "search"]
+    assert search and all(0 <= row["val_accuracy"] <= 1 for row in search)
+    inputs = {r: ran[2][k].outputs for r, k in stage.payload(plan.config)["inputs"].items()}
+    blind = run_stage(stage.payload(plan.config), inputs, dataclasses.replace(data, x_val=None, y_val=None))
+    assert all("val_accuracy" not in row for row in blind.curve if row["phase"] == "search")
+    for name, weight in result.outputs["weights"].items():
+        assert torch.equal(weight, blind.outputs["weights"][name]), name

@@ -46,8 +46,11 @@ def submit(spec: dict, store):
     ({"tune": {"samples_per_class": {"choice": [0, 5]}}}, "tune.samples_per_class: 0 is not a valid samples_per_class"),
     ({"tune": {"training.epochs": {"choice": [2, 4]}}}, "methods.1.tune.training.epochs: not a tunable recipe knob"),
     ({"tune": {"training.lr": {"loguniform": [0, 1]}}}, "loguniform needs low > 0"),
-    ({"tune": {"samples_per_class": {"choice": [1, 2]}}}, "tuning.configurations: 5 configurations, but methods.1's "
-                                                         "search space holds only 2"),
+    ({"tune": {"samples_per_class": {"choice": [1, 2, 10]}}}, "tuning.configurations: 5 configurations, but "
+                                                             "methods.1's search space holds only 3"),
+    ({"tune": {"training.lr": {"loguniform": [0.01, 0.5]}}}, "methods.1.tune.training.lr: the untuned value 0.0005 is "
+                                                            "outside the search range"),
+    ({"tune": {"samples_per_class": {"choice": [5, 20]}}}, "the untuned value 10 is outside the search range"),
 ])
 def test_bad_search_spaces_are_one_line_errors_naming_the_knob(change, message):
     methods = [SPEC["methods"][0], {**SPEC["methods"][1], **change}]
@@ -64,6 +67,16 @@ def test_a_budget_that_makes_no_sense_is_refused_and_nothing_is_written(tmp_path
         r = CliRunner().invoke(main, ["submit", str(path)])
         assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / "store").exists()
+
+
+def test_run_dependent_defaults_are_resolved_for_the_untuned_configuration():
+    cts = {"kind": "cts", "tune": {"lr": {"loguniform": [0.0001, 0.1]}}}    # lr None: the training lr, 0.0005
+    spec = parse_spec({**SPEC, "methods": [cts]})
+    assert spec.methods[0].resolved(spec.training.model_dump())["lr"] == 0.0005
+    with pytest.raises(SpecError, match="untuned value 0.0005 is outside"):
+        parse_spec({**SPEC, "methods": [{**cts, "tune": {"lr": {"loguniform": [0.01, 0.1]}}}]})
+    with pytest.raises(SpecError, match="tune.every: its default is decided by the run"):
+        parse_spec({**SPEC, "methods": [{"kind": "gmp", "tune": {"every": {"choice": [1, 2, 3, 4, 5]}}}]})
 
 
 def test_the_tune_stage_in_the_dag():

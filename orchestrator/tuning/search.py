@@ -32,8 +32,11 @@ def search_space(space: dict):
 
 
 def default_values(space: dict, settings: dict, training: dict) -> dict:
-    """The untuned configuration's value of every knob of the space."""
-    return {k: training[k[len(TRAINING_PREFIX):]] if k.startswith(TRAINING_PREFIX) else settings[k] for k in space}
+    """The untuned configuration's value of every knob of the space (run-dependent defaults resolved)."""
+    from workers.methods import config_from
+
+    untuned = config_from(settings).resolved(training)
+    return {k: training[k[len(TRAINING_PREFIX):]] if k.startswith(TRAINING_PREFIX) else untuned[k] for k in space}
 
 
 def choose(records: list[dict]) -> dict | None:

@@ -60,8 +60,9 @@ def run_trial(values: dict, *, context: dict) -> None:
             outputs[key] = context["shared"][str(stage.seed)][stage.kind]
 
     def report(row: dict) -> None:
-        # ASHA's clock: training epochs run so far by this trial (search epochs of a mask search not counted).
-        if row.get("phase") != "train":
+        # ASHA's clock: training epochs run so far by this trial: retraining epochs, and the epochs of a search
+        # that trains the weights and says how its network validates (BiP's); a CTS search trains no weight.
+        if row.get("phase") != "train" and "val_accuracy" not in row:
             return
         clock["epochs"] += 1
         if row.get("val_accuracy") is not None:

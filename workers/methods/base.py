@@ -57,6 +57,13 @@ class SearchDimension(Strict):
         """The values a knob's bounds must accept for every draw to be valid."""
         return list(self.loguniform or self.uniform or self.choice)
 
+    def holds(self, value) -> bool:
+        """Whether `value` lies in the range (or is one of the choices)."""
+        if self.choice is not None:
+            return value in self.choice
+        low, high = self.loguniform or self.uniform
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
     def size(self) -> int | None:
         """How many distinct values the range holds (None: a continuum)."""
         return len(self.choice) if self.choice is not None else None
@@ -141,6 +148,11 @@ class MethodConfig(Strict):
         """What the stage key hashes and the worker receives: every knob that changes a result, as plain JSON
         (for a tuned method, before tuning: the chosen values come from its tune stage)."""
         return self.model_dump(mode="json", exclude=set(self.UNHASHED))
+
+    def resolved(self, training: dict) -> dict:
+        """`settings()` with the defaults that depend on the run filled in (e.g. CTS's lr None: the training lr),
+        as the untuned configuration a search starts from. A knob whose default the run alone decides stays None."""
+        return self.settings()
 
     def tuned(self, values: dict) -> "MethodConfig":
         """This configuration with the method knobs of a tuning result applied (recipe knobs are the stage's)."""

@@ -213,6 +213,8 @@ def bip_search(model: nn.Module, names: list[str], data: Dataset, density: float
             info = _measure(state, final, initial, at_start) | {
                 "epoch": epoch + 1, "steps": steps, "lower_steps": lower, "loss": float(epoch_loss) / len(x),
                 "lr": weight_lr(cfg, epoch), "mask_lr": mask_lr(cfg, epoch)}
+            if data.x_val is not None:  # the BiP network so far on the validation split: what a tuner can stop on
+                info["val_accuracy"] = _validation_accuracy(model, final, data)
             if on_epoch is not None:
                 on_epoch(epoch, info)
         masks.apply_mask(model, final)
@@ -220,6 +222,24 @@ def bip_search(model: nn.Module, names: list[str], data: Dataset, density: float
         for m, training in flags.items():
             m.training = training
     return BiPResult(final, {n: s.detach() for n, s in state.scores.items()}, info)
+
+
+@torch.no_grad()
+def _validation_accuracy(model: nn.Module, mask: Mask, data: Dataset) -> float:
+    """Validation accuracy of m ⊙ θ in eval mode, leaving the model's weights, buffers and modes as they were."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    params.update({n: params[n] * m.to(params[n].dtype) for n, m in mask.items()})
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        correct = 0
+        for i in range(0, len(data.x_val), 1000):
+            out = functional_call(model, params, (data.x_val[i:i + 1000],))
+            correct += int((out.argmax(1) == data.y_val[i:i + 1000]).sum())
+    finally:
+        for m, training in flags.items():
+            m.training = training
+    return correct / len(data.x_val)
 
 
 def _mask(state: BiLevel, epoch: int, steps: int) -> Mask:

@@ -27,7 +27,8 @@ def run_bip(stage, inputs, data, on_epoch=None) -> StageResult:
 
     def record(epoch: int, info: dict) -> None:
         search_curve.append({"phase": "search", "epoch": epoch + 1, "iteration": info["steps"],
-                             "train_loss": info["loss"], "lr": info["lr"]})
+                             "train_loss": info["loss"], "lr": info["lr"],
+                             **({"val_accuracy": info["val_accuracy"]} if "val_accuracy" in info else {})})
         if on_epoch is not None:
             on_epoch(search_curve[-1])
 

@@ -37,6 +37,9 @@ class CTSMethod(MethodConfig):
     def base_name(self) -> str:
         return f"cts_{self.objective}"
 
+    def resolved(self, training: dict) -> dict:
+        return {**self.settings(), "lr": self.lr or training["lr"]}
+
     def search_epochs(self, training_epochs: int) -> int:
         if self.search == "long":
             return training_epochs

@@ -28,6 +28,9 @@ class OneShotMethod(MethodConfig):
     def base_name(self) -> str:
         return self.criterion
 
+    def resolved(self, training: dict) -> dict:
+        return {**self.settings(), "rounds": self.rounds or CRITERIA[self.criterion].rounds}
+
     def add_stages(self, seed: SeedStages, plan: Planner) -> None:
         score_from = {"init": seed.init, "rewind": seed.warmup, "trained": seed.dense}[self.score_at]
         scoring_work = 0.2 if CRITERIA[self.criterion].needs_data or self.criterion == "synflow" else 0.05
