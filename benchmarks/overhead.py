@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from orchestrator.cluster import connect
 from orchestrator.driver import run_plan
 from orchestrator.plan import build_plan
 from orchestrator.spec import load_spec
@@ -56,9 +57,9 @@ def main() -> None:
     import ray
     with tempfile.TemporaryDirectory() as store:
         t0 = time.perf_counter()
-        # A private cluster: ray.init without an address would join whatever cluster Ray last recorded on this machine.
-        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=False, _node_ip_address="127.0.0.1")
+        # The private, loopback-only cluster `submit` starts (with its dashboard): ray.init without an address
+        # would join whatever cluster Ray last recorded on this machine.
+        connect(None, dashboard=True, num_cpus=2)
         startup = time.perf_counter() - t0
         summary = run_plan(plan, spec, ResultsStore(store), progress=False, echo=lambda *_: None)
         a = time.perf_counter() - t0

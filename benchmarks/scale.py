@@ -64,7 +64,8 @@ def part_driver(stages: int) -> dict:
     spec = _spec(round(stages / 1.06), "driver", [1024, 256])
     plan = build_plan(spec)
     store = ResultsStore(tempfile.mkdtemp(prefix="ts-scale-"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    from orchestrator.cluster import connect
+    connect(None, dashboard=False, num_cpus=2)  # private and loopback-only, as `submit` starts it
     from ray._private.internal_api import memory_summary
 
     import psutil

@@ -206,14 +206,15 @@ class Planner:
         meta = {"method": method.label(), "label": f"tune {method.label()}"}
         return self._add("tune", shared[0].seed, params, parents, inputs,
                          [p for i, s in enumerate(shared) for p in (s.warmup.key, s.dense.key)], meta,
-                         per_config * budget.configurations * len(shared), self.train_config)
+                         per_config * budget.configurations * len(shared), self.prune_config)
 
     def build(self) -> Plan:
         shared = {seed: self.seed_stages(seed) for seed in self.spec.seeds}
         self.tune_stages: dict[int, Stage] = {}
         tuned = [m for m in self.spec.methods if m.tune]
         if tuned:
-            # Tuning seeds' shared stages give no result rows of their own: the tuning is on their validation split.
+            # A tuning seed outside the sweep's seeds gets its shared stages unrequested: its dense point row is
+            # stored (requested=False) but left out of every table and comparison.
             tuning = [shared.get(seed) or self.seed_stages(seed, requested=False) for seed in self.spec.tuning.seeds]
             for method in tuned:
                 self.tune_stages[id(method)] = self.tune_stage(method, tuning)

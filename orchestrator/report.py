@@ -71,7 +71,7 @@ def frontier(points: pd.DataFrame, all_levels: bool = False) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=FRONTIER_COLUMNS)
     groups = df.groupby(["sweep", "method", "target_sparsity"], sort=False, dropna=False)
-    out = groups.agg(n=(ACCURACY, "size"), selected_test_accuracy_std=(ACCURACY, lambda s: s.std(ddof=1)),
+    out = groups.agg(n=(ACCURACY, "count"), selected_test_accuracy_std=(ACCURACY, lambda s: s.std(ddof=1)),
                      **{name: (col, "mean") for name, col in _MEANS}).reset_index()
     bounds = groups[ACCURACY].apply(lambda s: mean_interval(s.to_numpy(dtype=float))).reset_index(drop=True)
     # An accuracy lies in [0, 1]: clipping the t interval there never lowers its coverage.

@@ -137,6 +137,12 @@ class Ladder(Strict):
 TUNABLE_RECIPE = ("lr", "momentum", "nesterov", "weight_decay", "gamma", "grad_clip", "optimizer")
 
 
+def _distinct(values: list, what: str) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must be distinct")
+    return values
+
+
 class TuningSpec(Strict):
     """The budget every tuned method gets (methods with a `tune` search space), and where they are tuned."""
     configurations: int = Field(default=8, ge=2, le=1000,
@@ -152,6 +158,8 @@ class TuningSpec(Strict):
         default_factory=lambda: [1_000_000], min_length=1, max_length=100,
         description="seeds of the tuning runs, separate from the evaluation seeds by default")
     search_seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of the random search")
+
+    _distinct_seeds = field_validator("seeds")(lambda v: _distinct(v, "tuning seeds"))
 
 
 class Resources(Strict):
@@ -208,12 +216,7 @@ class SweepSpec(Strict):
                 raise ValueError(f"expected numbers in (0, 1), got {bad}")
         return v
 
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v):
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
-        return v
+    _distinct_seeds = field_validator("seeds")(lambda v: _distinct(v, "seeds"))
 
     @model_validator(mode="after")
     def _precision_needs_a_gpu(self) -> "SweepSpec":
@@ -245,6 +248,9 @@ class SweepSpec(Strict):
         if self.tuning is None:
             raise ValueError(f"methods.{tuned[0][0]}.tune needs a `tuning` section: the budget every tuned method "
                              f"gets, and the sparsities it is tuned at")
+        if not self.dataset.validation:
+            raise ValueError(f"dataset.validation: 0 leaves nothing to tune methods.{tuned[0][0]} on (the test set "
+                             f"never selects anything); give a fraction such as 0.1")
         budget = self.tuning
         for i, m in tuned:
             untuned = m.resolved(self.training.model_dump())
@@ -281,7 +287,7 @@ class SweepSpec(Strict):
         retrain_epochs = self.training.epochs - _rewind_epochs(self.training)
         if budget.grace_period >= retrain_epochs:
             raise ValueError(f"tuning.grace_period: {budget.grace_period} epochs is not below a retraining's "
-                             f"{retrain_epochs:g}: ASHA could never stop a configuration early")
+                             f"{retrain_epochs:g}: no configuration could be stopped before its first retraining ends")
         return self
 
     def target_sparsities(self) -> list[float]:

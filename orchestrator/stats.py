@@ -54,8 +54,9 @@ class PairedResult:
     ci_low, ci_high: the paired t interval (NaN for n < 2; zero width when every difference is the same).
     p_value: two-sided sign-flip permutation test (NaN for n < 2). test: "exact", "monte-carlo" or "none".
     verdict: A_BETTER, B_BETTER or NO_DIFFERENCE, from p_value < alpha and the sign of mean_diff.
-    min_p: the smallest p-value the test can give with this n: 2 / 2^n exact, 2 / (n_resamples + 1) Monte
-    Carlo (differences of exactly zero make the attainable minimum larger still). can_reject: min_p <= alpha.
+    min_p: the smallest p-value the test can give with these pairs: 2 / 2^m for m nonzero differences (a
+    zero difference has no sign to flip), and at least 2 / (n_resamples + 1) Monte Carlo. can_reject:
+    min_p < alpha, the verdict's rule.
     seeds_for_power: when no difference was detected, the pairs needed to detect a difference of the
     observed effect size with 80 % power (`seeds_for_power()`); None when a difference was detected, the
     observed difference is zero, or more than POWER_SEARCH_LIMIT pairs would be needed.
@@ -108,8 +109,10 @@ def paired_difference(a, b, *, alpha: float = 0.05, n_resamples: int = DEFAULT_R
     low, high = t_bounds(mean, sd, n, 1.0 - alpha)
     p, test = sign_flip_pvalues(d, n_resamples=n_resamples, seed=seed)
     p = float(p)
-    min_p = 2.0 / 2 ** n if test == "exact" else 2.0 / (n_resamples + 1)
-    can_reject = min_p <= alpha
+    # Flipping a zero difference changes nothing, so only the nonzero pairs count towards the smallest p.
+    nonzero = int(np.count_nonzero(d))
+    min_p = max(2.0 / 2 ** nonzero, 2.0 / 2 ** n if test == "exact" else 2.0 / (n_resamples + 1))
+    can_reject = min_p < alpha
     if p < alpha:
         verdict = B_BETTER if mean > 0 else A_BETTER
     else:
@@ -118,9 +121,16 @@ def paired_difference(a, b, *, alpha: float = 0.05, n_resamples: int = DEFAULT_R
     needed = None
     if verdict == NO_DIFFERENCE:
         needed = seeds_for_power(effect, alpha=alpha)
-    if not can_reject and test == "exact":
+        if needed is not None and 0 < nonzero < n:  # ties recur at the same rate in more seeds
+            needed = max(needed, math.ceil(floor_n * n / nonzero))
+    if can_reject or nonzero == 0:
+        pass  # all-zero differences are said below
+    elif test == "exact" and n < floor_n:
         notes.append(f"n={n} can never reach p<{alpha:g}; needs >= {floor_n} seeds")
-    elif not can_reject:
+    elif nonzero < floor_n:
+        notes.append(f"n={n} with {n - nonzero} zero difference(s): {nonzero} nonzero pair(s) can never reach "
+                     f"p<{alpha:g}; needs >= {floor_n} pairs that differ")
+    else:
         notes.append(f"{n_resamples} Monte Carlo sign patterns can never reach p<{alpha:g}")
     if sd == 0.0:
         notes.append("all differences are zero" if mean == 0.0
@@ -193,10 +203,10 @@ def _rng_argument(func, seed: int) -> dict:
 
 
 def smallest_rejecting_n(alpha: float = 0.05) -> int:
-    """The fewest pairs at which the exact two-sided sign-flip test can give p <= alpha (2 / 2^n <= alpha);
-    6 for alpha = 0.05."""
+    """The fewest pairs at which the exact two-sided sign-flip test can give p < alpha (2 / 2^n < alpha, the
+    verdict's rule); 6 for alpha = 0.05."""
     n = 1
-    while 2.0 / 2 ** n > alpha:
+    while 2.0 / 2 ** n >= alpha:
         n += 1
     return n
 

@@ -22,15 +22,19 @@ for _name, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY"
 # Short path: Ray's unix sockets must fit in 107 characters.
 RAY_TMPDIR = tempfile.mkdtemp(prefix="tsray-", dir="/tmp")
 os.environ["RAY_TMPDIR"] = RAY_TMPDIR
+# The session cluster is private: a RAY_ADDRESS in the caller's environment must not make it join another.
+os.environ.pop("RAY_ADDRESS", None)
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One real private local Ray (2 CPUs) for the whole session: starting Ray costs ~5 s and ~700 MB."""
+    """One real private local Ray (2 CPUs) for the whole session: starting Ray costs ~5 s and ~700 MB. Started
+    as `submit` starts its private cluster, so it too listens on loopback only."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    from orchestrator.cluster import connect
+
+    connect(None, dashboard=False, num_cpus=2)
     yield ray
     ray.shutdown()
 

@@ -44,13 +44,12 @@ QUICK = {
     "seeds": [0],
     "resources": {"cpus_per_trial": 1, "max_concurrent": 1},
 }
-# Long by construction, so that a cancel lands mid-run however fast or loaded the machine: 1000 stages (40
+# Long by construction, so that a cancel lands mid-run however fast or loaded the machine: 5000 stages (200
 # seeds of init, warm-up, dense and a 22-level LTR chain to 98 %), one at a time. Per-stage overhead, not
-# training, sets their pace: an idle 2-core machine ran 5 such seeds (125 stages) in 7.5 s, short enough to
-# finish while a loaded machine delivered the stop (1.6 s idle); 40 seeds are a minute idle, the test waits
-# only for the first 3 stages, and load slows the stages as much as it slows the cancel.
+# training, sets their pace, and a loaded test process can take 13 s to deliver the stop: one run saw a
+# 1000-stage version finish in that time. The test waits only for the first 3 stages.
 LONG = {**QUICK, "name": "joblong", "training": {**QUICK["training"], "epochs": 3},
-        "methods": [{"kind": "ltr"}], "sparsities": [0.5, 0.8, 0.9, 0.95, 0.98], "seeds": list(range(40))}
+        "methods": [{"kind": "ltr"}], "sparsities": [0.5, 0.8, 0.9, 0.95, 0.98], "seeds": list(range(200))}
 
 
 def _group_alive(pgid: int) -> list[int]:

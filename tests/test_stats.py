@@ -100,7 +100,18 @@ def test_min_p_and_can_reject_follow_two_over_two_to_the_n(n, min_p, can):
 def test_smallest_rejecting_n():
     assert smallest_rejecting_n(0.05) == 6
     assert smallest_rejecting_n(0.01) == 8    # 2/128 = 1.6 % > 1 %, 2/256 = 0.8 %
-    assert smallest_rejecting_n(0.5) == 2
+    assert smallest_rejecting_n(0.5) == 3     # 2/4 = 50 % is not below 50 %: the verdict needs p < alpha
+    assert smallest_rejecting_n(0.0625) == 6  # the same boundary: 2/32 cannot give a verdict at 6.25 %
+
+
+def test_zero_differences_have_no_sign_and_raise_the_smallest_p():
+    """Accuracies are counts, so exact ties happen: 5 nonzero differences of 6 can never reach 5 %."""
+    r = paired_difference(np.zeros(6), [0.0, 0.01, 0.01, 0.01, 0.01, 0.01])
+    assert r.p_value == pytest.approx(2 / 32) and r.min_p == pytest.approx(2 / 32) and not r.can_reject
+    assert "5 nonzero pair(s) can never reach p<0.05" in r.note
+    assert r.seeds_for_power >= 8   # one tie in six recurs: 6 nonzero pairs take about 7.2 seeds
+    eight = paired_difference(np.zeros(8), [0.0, 0.0, 0.01, 0.012, 0.011, 0.01, 0.013, 0.01])
+    assert eight.min_p == pytest.approx(2 / 64) and eight.can_reject and eight.p_value == pytest.approx(2 / 64)
 
 
 def test_mean_interval_by_hand():

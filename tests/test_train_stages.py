@@ -295,3 +295,17 @@ def test_without_a_validation_split_the_last_evaluation_is_reported(data):
     result = train(model, data, Recipe.from_dict(TRAINING), 0, 0, 8)
     assert result.val_accuracy is None and "val_accuracy" not in result.curve[-1]
     assert result.selected_epoch == result.curve[-1]["epoch"] and result.selected_test_accuracy == result.test_accuracy
+
+
+def test_a_tuning_trial_without_a_test_split_evaluates_once_per_evaluation_point(data, monkeypatch):
+    """The end-of-training evaluation is skipped when the last epoch was just evaluated, test split or not."""
+    from workers import train as train_module
+    from workers.data import split_validation, without_test
+    split = without_test(split_validation(data, 0.25))
+    model = model_with(stage("dense"), split, chain(split)[0]["weights"])
+    calls = []
+    real = train_module.evaluate_splits
+    monkeypatch.setattr(train_module, "evaluate_splits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    recipe = Recipe.from_dict({**TRAINING, "epochs": 3, "milestones": []})
+    result = train(model, split, recipe, 0, 0, 3 * recipe.iterations_per_epoch(len(split.x_train)))
+    assert len(calls) == 3 and result.val_accuracy is not None

@@ -43,6 +43,9 @@ def submit(spec: dict, store):
 @pytest.mark.parametrize("change, message", [
     ({"tune": {"lrr": {"uniform": [0, 1]}}}, "methods.1: tune.lrr: oneshot has no knob 'lrr'"),
     ({"tune": {"samples_per_class": {"uniform": [5, 5]}}}, "uniform [5, 5] is an empty range"),
+    ({"criterion": "snip", "tune": {"samples_per_class": {"uniform": [5, 20]}}},
+     "not a valid samples_per_class (Input should be a valid integer, got a number with a fractional part); "
+     "a whole-number knob takes {choice: [...]}"),
     ({"tune": {"samples_per_class": {"choice": [0, 5]}}}, "tune.samples_per_class: 0 is not a valid samples_per_class"),
     ({"tune": {"training.epochs": {"choice": [2, 4]}}}, "methods.1.tune.training.epochs: not a tunable recipe knob"),
     ({"tune": {"training.lr": {"loguniform": [0, 1]}}}, "loguniform needs low > 0"),
@@ -57,6 +60,13 @@ def test_bad_search_spaces_are_one_line_errors_naming_the_knob(change, message):
     with pytest.raises(SpecError) as err:
         parse_spec({**SPEC, "methods": methods})
     assert message in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_tuning_needs_a_validation_split_and_distinct_tuning_seeds():
+    for change, message in (({"dataset": {**SPEC["dataset"], "validation": 0}}, "dataset.validation: 0 leaves nothing"),
+                            ({"tuning": {**SPEC["tuning"], "seeds": [7, 7]}}, "tuning seeds must be distinct")):
+        with pytest.raises(SpecError, match=message):
+            parse_spec({**SPEC, **change})
 
 
 def test_a_budget_that_makes_no_sense_is_refused_and_nothing_is_written(tmp_path):
@@ -97,6 +107,7 @@ def test_the_tune_stage_in_the_dag():
     key = lambda spec: next(k for k, s in build_plan(parse_spec(spec)).stages.items() if s.kind == "tune")
     assert key({**SPEC, "tuning": {**SPEC["tuning"], "max_concurrent": 2}}) == tune[0].key
     assert key({**SPEC, "tuning": {**SPEC["tuning"], "configurations": 6}}) != tune[0].key
+    assert key({**SPEC, "prune_output": True}) != tune[0].key   # its trials prune under that rule
 
 
 # ---------------------------------------------------------------- on a real cluster

