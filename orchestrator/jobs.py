@@ -9,9 +9,11 @@ only when RAY_AUTH_MODE=token is set in the submitting process; we attach it whe
 finds one ($RAY_AUTH_TOKEN, then $RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token), so a user needs only the
 token itself, and a cluster without auth simply ignores the header.
 
-Cancelling: Ray stops a job with SIGTERM by default, which would kill the driver where it stands. We ask
-for SIGINT instead (RAY_JOB_STOP_SIGNAL, read by Ray's job supervisor from the job's runtime_env), which
-the driver handles like Ctrl-C: it keeps every committed row, releases the sweep's lease and shuts down.
+Cancelling: `cancel` first leaves a stop request in the store (`leases/<sweep>.stop`, naming the driver's
+lease token), which the driver looks for every second and handles like Ctrl-C: it keeps every committed row,
+releases the sweep's lease and shuts down. Then it asks Ray to stop the job, with SIGINT rather than Ray's
+default SIGTERM (RAY_JOB_STOP_SIGNAL, read by Ray's job supervisor from the job's runtime_env), which would
+kill the driver where it stands; under load that SIGINT was seen to go unanswered until Ray's SIGKILL.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from orchestrator.store import StoreError, open_store
+from orchestrator.store import ResultsStore, StoreError, open_store
 
 ACTIVE = ("PENDING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -250,10 +252,18 @@ def job_line(store_location: str, sweep: str) -> str | None:
 
 
 def cancel(record: JobRecord, wait_s: float = STOP_WAIT_S + 30) -> tuple[bool, str]:
-    """Stop the job (SIGINT: the driver keeps every committed row) and wait until Ray reports it ended.
+    """Stop the job and wait until Ray reports it ended: a stop request in the store, which the driver looks
+    for every second, then Ray's job stop (SIGINT, SIGKILL after STOP_WAIT_S). Either way the driver keeps
+    every committed row and releases the sweep's lease.
 
     Returns whether it was still running, and its final state (or the last seen, after `wait_s`).
     """
+    from orchestrator.lease import request_stop
+
+    try:
+        request_stop(ResultsStore(record.store), record.sweep)
+    except (OSError, StoreError):
+        pass  # the store is out of reach from here: Ray's stop alone has to do
     api = client(record.address, option="")
     was_running = _call(record.address, f"stop job {record.job_id}", api.stop_job, record.job_id)
     deadline = time.monotonic() + wait_s

@@ -48,6 +48,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class StopRequested(KeyboardInterrupt):
+    """`orchestrate cancel` asked this driver to stop: handled as Ctrl-C is (committed rows kept, lease released)."""
+
+
+def stop_path(store: ResultsStore, sweep: str) -> str:
+    return f"{store.root}/leases/{sweep}.stop"
+
+
+def request_stop(store: ResultsStore, sweep: str) -> bool:
+    """Ask the driver holding the sweep's lease to stop; False if no driver holds it. The request names the
+    holder's token, so it can never stop a later driver."""
+    holder = Lease(store, sweep).read()
+    if not holder:
+        return False
+    path = stop_path(store, sweep)
+    if store.exists(path):  # an earlier request: it names this holder or one that is gone
+        store.fs.delete_file(path)
+    store.put_bytes(path, json.dumps({"token": holder.get("token"), "at": _iso(_now())}).encode())
+    return True
+
+
 @dataclass
 class Lease:
     store: ResultsStore
@@ -56,10 +77,27 @@ class Lease:
     lost: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _checked_at: float = 0.0
 
     @property
     def path(self) -> str:
         return f"{self.store.root}/leases/{self.sweep}.json"
+
+    def stop_requested(self, every_s: float = 1.0) -> bool:
+        """Whether `orchestrate cancel` asked this driver to stop (looked up at most once every `every_s`).
+
+        Cancelling relies on this, not only on the SIGINT Ray's job stop sends: under load that signal was
+        seen to go unanswered until Ray killed the driver 60 s later, by when the sweep had run on."""
+        t = time.monotonic()
+        if t - self._checked_at < every_s:
+            return False
+        self._checked_at = t
+        try:
+            if not self.store.exists(stop_path(self.store, self.sweep)):
+                return False
+            return json.loads(self.store.get_bytes(stop_path(self.store, self.sweep))).get("token") == self.token
+        except (OSError, StoreError, ValueError):
+            return False  # a damaged or half-written request: the next look, or the SIGINT, decides
 
     def _record(self, since: float) -> bytes:
         return json.dumps({"sweep": self.sweep, "host": socket.gethostname(), "pid": os.getpid(),
@@ -134,8 +172,11 @@ class Lease:
             current = self.read()
             if current and current.get("token") == self.token:
                 self.store.fs.delete_file(self.path)
-        except (OSError, StoreError):
-            pass  # an unreleased lease simply expires after TTL_SECONDS
+            stop = stop_path(self.store, self.sweep)
+            if self.store.exists(stop) and json.loads(self.store.get_bytes(stop)).get("token") == self.token:
+                self.store.fs.delete_file(stop)
+        except (OSError, StoreError, ValueError):
+            pass  # an unreleased lease simply expires after TTL_SECONDS; a stop request names a token no one holds
 
 
 def stale(holder: dict) -> bool:

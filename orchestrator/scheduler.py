@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
+from orchestrator.lease import StopRequested
 from orchestrator.plan import Plan
 from orchestrator.recorder import Recorder, now
 from orchestrator.trial_actor import ARTIFACT
@@ -229,6 +230,8 @@ class Scheduler:
             while self.ready or self.tune_ready or self.inflight:
                 if self.lease is not None and self.lease.lost.is_set():
                     raise LeaseLost(f"sweep {self.plan.sweep}: another driver took over the lease; stopping")
+                if self.lease is not None and self.lease.stop_requested():
+                    raise StopRequested(f"sweep {self.plan.sweep}: stopped by `orchestrate cancel`")
                 self.dispatch()
                 ref = self._next_finished(summary)
                 if ref is not None:

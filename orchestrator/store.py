@@ -74,6 +74,7 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("artifact", "artifacts/<key>/outputs.pt"),                # weights and masks (artifacts.py)
     ("checksum", "artifacts/<key>/outputs.pt.sha256"),         # its size and SHA-256, written after it
     ("lease", "leases/<sweep>.json"),                          # lease.py
+    ("stop request", "leases/<sweep>.stop"),                   # lease.py: `cancel` asking a driver to stop
     ("job", "jobs/<sweep>.json"),                              # jobs.py
     ("quarantine", "quarantine/**"),                           # files moved aside, never deleted
 )

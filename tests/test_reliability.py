@@ -2,6 +2,7 @@
 damaged store files, a diverging stage and a trial actor killed with SIGKILL mid-stage."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -172,6 +173,37 @@ def test_two_drivers_on_one_sweep_one_runs_the_other_exits_naming_the_holder(tmp
     assert waited < 15
     assert (ok_rows_per_point(store) == 1).all()
     assert not lease.exists()  # released at the end
+
+
+def test_a_stop_request_in_the_store_stops_the_driver_like_ctrl_c(tmp_path):
+    """What `orchestrate cancel` leaves in the store stops a real driver, no signal involved: it exits as on
+    Ctrl-C, keeps every committed row, and removes its lease and the request; a request naming another
+    driver's lease stops nothing."""
+    from orchestrator.lease import Lease, request_stop, stop_path
+    from orchestrator.store import ResultsStore
+
+    spec = {**SPEC, "name": "stopped", "methods": [{"kind": "ltr"}], "sparsities": [0.5, 0.8, 0.9, 0.95],
+            "seeds": list(range(100))}
+    store = tmp_path / "store"
+    results = ResultsStore(str(store))
+    stale = stop_path(results, "stopped")
+    (store / "leases").mkdir(parents=True)
+    Path(stale).write_text(json.dumps({"token": "a driver long gone"}))
+    driver = subprocess.Popen(ORCHESTRATE + ["submit", str(write_spec(tmp_path, spec)), "--store", str(store),
+                                             "--no-dashboard", "--no-progress"],
+                              env=env_without_ray_address(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300  # a bound on hanging: the driver starts Ray and imports torch first
+    while len(results.done_keys("stopped")) < 3:
+        assert driver.poll() is None and time.time() < deadline, "the driver committed fewer than 3 stages"
+        time.sleep(0.5)
+    assert driver.poll() is None   # the stale request named another lease: it stopped nothing
+    assert request_stop(results, "stopped")
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "interrupted: finished stages are stored" in err, err[-2000:]
+    done = results.done_keys("stopped")
+    assert 3 <= len(done) < len(build_plan(parse_spec(spec)).stages)
+    assert Lease(results, "stopped").read() is None and not Path(stale).exists()
+    assert not request_stop(results, "stopped")  # nobody holds the sweep now: nothing to ask
 
 
 # --------------------------------------------------------------------------- damaged store files
