@@ -228,10 +228,7 @@ class Scheduler:
     def run(self, summary: RunSummary) -> RunSummary:
         try:
             while self.ready or self.tune_ready or self.inflight:
-                if self.lease is not None and self.lease.lost.is_set():
-                    raise LeaseLost(f"sweep {self.plan.sweep}: another driver took over the lease; stopping")
-                if self.lease is not None and self.lease.stop_requested():
-                    raise StopRequested(f"sweep {self.plan.sweep}: stopped by `orchestrate cancel`")
+                self._check_stop()
                 self.dispatch()
                 ref = self._next_finished(summary)
                 if ref is not None:
@@ -242,6 +239,14 @@ class Scheduler:
                 self._retire(actor)
         return summary
 
+    def _check_stop(self) -> None:
+        if self.lease is None:
+            return
+        if self.lease.lost.is_set():
+            raise LeaseLost(f"sweep {self.plan.sweep}: another driver took over the lease; stopping")
+        if self.lease.stop_requested():
+            raise StopRequested(f"sweep {self.plan.sweep}: stopped by `orchestrate cancel`")
+
     def _next_finished(self, summary: RunSummary):
         """The next finished stage's reference; None when a hung stage was handled instead (work changed)."""
         while True:
@@ -249,6 +254,7 @@ class Scheduler:
             self.progress.tick()
             if done_refs:
                 return done_refs[0]
+            self._check_stop()  # also while a long stage runs, not only between stages
             if self._check_liveness(summary):
                 return None
 
