@@ -87,7 +87,7 @@ def test_a_hung_stage_is_detected_within_its_limit_and_retried(ray_cluster, monk
     points = pd.read_parquet(store / "points")
     ok = points[points["status"] == "ok"].groupby("point_key").size()
     assert len(ok) == len(build_plan(parse_spec(SPEC)).points()) and (ok == 1).all()
-    assert seconds < 120  # a bound on hanging, generous for a loaded machine
+    assert seconds < 300  # a bound on hanging, generous for a loaded machine (Ray nices its workers)
 
 
 def test_the_hang_limit_scales_with_the_slowest_epoch_and_has_a_floor():

@@ -163,14 +163,15 @@ def test_two_drivers_on_one_sweep_one_runs_the_other_exits_naming_the_holder(tmp
     deadline = time.time() + 60
     while not lease.exists() and time.time() < deadline:
         time.sleep(0.1)
-    t0 = time.time()
-    second = subprocess.run(args, env=env_without_ray_address(), capture_output=True, text=True, timeout=120)
-    waited = time.time() - t0
-    out, err = first.communicate(timeout=180)
+    second = subprocess.run(args, env=env_without_ray_address(), capture_output=True, text=True, timeout=300)
+    first_still_running = first.poll() is None
+    out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
     assert second.returncode == 3
     assert f"pid {first.pid}" in second.stderr and "--take-over" in second.stderr
-    assert waited < 15
+    # It did not wait for the holder: it was done while the first still ran (no bound in seconds, which a loaded
+    # machine broke: the second driver's own start-up alone took longer there).
+    assert first_still_running
     assert (ok_rows_per_point(store) == 1).all()
     assert not lease.exists()  # released at the end
 
