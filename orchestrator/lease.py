@@ -56,6 +56,15 @@ def stop_path(store: ResultsStore, sweep: str) -> str:
     return f"{store.root}/leases/{sweep}.stop"
 
 
+def _stop_token(store: ResultsStore, sweep: str) -> str | None:
+    """The lease token a stop request names; None when there is none (or it cannot be read)."""
+    path = stop_path(store, sweep)
+    try:
+        return json.loads(store.get_bytes(path)).get("token") if store.exists(path) else None
+    except (OSError, StoreError, ValueError):
+        return None  # a damaged or half-written request: the next look, or the SIGINT, decides
+
+
 def request_stop(store: ResultsStore, sweep: str) -> bool:
     """Ask the driver holding the sweep's lease to stop; False if no driver holds it. The request names the
     holder's token, so it can never stop a later driver."""
@@ -92,12 +101,7 @@ class Lease:
         if t - self._checked_at < every_s:
             return False
         self._checked_at = t
-        try:
-            if not self.store.exists(stop_path(self.store, self.sweep)):
-                return False
-            return json.loads(self.store.get_bytes(stop_path(self.store, self.sweep))).get("token") == self.token
-        except (OSError, StoreError, ValueError):
-            return False  # a damaged or half-written request: the next look, or the SIGINT, decides
+        return _stop_token(self.store, self.sweep) == self.token
 
     def _record(self, since: float) -> bytes:
         return json.dumps({"sweep": self.sweep, "host": socket.gethostname(), "pid": os.getpid(),
@@ -172,10 +176,9 @@ class Lease:
             current = self.read()
             if current and current.get("token") == self.token:
                 self.store.fs.delete_file(self.path)
-            stop = stop_path(self.store, self.sweep)
-            if self.store.exists(stop) and json.loads(self.store.get_bytes(stop)).get("token") == self.token:
-                self.store.fs.delete_file(stop)
-        except (OSError, StoreError, ValueError):
+            if _stop_token(self.store, self.sweep) == self.token:
+                self.store.fs.delete_file(stop_path(self.store, self.sweep))
+        except (OSError, StoreError):
             pass  # an unreleased lease simply expires after TTL_SECONDS; a stop request names a token no one holds
 
 
