@@ -21,6 +21,11 @@ from orchestrator import cluster_address
 
 CONNECT_TIMEOUT_S = 60.0
 LOOPBACK = "127.0.0.1"
+# Ray raises its workers' niceness by 15 by default, which keeps a shared cluster's raylet responsive but
+# leaves a private sweep's trial actors about 3 % of a core beside any other busy process on the machine
+# (a loaded machine ran the test suite 5x slower). A private cluster's workers run at the priority of the
+# user who started it, who can lower the whole sweep with `nice orchestrate submit`.
+WORKER_NICENESS = 0
 _METRICS_PORT_VARS = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
 
 
@@ -56,7 +61,7 @@ def connect(address: str | None, dashboard: bool = True, num_cpus: int | None = 
     if address:
         return _join(*_resolve(address, label)), False
     kwargs = dict(include_dashboard=dashboard, log_to_driver=False, num_cpus=num_cpus,
-                  _node_ip_address=LOOPBACK)
+                  _node_ip_address=LOOPBACK, _system_config={"worker_niceness": WORKER_NICENESS})
     if dashboard:
         # No fixed port: another Ray on this machine may hold 8265.
         kwargs.update(dashboard_host=LOOPBACK, dashboard_port=_free_port())

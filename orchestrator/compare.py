@@ -10,8 +10,9 @@ The cost column is the paired ratio of standalone seconds, B / A, summarised as 
 per-seed ratios, exp(mean(log(b_i / a_i))), with a t interval on the log scale. Chosen over the mean of the
 ratios because it is symmetric (comparing B with A gives exactly the reciprocal of comparing A with B, which
 the arithmetic mean of ratios does not), and over the ratio of the means because it keeps the pairing (a
-seed that is slow for both methods does not weigh more) and so has an interval. Seeds with a missing or
-non-positive cost are left out of it (cost_pairs counts the rest).
+seed that is slow for both methods does not weigh more) and so has an interval. It is taken over the same
+seeds as the accuracy difference, so that "B is better at x-times the cost" speaks of one set of runs; of
+those, seeds with a missing or non-positive cost are left out of it (cost_pairs counts the rest).
 """
 from __future__ import annotations
 
@@ -133,8 +134,8 @@ def _compare(df: pd.DataFrame, a: str, b: str, metric: str, alpha: float) -> pd.
         pa, pb = side_a.loc[shared], side_b.loc[shared]
         result = paired_difference(pa[metric].to_numpy(), pb[metric].to_numpy(), alpha=alpha)
         paired = pa[metric].notna().to_numpy() & pb[metric].notna().to_numpy()
-        cost, cost_low, cost_high, cost_pairs = _cost_ratio(pa["standalone_seconds"], pb["standalone_seconds"],
-                                                            1.0 - alpha)
+        cost, cost_low, cost_high, cost_pairs = _cost_ratio(pa["standalone_seconds"][paired],
+                                                            pb["standalone_seconds"][paired], 1.0 - alpha)
         rows.append({"sweep": sweep, "method_a": a, "method_b": b, "target_sparsity": float(target),
                      "metric": metric, "unpaired_a": len(side_a) - len(shared),
                      "unpaired_b": len(side_b) - len(shared),

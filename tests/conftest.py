@@ -26,6 +26,16 @@ os.environ["RAY_TMPDIR"] = RAY_TMPDIR
 os.environ.pop("RAY_ADDRESS", None)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Code under test may set torch's thread count (a tuning trial or a trial actor run in-process does);
+    restore one thread for the next test, whose float results (recorded bit for bit in some tests) depend on
+    how a reduction is split over threads, so that no test's outcome depends on which test ran before it."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One real private local Ray (2 CPUs) for the whole session: starting Ray costs ~5 s and ~700 MB. Started

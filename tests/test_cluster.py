@@ -177,6 +177,13 @@ def test_a_private_cluster_listens_on_loopback_only(private_cluster):
     assert exposed == [], f"bound off loopback (role, pid, proto, ip, port): {exposed}"
 
 
+def test_a_private_clusters_workers_run_at_the_drivers_priority(private_cluster):
+    """Ray nices its workers by 15 by default; beside any busy process a private sweep's actors then starve."""
+    proc, info, _, _ = private_cluster
+    actor = info["workers"][0]  # lives as long as the driver (the task's worker may be reaped when idle)
+    assert psutil.Process(actor).nice() == psutil.Process(proc.pid).nice()
+
+
 @pytest.mark.parametrize("auth, why", [
     ({}, "the cluster requires Ray's auth token: set RAY_AUTH_MODE=token"),
     ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, "the cluster rejected the auth token"),
@@ -340,7 +347,17 @@ def test_submit_to_an_address_where_no_ray_answers_fails_fast_in_one_line(tmp_pa
             server.close()
     line = _assert_one_line_exit_2(out, tmp_path, f"--address {address}")
     assert why in line
-    assert seconds < 20, f"took {seconds:.1f} s to give up on {address}"  # a bound on hanging, not a speed test
+    # A bound on hanging (Ray's own retries take ~24 s and more), counted beyond what a `submit` that exits
+    # before connecting takes on this machine now, so a loaded machine's slow start-up does not count.
+    startup = _startup_seconds(tmp_path)
+    assert seconds - startup < 15, f"took {seconds:.1f} s to give up on {address} ({startup:.1f} s to start up)"
+
+
+def _startup_seconds(tmp_path: Path) -> float:
+    (tmp_path / "startup").mkdir()
+    out, seconds = _submit(tmp_path / "startup", "not-a-host:xyz")
+    assert out.returncode == 2, out.stderr
+    return seconds
 
 
 # --------------------------------------------------------------------------- a loopback-only cluster

@@ -102,7 +102,9 @@ def test_a_missing_metric_value_drops_the_pair_and_counts_it(points):
     kept = [0, 1, 2, 4, 5]
     assert r5.mean_a == pytest.approx(np.mean([A5[i] for i in kept]) + SELECTED_OFFSET)
     assert r5.mean_diff == pytest.approx(np.mean([D5[i] for i in kept]))
-    assert r5.cost_pairs == 6  # the cost of that seed is still known
+    # The cost ratio speaks of the same seeds as the difference: that seed's cost (1/4 of ltr's) is left out.
+    assert r5.cost_pairs == 5
+    assert r5.cost_ratio == pytest.approx(math.exp(np.mean(np.log(np.array(COST_B5)[kept] / 40.0))))
 
 
 def test_raw_parquet_style_categoricals_are_accepted(points):

@@ -298,22 +298,25 @@ def test_batch_search_bn_teaches_with_batch_statistics_and_leaves_the_model_bit_
             assert not torch.allclose(logits, model(xb), atol=1e-3)   # ... not the saved ones
 
 
-def test_running_search_bn_reproduces_the_previous_search_bit_for_bit():
-    # Values recorded from the search before search_bn existed (eval mode, running statistics).
+def test_running_search_bn_reproduces_the_previous_search():
+    # Values recorded from the search before search_bn existed (eval mode, running statistics). The floats
+    # agree to rounding only: torch picks its CPU kernels by instruction set (AVX2, AVX-512), and a machine
+    # with another one sums in another order; the other search_bn mode differs by far more (the last assert).
     model, x, y = bn_task()
     seen, handle = dense_calls(model)
     names = masks.prunable_names(model, True)
     cfg = CTSConfig(epochs=8, lr=0.3, batch_size=32, search_bn="running")
     mask, info = search(model, names, x, y, 0.3, cfg, gen(5))
     handle.remove()
-    assert info == {"expected_kept_fraction": 0.2952804962793986, "lambda": 0.01148034380383958, "steps": 24,
-                    "objective": 2.17598819732666, "budget_violation": -10.330718994140625}
+    assert info == pytest.approx({"expected_kept_fraction": 0.2952804962793986, "lambda": 0.01148034380383958,
+                                  "steps": 24, "objective": 2.17598819732666,
+                                  "budget_violation": -10.330718994140625}, rel=1e-6)
     flat = torch.cat([mask[n].flatten() for n in names])
     assert hashlib.sha256(flat.numpy().tobytes()).hexdigest()[:16] == "7c12bfb6b23e5062"
     with torch.no_grad():
         assert all(torch.equal(logits, model.eval()(xb)) for xb, logits in seen)
     batch = search(model, names, x, y, 0.3, CTSConfig(epochs=8, lr=0.3, batch_size=32), gen(5))
-    assert batch[1]["objective"] != info["objective"]
+    assert batch[1]["objective"] != pytest.approx(info["objective"], rel=1e-3)
 
 
 def test_search_mode_restores_modes_even_when_the_search_fails():
