@@ -23,8 +23,9 @@ CONNECT_TIMEOUT_S = 60.0
 LOOPBACK = "127.0.0.1"
 # Ray raises its workers' niceness by 15 by default, which keeps a shared cluster's raylet responsive but
 # leaves a private sweep's trial actors about 3 % of a core beside any other busy process on the machine
-# (a loaded machine ran the test suite 5x slower). A private cluster's workers run at the priority of the
-# user who started it, who can lower the whole sweep with `nice orchestrate submit`.
+# (beside two busy processes the test suite ran past 25 minutes; 19 at the driver's priority). A private
+# cluster's workers run at the priority of the user who started it, who can lower the whole sweep with
+# `nice orchestrate submit`.
 WORKER_NICENESS = 0
 _METRICS_PORT_VARS = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
 
