@@ -14,6 +14,7 @@ SCRIPT = textwrap.dedent('''
     import ray
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
+    from orchestrator.cluster import WORKER_NICENESS
     from orchestrator.driver import run_plan
     from orchestrator.plan import build_plan
     from orchestrator.spec import parse_spec
@@ -22,10 +23,10 @@ SCRIPT = textwrap.dedent('''
     with socket.socket() as s:  # no fixed port: another Ray on this machine may hold 8265
         s.bind(("127.0.0.1", 0))
         dashboard_port = s.getsockname()[1]
-    # Workers at this process's priority, as a private cluster's (Ray would nice them by 15: beside busy
-    # processes this test then ran out of its time).
+    # Workers at a private cluster's priority (Ray would nice them by 15: beside busy processes this test
+    # then ran out of its time).
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_port": dashboard_port,
-                                                            "_system_config": {"worker_niceness": 0}})
+                                                            "_system_config": {"worker_niceness": WORKER_NICENESS}})
     cluster.add_node(num_cpus=2)                 # a CPU-only node
     cluster.add_node(num_cpus=2, num_gpus=1)     # a node with one (fake) GPU
     spec = parse_spec({
