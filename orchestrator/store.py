@@ -13,6 +13,7 @@ by the next `submit` (`materialize`). Every write goes to a fresh name: nothing 
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -30,6 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from orchestrator import read_processes
+
 SCHEMA_VERSION = 3
 if TYPE_CHECKING:  # pandas is imported by read() alone: the driver never needs its ~40 MB
     import pandas as pd
@@ -41,8 +44,12 @@ SOURCES_KEY = b"ticketsweep.sources"  # parquet metadata of a compacted file: th
 SUMMARY_KEY = b"ticketsweep.commit"
 SUMMARY_COLUMNS = ("stage_key", "attempt", "token", "kind", "method", "status", "error_type", "seconds",
                    "n_points", "n_curve", "n_trials", "finished_at")
-_READ_THREADS = 16  # parallel footer reads: on object storage each small GET is latency-bound
-_SCAN_THREADS = 4   # parallel whole-file reads (more threads only add memory on 2 cores)
+# Reads of many small files. On object storage each GET is latency-bound: threads. On a local disk reading a
+# small file is mostly Python and pyarrow holding the GIL, so threads only hand off (a pool of any width read whole
+# files 10-30 % slower than a loop, measured on 2 cores): whole files are read in a loop, footers in a few threads
+# (as fast), and reads of thousands of files in worker processes (read_processes.py).
+_READ_THREADS = 16
+_LOCAL_FOOTER_THREADS = 4
 _SCAN_CHUNK = 512
 
 
@@ -306,6 +313,7 @@ class ResultsStore:
 
     def __post_init__(self):
         self.fs, self.root = open_store(self.location)
+        self._local = isinstance(self.fs, pafs.LocalFileSystem)  # reads are tuned for a local disk or not
         self._made_dirs: set[str] = set()  # a sweep writes thousands of files into a few directories
 
     # ------------------------------------------------------------ low-level I/O
@@ -463,32 +471,29 @@ class ResultsStore:
 
         A file that vanishes mid-read was merged by compaction into a file this listing may not show: the
         scan lists again and starts over (with an explicit `files` list it is simply left out).
-        Per-file reads in a small thread pool, concatenated in chunks, beat a pyarrow dataset scan over
-        thousands of tiny files in both time and peak memory (measured: 1.0 s / +140 MB vs 1.7 s / +400 MB
-        for 3 000 files).
+        Per-file reads concatenated in chunks beat a pyarrow dataset scan over thousands of tiny files in both
+        time and peak memory (measured: 1.0 s / +140 MB vs 1.7 s / +400 MB for 3 000 files); a large local scan
+        reads its chunks in worker processes (orchestrator/read_processes.py), object storage in threads.
         """
         schema = TABLES[table]
         wanted = [c for c in (columns or schema.names) if c in schema.names]
         for _ in range(10):
             paths = files if files is not None else [f.path for f in self.list_files(table, sweep)]
+            chunks = [paths[i:i + _SCAN_CHUNK] for i in range(0, len(paths), _SCAN_CHUNK)]
+            gathered = None
+            if self._local and read_processes.worth_it(len(paths)):
+                gathered = read_processes.map_chunks(read_processes.scan_chunk, self.root, table, wanted, chunks)
+            if gathered is None:
+                with ThreadPoolExecutor(_READ_THREADS) as pool:
+                    each = map if self._local else pool.map
+                    gathered = [gather(c, list(each(lambda p: self._read_one(p, table, wanted), c))) for c in chunks]
             parts, bad, foreign, vanished = [], [], [], False
-            threads = _SCAN_THREADS if isinstance(self.fs, pafs.LocalFileSystem) else _READ_THREADS
-            with ThreadPoolExecutor(threads) as pool:
-                for start in range(0, len(paths), _SCAN_CHUNK):
-                    chunk, results = [], pool.map(lambda p: self._read_one(p, table, wanted),
-                                                  paths[start:start + _SCAN_CHUNK])
-                    for path, (t, reason, why) in zip(paths[start:start + _SCAN_CHUNK], results):
-                        if reason == "vanished":
-                            vanished = True
-                        elif reason is not None:
-                            bad.append((path, reason))
-                        elif why is not None:
-                            foreign.append((path, why))
-                        else:
-                            chunk.append(t)
-                    if chunk:  # one table per chunk: thousands of tiny tables cost more than their rows
-                        # combine_chunks copies the rows out: each tiny table pins its reader's far larger buffers
-                        parts.append(pa.concat_tables(chunk).combine_chunks())
+            for part, chunk_bad, chunk_foreign, chunk_vanished in gathered:
+                if part is not None:
+                    parts.append(part)
+                bad += chunk_bad
+                foreign += chunk_foreign
+                vanished = vanished or chunk_vanished
             if not vanished or files is not None:
                 break
         else:
@@ -503,7 +508,9 @@ class ResultsStore:
         schema = TABLES[table]
         try:
             with self.fs.open_input_file(path) as f:
-                pf = pq.ParquetFile(f)
+                # Pre-buffering coalesces a file's column reads into few requests: it pays on object storage,
+                # where each is a round trip, and costs 40 % of a small file's read on a local disk (measured).
+                pf = pq.ParquetFile(f, pre_buffer=not self._local)
                 arrow_schema = pf.schema_arrow
                 present = arrow_schema.names
                 why = _foreign_columns(table, arrow_schema)
@@ -518,9 +525,11 @@ class ResultsStore:
         rel = self._rel(path)
         try:
             why = _foreign_rows(table, *classify(rel, False), t)
-            # Files of an older schema version lack newer columns: they read as nulls.
-            arrays = [_conform(t.column(c), schema.field(c).type) if c in present
-                      else pa.nulls(t.num_rows, schema.field(c).type) for c in wanted]
+            if t.schema.equals(_wanted_schema(table, tuple(wanted))):  # nearly every file: nothing to conform
+                arrays = t.columns
+            else:  # files of an older schema version lack newer columns: they read as nulls
+                arrays = [_conform(t.column(c), schema.field(c).type) if c in present
+                          else pa.nulls(t.num_rows, schema.field(c).type) for c in wanted]
         except pa.ArrowException as err:
             why = f"values that do not fit the store's {table} schema ({one_line(err)})"
         if why is not None:
@@ -561,28 +570,38 @@ class ResultsStore:
         A file that vanishes meanwhile was merged by compaction into a file this listing may not show: list
         again and start over, or a reader would miss rows.
         """
-        def footer(info):
-            try:
-                with self.fs.open_input_file(info.path) as f:
-                    md = pq.read_metadata(f)
-                meta = md.metadata or {}
-                if table != "stages":
-                    return Footer(info, meta, _foreign_parquet_schema(table, md, meta), None)
-                # A commit is checked by its summary or, without one, when scanned.
-                return Footer(info, meta, None, None, _summary(meta))
-            except FileNotFoundError:
-                return Footer(info, None, None, "vanished")
-            except (OSError, pa.ArrowException, ValueError) as err:
-                return Footer(info, None, None, one_line(err))
-
         for attempt in range(10):
             if infos is None or attempt > 0:
                 infos = self.list_files(table, sweep)
-            with ThreadPoolExecutor(min(_READ_THREADS, max(1, len(infos)))) as pool:
-                results = list(pool.map(footer, infos))
+            fields = None
+            if self._local and read_processes.worth_it(len(infos)):
+                paths = [info.path for info in infos]
+                chunks = [paths[i:i + _SCAN_CHUNK] for i in range(0, len(paths), _SCAN_CHUNK)]
+                done = read_processes.map_chunks(read_processes.footer_chunk, self.root, table, chunks)
+                fields = None if done is None else [f for chunk in done for f in chunk]
+            if fields is None:
+                threads = _LOCAL_FOOTER_THREADS if self._local else _READ_THREADS
+                with ThreadPoolExecutor(min(threads, max(1, len(infos)))) as pool:
+                    fields = list(pool.map(lambda info: self.footer_fields(table, info.path), infos))
+            results = [Footer(info, *f) for info, f in zip(infos, fields)]
             if all(r.reason != "vanished" for r in results):
                 return results
         raise StoreError(f"store {self.location}: {table} kept changing while being read; try again")
+
+    def footer_fields(self, table: str, path: str) -> tuple:
+        """A file's Footer without its FileInfo: (meta, why its columns are foreign, why unreadable, summary)."""
+        try:
+            with self.fs.open_input_file(path) as f:
+                md = pq.read_metadata(f)
+            meta = md.metadata or {}
+            if table != "stages":
+                return meta, _foreign_parquet_schema(table, md, meta), None, None
+            # A commit is checked by its summary or, without one, when scanned.
+            return meta, None, None, _summary(meta)
+        except FileNotFoundError:
+            return None, None, "vanished", None
+        except (OSError, pa.ArrowException, ValueError) as err:
+            return None, None, one_line(err), None
 
     def _checked_footers(self, table: str, sweep: str, infos: list[pafs.FileInfo] | None) -> tuple[Scan, list[Footer]]:
         """The footers of files that can be the table's, and a Scan (without rows) of the bad, the foreign and
@@ -941,9 +960,32 @@ def _foreign_rows(table: str, kind: str, parts: dict[str, str], t: pa.Table) -> 
     return None
 
 
+def gather(paths: list[str], results: list[tuple]) -> tuple[pa.Table | None, list, list, bool]:
+    """One chunk of a scan from its files' `_read_one` results: (its rows as one table or None, bad files,
+    foreign files, whether one vanished)."""
+    rows, bad, foreign, vanished = [], [], [], False
+    for path, (t, reason, why) in zip(paths, results):
+        if reason == "vanished":
+            vanished = True
+        elif reason is not None:
+            bad.append((path, reason))
+        elif why is not None:
+            foreign.append((path, why))
+        else:
+            rows.append(t)
+    # One table per chunk: thousands of tiny tables cost more than their rows, and combine_chunks copies the rows
+    # out, since each tiny table pins its reader's far larger buffers.
+    return (pa.concat_tables(rows).combine_chunks() if rows else None), bad, foreign, vanished
+
+
 def _ancestors(rel: str) -> list[str]:
     parts = rel.split("/")
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@functools.lru_cache(maxsize=64)
+def _wanted_schema(table: str, wanted: tuple[str, ...]) -> pa.Schema:
+    return pa.schema([TABLES[table].field(c) for c in wanted])
 
 
 def _conform(column: pa.ChunkedArray, type_: pa.DataType) -> pa.ChunkedArray:
