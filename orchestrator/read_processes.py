@@ -17,8 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import repeat
 
-MIN_FILES = 2000   # below this, starting the workers (about half a second) costs more than it saves
-MAX_WORKERS = 4    # each holds pyarrow (about 100 MB); more only pays on object storage, which uses threads
+MIN_FILES = 2000   # below this, starting fresh interpreters costs about what the second core saves
+MAX_WORKERS = 4    # each holds pyarrow (about 100 MB): a cap on what one read costs in memory
 
 _stores: dict[str, object] = {}  # a worker's store per location, opened once
 
