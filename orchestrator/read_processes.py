@@ -5,20 +5,22 @@ local disk one process reads on one core whatever its thread count. A sweep befo
 thousands of such files, and `results`, `status` and a resubmit read all of them; in worker processes they read
 on every core (measured on 2 cores: `results` on a 20 000-stage store in about half the time).
 
-Workers come from a forkserver: fresh interpreters that import only the store, never a fork of the caller (which
-may be a Ray driver, with threads of its own). Each chunk's answer is the same as reading it in the caller, so
-when the workers cannot start or one dies, the caller reads the chunks itself.
+A worker is a fresh interpreter running this module (`python -m orchestrator.read_processes`), never a fork of
+the caller (which may be a Ray driver, with threads of its own) and never a re-import of the caller's main
+script, as multiprocessing's spawn and forkserver do (a user's script without a main guard would run again in
+every worker). Each chunk's answer is the same as reading it in the caller, so when a worker cannot start or
+dies, the caller reads the chunks itself.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from itertools import repeat
+import pickle
+import subprocess
+import sys
 
 MIN_FILES = 2000   # below this, starting fresh interpreters costs about what the second core saves
 MAX_WORKERS = 4    # each holds pyarrow (about 100 MB): a cap on what one read costs in memory
+WORKER = [sys.executable, "-m", "orchestrator.read_processes"]
 
 _stores: dict[str, object] = {}  # a worker's store per location, opened once
 
@@ -54,14 +56,46 @@ def footer_chunk(location: str, table: str, paths: list[str]) -> list[tuple]:
     return [store.footer_fields(table, p) for p in paths]
 
 
-def map_chunks(fn, location: str, *args_then_chunks) -> list | None:
-    """fn(location, *args, chunk) for every chunk, in worker processes, in order; None if the workers could not
-    be started or one died (the caller then reads the chunks itself)."""
-    *args, chunks = args_then_chunks
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["orchestrator.store"])
+KINDS = {"scan": scan_chunk, "footers": footer_chunk}
+
+
+def map_chunks(kind: str, location: str, args: tuple, chunks: list[list[str]]) -> list | None:
+    """KINDS[kind](location, *args, chunk) for every chunk, in worker processes, in order; None if a worker could
+    not be started or failed (the caller then reads the chunks itself)."""
+    n = min(workers(), len(chunks))
+    bounds = [len(chunks) * i // n for i in range(n + 1)]
+    # The workers import what this process imports, from where it imports it.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    started = []
     try:
-        with ProcessPoolExecutor(min(workers(), len(chunks)), mp_context=context) as pool:
-            return list(pool.map(fn, repeat(location), *(repeat(a) for a in args), chunks))
-    except (BrokenProcessPool, OSError):
+        for _ in range(n):  # all start at once: their interpreters boot side by side
+            started.append(subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, env=env))
+        for i, worker in enumerate(started):
+            with worker.stdin:
+                pickle.dump((kind, location, args, chunks[bounds[i]:bounds[i + 1]]), worker.stdin)
+        answers = []
+        for worker in started:
+            with worker.stdout:
+                data = worker.stdout.read()
+            if worker.wait() != 0:
+                return None
+            answers += pickle.loads(data)
+        return answers
+    except (OSError, pickle.UnpicklingError, EOFError):
         return None
+    finally:
+        for worker in started:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+
+def _serve() -> None:
+    kind, location, args, chunks = pickle.load(sys.stdin.buffer)
+    answers = [KINDS[kind](location, *args, chunk) for chunk in chunks]
+    pickle.dump(answers, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+if __name__ == "__main__":
+    _serve()

@@ -482,7 +482,7 @@ class ResultsStore:
             chunks = [paths[i:i + _SCAN_CHUNK] for i in range(0, len(paths), _SCAN_CHUNK)]
             gathered = None
             if self._local and read_processes.worth_it(len(paths)):
-                gathered = read_processes.map_chunks(read_processes.scan_chunk, self.root, table, wanted, chunks)
+                gathered = read_processes.map_chunks("scan", self.root, (table, wanted), chunks)
             if gathered is None:
                 with ThreadPoolExecutor(_READ_THREADS) as pool:
                     each = map if self._local else pool.map
@@ -577,7 +577,7 @@ class ResultsStore:
             if self._local and read_processes.worth_it(len(infos)):
                 paths = [info.path for info in infos]
                 chunks = [paths[i:i + _SCAN_CHUNK] for i in range(0, len(paths), _SCAN_CHUNK)]
-                done = read_processes.map_chunks(read_processes.footer_chunk, self.root, table, chunks)
+                done = read_processes.map_chunks("footers", self.root, (table,), chunks)
                 fields = None if done is None else [f for chunk in done for f in chunk]
             if fields is None:
                 threads = _LOCAL_FOOTER_THREADS if self._local else _READ_THREADS
@@ -593,9 +593,11 @@ class ResultsStore:
         try:
             with self.fs.open_input_file(path) as f:
                 md = pq.read_metadata(f)
-            meta = md.metadata or {}
+            raw = md.metadata or {}
+            # Only the store's own keys are kept: pyarrow's copy of the schema is several KB per file.
+            meta = {k: v for k, v in raw.items() if k.startswith(b"ticketsweep.")}
             if table != "stages":
-                return meta, _foreign_parquet_schema(table, md, meta), None, None
+                return meta, _foreign_parquet_schema(table, md, raw), None, None
             # A commit is checked by its summary or, without one, when scanned.
             return meta, None, None, _summary(meta)
         except FileNotFoundError:

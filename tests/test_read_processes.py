@@ -1,6 +1,7 @@
 """Large local reads in worker processes give exactly what the caller's own reads give, damaged and foreign
 files included, and a worker that dies costs nothing but the time."""
-import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -10,10 +11,6 @@ from orchestrator.store import ResultsStore
 
 POINT = {"method": "ltr", "seed": 0, "target_sparsity": 0.5, "sparsity": 0.5, "test_accuracy": 0.9, "status": "ok"}
 STAGE = {"kind": "imp_level", "label": "ltr", "seed": 0, "parents": "{}", "seconds": 1.5, "status": "ok"}
-
-
-def _die(location, chunk):
-    os._exit(3)  # a worker killed mid-read, as the OOM killer would
 
 
 @pytest.fixture
@@ -68,6 +65,34 @@ def test_reads_in_worker_processes_equal_the_callers_own(store, monkeypatch):
     assert sorted(frame["seed"]) == sorted(set(range(40)) - {6})
 
 
-def test_a_worker_that_dies_leaves_the_reading_to_the_caller(store):
+def test_a_worker_that_dies_leaves_the_reading_to_the_caller(store, monkeypatch):
     paths = [f.path for f in store.list_files("points", "sw")]
-    assert read_processes.map_chunks(_die, store.root, [paths[:5], paths[5:]]) is None
+    chunks = [paths[:5], paths[5:]]
+    assert [len(c) for c in read_processes.map_chunks("footers", store.root, ("points",), chunks)] == [5, len(paths) - 5]
+    alone = store.view_names("points", "sw")
+    # a worker killed mid-read, as the OOM killer would
+    monkeypatch.setattr(read_processes, "WORKER", [sys.executable, "-c", "import os, sys; sys.stdin.read(); os._exit(9)"])
+    assert read_processes.map_chunks("footers", store.root, ("points",), chunks) is None
+    # the store then reads the files itself, with the same answer
+    monkeypatch.setattr(read_processes, "MIN_FILES", 1)
+    monkeypatch.setattr(read_processes, "workers", lambda: 2)
+    again = store.view_names("points", "sw")
+    assert (again.names, again.bad, again.foreign) == (alone.names, alone.bad, alone.foreign)
+    assert len(alone.names) == len(paths) - 1  # the damaged file is not among them
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(store, tmp_path):
+    """multiprocessing's spawn and forkserver re-run the caller's main script in every worker."""
+    script = tmp_path / "unguarded.py"
+    marker = tmp_path / "runs"
+    script.write_text(f"""
+from orchestrator import read_processes
+from orchestrator.store import ResultsStore
+read_processes.MIN_FILES, read_processes.workers = 1, lambda: 2
+with open({str(marker)!r}, "a") as f:
+    f.write("run\\n")
+print(len(ResultsStore({store.root!r}).scan("points", "sw").table))
+""")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "40" and marker.read_text() == "run\n"
