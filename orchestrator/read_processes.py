@@ -43,11 +43,8 @@ def _store(location: str):
 
 
 def scan_chunk(location: str, table: str, wanted: list[str], paths: list[str]):
-    """One chunk of a scan: the store's `gather` of its files' reads."""
-    from orchestrator.store import gather
-
-    store = _store(location)
-    return gather(paths, [store._read_one(p, table, wanted) for p in paths])
+    """One chunk of a scan, as the store's `read_chunk` gives it."""
+    return _store(location).read_chunk(table, wanted, paths)
 
 
 def footer_chunk(location: str, table: str, paths: list[str]) -> list[tuple]:

@@ -479,14 +479,12 @@ class ResultsStore:
         wanted = [c for c in (columns or schema.names) if c in schema.names]
         for _ in range(10):
             paths = files if files is not None else [f.path for f in self.list_files(table, sweep)]
-            chunks = [paths[i:i + _SCAN_CHUNK] for i in range(0, len(paths), _SCAN_CHUNK)]
-            gathered = None
-            if self._local and read_processes.worth_it(len(paths)):
-                gathered = read_processes.map_chunks("scan", self.root, (table, wanted), chunks)
-            if gathered is None:
+            gathered = self._in_workers("scan", (table, wanted), paths)
+            if gathered is None and self._local:
+                gathered = [self.read_chunk(table, wanted, c) for c in _chunks(paths)]
+            elif gathered is None:
                 with ThreadPoolExecutor(_READ_THREADS) as pool:
-                    each = map if self._local else pool.map
-                    gathered = [gather(c, list(each(lambda p: self._read_one(p, table, wanted), c))) for c in chunks]
+                    gathered = [self.read_chunk(table, wanted, c, pool.map) for c in _chunks(paths)]
             parts, bad, foreign, vanished = [], [], [], False
             for part, chunk_bad, chunk_foreign, chunk_vanished in gathered:
                 if part is not None:
@@ -502,6 +500,31 @@ class ResultsStore:
         if not parts:
             return Scan(_empty(schema, wanted + partitions), bad, foreign)
         return Scan(pa.concat_tables(parts), bad, foreign)
+
+    def _in_workers(self, kind: str, args: tuple, paths: list[str]) -> list | None:
+        """Per-chunk answers of `read_processes` for these paths when a local read is large enough to pay for
+        worker processes; None when the caller is to read them itself (too few, object storage, or a worker
+        failed)."""
+        if not (self._local and read_processes.worth_it(len(paths))):
+            return None
+        return read_processes.map_chunks(kind, self.root, args, _chunks(paths))
+
+    def read_chunk(self, table: str, wanted: list[str], paths: list[str], each=map):
+        """One chunk of a scan (`each` maps the per-file read over it): (its rows as one table or None, bad
+        files, foreign files, whether one vanished)."""
+        rows, bad, foreign, vanished = [], [], [], False
+        for path, (t, reason, why) in zip(paths, list(each(lambda p: self._read_one(p, table, wanted), paths))):
+            if reason == "vanished":
+                vanished = True
+            elif reason is not None:
+                bad.append((path, reason))
+            elif why is not None:
+                foreign.append((path, why))
+            else:
+                rows.append(t)
+        # One table per chunk: thousands of tiny tables cost more than their rows, and combine_chunks copies the
+        # rows out, since each tiny table pins its reader's far larger buffers.
+        return (pa.concat_tables(rows).combine_chunks() if rows else None), bad, foreign, vanished
 
     def _read_one(self, path: str, table: str, wanted: list[str]) -> tuple[pa.Table | None, str | None, str | None]:
         """(rows, why unreadable, why foreign) of one file; its rows are checked against its name."""
@@ -573,12 +596,8 @@ class ResultsStore:
         for attempt in range(10):
             if infos is None or attempt > 0:
                 infos = self.list_files(table, sweep)
-            fields = None
-            if self._local and read_processes.worth_it(len(infos)):
-                paths = [info.path for info in infos]
-                chunks = [paths[i:i + _SCAN_CHUNK] for i in range(0, len(paths), _SCAN_CHUNK)]
-                done = read_processes.map_chunks("footers", self.root, (table,), chunks)
-                fields = None if done is None else [f for chunk in done for f in chunk]
+            done = self._in_workers("footers", (table,), [info.path for info in infos])
+            fields = None if done is None else [f for chunk in done for f in chunk]
             if fields is None:
                 threads = _LOCAL_FOOTER_THREADS if self._local else _READ_THREADS
                 with ThreadPoolExecutor(min(threads, max(1, len(infos)))) as pool:
@@ -962,22 +981,8 @@ def _foreign_rows(table: str, kind: str, parts: dict[str, str], t: pa.Table) -> 
     return None
 
 
-def gather(paths: list[str], results: list[tuple]) -> tuple[pa.Table | None, list, list, bool]:
-    """One chunk of a scan from its files' `_read_one` results: (its rows as one table or None, bad files,
-    foreign files, whether one vanished)."""
-    rows, bad, foreign, vanished = [], [], [], False
-    for path, (t, reason, why) in zip(paths, results):
-        if reason == "vanished":
-            vanished = True
-        elif reason is not None:
-            bad.append((path, reason))
-        elif why is not None:
-            foreign.append((path, why))
-        else:
-            rows.append(t)
-    # One table per chunk: thousands of tiny tables cost more than their rows, and combine_chunks copies the rows
-    # out, since each tiny table pins its reader's far larger buffers.
-    return (pa.concat_tables(rows).combine_chunks() if rows else None), bad, foreign, vanished
+def _chunks(paths: list[str]) -> list[list[str]]:
+    return [paths[i:i + _SCAN_CHUNK] for i in range(0, len(paths), _SCAN_CHUNK)]
 
 
 def _ancestors(rel: str) -> list[str]:
