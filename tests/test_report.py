@@ -1,3 +1,5 @@
+import os
+import stat
 import math
 
 import pandas as pd
@@ -277,3 +279,44 @@ def test_version_names_the_package_ray_and_torch():
     assert r.exit_code == 0
     assert r.output.startswith(f"ticketsweep {version('ticketsweep')} (ray {version('ray')}, "
                                f"torch {version('torch')}, python ")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_written_text_files_follow_the_umask_like_any_other_file(store_dir, tmp_path, umask, mode):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    out = tmp_path / "frontier.md"
+    old = os.umask(umask)
+    try:
+        r = CliRunner().invoke(main, ["results", "--store", str(store_dir), "--markdown", "-o", str(out)])
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    assert stat.S_IMODE(out.stat().st_mode) == mode
+
+
+def test_status_of_a_spec_without_a_store_says_where_it_looked(tmp_path, monkeypatch):
+    import yaml
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    spec = tmp_path / "specs" / "s.yaml"
+    spec.parent.mkdir()
+    spec.write_text(yaml.safe_dump({
+        "name": "nowhere", "model": {"name": "mlp", "options": {"hidden": [8]}}, "dataset": {"name": "synthetic"},
+        "training": {"epochs": 1, "batch_size": 32, "lr": 0.1}, "methods": [{"kind": "oneshot", "criterion": "random"}],
+        "sparsities": [0.5], "seeds": [0]}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = CliRunner().invoke(main, ["status", str(spec)])
+    assert r.exit_code == 0, r.output
+    assert (f"store ./ticketsweep-store relative to the working directory ({elsewhere}): nothing stored; "
+            "the spec names no store") in r.output
+    named = spec.with_name("named.yaml")
+    named.write_text(spec.read_text() + "store: ./here\n")
+    r = CliRunner().invoke(main, ["status", str(named)])
+    assert r.exit_code == 0 and "relative to the working directory" not in r.output

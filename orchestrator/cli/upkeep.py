@@ -1,6 +1,7 @@
 """`orchestrate status`, `sweeps`, `compact` and `clean`: looking after what a store holds."""
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
@@ -71,6 +72,10 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
     except StoreError as err:
         fail(str(err))
     detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing stored yet"
+    if not counts and spec is not None and not store_location and "store" not in spec.model_fields_set:
+        # The default store is relative to where the command runs: from another folder it is another store.
+        click.echo(f"store {spec.store} relative to the working directory ({os.getcwd()}): nothing stored; "
+                   f"the spec names no store, so run from the folder the sweep ran in or add `store:` to it")
     if plan is not None:
         done = len(state.done)
         diverged = len(state.diverged & set(plan.stages))
