@@ -33,7 +33,7 @@ class CurveError(ValueError):
 def curve_rows(points: pd.DataFrame, curves: pd.DataFrame, methods=(), sparsities=(),
                all_levels: bool = False) -> pd.DataFrame:
     """The curve rows (one per stage, phase and epoch) of the frontier's stage attempts, each with the point's
-    method, target sparsity and seed; only `methods` and `sparsities` when given (raises CurveError naming a
+    method, target sparsity and seed; only `methods` and `sparsities` when given (and dense training) (raises CurveError naming a
     method or sparsity the sweep's points do not have)."""
     from orchestrator.suggest import suggest
 
@@ -45,8 +45,8 @@ def curve_rows(points: pd.DataFrame, curves: pd.DataFrame, methods=(), sparsitie
     for m in methods:
         if m not in known:
             raise CurveError(f"--method {m}: no finished points of it{suggest(m, known, list_known=True)}")
-    if methods:
-        chosen = chosen[chosen["method"].isin(methods)]
+    if methods:  # dense training stays: it is every panel's reference
+        chosen = chosen[chosen["method"].isin(methods) | (chosen["method"] == DENSE)]
     targets = sorted(set(chosen.loc[chosen["method"] != DENSE, "target_sparsity"].astype(float)))
     for s in sparsities:
         if not any(abs(s - t) <= _SAME for t in targets):

@@ -35,7 +35,7 @@ def _rows(spec_path, store_location, sweep, methods=(), sparsities=(), all_level
 @click.argument("spec_path", metavar="[SPEC]", required=False)
 @click.option("--store", "store_location", help="Results store (default: the spec's, else ./ticketsweep-store).")
 @click.option("--sweep", help="The sweep (default: the spec's, or the store's only one).")
-@click.option("--method", "methods", multiple=True, help="Only this method (repeat for several).")
+@click.option("--method", "methods", multiple=True, help="Only this method (repeat for several; dense training stays as the reference).")
 @click.option("--sparsity", "sparsities", multiple=True,
               help=f"Only this target sparsity (repeat for several; the PNG's default: at most 4 spread over the "
                    f"sweep's).")
