@@ -228,9 +228,15 @@ def _interval(low: float, high: float, cell) -> str:
     return "—" if pd.isna(low) or pd.isna(high) else f"[{cell(low)}, {cell(high)}]"
 
 
-def _verdict(r) -> str:
+def _verdict(r, notes: dict[str, int]) -> str:
     text = {A_BETTER: f"{r.method_a} better", B_BETTER: f"{r.method_b} better"}.get(r.verdict, r.verdict)
-    return f"{text} ({r.note})" if r.note else text
+    return f"{text} (note {notes[r.note]})" if r.note else text
+
+
+def _notes(frame: pd.DataFrame) -> dict[str, int]:
+    """Each distinct caveat once, numbered in row order: the same caveat on every row is printed only once."""
+    notes = [str(n) for n in frame["note"] if isinstance(n, str) and n]
+    return {n: i for i, n in enumerate(dict.fromkeys(notes), start=1)}
 
 
 def _cost(r) -> str:
@@ -254,13 +260,13 @@ def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], s
     text_cols = ["sweep", "A", "B"] if multi_sweep else ["A", "B"]
     header = text_cols + ["target", "n", "unpaired", "A %", "B %", "B−A (pts)", _level_label(frame), "p", "test",
                           "verdict", "cost B/A", "seeds for 80 % power"]
-    rows = []
+    rows, notes = [], _notes(frame)
     for r in frame.itertuples(index=False):
         rows.append(([str(r.sweep)] if multi_sweep else []) + [
             str(r.method_a), str(r.method_b), f"{r.target_sparsity:.4f}", str(int(r.n)),
             str(int(r.unpaired_a) + int(r.unpaired_b)), _in_points(r.mean_a), _in_points(r.mean_b),
             _in_points(r.mean_diff, sign=True), _interval(r.ci_low, r.ci_high, lambda v: _in_points(v, sign=True)),
-            "—" if pd.isna(r.p_value) else f"{r.p_value:.3g}", str(r.test), _verdict(r), _cost(r),
+            "—" if pd.isna(r.p_value) else f"{r.p_value:.3g}", str(r.test), _verdict(r, notes), _cost(r),
             "—" if r.seeds_for_power is None or pd.isna(r.seeds_for_power) else str(int(r.seeds_for_power))])
     # The verdict is prose: left-aligned like the names; the numbers right-aligned so their points line up.
     left = set(range(len(text_cols))) | {header.index("test"), header.index("verdict")}
@@ -277,7 +283,12 @@ def _table(frame: pd.DataFrame, markdown: bool) -> str:
     header, rows, left = comparison_cells(frame)
     sweep = "" if frame["sweep"].astype(str).nunique() > 1 else f"sweep: {frame['sweep'].iloc[0]}; "
     title = [f"{sweep}metric: {', '.join(sorted(set(frame['metric'].astype(str))))}; {LEGEND}"]
-    return render(header, rows, left=left, markdown=markdown, title=title, footer=skipped_lines(frame))
+    return render(header, rows, left=left, markdown=markdown, title=title, footer=footer_lines(frame))
+
+
+def footer_lines(frame: pd.DataFrame) -> list[str]:
+    """What goes below the table: the numbered caveats its verdicts refer to, then the methods not compared."""
+    return [f"note {i}: {n}" for n, i in _notes(frame).items()] + skipped_lines(frame)
 
 
 def skipped_lines(frame: pd.DataFrame) -> list[str]:

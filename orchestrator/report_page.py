@@ -1,6 +1,6 @@
 """`orchestrate report`: one self-contained HTML page (images embedded) and the same content as Markdown, for
 attaching to a paper or a review: the spec and versions, the frontier and cost-accuracy plots, the frontier
-table, every method compared with a reference, stage counts by status and total compute.
+table, the learning curves, every method compared with a reference, stage counts by status and total compute.
 
 Every number comes from the same cell functions as `results` and `compare`, so the page and the CLI agree.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.compare import LEGEND, compare_all, comparison_cells, skipped_lines
+from orchestrator.compare import LEGEND, compare_all, comparison_cells, footer_lines
 from orchestrator.plan import build_plan
 from orchestrator.report import DENSE, FRONTIER_HEADER, frontier, frontier_cells, plot_frontier, write_text
 from orchestrator.text_tables import render
@@ -29,7 +29,8 @@ pre{background:#f7f7f7;padding:1em;overflow:auto}caption{text-align:left;font-st
 
 def build_report(spec_path: str, spec, store, points: pd.DataFrame, out_dir: str,
                  reference: str | None = None) -> list[str]:
-    """Write report.html, report.md and the two plots they show into `out_dir`; returns the paths written.
+    """Write report.html, report.md and the plots they show (the frontier, the cost-accuracy frontier, and the
+    learning curves when the store has them) into `out_dir`; returns the paths written.
     Raises CompareError when `reference` names no method of the sweep."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,12 +43,25 @@ def build_report(spec_path: str, spec, store, points: pd.DataFrame, out_dir: str
               "cost.png": ("cost-accuracy frontier", ("cost",))}
     for name, (_, panels) in images.items():
         plot_frontier(table, out / name, panels=panels)
+    if _plot_curves(points, store, spec.name, out / "curves.png"):
+        images["curves.png"] = ("learning curves: mean over seeds and 95 % interval, per target sparsity", ())
     sections = _sections(spec_path, spec, store, points, table, comparison, reference)
     md = _markdown(spec, sections, images)
     page = _html(spec, sections, {name: (title, out / name) for name, (title, _) in images.items()})
     write_text(out / "report.md", md)
     write_text(out / "report.html", page)
     return [str(out / "report.html"), str(out / "report.md"), *(str(out / n) for n in images)]
+
+
+def _plot_curves(points: pd.DataFrame, store, sweep: str, path: Path) -> bool:
+    """The curves of the frontier's runs (orchestrate curves' default picture); False when none are stored."""
+    from orchestrator.curves import CurveError, curve_rows, plot_curves, summarize
+
+    try:
+        plot_curves(summarize(curve_rows(points, store.read("curves", sweep))), path)
+    except CurveError:
+        return False
+    return True
 
 
 def _sections(spec_path, spec, store, points, table, comparison, reference) -> dict:
@@ -57,7 +71,7 @@ def _sections(spec_path, spec, store, points, table, comparison, reference) -> d
     if comparison is not None:
         header, rows, left = comparison_cells(comparison)
         compare_section = {"reference": reference, "header": header, "rows": rows, "left": left,
-                           "footer": skipped_lines(comparison)}
+                           "footer": footer_lines(comparison)}
     return {
         "spec": Path(spec_path).read_text(),
         "versions": [json.loads(v) for v in versions],
