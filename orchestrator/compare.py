@@ -33,6 +33,8 @@ COMPARE_COLUMNS = (["sweep", "method_a", "method_b", "target_sparsity", "metric"
                     "mean_a", "mean_b"]
                    + _RESULT_FIELDS
                    + ["cost_ratio", "cost_ratio_low", "cost_ratio_high", "cost_pairs"])
+# Accuracies and their differences: fractions here, percent (named ..._pct) in csv and json as in the tables.
+COMPARE_PERCENT = ["mean_a", "mean_b", "mean_diff", "sd_diff", "ci_low", "ci_high"]
 _REQUIRED = ("status", "stage_key", "method", "target_sparsity", "seed")
 _TARGET_DIGITS = 9  # targets equal to 9 decimals are the same requested sparsity
 
@@ -212,10 +214,11 @@ def _seeds(seeds) -> str:
 def format_comparison(frame: pd.DataFrame, fmt: str = "table") -> str:
     """A `compare_methods`/`compare_all` frame as text: "table" (fixed width) or "markdown", with
     accuracies and differences in percent (points); or its COMPARE_COLUMNS as "csv" or "json" (a list of
-    records; accuracies as fractions, missing values empty in csv and null in json)."""
+    records; accuracies and differences in percent as in the table, their names ending in `_pct`; missing
+    values empty in csv and null in json)."""
     if fmt in ("table", "markdown"):
         return _table(frame, markdown=fmt == "markdown")
-    return records(frame, COMPARE_COLUMNS, fmt)
+    return records(frame, COMPARE_COLUMNS, fmt, percent=COMPARE_PERCENT)
 
 
 def _in_points(value: float, sign: bool = False) -> str:

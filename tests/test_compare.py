@@ -234,19 +234,24 @@ def test_markdown_table(points):
     assert cells[2][cells[0].index("p")] == f"{fr.iloc[0].p_value:.3g}"
 
 
-def test_csv_and_json_carry_the_columns_as_fractions(points):
+def test_csv_and_json_carry_the_columns_with_accuracies_in_percent(points):
+    from orchestrator.compare import COMPARE_PERCENT
+
+    exported = [c + "_pct" if c in COMPARE_PERCENT else c for c in COMPARE_COLUMNS]
     fr = compare_methods(points, "ltr", "cts-kl")
     back = pd.read_csv(io.StringIO(format_comparison(fr, "csv")))
-    assert list(back.columns) == COMPARE_COLUMNS
-    for col in ("mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "p_value", "cost_ratio"):
+    assert list(back.columns) == exported
+    for col in ("mean_a", "mean_b", "mean_diff", "ci_low", "ci_high"):  # percent, as the table shows them
+        assert back[col + "_pct"].tolist() == pytest.approx((100 * fr[col]).tolist())
+    for col in ("p_value", "cost_ratio"):
         assert back[col].tolist() == pytest.approx(fr[col].tolist())
     assert math.isnan(back["seeds_for_power"][0]) and back["seeds_for_power"][1] == fr.iloc[1].seeds_for_power
     assert back["verdict"].tolist() == fr["verdict"].tolist()
 
     records = json.loads(format_comparison(fr, "json"))
-    assert [list(r) for r in records] == [COMPARE_COLUMNS] * len(fr)
+    assert [list(r) for r in records] == [exported] * len(fr)
     assert records[0]["seeds_for_power"] is None and records[1]["seeds_for_power"] == fr.iloc[1].seeds_for_power
-    assert records[0]["mean_a"] == pytest.approx(fr.iloc[0].mean_a) and records[0]["can_reject"] is True
+    assert records[0]["mean_a_pct"] == pytest.approx(100 * fr.iloc[0].mean_a) and records[0]["can_reject"] is True
     assert records[0]["n"] == 6 and records[1]["note"] == fr.iloc[1].note
 
 
@@ -261,7 +266,9 @@ def test_json_has_no_infinity_and_empty_frames_format(points):
 
     empty = pd.DataFrame(columns=COMPARE_COLUMNS)
     assert format_comparison(empty, "table") == "no comparison"
-    assert format_comparison(empty, "csv") == ",".join(COMPARE_COLUMNS)
+    from orchestrator.compare import COMPARE_PERCENT
+    assert format_comparison(empty, "csv") == ",".join(c + "_pct" if c in COMPARE_PERCENT else c
+                                                       for c in COMPARE_COLUMNS)
     assert json.loads(format_comparison(empty, "json")) == []
     with pytest.raises(ValueError, match="unknown format 'xml'"):
         format_comparison(fr, "xml")
