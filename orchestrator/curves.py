@@ -4,8 +4,8 @@ The curves are those of the stage attempts whose points the frontier reports (`r
 attempt of each stage of the current plan), joined on (sweep, stage_key, attempt), so a curve and a frontier
 row always describe the same runs; the method and target sparsity come from the point row. Per (method,
 target sparsity, phase, epoch, metric): the seed count, the mean and the 95 % t interval over seeds (NaN for a
-single seed; clipped to [0, 1] for accuracies like the frontier's, at 0 for losses). Only epochs with an evaluation carry
-validation and test numbers (`training.eval_every`).
+single seed; clipped to [0, 1] for accuracies like the frontier's, at 0 for losses). Only epochs with an
+evaluation carry validation and test numbers (`training.eval_every`).
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ class CurveError(ValueError):
 def curve_rows(points: pd.DataFrame, curves: pd.DataFrame, methods=(), sparsities=(),
                all_levels: bool = False) -> pd.DataFrame:
     """The curve rows (one per stage, phase and epoch) of the frontier's stage attempts, each with the point's
-    method, target sparsity and seed; only `methods` and `sparsities` when given (and dense training) (raises CurveError naming a
-    method or sparsity the sweep's points do not have)."""
+    method, target sparsity and seed; with `methods` or `sparsities`, only those (and dense training). Raises
+    CurveError naming a method or sparsity the sweep's points do not have."""
     from orchestrator.suggest import suggest
 
     chosen = finished(points, all_levels=all_levels)
@@ -144,8 +144,9 @@ def plot_curves(table: pd.DataFrame, path: str | Path, sparsities: list[float] |
         scale = 100.0 if metric in ACCURACIES else 1.0
         for j, target in enumerate(columns):
             ax = axes[i][j]
-            dense = rows["method"] == DENSE
-            here = dense if target is None else dense | ((rows["target_sparsity"].astype(float) - target).abs() <= _SAME)
+            here = rows["method"] == DENSE  # the reference, in every panel
+            if target is not None:
+                here |= (rows["target_sparsity"].astype(float) - target).abs() <= _SAME
             for method, g in rows[here].groupby("method", sort=False):
                 g = g.sort_values("epoch")
                 style = ({"color": "black", "linestyle": "--", "linewidth": 1.0} if method == DENSE

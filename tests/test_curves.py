@@ -69,7 +69,8 @@ def test_csv_gives_the_mean_and_interval_over_seeds_of_the_frontiers_runs(store_
     by = {(x.method, x.target_sparsity, x.epoch, x.metric): x for x in table.itertuples(index=False)}
     a1 = by[("a", 0.5, 1.0, "val_accuracy_pct")]  # 0.5, 0.6, 0.7 (not attempt 1's 0.0)
     assert (a1.n, a1.mean) == (3, pytest.approx(60.0))
-    assert (a1.low, a1.high) == pytest.approx((60.0 - 100 * _half([0.5, 0.6, 0.7]), 60.0 + 100 * _half([0.5, 0.6, 0.7])))
+    half = 100 * _half([0.5, 0.6, 0.7])
+    assert (a1.low, a1.high) == pytest.approx((60.0 - half, 60.0 + half))
     a2 = by[("a", 0.5, 2.0, "test_accuracy_pct")]  # three equal values: a zero-width interval
     assert (a2.mean, a2.low, a2.high) == pytest.approx((60.0, 60.0, 60.0))
     loss = by[("a", 0.9, 2.0, "val_loss")]  # 1 - (0.6, 0.65, 0.7): losses are not in percent
@@ -172,5 +173,6 @@ def test_tensorboard_export_without_a_writer_names_the_package(store_dir, tmp_pa
     monkeypatch.setattr(tensorboard_writer, "available", lambda: None)
     r = CliRunner().invoke(main, ["export", "tensorboard", str(tmp_path / "tb"), "--store", str(store_dir)])
     assert r.exit_code == 2
-    assert r.output.strip() == "export tensorboard: needs a TensorBoard writer: pip install tensorboardX (or tensorboard)"
+    assert r.output.strip() == ("export tensorboard: needs a TensorBoard writer: pip install tensorboardX "
+                                "(or tensorboard)")
     assert not (tmp_path / "tb").exists()

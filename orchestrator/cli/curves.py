@@ -35,10 +35,11 @@ def _rows(spec_path, store_location, sweep, methods=(), sparsities=(), all_level
 @click.argument("spec_path", metavar="[SPEC]", required=False)
 @click.option("--store", "store_location", help="Results store (default: the spec's, else ./ticketsweep-store).")
 @click.option("--sweep", help="The sweep (default: the spec's, or the store's only one).")
-@click.option("--method", "methods", multiple=True, help="Only this method (repeat for several; dense training stays as the reference).")
+@click.option("--method", "methods", multiple=True,
+              help="Only this method (repeat for several; dense training stays as the reference).")
 @click.option("--sparsity", "sparsities", multiple=True,
-              help=f"Only this target sparsity (repeat for several; the PNG's default: at most 4 spread over the "
-                   f"sweep's).")
+              help="Only this target sparsity (repeat for several; the PNG's default: at most 4 spread over the "
+                   "sweep's).")
 @click.option("--all-levels", is_flag=True, help="Include intermediate LTR levels.")
 @click.option("--format", "fmt", type=click.Choice(["png", "csv", "json"]), default="png", show_default=True,
               help="png: a panel grid; csv or json: the tidy table (mean, low, high, n per epoch).")
