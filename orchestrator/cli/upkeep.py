@@ -39,7 +39,10 @@ def _driver_line(store: ResultsStore, sweep: str) -> str:
 
     from orchestrator.lease import Lease, stale
 
-    holder = Lease(store, sweep).read()
+    try:
+        holder = Lease(store, sweep).read()
+    except StoreError as err:
+        return f"driver: cannot tell ({err})"
     if not holder:
         return "no driver is running"
     who = f"pid {holder.get('pid')} on {holder.get('host')}"
@@ -82,7 +85,7 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
                 counts, _ = _counts(store, name)
                 driver = _driver_line(store, name)
                 click.echo(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                           + ("" if driver.startswith("no driver") else f"; {driver}"))
+                           + ("" if driver.startswith("no driver") else f"; {driver}"))  # only what is news
             return
         if spec is None:
             _sweep_or_fail(store, sweep)
