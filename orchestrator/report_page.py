@@ -43,8 +43,8 @@ def build_report(spec_path: str, spec, store, points: pd.DataFrame, out_dir: str
               "cost.png": ("cost-accuracy frontier", ("cost",))}
     for name, (_, panels) in images.items():
         plot_frontier(table, out / name, panels=panels)
-    if _plot_curves(points, store, spec.name, out / "curves.png"):
-        images["curves.png"] = ("learning curves: mean over seeds and 95 % interval, per target sparsity", ())
+    if _plot_curves(points, store, spec.name, out / CURVES):
+        images[CURVES] = ("learning curves: mean over seeds and 95 % interval, per target sparsity", ())
     sections = _sections(spec_path, spec, store, points, table, comparison, reference)
     md = _markdown(spec, sections, images)
     page = _html(spec, sections, {name: (title, out / name) for name, (title, _) in images.items()})
@@ -103,9 +103,11 @@ def _markdown(spec, s: dict, images: dict) -> str:
              s["spec"].rstrip(), "```", "", "## Versions", ""]
     lines += [f"- {_version_text(v)}" for v in s["versions"]] or ["- (no finished results)"]
     lines += ["", "## Frontier", ""]
-    lines += [f"![{title}]({name})" + "\n" for name, (title, _) in images.items()]
+    lines += [f"![{title}]({name})" + "\n" for name, (title, _) in images.items() if name != CURVES]
     lines += [_FRONTIER_NOTE, "", render(s["frontier"]["header"], s["frontier"]["rows"], left=s["frontier"]["left"],
                                          markdown=True), ""]
+    if CURVES in images:
+        lines += ["## Learning curves", "", _CURVES_NOTE, "", f"![{images[CURVES][0]}]({CURVES})", ""]
     c = s["comparison"]
     lines += ["## Comparisons", ""]
     if c is None:
@@ -120,6 +122,10 @@ def _markdown(spec, s: dict, images: dict) -> str:
     return "\n".join(lines)
 
 
+CURVES = "curves.png"
+_CURVES_NOTE = ("Per-epoch validation and test accuracy and loss of the runs in the frontier table: the mean over "
+                "seeds with its 95 % t interval as a band, dense training dashed; `orchestrate curves` draws any "
+                "method and sparsity, and gives the numbers as csv.")
 _FRONTIER_NOTE = ("acc %: test accuracy at the evaluation with the best validation accuracy, mean ± std over "
                   "seeds, and its 95 % t interval; final acc %: at the end of training; val acc %: the best "
                   "validation accuracy; standalone s: the whole cost of one point from scratch.")
@@ -130,11 +136,11 @@ def _html(spec, s: dict, images: dict) -> str:
             "<h2>Spec</h2>", f"<pre>{_e(s['spec'])}</pre>", "<h2>Versions</h2><ul>"]
     body += [f"<li>{_e(_version_text(v))}</li>" for v in s["versions"]] or ["<li>(no finished results)</li>"]
     body += ["</ul>", "<h2>Frontier</h2>"]
-    for name, (title, path) in images.items():
-        data = base64.b64encode(Path(path).read_bytes()).decode()
-        body.append(f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}"></figure>')
+    body += [_figure(title, path) for name, (title, path) in images.items() if name != CURVES]
     f = s["frontier"]
     body += [f"<p>{_e(_FRONTIER_NOTE)}</p>", _html_table("frontier", f["header"], f["rows"], f["left"])]
+    if CURVES in images:
+        body += ["<h2>Learning curves</h2>", f"<p>{_e(_CURVES_NOTE)}</p>", _figure(*images[CURVES])]
     c = s["comparison"]
     body.append("<h2>Comparisons</h2>")
     if c is None:
@@ -150,6 +156,11 @@ def _html(spec, s: dict, images: dict) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>ticketsweep report: {_e(spec.name)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+def _figure(title: str, path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}"></figure>'
 
 
 def _html_table(name: str, header, rows, left: set[int]) -> str:

@@ -85,7 +85,7 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
                 counts, _ = _counts(store, name)
                 driver = _driver_line(store, name)
                 click.echo(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                           + ("" if driver.startswith("no driver") else f"; {driver}"))  # only what is news
+                           + ("" if driver.startswith("no driver") else f"; {driver}"))
             return
         if spec is None:
             _sweep_or_fail(store, sweep)
