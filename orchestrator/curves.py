@@ -16,7 +16,9 @@ import pandas as pd
 
 from orchestrator.report import DENSE, finished, percent_label
 
-METRICS = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "train_loss")
+# The last two are a CTS search's (phase "search"): its objective and expected kept fraction Σσ(s)/d.
+METRICS = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "train_loss", "objective",
+           "expected_kept_fraction")
 ACCURACIES = ("val_accuracy", "test_accuracy")
 PLOTTED = ("val_accuracy", "test_accuracy", "val_loss", "test_loss")  # the PNG's rows, top to bottom
 CURVE_COLUMNS = ["sweep", "method", "target_sparsity", "phase", "epoch", "metric", "n", "mean", "low", "high"]
@@ -89,7 +91,8 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     acc = out["metric"].isin(ACCURACIES)
     out.loc[acc, "low"] = out.loc[acc, "low"].clip(lower=0.0)
     out.loc[acc, "high"] = out.loc[acc, "high"].clip(upper=1.0)
-    out["low"] = out["low"].clip(lower=0.0)  # losses are never negative either
+    loss = out["metric"].str.endswith("_loss")  # never negative either (a search objective may be)
+    out.loc[loss, "low"] = out.loc[loss, "low"].clip(lower=0.0)
     out["_not_dense"] = out["method"] != DENSE
     out["_metric"] = out["metric"].map({m: i for i, m in enumerate(METRICS)})
     out = out.sort_values(["sweep", "_not_dense", "method", "target_sparsity", "phase", "_metric", "epoch"],

@@ -82,6 +82,25 @@ def test_csv_gives_the_mean_and_interval_over_seeds_of_the_frontiers_runs(store_
     assert table["method"].iloc[0] == "dense"
 
 
+def test_a_search_phase_is_its_own_curve_and_only_losses_stop_at_zero(tmp_path):
+    store = ResultsStore(str(tmp_path / "store"))
+    for seed, objective in enumerate((-0.1, 0.0, 0.1)):
+        key = f"cts-{seed}"
+        point = {"method": "cts", "target_sparsity": 0.9, "seed": seed, "status": "ok", "point_key": f"p{seed}"}
+        curve = [{"phase": "search", "epoch": 1.0, "iteration": 5, "objective": objective,
+                  "expected_kept_fraction": 0.1 + 0.01 * seed},
+                 {"phase": "train", "epoch": 1.0, "iteration": 5, "train_loss": 0.01 * seed, "val_accuracy": 0.5}]
+        store.commit(SWEEP, key, 1, {"kind": "cts", "label": key, "status": "ok"}, [point], curve)
+    table = _csv(run("--store", tmp_path / "store", "--format", "csv").output)
+    by = {(x.phase, x.metric): x for x in table.itertuples(index=False)}
+    assert set(by) == {("search", "objective"), ("search", "expected_kept_fraction"), ("train", "train_loss"),
+                       ("train", "val_accuracy_pct")}
+    objective = by[("search", "objective")]
+    assert objective.mean == pytest.approx(0.0) and objective.low == pytest.approx(-_half([-0.1, 0.0, 0.1]))
+    assert by[("train", "train_loss")].low == 0.0  # 0.01 - T · 0.01 / √3 < 0: a loss is never negative
+    assert by[("search", "expected_kept_fraction")].mean == pytest.approx(0.11)
+
+
 def test_filters_keep_the_dense_reference_and_json_matches_csv(store_dir):
     table = _csv(run("--store", store_dir, "--format", "csv", "--method", "b", "--sparsity", "0.5").output)
     assert set(zip(table["method"], table["target_sparsity"])) == {("dense", 0.0), ("b", 0.5)}
