@@ -54,8 +54,6 @@ def curves(spec_path, store_location, sweep, methods, sparsities, all_levels, fm
         output = output or "curves.png"
     if output:
         check_output(output)
-    if not (spec_path or store_location or sweep):
-        fail("curves: give a SPEC, or --store (and --sweep)")
     table = summarize(_rows(spec_path, store_location, sweep, methods, sparsities, all_levels))
     if fmt != "png":
         _emit(export_curves(table, fmt), output)
@@ -99,8 +97,6 @@ def tensorboard(out_dir, spec_path, store_location, sweep, all_levels) -> None:
     parent = os.path.dirname(os.path.abspath(out_dir))
     if not os.path.isdir(parent):
         fail(f"export tensorboard: no such directory {parent}")
-    if not (spec_path or store_location or sweep):
-        fail("export tensorboard: give --spec, or --store (and --sweep)")
     rows = _rows(spec_path, store_location, sweep, all_levels=all_levels)
     runs: dict[str, list] = {}
     for r in rows.itertuples(index=False):
