@@ -33,6 +33,8 @@ COMPARE_COLUMNS = (["sweep", "method_a", "method_b", "target_sparsity", "metric"
                     "mean_a", "mean_b"]
                    + _RESULT_FIELDS
                    + ["cost_ratio", "cost_ratio_low", "cost_ratio_high", "cost_pairs"])
+# Accuracies and their differences: fractions here, percent (named ..._pct) in csv and json as in the tables.
+COMPARE_PERCENT = ["mean_a", "mean_b", "mean_diff", "sd_diff", "ci_low", "ci_high"]
 _REQUIRED = ("status", "stage_key", "method", "target_sparsity", "seed")
 _TARGET_DIGITS = 9  # targets equal to 9 decimals are the same requested sparsity
 
@@ -212,10 +214,11 @@ def _seeds(seeds) -> str:
 def format_comparison(frame: pd.DataFrame, fmt: str = "table") -> str:
     """A `compare_methods`/`compare_all` frame as text: "table" (fixed width) or "markdown", with
     accuracies and differences in percent (points); or its COMPARE_COLUMNS as "csv" or "json" (a list of
-    records; accuracies as fractions, missing values empty in csv and null in json)."""
+    records; accuracies and differences in percent as in the table, their names ending in `_pct`; missing
+    values empty in csv and null in json)."""
     if fmt in ("table", "markdown"):
         return _table(frame, markdown=fmt == "markdown")
-    return records(frame, COMPARE_COLUMNS, fmt)
+    return records(frame, COMPARE_COLUMNS, fmt, percent=COMPARE_PERCENT)
 
 
 def _in_points(value: float, sign: bool = False) -> str:
@@ -228,9 +231,15 @@ def _interval(low: float, high: float, cell) -> str:
     return "—" if pd.isna(low) or pd.isna(high) else f"[{cell(low)}, {cell(high)}]"
 
 
-def _verdict(r) -> str:
+def _verdict(r, notes: dict[str, int]) -> str:
     text = {A_BETTER: f"{r.method_a} better", B_BETTER: f"{r.method_b} better"}.get(r.verdict, r.verdict)
-    return f"{text} ({r.note})" if r.note else text
+    return f"{text} (note {notes[r.note]})" if r.note else text
+
+
+def _notes(frame: pd.DataFrame) -> dict[str, int]:
+    """Each distinct caveat once, numbered in row order: the same caveat on every row is printed only once."""
+    notes = [str(n) for n in frame["note"] if isinstance(n, str) and n]
+    return {n: i for i, n in enumerate(dict.fromkeys(notes), start=1)}
 
 
 def _cost(r) -> str:
@@ -254,13 +263,13 @@ def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], s
     text_cols = ["sweep", "A", "B"] if multi_sweep else ["A", "B"]
     header = text_cols + ["target", "n", "unpaired", "A %", "B %", "B−A (pts)", _level_label(frame), "p", "test",
                           "verdict", "cost B/A", "seeds for 80 % power"]
-    rows = []
+    rows, notes = [], _notes(frame)
     for r in frame.itertuples(index=False):
         rows.append(([str(r.sweep)] if multi_sweep else []) + [
             str(r.method_a), str(r.method_b), f"{r.target_sparsity:.4f}", str(int(r.n)),
             str(int(r.unpaired_a) + int(r.unpaired_b)), _in_points(r.mean_a), _in_points(r.mean_b),
             _in_points(r.mean_diff, sign=True), _interval(r.ci_low, r.ci_high, lambda v: _in_points(v, sign=True)),
-            "—" if pd.isna(r.p_value) else f"{r.p_value:.3g}", str(r.test), _verdict(r), _cost(r),
+            "—" if pd.isna(r.p_value) else f"{r.p_value:.3g}", str(r.test), _verdict(r, notes), _cost(r),
             "—" if r.seeds_for_power is None or pd.isna(r.seeds_for_power) else str(int(r.seeds_for_power))])
     # The verdict is prose: left-aligned like the names; the numbers right-aligned so their points line up.
     left = set(range(len(text_cols))) | {header.index("test"), header.index("verdict")}
@@ -277,7 +286,12 @@ def _table(frame: pd.DataFrame, markdown: bool) -> str:
     header, rows, left = comparison_cells(frame)
     sweep = "" if frame["sweep"].astype(str).nunique() > 1 else f"sweep: {frame['sweep'].iloc[0]}; "
     title = [f"{sweep}metric: {', '.join(sorted(set(frame['metric'].astype(str))))}; {LEGEND}"]
-    return render(header, rows, left=left, markdown=markdown, title=title, footer=skipped_lines(frame))
+    return render(header, rows, left=left, markdown=markdown, title=title, footer=footer_lines(frame))
+
+
+def footer_lines(frame: pd.DataFrame) -> list[str]:
+    """What goes below the table: the numbered caveats its verdicts refer to, then the methods not compared."""
+    return [f"note {i}: {n}" for n, i in _notes(frame).items()] + skipped_lines(frame)
 
 
 def skipped_lines(frame: pd.DataFrame) -> list[str]:

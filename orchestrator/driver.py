@@ -103,6 +103,10 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
             summary = RunSummary(planned=len(plan.stages), skipped_done=len(state.done), not_retried=len(blocked))
         if not todo:
             return summary
+        stored = len(state.done & set(plan.stages))
+        if stored:
+            echo(f"resuming: {stored} of {len(plan.stages)} stages already stored, {len(todo)} to run"
+                 + (f", {len(blocked)} held back (diverged before; --retry-diverged runs them)" if blocked else ""))
         shapes = stage_shapes(plan, spec)
         if not joining:
             url, started = cluster.connect(None, dashboard=dashboard)

@@ -33,6 +33,10 @@ FRONTIER_COLUMNS = ["sweep", "method", "target_sparsity", "n", "sparsity", "sele
                     "selected_test_accuracy_std", "selected_test_accuracy_ci_low", "selected_test_accuracy_ci_high",
                     "test_accuracy_mean", "val_accuracy_mean", "standalone_seconds_mean", "marginal_seconds_mean",
                     "search_seconds_mean", "dense_test_accuracy_mean"]
+# The accuracy columns: fractions here, percent (named ..._pct) in csv and json as in the tables.
+FRONTIER_PERCENT = ["selected_test_accuracy_mean", "selected_test_accuracy_std", "selected_test_accuracy_ci_low",
+                    "selected_test_accuracy_ci_high", "test_accuracy_mean", "val_accuracy_mean",
+                    "dense_test_accuracy_mean"]
 _NUMERIC = ["attempt", "target_sparsity", "sparsity", "test_accuracy", "val_accuracy", "selected_epoch", ACCURACY,
             "standalone_seconds", "marginal_seconds", "search_seconds", "dense_test_accuracy"]
 
@@ -124,10 +128,11 @@ def format_frontier(frame: pd.DataFrame, markdown: bool = False) -> str:
 
 def export_frontier(frame: pd.DataFrame, fmt: str) -> str:
     """A `frontier` frame as text: "table" or "markdown" (format_frontier), or its columns as "csv" or
-    "json" (a list of records; accuracies as fractions, missing values empty in csv and null in json)."""
+    "json" (a list of records; accuracies in percent as in the table, their names ending in `_pct`; missing
+    values empty in csv and null in json)."""
     if fmt in ("table", "markdown"):
         return format_frontier(frame, markdown=fmt == "markdown")
-    return records(frame, FRONTIER_COLUMNS, fmt)
+    return records(frame, FRONTIER_COLUMNS, fmt, percent=FRONTIER_PERCENT)
 
 
 def write_text(path: str | Path, text: str) -> None:

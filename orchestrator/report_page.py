@@ -1,6 +1,6 @@
 """`orchestrate report`: one self-contained HTML page (images embedded) and the same content as Markdown, for
 attaching to a paper or a review: the spec and versions, the frontier and cost-accuracy plots, the frontier
-table, every method compared with a reference, stage counts by status and total compute.
+table, the learning curves, every method compared with a reference, stage counts by status and total compute.
 
 Every number comes from the same cell functions as `results` and `compare`, so the page and the CLI agree.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.compare import LEGEND, compare_all, comparison_cells, skipped_lines
+from orchestrator.compare import LEGEND, compare_all, comparison_cells, footer_lines
 from orchestrator.plan import build_plan
 from orchestrator.report import DENSE, FRONTIER_HEADER, frontier, frontier_cells, plot_frontier, write_text
 from orchestrator.text_tables import render
@@ -29,7 +29,8 @@ pre{background:#f7f7f7;padding:1em;overflow:auto}caption{text-align:left;font-st
 
 def build_report(spec_path: str, spec, store, points: pd.DataFrame, out_dir: str,
                  reference: str | None = None) -> list[str]:
-    """Write report.html, report.md and the two plots they show into `out_dir`; returns the paths written.
+    """Write report.html, report.md and the plots they show (the frontier, the cost-accuracy frontier, and the
+    learning curves when the store has them) into `out_dir`; returns the paths written.
     Raises CompareError when `reference` names no method of the sweep."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,12 +43,25 @@ def build_report(spec_path: str, spec, store, points: pd.DataFrame, out_dir: str
               "cost.png": ("cost-accuracy frontier", ("cost",))}
     for name, (_, panels) in images.items():
         plot_frontier(table, out / name, panels=panels)
+    if _plot_curves(points, store, spec.name, out / CURVES):
+        images[CURVES] = ("learning curves: mean over seeds and 95 % interval, per target sparsity", ())
     sections = _sections(spec_path, spec, store, points, table, comparison, reference)
     md = _markdown(spec, sections, images)
     page = _html(spec, sections, {name: (title, out / name) for name, (title, _) in images.items()})
     write_text(out / "report.md", md)
     write_text(out / "report.html", page)
     return [str(out / "report.html"), str(out / "report.md"), *(str(out / n) for n in images)]
+
+
+def _plot_curves(points: pd.DataFrame, store, sweep: str, path: Path) -> bool:
+    """The curves of the frontier's runs (orchestrate curves' default picture); False when none are stored."""
+    from orchestrator.curves import CurveError, curve_rows, plot_curves, summarize
+
+    try:
+        plot_curves(summarize(curve_rows(points, store.read("curves", sweep))), path)
+    except CurveError:
+        return False
+    return True
 
 
 def _sections(spec_path, spec, store, points, table, comparison, reference) -> dict:
@@ -57,7 +71,7 @@ def _sections(spec_path, spec, store, points, table, comparison, reference) -> d
     if comparison is not None:
         header, rows, left = comparison_cells(comparison)
         compare_section = {"reference": reference, "header": header, "rows": rows, "left": left,
-                           "footer": skipped_lines(comparison)}
+                           "footer": footer_lines(comparison)}
     return {
         "spec": Path(spec_path).read_text(),
         "versions": [json.loads(v) for v in versions],
@@ -89,9 +103,11 @@ def _markdown(spec, s: dict, images: dict) -> str:
              s["spec"].rstrip(), "```", "", "## Versions", ""]
     lines += [f"- {_version_text(v)}" for v in s["versions"]] or ["- (no finished results)"]
     lines += ["", "## Frontier", ""]
-    lines += [f"![{title}]({name})" + "\n" for name, (title, _) in images.items()]
+    lines += [f"![{title}]({name})" + "\n" for name, (title, _) in images.items() if name != CURVES]
     lines += [_FRONTIER_NOTE, "", render(s["frontier"]["header"], s["frontier"]["rows"], left=s["frontier"]["left"],
                                          markdown=True), ""]
+    if CURVES in images:
+        lines += ["## Learning curves", "", _CURVES_NOTE, "", f"![{images[CURVES][0]}]({CURVES})", ""]
     c = s["comparison"]
     lines += ["## Comparisons", ""]
     if c is None:
@@ -106,6 +122,10 @@ def _markdown(spec, s: dict, images: dict) -> str:
     return "\n".join(lines)
 
 
+CURVES = "curves.png"
+_CURVES_NOTE = ("Per-epoch validation and test accuracy and loss of the runs in the frontier table: the mean over "
+                "seeds with its 95 % t interval as a band, dense training dashed; `orchestrate curves` draws any "
+                "method and sparsity, and gives the numbers as csv.")
 _FRONTIER_NOTE = ("acc %: test accuracy at the evaluation with the best validation accuracy, mean ± std over "
                   "seeds, and its 95 % t interval; final acc %: at the end of training; val acc %: the best "
                   "validation accuracy; standalone s: the whole cost of one point from scratch.")
@@ -116,11 +136,11 @@ def _html(spec, s: dict, images: dict) -> str:
             "<h2>Spec</h2>", f"<pre>{_e(s['spec'])}</pre>", "<h2>Versions</h2><ul>"]
     body += [f"<li>{_e(_version_text(v))}</li>" for v in s["versions"]] or ["<li>(no finished results)</li>"]
     body += ["</ul>", "<h2>Frontier</h2>"]
-    for name, (title, path) in images.items():
-        data = base64.b64encode(Path(path).read_bytes()).decode()
-        body.append(f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}"></figure>')
+    body += [_figure(title, path) for name, (title, path) in images.items() if name != CURVES]
     f = s["frontier"]
     body += [f"<p>{_e(_FRONTIER_NOTE)}</p>", _html_table("frontier", f["header"], f["rows"], f["left"])]
+    if CURVES in images:
+        body += ["<h2>Learning curves</h2>", f"<p>{_e(_CURVES_NOTE)}</p>", _figure(*images[CURVES])]
     c = s["comparison"]
     body.append("<h2>Comparisons</h2>")
     if c is None:
@@ -136,6 +156,11 @@ def _html(spec, s: dict, images: dict) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>ticketsweep report: {_e(spec.name)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+def _figure(title: str, path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}"></figure>'
 
 
 def _html_table(name: str, header, rows, left: set[int]) -> str:

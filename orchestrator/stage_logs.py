@@ -48,12 +48,13 @@ def attempts(location: str, sweep: str) -> dict[str, dict[int, str]]:
 def find(location: str, sweep: str, prefix: str, attempt: int | None = None) -> StageLog:
     """The log of the one stage whose key starts with `prefix`: the given attempt, else its latest."""
     if not prefix:
-        raise LogNotFound("--stage: give the start of a stage key (orchestrate plan SPEC lists them)")
+        raise LogNotFound("--stage: give the start of a stage key or its label (orchestrate plan SPEC lists them)")
     logs = attempts(location, sweep)
     keys = sorted(k for k in logs if k.startswith(prefix))
     if not keys:
         raise LogNotFound(f"--stage {prefix}: no stage log of sweep {sweep} starts with it "
-                          f"(in {logs_dir(location.rstrip('/'), sweep)})")
+                          f"(in {logs_dir(location.rstrip('/'), sweep)}; orchestrate plan SPEC lists every stage's "
+                          f"key and label)")
     if len(keys) > 1:
         shown = ", ".join(k[:12] for k in keys[:4]) + (", ..." if len(keys) > 4 else "")
         raise LogNotFound(f"--stage {prefix}: matches {len(keys)} stages ({shown}); give more of the key")

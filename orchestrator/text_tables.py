@@ -37,11 +37,21 @@ def json_value(v):
     return str(v)
 
 
-def records(frame, columns: list[str], fmt: str) -> str:
-    """`frame[columns]` as csv (missing values empty) or json (a list of records, missing values null)."""
+PERCENT_SUFFIX = "_pct"
+
+
+def records(frame, columns: list[str], fmt: str, percent: Iterable[str] = ()) -> str:
+    """`frame[columns]` as csv (missing values empty) or json (a list of records, missing values null).
+
+    The `percent` columns (accuracies, fractions in the frame) are written in percent like every table shows
+    them, and their names end in `_pct` so the unit is never a guess."""
     import pandas as pd
 
     plain = frame[columns].copy() if not frame.empty else pd.DataFrame(columns=columns)
+    percent = [c for c in columns if c in set(percent)]
+    for col in percent:
+        plain[col] = pd.to_numeric(plain[col], errors="coerce") * 100.0
+    plain = plain.rename(columns={c: c + PERCENT_SUFFIX for c in percent})
     for col in ("sweep", "method", "method_a", "method_b"):
         if col in plain:
             plain[col] = plain[col].astype(str)

@@ -49,10 +49,23 @@ def classify(err: BaseException) -> tuple[str, str]:
 def _print_epoch(row: dict) -> None:
     """One line per epoch in the stage's log: what a user looks for when a stage misbehaves."""
     fields = [f"{row.get('phase', 'train')} epoch {row.get('epoch', 0):g}"]
-    for name in ("train_loss", "objective", "expected_kept_fraction", "test_accuracy", "test_loss", "lr"):
+    for name in ("train_loss", "objective", "expected_kept_fraction", "val_accuracy", "val_loss", "test_accuracy",
+                 "test_loss", "lr"):
         if row.get(name) is not None:
             fields.append(f"{name} {row[name]:.4g}")
     print("  ".join(fields))
+
+
+def _outcome(point: dict) -> str:
+    """The stage's result as its row records it: the evaluation chosen by validation accuracy, and the last."""
+    def number(name: str) -> str:
+        value = point.get(name)
+        return "—" if value is None or value != value else f"{value:.4f}"
+
+    chosen = point.get("selected_epoch")
+    where = f" at epoch {chosen:g}" if chosen is not None and chosen == chosen else ""
+    return (f", best validation accuracy {number('val_accuracy')}{where} (test accuracy there "
+            f"{number('selected_test_accuracy')}), final test accuracy {number('test_accuracy')}")
 
 
 class _Tee(io.TextIOBase):
@@ -163,8 +176,7 @@ class TrialActorBody:
                 data = self._dataset(payload["config"]["dataset"])
                 print(f"stage {payload['label']} ({payload['kind']}, key {payload['key']}) on {self.host} {self.device}")
                 result = run_stage(payload, inputs, data, on_epoch=self._on_epoch)
-                print(f"finished in {result.seconds:.1f} s"
-                      + (f", test accuracy {result.point['test_accuracy']:.4f}" if result.point else ""))
+                print(f"finished in {result.seconds:.1f} s" + (_outcome(result.point) if result.point else ""))
                 artifacts.save(self.store_location, payload["key"], result.outputs)
                 outputs = result.outputs
                 meta.update(status="ok", seconds=result.seconds, point=result.point, curve=result.curve)

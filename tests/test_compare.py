@@ -176,7 +176,7 @@ def _table_cells(text: str) -> list[dict]:
     rule = next(i for i, line in enumerate(lines) if line and set(line) <= {"-", " "})
     spans = [(m.start(), m.end()) for m in re.finditer(r"-+", lines[rule])]
     header = [lines[rule - 1][s:e].strip() for s, e in spans]
-    body = [line for line in lines[rule + 1:] if not line.startswith("not compared")]
+    body = [line for line in lines[rule + 1:] if not line.startswith(("not compared", "note "))]
     return [dict(zip(header, (line[s:e].strip() for s, e in spans))) for line in body]
 
 
@@ -201,36 +201,57 @@ def test_table_numbers_equal_the_frame(points):
         assert [float(ratio), float(cost_low), float(cost_high)] == pytest.approx(
             [r.cost_ratio, r.cost_ratio_low, r.cost_ratio_high], abs=0.005)
     assert cells[0]["verdict"] == "cts-kl better" and cells[0]["seeds for 80 % power"] == "—"
-    assert cells[1]["verdict"] == "no difference detected (n=3 can never reach p<0.05; needs >= 6 seeds)"
+    assert cells[1]["verdict"] == "no difference detected (note 1)"
+    assert text.splitlines()[-1] == "note 1: n=3 can never reach p<0.05; needs >= 6 seeds"
     assert cells[1]["seeds for 80 % power"] == str(fr.iloc[1].seeds_for_power)
+
+
+def test_a_caveat_shared_by_every_row_is_printed_once_below_the_table(points):
+    three = points[points["seed"].astype(int) < 3]  # n=3 at both sparsities: the same caveat on both rows
+    fr = compare_methods(three, "ltr", "cts-kl")
+    assert len(fr) == 2 and fr["note"].nunique() == 1 and fr["note"].iloc[0]
+    text = format_comparison(fr, "table")
+    assert text.count(fr["note"].iloc[0]) == 1
+    assert [c["verdict"].endswith("(note 1)") for c in _table_cells(text)] == [True, True]
+    assert text.splitlines()[-1] == f"note 1: {fr['note'].iloc[0]}"
+    md = format_comparison(fr, "markdown")
+    assert md.count(fr["note"].iloc[0]) == 1 and md.splitlines()[-1] == f"note 1: {fr['note'].iloc[0]}"
 
 
 def test_markdown_table(points):
     fr = compare_methods(points, "ltr", "cts-kl")
     lines = format_comparison(fr, "markdown").splitlines()
-    assert len(lines) == 2 + len(fr)
+    # a blank line sets the footer off: a line right below the table would be read as one more row
+    assert len(lines) == 2 + len(fr) + 2 and lines[-2:] == ["", "note 1: n=3 can never reach p<0.05; needs >= 6 seeds"]
+    lines = lines[:-2]
     skipped = format_comparison(compare_all(points, "ltr"), "markdown").splitlines()
-    assert skipped[-2:] == ["", "not compared: magnitude ('ltr' and 'magnitude' share no seed at any target "
-                                "sparsity ('ltr' has seeds 0-6; 'magnitude' has seeds 10-12))"]
+    assert skipped[-3:] == ["", "note 1: n=3 can never reach p<0.05; needs >= 6 seeds",
+                            "not compared: magnitude ('ltr' and 'magnitude' share no seed at any target "
+                            "sparsity ('ltr' has seeds 0-6; 'magnitude' has seeds 10-12))"]
     cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
     assert cells[0][:4] == ["A", "B", "target", "n"] and all(len(c) == len(cells[0]) for c in cells)
     assert all(re.fullmatch(r"-+:?", c) for c in cells[1])
     assert cells[2][cells[0].index("p")] == f"{fr.iloc[0].p_value:.3g}"
 
 
-def test_csv_and_json_carry_the_columns_as_fractions(points):
+def test_csv_and_json_carry_the_columns_with_accuracies_in_percent(points):
+    from orchestrator.compare import COMPARE_PERCENT
+
+    exported = [c + "_pct" if c in COMPARE_PERCENT else c for c in COMPARE_COLUMNS]
     fr = compare_methods(points, "ltr", "cts-kl")
     back = pd.read_csv(io.StringIO(format_comparison(fr, "csv")))
-    assert list(back.columns) == COMPARE_COLUMNS
-    for col in ("mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "p_value", "cost_ratio"):
+    assert list(back.columns) == exported
+    for col in ("mean_a", "mean_b", "mean_diff", "ci_low", "ci_high"):  # percent, as the table shows them
+        assert back[col + "_pct"].tolist() == pytest.approx((100 * fr[col]).tolist())
+    for col in ("p_value", "cost_ratio"):
         assert back[col].tolist() == pytest.approx(fr[col].tolist())
     assert math.isnan(back["seeds_for_power"][0]) and back["seeds_for_power"][1] == fr.iloc[1].seeds_for_power
     assert back["verdict"].tolist() == fr["verdict"].tolist()
 
     records = json.loads(format_comparison(fr, "json"))
-    assert [list(r) for r in records] == [COMPARE_COLUMNS] * len(fr)
+    assert [list(r) for r in records] == [exported] * len(fr)
     assert records[0]["seeds_for_power"] is None and records[1]["seeds_for_power"] == fr.iloc[1].seeds_for_power
-    assert records[0]["mean_a"] == pytest.approx(fr.iloc[0].mean_a) and records[0]["can_reject"] is True
+    assert records[0]["mean_a_pct"] == pytest.approx(100 * fr.iloc[0].mean_a) and records[0]["can_reject"] is True
     assert records[0]["n"] == 6 and records[1]["note"] == fr.iloc[1].note
 
 
@@ -245,7 +266,9 @@ def test_json_has_no_infinity_and_empty_frames_format(points):
 
     empty = pd.DataFrame(columns=COMPARE_COLUMNS)
     assert format_comparison(empty, "table") == "no comparison"
-    assert format_comparison(empty, "csv") == ",".join(COMPARE_COLUMNS)
+    from orchestrator.compare import COMPARE_PERCENT
+    assert format_comparison(empty, "csv") == ",".join(c + "_pct" if c in COMPARE_PERCENT else c
+                                                       for c in COMPARE_COLUMNS)
     assert json.loads(format_comparison(empty, "json")) == []
     with pytest.raises(ValueError, match="unknown format 'xml'"):
         format_comparison(fr, "xml")

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator.report import (FRONTIER_COLUMNS, cost_summary, density_ticks, export_frontier, format_frontier,
+from orchestrator.report import (FRONTIER_COLUMNS, FRONTIER_PERCENT, cost_summary, density_ticks, export_frontier, format_frontier,
                                  frontier, percent_label, plot_frontier)
 from orchestrator.store import ResultsStore
 
@@ -185,6 +185,9 @@ def test_density_ticks_thin_a_long_ladder_without_repeating_labels():
     assert [percent_label(d) for d in (0.5, 0.01, 0.512, 0.0073787)] == ["50%", "1%", "51.2%", "0.738%"]
 
 
+EXPORTED = [c + "_pct" if c in FRONTIER_PERCENT else c for c in FRONTIER_COLUMNS]
+
+
 def test_export_csv_and_json_carry_the_frontier_columns(points):
     import io
     import json
@@ -192,17 +195,19 @@ def test_export_csv_and_json_carry_the_frontier_columns(points):
     fr = frontier(points)
     csv = export_frontier(fr, "csv")
     back = pd.read_csv(io.StringIO(csv))
-    assert list(back.columns) == list(fr.columns)
+    assert list(back.columns) == EXPORTED
     row = back[(back["method"] == "cts-kl") & (back["target_sparsity"] == 0.9)].iloc[0]
-    assert row["selected_test_accuracy_mean"] == pytest.approx(0.72) and row["n"] == 3
+    # accuracies in percent, as the table shows them, and the unit in the name
+    assert row["selected_test_accuracy_mean_pct"] == pytest.approx(72.0) and row["n"] == 3
+    assert row["dense_test_accuracy_mean_pct"] == pytest.approx(91.0) and row["sparsity"] == pytest.approx(0.9)
     assert row["standalone_seconds_mean"] == pytest.approx(20.0)
     dense = back[back["method"] == "dense"].iloc[0]
     assert math.isnan(dense["search_seconds_mean"])  # missing stays missing, not 0
     records = json.loads(export_frontier(fr, "json"))
-    assert len(records) == len(fr) and set(records[0]) == set(fr.columns)
+    assert len(records) == len(fr) and list(records[0]) == EXPORTED
     ltr = next(r for r in records if r["method"] == "ltr" and r["target_sparsity"] == 0.5)
-    assert ltr["selected_test_accuracy_mean"] == pytest.approx(0.83)
-    assert ltr["selected_test_accuracy_std"] == pytest.approx(0.02)
+    assert ltr["selected_test_accuracy_mean_pct"] == pytest.approx(83.0)
+    assert ltr["selected_test_accuracy_std_pct"] == pytest.approx(2.0)
     assert ltr["sweep"] == SWEEP and isinstance(ltr["n"], int)
     assert next(r for r in records if r["method"] == "dense")["search_seconds_mean"] is None
     assert export_frontier(fr, "markdown") == format_frontier(fr, markdown=True)
@@ -245,8 +250,8 @@ def test_results_formats_and_output_file(store_dir, tmp_path):
     r = run(main, base + ["--format", "csv", "-o", str(out)])
     assert r.exit_code == 0 and r.output.strip() == f"wrote {out}"
     back = pd.read_csv(out)
-    assert list(back.columns) == FRONTIER_COLUMNS
-    assert back.loc[back["method"] == "ltr", "selected_test_accuracy_mean"].tolist() == pytest.approx([0.83, 0.63])
+    assert list(back.columns) == EXPORTED
+    assert back.loc[back["method"] == "ltr", "selected_test_accuracy_mean_pct"].tolist() == pytest.approx([83.0, 63.0])
     every = pd.read_csv(__import__("io").StringIO(run(main, base + ["--format", "csv", "--all-levels"]).output))
     assert 0.7 in every.loc[every["method"] == "ltr", "target_sparsity"].tolist()  # the intermediate level
 

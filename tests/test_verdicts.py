@@ -39,7 +39,7 @@ def cells(text: str) -> list[list[str]]:
     lines = text.strip().splitlines()
     start = next(i for i, line in enumerate(lines) if set(line) <= {"-", " "} and line.strip()) + 1
     return [re.split(r"\s{2,}", line.strip()) for line in lines[start:] if line.strip() and
-            not line.startswith("not compared")]
+            not line.startswith(("not compared", "note "))]
 
 
 def test_compare_two_methods_and_every_method_against_a_reference(sweep):
@@ -109,7 +109,7 @@ def test_report_is_self_contained_and_every_number_equals_the_clis(sweep):
     assert r.exit_code == 0, r.output
     page = (out / "report.html").read_text()
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing outside the page
-    assert page.count('src="data:image/png;base64,') == 2
+    assert page.count('src="data:image/png;base64,') == 3  # frontier, cost, learning curves
     tables = _Tables()
     tables.feed(page)
     run = CliRunner().invoke
@@ -119,6 +119,7 @@ def test_report_is_self_contained_and_every_number_equals_the_clis(sweep):
     assert dict(tables.tables["stages"][1:]) == {"ok": str(6 * 7), "to run": "0"}
     md = (out / "report.md").read_text()
     assert "![accuracy vs density](frontier.png)" in md and (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    assert "(curves.png)" in md and (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     for row in tables.tables["frontier"][1:]:
         assert "| " + row[0] in md
 

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from orchestrator.cli import data, jobs, sweep, tables, upkeep
+from orchestrator.cli import curves, data, jobs, sweep, tables, upkeep
 
 
 def _print_version(ctx: click.Context, _param, value: bool) -> None:
@@ -36,6 +36,6 @@ def main() -> None:
     """Lottery-ticket sweeps on Ray: LTR, one-shot pruning and Concrete Ticket Search."""
 
 
-for _module in (sweep, tables, upkeep, jobs, data):
+for _module in (sweep, tables, curves, upkeep, jobs, data):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -83,7 +83,8 @@ def cancel(spec_path: str, store_location: str | None) -> None:
 @click.command()
 @click.argument("spec_path", metavar="SPEC")
 @click.option("--store", "store_location", help="Results store (default: the spec's).")
-@click.option("--stage", "stage_prefix", help="Print this stage's own log instead (a prefix of its key).")
+@click.option("--stage", "stage_prefix",
+              help="Print this stage's own log instead: a prefix of its key or its label (`plan SPEC` lists both).")
 @click.option("--attempt", type=int, help="With --stage: this attempt (default: the latest).")
 def logs(spec_path: str, store_location: str | None, stage_prefix: str | None, attempt: int | None) -> None:
     """Follow the sweep's detached job until it ends (exit 0 if it succeeded), or print one stage's log."""
@@ -110,6 +111,9 @@ def _print_stage_log(spec_path: str, store_location: str | None, prefix: str, at
     spec = spec_from(spec_path)
     location = store_location or spec.store
     store = store_at(location)  # an unusable store is a one-line error like everywhere else
+    labelled = [k for k, s in plan_of(spec).stages.items() if s.label == prefix]
+    if len(labelled) == 1:  # a label as `plan`, `submit` and the log headers print it, e.g. "ltr s=0 L=3"
+        prefix = labelled[0]
     try:
         log = stage_logs.find(location, spec.name, prefix, attempt)
     except stage_logs.LogNotFound as err:

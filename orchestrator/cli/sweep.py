@@ -9,7 +9,7 @@ import click
 
 from orchestrator.cli.common import BAD_INPUT, SWEEP_BUSY, fail, plan_of, spec_from, store_at
 from orchestrator.spec import SweepSpec, describe
-from orchestrator.store import StoreError
+from orchestrator.store import ResultsStore, StoreError
 
 
 def check_inputs(spec: SweepSpec) -> None:
@@ -67,6 +67,12 @@ def _summary_lines(spec: SweepSpec, plan) -> list[str]:
     ]
 
 
+def _estimate(plan, spec: SweepSpec, store, done: set[str] | None = None) -> str:
+    from orchestrator.estimate import estimate_line
+
+    return "  " + estimate_line(plan, store, spec.resources.max_concurrent, done)
+
+
 def _method_line(m) -> str:
     return m.label() + (f" (sanity checks {', '.join(m.sanity_checks)})" if m.sanity_checks else "")
 
@@ -81,8 +87,13 @@ def validate(spec_path: str, explain: bool, skip_data: bool) -> None:
     _check_store_location(spec.store)
     if not skip_data:
         check_inputs(spec)
-    for line in _summary_lines(spec, plan_of(spec)):
+    p = plan_of(spec)
+    for line in _summary_lines(spec, p):
         click.echo(line)
+    try:
+        click.echo(_estimate(p, spec, ResultsStore(spec.store)))
+    except StoreError as err:  # validate checks a spec; an unreachable store only costs the estimate
+        click.echo(f"  estimated time: none ({err})")
     if explain:
         click.echo(describe())
 
@@ -111,6 +122,7 @@ def plan(spec_path: str, store_location: str | None, stage_key: str | None) -> N
         todo += s.key not in done
         click.echo(f"  {s.key[:12]}  {state:6}  {s.kind:9} {s.label}")
     click.echo(f"{todo} stage(s) to run, {len(p.stages) - todo} already in {store.location}")
+    click.echo(_estimate(p, spec, store, done))
 
 
 @click.command()

@@ -34,6 +34,28 @@ def _counts(store: ResultsStore, sweep: str) -> tuple[Counter, object]:
     return Counter(latest["status"]), (log["finished_at"].max() if len(log) else None)
 
 
+def _driver_line(store: ResultsStore, sweep: str) -> str:
+    """Whether a driver holds the sweep's lease now (orchestrator/lease.py), and which."""
+    from datetime import datetime, timezone
+
+    from orchestrator.lease import Lease, stale
+
+    try:
+        holder = Lease(store, sweep).read()
+    except StoreError as err:
+        return f"driver: cannot tell ({err})"
+    if not holder:
+        return "no driver is running"
+    who = f"pid {holder.get('pid')} on {holder.get('host')}"
+    renewed = time.time() - float(holder.get("renewed", 0))
+    if stale(holder):
+        return (f"no driver is running (the lease of {who} was last renewed {renewed:.0f} s ago: that driver is "
+                f"gone; the next submit takes the lease over)")
+    return (f"driver running: {who} since "
+            f"{datetime.fromtimestamp(float(holder.get('since', 0)), timezone.utc):%Y-%m-%d %H:%M:%S UTC} "
+            f"(lease renewed {renewed:.0f} s ago)")
+
+
 def _job_line(location: str, sweep: str) -> str | None:
     try:
         from orchestrator import jobs
@@ -62,7 +84,9 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
                 click.echo(f"{store.location}: no sweeps yet")
             for name in names:
                 counts, _ = _counts(store, name)
-                click.echo(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+                driver = _driver_line(store, name)
+                click.echo(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                           + ("" if driver.startswith("no driver") else f"; {driver}"))
             return
         if spec is None:
             _sweep_or_fail(store, sweep)
@@ -89,6 +113,7 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
                        f"left out of results, plot, compare and report")
     else:
         click.echo(f"sweep {sweep}: {detail} in {store.location}")
+    click.echo(f"  {_driver_line(store, sweep)}")
     job = _job_line(store.location, sweep)
     if job:
         click.echo(f"  {job}")
@@ -102,7 +127,7 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
 @click.command()
 @click.option("--store", "store_location", default="./ticketsweep-store", show_default=True, help="Results store.")
 def sweeps(store_location: str) -> None:
-    """List the sweeps in a store with their progress."""
+    """List the sweeps in a store with their stages by latest status, and the totals over all of them."""
     store = store_at(store_location)
     try:
         names = store.sweeps()
@@ -110,11 +135,20 @@ def sweeps(store_location: str) -> None:
             click.echo(f"{store.location}: no sweeps yet")
             return
         click.echo(f"{'sweep':24} {'ok':>6} {'failed':>7} {'diverged':>9} {'skipped':>8}  last finished")
+        total, latest = Counter(), None
+
+        def line(name: str, counts: Counter, last) -> str:
+            when = last.strftime("%Y-%m-%d %H:%M:%S UTC") if last is not None and last == last else "—"
+            return (f"{name:24} {counts.get('ok', 0):>6} {counts.get('failed', 0):>7} "
+                    f"{counts.get('diverged', 0):>9} {counts.get('skipped', 0):>8}  {when}")
+
         for name in names:
             counts, last = _counts(store, name)
-            when = last.strftime("%Y-%m-%d %H:%M:%S UTC") if last is not None and last == last else "—"
-            click.echo(f"{name:24} {counts.get('ok', 0):>6} {counts.get('failed', 0):>7} "
-                       f"{counts.get('diverged', 0):>9} {counts.get('skipped', 0):>8}  {when}")
+            click.echo(line(name, counts, last))
+            total.update(counts)
+            if last is not None and last == last and (latest is None or last > latest):
+                latest = last
+        click.echo(line(f"total ({len(names)} sweep{'s' if len(names) > 1 else ''})", total, latest))
     except StoreError as err:
         fail(str(err))
 

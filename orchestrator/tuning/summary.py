@@ -18,6 +18,9 @@ SUMMARY_COLUMNS = ["sweep", "method", "chosen", "configurations", "completed", "
                    "epochs_budget", "trial_seconds", "work_seconds", "first_val_min", "first_val_q25", "first_val_median",
                    "first_val_q75", "first_val_max", "first_val_iqr", "best_minus_default_first",
                    "chosen_score", "default_score"]
+# Validation accuracies: fractions here, percent (named ..._pct) in csv and json as in the table.
+SUMMARY_PERCENT = ["first_val_min", "first_val_q25", "first_val_median", "first_val_q75", "first_val_max",
+                   "first_val_iqr", "best_minus_default_first", "chosen_score", "default_score"]
 
 
 def summarize(trials: pd.DataFrame, tune_keys: set[str] | None = None) -> pd.DataFrame:
@@ -61,7 +64,7 @@ def _first_report(reports: str) -> float:
 
 def format_summary(frame: pd.DataFrame, fmt: str = "table") -> str:
     if fmt not in ("table", "markdown"):
-        return records(frame, SUMMARY_COLUMNS, fmt)
+        return records(frame, SUMMARY_COLUMNS, fmt, percent=SUMMARY_PERCENT)
     if frame.empty:
         return "no tuning results"
     header = ["method", "chosen", "configs", "completed", "epochs run / budget", "trial s (own work)",
