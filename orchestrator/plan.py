@@ -88,13 +88,20 @@ class Plan:
         return [s for s in self.stages.values() if s.produces_point]
 
 
-def canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
 
 
-def stage_key(kind: str, seed: int, params: dict, parents: dict[str, str], config: dict) -> str:
-    blob = canonical({"v": CODE_VERSION, "kind": kind, "seed": seed, "params": params, "parents": parents,
-                      "config": config})
+def stage_key(kind: str, seed: int, params: dict, parents: dict[str, str], config: dict,
+              config_json: str | None = None) -> str:
+    """sha256 of canonical({"v", "kind", "seed", "params", "parents", "config"}), truncated to 32 hex digits.
+
+    "config" sorts first, so the blob is '{"config":' + canonical(config) + ',' + the rest's encoding without
+    its '{': a planner passes `config_json` (canonical(config), which every stage of a plan shares) instead of
+    encoding it again for each stage, and the bytes, so the keys, are the same either way."""
+    if config_json is None:
+        config_json = canonical(config)
+    rest = canonical({"v": CODE_VERSION, "kind": kind, "seed": seed, "params": params, "parents": parents})
+    blob = f'{{"config":{config_json},{rest[1:]}'
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -135,9 +142,20 @@ class Planner:
         self.prune_config = {**self.train_config, "prune_output": spec.prune_output}
         self.warmup_work = _epochs_of_rewind(spec)
         self.retrain_work = spec.training.epochs - self.warmup_work
+        # Every stage hashes one of these three configs: each is encoded once, not once per stage.
+        self._config_json = {id(c): canonical(c) for c in (self.init_config, self.train_config, self.prune_config)}
+        self._methods: dict[int, tuple[MethodConfig, dict, str]] = {}
+
+    def _method(self, method: MethodConfig) -> tuple[dict, str]:
+        """The method's settings and label, computed once per entry (a pydantic dump each, per point otherwise).
+        The entry is kept in the cache with them, so its id cannot be reused by another object."""
+        known = self._methods.get(id(method))
+        if known is None:
+            known = self._methods[id(method)] = (method, method.settings(), method.label())
+        return known[1], known[2]
 
     def _add(self, kind, seed, params, parents, inputs, cost_parents, meta, work, config) -> Stage:
-        key = stage_key(kind, seed, params, parents, config)
+        key = stage_key(kind, seed, params, parents, config, self._config_json.get(id(config)))
         stage = Stage(kind, key, seed, params, parents, tuple(inputs), tuple(cost_parents), meta, work)
         self.stages.setdefault(key, stage)
         return self.stages[key]
@@ -158,8 +176,9 @@ class Planner:
         what the worker receives); every point also waits for its seed's dense run, whose accuracy its row
         carries. A tuned method's stages also read its tune stage (the chosen values), which is part of their
         key and of their standalone cost."""
-        params = {"settings": method.settings(), "invert": False, **params}
-        meta = {"method": method.label(), "level": level, "requested": requested, "label": label}
+        settings, name = self._method(method)
+        params = {"settings": settings, "invert": False, **params}
+        meta = {"method": name, "level": level, "requested": requested, "label": label}
         parents, inputs, cost = {**parents, "dense": seed.dense.key}, list(inputs), list(cost)
         if method.tune:
             tune = self.tune_stages[id(method)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from typing import Callable
 
 import click
 
@@ -13,7 +14,12 @@ from orchestrator.store import StoreError
 
 
 def check_inputs(spec: SweepSpec) -> None:
-    """Load the dataset and build the model once, so bad data or options fail on one line before Ray starts.
+    """Load the dataset and build the model once, so bad data or options fail on one line before Ray starts."""
+    start_input_check(spec)()
+
+
+def start_input_check(spec: SweepSpec) -> Callable[[], None]:
+    """Start `check_inputs` and return what waits for its verdict, so the caller can plan meanwhile.
 
     In a child process unless this one has torch already: the driver stays torch-free (~180 MB less RSS).
     """
@@ -23,16 +29,21 @@ def check_inputs(spec: SweepSpec) -> None:
 
     config = {"dataset": spec.dataset.model_dump(), "model": spec.model.model_dump()}
     if "torch" in sys.modules:
-        message = preflight.problem(config["dataset"], config["model"])
-        if message:
-            fail(message)
-        return
-    child = subprocess.run([sys.executable, "-m", "workers.preflight", json.dumps(config)],
-                           capture_output=True, text=True)
-    if child.returncode == BAD_INPUT:
-        fail(child.stderr.strip().splitlines()[-1])
-    if child.returncode != 0:
-        raise click.ClickException(f"checking the dataset and model failed:\n{child.stderr[-2000:]}")
+        def check_here() -> None:
+            message = preflight.problem(config["dataset"], config["model"])
+            if message:
+                fail(message)
+        return check_here
+    child = subprocess.Popen([sys.executable, "-m", "workers.preflight", json.dumps(config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait() -> None:
+        _, stderr = child.communicate()
+        if child.returncode == BAD_INPUT:
+            fail(stderr.strip().splitlines()[-1])
+        if child.returncode != 0:
+            raise click.ClickException(f"checking the dataset and model failed:\n{stderr[-2000:]}")
+    return wait
 
 
 def _check_store_location(location: str) -> None:
@@ -77,14 +88,26 @@ def _method_line(m) -> str:
 @click.option("--skip-data", is_flag=True, help="Do not load the dataset (e.g. where the data root is elsewhere).")
 def validate(spec_path: str, explain: bool, skip_data: bool) -> None:
     """Check a spec, its store location, data and model without a cluster, and print what it would run."""
-    spec = spec_from(spec_path)
-    _check_store_location(spec.store)
-    if not skip_data:
-        check_inputs(spec)
-    for line in _summary_lines(spec, plan_of(spec)):
+    spec, plan = validate_spec(spec_path, check_data=not skip_data)
+    for line in _summary_lines(spec, plan):
         click.echo(line)
     if explain:
         click.echo(describe())
+
+
+def validate_spec(spec_path: str, check_data: bool = True):
+    """What `validate` checks, as (spec, plan); a problem exits 2 on one line. The data and model are checked in
+    a child process while this one plans. benchmarks/scale.py times this function: the figure it prints is
+    `validate`'s."""
+    spec = spec_from(spec_path)
+    _check_store_location(spec.store)
+    wait = start_input_check(spec) if check_data else None
+    try:
+        plan = plan_of(spec)
+    finally:
+        if wait is not None:
+            wait()  # a bad data root is the error to report, even if planning failed too
+    return spec, plan
 
 
 @click.command()
