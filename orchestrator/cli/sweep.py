@@ -99,11 +99,13 @@ def validate_spec(spec_path: str, check_data: bool = True):
     """What `validate` checks, as (spec, plan); a problem exits 2 on one line. The data and model are checked in
     a child process while this one plans. benchmarks/scale.py times this function: the figure it prints is
     `validate`'s."""
+    from orchestrator.plan import build_plan
+
     spec = spec_from(spec_path)
     _check_store_location(spec.store)
     wait = start_input_check(spec) if check_data else None
     try:
-        plan = plan_of(spec)
+        plan = build_plan(spec)  # what it would run, without reading the data's fingerprint (keys are not shown)
     finally:
         if wait is not None:
             wait()  # a bad data root is the error to report, even if planning failed too
@@ -154,13 +156,22 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
         from orchestrator.cli.jobs import submit_detached
 
         return submit_detached(spec_path, store_location, address, take_over, retry_diverged)
-    from orchestrator.cluster import ClusterError
-    from orchestrator.driver import run_plan
-    from orchestrator.lease import LeaseHeld
-    from orchestrator.scheduler import LeaseLost
+    from orchestrator.lease import Lease, LeaseHeld
 
     spec = spec_from(spec_path)
     store = store_at(store_location or spec.store)
+    try:  # first: a busy sweep is refused before the data check, the plan, importing Ray or starting it
+        Lease(store, spec.name).check(take_over)
+    except LeaseHeld as err:
+        click.echo(str(err), err=True)
+        sys.exit(SWEEP_BUSY)
+    except StoreError as err:
+        click.echo(str(err), err=True)
+        sys.exit(1)
+    from orchestrator.cluster import ClusterError
+    from orchestrator.driver import run_plan
+    from orchestrator.scheduler import LeaseLost
+
     try:
         summary = run_plan(plan_of(spec), spec, store, address=address, progress=progress, echo=click.echo,
                            preflight=lambda: check_inputs(spec), take_over=take_over, retry_diverged=retry_diverged,
