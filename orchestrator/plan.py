@@ -3,7 +3,8 @@
 The key of a stage is computed in exactly one place (`stage_key`): a hash of the settings that change its
 output (the method's typed configuration among them), its parents' keys and the code version. Resources, the
 store location, the data root and cosmetic labels are not in it, so re-submitting a spec resumes it and adding
-seeds or sparsities runs only what is missing.
+seeds or sparsities runs only what is missing. The data's content is: a file dataset's fingerprint
+(`workers/data_files.py`; `sweep_plan` reads it), a generated dataset's options.
 
 The planner adds each seed's shared stages (init, warm-up, dense) and asks every method entry to add its own
 (`MethodConfig.add_stages`, in `workers/methods/`); sanity checks are extra stages it adds for any method.
@@ -124,19 +125,22 @@ class SeedStages:
 class Planner:
     """Builds the DAG of one spec: the surface method families add their stages through."""
 
-    def __init__(self, spec: SweepSpec):
+    def __init__(self, spec: SweepSpec, data_content: str | None = None):
         self.spec = spec
+        self.data_content = data_content
         self.stages: dict[str, Stage] = {}
         self.targets = spec.target_sparsities()
         self.training_epochs = spec.training.epochs
         dataset = {"name": spec.dataset.name, "options": spec.dataset.options}
+        if data_content is not None:  # absent otherwise, so generated datasets keep their keys
+            dataset["content"] = data_content
         model = spec.model.model_dump()
         training = spec.training.model_dump()
         split = {"validation": spec.dataset.validation}
         self.config = {"model": model, "dataset": {**dataset, **split, "root": spec.dataset.root},
                        "training": training, "prune_output": spec.prune_output}
-        # What each kind's output depends on (the data root is a location, not content; θ₀ depends on the
-        # data's shape and classes, not on which examples are held out).
+        # What each kind's output depends on (the data root is a location: the content is hashed instead; θ₀
+        # depends on the data's shape and classes, not on which examples are held out).
         self.init_config = {"model": model, "dataset": dataset}
         self.train_config = {"model": model, "dataset": {**dataset, **split}, "training": training}
         self.prune_config = {**self.train_config, "prune_output": spec.prune_output}
@@ -212,7 +216,7 @@ class Planner:
         budget = self.spec.tuning
         one = Planner(self.spec.model_copy(update={"methods": [method.model_copy(update={"tune": None})],
                                                    "seeds": [shared[0].seed], "sparsities": budget.sparsities,
-                                                   "tuning": None}))
+                                                   "tuning": None}), self.data_content)
         per_config = sum(s.work for s in one.build().stages.values() if s.kind not in ("init", "warmup", "dense"))
         parents, inputs = {}, []
         for i, seed in enumerate(shared):
@@ -243,5 +247,15 @@ class Planner:
         return Plan(self.spec.name, self.config, self.stages)
 
 
-def build_plan(spec: SweepSpec) -> Plan:
-    return Planner(spec).build()
+def build_plan(spec: SweepSpec, data_content: str | None = None) -> Plan:
+    """The spec's plan; `data_content` is the fingerprint of a file dataset's files (see `sweep_plan`)."""
+    return Planner(spec, data_content).build()
+
+
+def sweep_plan(spec: SweepSpec) -> Plan:
+    """The plan whose keys name the sweep's results: for mnist and cifar10, the fingerprint of the files under
+    the spec's data root is part of every key (cached per file: a stat when nothing changed). Raises
+    workers.data_files.DataError when those files are missing or unreadable."""
+    from workers.data_files import fingerprint
+
+    return build_plan(spec, fingerprint(spec.dataset.name, spec.dataset.root))
