@@ -80,7 +80,7 @@ def test_a_second_submit_of_a_busy_sweep_is_refused_before_its_data_check_and_ra
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "busy", "model": {"name": "mlp", "options": {"hidden": [16]}}, "dataset": {"name": "mnist1d"},
-        "training": {"epochs": 3, "batch_size": 128}, "methods": [{"kind": "oneshot", "criterion": "random"}],
+        "training": {"epochs": 10, "batch_size": 128}, "methods": [{"kind": "oneshot", "criterion": "random"}],
         "sparsities": [0.5], "seeds": [0, 1], "store": str(tmp_path / "store")}))
     command = [sys.executable, "-m", "orchestrator.cli", "submit", str(spec), "--no-progress", "--no-dashboard"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
