@@ -6,7 +6,7 @@ does not. The fingerprint is the SHA-256 of each file's name and the SHA-256 of 
 reads it (a `.gz` file decompressed): the same whether a dataset sits in the root or its subfolder, plain or
 gzipped, at one path or another.
 
-Hashing MNIST or CIFAR-10 takes about a second, so each file's hash is cached in
+Hashing reads every byte of the files, so each file's hash is cached in
 `$TICKETSWEEP_CACHE/fingerprints/` (default `~/.cache/ticketsweep`), under its real path, with its size,
 mtime, ctime, inode and device: an entry is used only while all five are unchanged (a rewrite changes the
 ctime even when it restores the mtime), and a file modified within the last few seconds is not cached (its
