@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from workers.data_files import LAYOUTS
+
 PARTIAL_DIR = ".ticketsweep-partial"
 _CHUNK = 1 << 16
 _TIMEOUT_S = 60
@@ -81,8 +83,7 @@ MANIFESTS: dict[str, Manifest] = {
                     "ec29112dd5afa0611ce80d1b7f02629c"),
         ),
         target="MNIST/raw",
-        required=("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        required=LAYOUTS["mnist"].required,
         unpack="keep", gz_ok=True),
     "cifar10": Manifest(
         dataset="cifar10",
@@ -91,7 +92,7 @@ MANIFESTS: dict[str, Manifest] = {
                           "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
                           "c58f30108f718f92721af3b95e74349a"),),
         target="cifar-10-batches-py",
-        required=tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
+        required=LAYOUTS["cifar10"].required,
         unpack="tar"),
 }
 

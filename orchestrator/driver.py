@@ -76,6 +76,7 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     `preflight()` runs only when there is work, before Ray starts or anything is written (the CLI checks
     the data root there).
     """
+    Lease(store, plan.sweep).check(take_over)  # a busy sweep is refused before anything slow (acquire settles it)
     state = resume.inspect(store, plan, plan.sweep)
     todo, blocked = _todo(plan, state, retry_diverged)
     summary = RunSummary(planned=len(plan.stages), skipped_done=len(state.done), not_retried=len(blocked))

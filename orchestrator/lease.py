@@ -115,6 +115,19 @@ class Lease:
         except (StoreError, ValueError):
             return None  # vanished or half-visible: treated as free, the read-back settles it
 
+    def check(self, take_over: bool = False) -> None:
+        """Raise LeaseHeld if a live driver holds the sweep, without writing anything: `submit` asks this first,
+        before the data check, the plan or Ray's start-up, so a second driver is refused within seconds."""
+        try:
+            self._refuse_if_held(self.read(), take_over)
+        except OSError as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise StoreError(f"store {self.store.location}: cannot read the lease {self.path} ({first})") from None
+
+    def _refuse_if_held(self, holder: dict | None, take_over: bool) -> None:
+        if holder and not take_over and not stale(holder):
+            raise LeaseHeld(describe_holder(holder, self.store.location))
+
     def acquire(self, take_over: bool = False) -> "Lease":
         try:
             return self._acquire(take_over)
@@ -124,8 +137,7 @@ class Lease:
 
     def _acquire(self, take_over: bool) -> "Lease":
         holder = self.read()
-        if holder and not take_over and not stale(holder):
-            raise LeaseHeld(describe_holder(holder, self.store.location))
+        self._refuse_if_held(holder, take_over)
         local = isinstance(self.store.fs, pafs.LocalFileSystem)
         since = _now()
         if holder is None and local:

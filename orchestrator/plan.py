@@ -3,7 +3,8 @@
 The key of a stage is computed in exactly one place (`stage_key`): a hash of the settings that change its
 output (the method's typed configuration among them), its parents' keys and the code version. Resources, the
 store location, the data root and cosmetic labels are not in it, so re-submitting a spec resumes it and adding
-seeds or sparsities runs only what is missing.
+seeds or sparsities runs only what is missing. The data's content is: a file dataset's fingerprint
+(`workers/data_files.py`; `sweep_plan` reads it), a generated dataset's options.
 
 The planner adds each seed's shared stages (init, warm-up, dense) and asks every method entry to add its own
 (`MethodConfig.add_stages`, in `workers/methods/`); sanity checks are extra stages it adds for any method.
@@ -88,13 +89,20 @@ class Plan:
         return [s for s in self.stages.values() if s.produces_point]
 
 
-def canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
 
 
-def stage_key(kind: str, seed: int, params: dict, parents: dict[str, str], config: dict) -> str:
-    blob = canonical({"v": CODE_VERSION, "kind": kind, "seed": seed, "params": params, "parents": parents,
-                      "config": config})
+def stage_key(kind: str, seed: int, params: dict, parents: dict[str, str], config: dict,
+              config_json: str | None = None) -> str:
+    """sha256 of canonical({"v", "kind", "seed", "params", "parents", "config"}), truncated to 32 hex digits.
+
+    "config" sorts first, so the blob is '{"config":' + canonical(config) + ',' + the rest's encoding without
+    its '{': a planner passes `config_json` (canonical(config), which every stage of a plan shares) instead of
+    encoding it again for each stage, and the bytes, so the keys, are the same either way."""
+    if config_json is None:
+        config_json = canonical(config)
+    rest = canonical({"v": CODE_VERSION, "kind": kind, "seed": seed, "params": params, "parents": parents})
+    blob = f'{{"config":{config_json},{rest[1:]}'
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -117,27 +125,41 @@ class SeedStages:
 class Planner:
     """Builds the DAG of one spec: the surface method families add their stages through."""
 
-    def __init__(self, spec: SweepSpec):
+    def __init__(self, spec: SweepSpec, data_content: str | None = None):
         self.spec = spec
+        self.data_content = data_content
         self.stages: dict[str, Stage] = {}
         self.targets = spec.target_sparsities()
         self.training_epochs = spec.training.epochs
         dataset = {"name": spec.dataset.name, "options": spec.dataset.options}
+        if data_content is not None:  # absent otherwise, so generated datasets keep their keys
+            dataset["content"] = data_content
         model = spec.model.model_dump()
         training = spec.training.model_dump()
         split = {"validation": spec.dataset.validation}
         self.config = {"model": model, "dataset": {**dataset, **split, "root": spec.dataset.root},
                        "training": training, "prune_output": spec.prune_output}
-        # What each kind's output depends on (the data root is a location, not content; θ₀ depends on the
-        # data's shape and classes, not on which examples are held out).
+        # What each kind's output depends on (the data root is a location: the content is hashed instead; θ₀
+        # depends on the data's shape and classes, not on which examples are held out).
         self.init_config = {"model": model, "dataset": dataset}
         self.train_config = {"model": model, "dataset": {**dataset, **split}, "training": training}
         self.prune_config = {**self.train_config, "prune_output": spec.prune_output}
         self.warmup_work = _epochs_of_rewind(spec)
         self.retrain_work = spec.training.epochs - self.warmup_work
+        # Every stage hashes one of these three configs: each is encoded once, not once per stage.
+        self._config_json = {id(c): canonical(c) for c in (self.init_config, self.train_config, self.prune_config)}
+        self._methods: dict[int, tuple[MethodConfig, dict, str]] = {}
+
+    def _method(self, method: MethodConfig) -> tuple[dict, str]:
+        """The method's settings and label, computed once per entry (a pydantic dump each, per point otherwise).
+        The entry is kept in the cache with them, so its id cannot be reused by another object."""
+        known = self._methods.get(id(method))
+        if known is None:
+            known = self._methods[id(method)] = (method, method.settings(), method.label())
+        return known[1], known[2]
 
     def _add(self, kind, seed, params, parents, inputs, cost_parents, meta, work, config) -> Stage:
-        key = stage_key(kind, seed, params, parents, config)
+        key = stage_key(kind, seed, params, parents, config, self._config_json.get(id(config)))
         stage = Stage(kind, key, seed, params, parents, tuple(inputs), tuple(cost_parents), meta, work)
         self.stages.setdefault(key, stage)
         return self.stages[key]
@@ -158,8 +180,9 @@ class Planner:
         what the worker receives); every point also waits for its seed's dense run, whose accuracy its row
         carries. A tuned method's stages also read its tune stage (the chosen values), which is part of their
         key and of their standalone cost."""
-        params = {"settings": method.settings(), "invert": False, **params}
-        meta = {"method": method.label(), "level": level, "requested": requested, "label": label}
+        settings, name = self._method(method)
+        params = {"settings": settings, "invert": False, **params}
+        meta = {"method": name, "level": level, "requested": requested, "label": label}
         parents, inputs, cost = {**parents, "dense": seed.dense.key}, list(inputs), list(cost)
         if method.tune:
             tune = self.tune_stages[id(method)]
@@ -193,7 +216,7 @@ class Planner:
         budget = self.spec.tuning
         one = Planner(self.spec.model_copy(update={"methods": [method.model_copy(update={"tune": None})],
                                                    "seeds": [shared[0].seed], "sparsities": budget.sparsities,
-                                                   "tuning": None}))
+                                                   "tuning": None}), self.data_content)
         per_config = sum(s.work for s in one.build().stages.values() if s.kind not in ("init", "warmup", "dense"))
         parents, inputs = {}, []
         for i, seed in enumerate(shared):
@@ -224,5 +247,15 @@ class Planner:
         return Plan(self.spec.name, self.config, self.stages)
 
 
-def build_plan(spec: SweepSpec) -> Plan:
-    return Planner(spec).build()
+def build_plan(spec: SweepSpec, data_content: str | None = None) -> Plan:
+    """The spec's plan; `data_content` is the fingerprint of a file dataset's files (see `sweep_plan`)."""
+    return Planner(spec, data_content).build()
+
+
+def sweep_plan(spec: SweepSpec) -> Plan:
+    """The plan whose keys name the sweep's results: for mnist and cifar10, the fingerprint of the files under
+    the spec's data root is part of every key (cached per file: a stat when nothing changed). Raises
+    workers.data_files.DataError when those files are missing or unreadable."""
+    from workers.data_files import fingerprint
+
+    return build_plan(spec, fingerprint(spec.dataset.name, spec.dataset.root))

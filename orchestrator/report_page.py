@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.compare import LEGEND, compare_all, comparison_cells, footer_lines
-from orchestrator.plan import build_plan
+from orchestrator.plan import sweep_plan
 from orchestrator.report import DENSE, FRONTIER_HEADER, frontier, frontier_cells, plot_frontier, write_text
 from orchestrator.text_tables import render
 
@@ -86,7 +86,7 @@ def _sections(spec_path, spec, store, points, table, comparison, reference) -> d
 def _stage_counts(store, spec) -> tuple[dict[str, int], int, float]:
     """Latest status of every stage of the spec's plan (a stage that once succeeded counts as ok), stages not
     yet run as "to run"; and every attempt's count and seconds, failed ones included (they were paid for)."""
-    keys = set(build_plan(spec).stages)
+    keys = set(sweep_plan(spec).stages)
     log = store.committed(spec.name, ["stage_key", "attempt", "status", "seconds"]).table.to_pylist()
     latest: dict[str, str] = {}
     for row in sorted(log, key=lambda r: r["attempt"]):

@@ -61,7 +61,9 @@ class DatasetSpec(Strict):
     """Which data to train and test on."""
     name: str = Field(description=f"dataset registry name, one of {', '.join(DATASETS)}")
     root: str | None = Field(default=None, description="data root for mnist/cifar10 (orchestrate data fetch fills it); "
-                                                       "None means $TICKETSWEEP_DATA, else ~/.cache/ticketsweep/data")
+                                                       "None means $TICKETSWEEP_DATA, else ~/.cache/ticketsweep/data; "
+                                                       "a location only: stage keys hash the files' content, so "
+                                                       "changed files run again and the same files elsewhere do not")
     options: dict[str, int | float | str | bool | list[int]] = Field(
         default_factory=dict, description="keyword arguments of the loader (synthetic: n_train, n_test, ...)")
     validation: float = Field(

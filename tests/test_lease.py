@@ -66,3 +66,49 @@ def test_renewal_notices_a_take_over(tmp_path, monkeypatch):
     first.release()  # must not delete the new holder's lease
     assert json.loads((tmp_path / "s" / "leases" / "sw.json").read_text())["token"] == second.token
     second.release()
+
+
+def test_a_second_submit_of_a_busy_sweep_is_refused_before_its_data_check_and_ray(tmp_path):
+    """Two real `orchestrate submit` processes of one sweep: the second is refused with the lease error (exit 3)
+    while the first still runs, without having checked the data (its own empty cache gets no mnist1d arrays) or
+    started a Ray cluster (its own RAY_TMPDIR stays empty)."""
+    import tempfile
+    import time
+
+    import yaml
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "busy", "model": {"name": "mlp", "options": {"hidden": [16]}}, "dataset": {"name": "mnist1d"},
+        "training": {"epochs": 10, "batch_size": 128}, "methods": [{"kind": "oneshot", "criterion": "random"}],
+        "sparsities": [0.5], "seeds": [0, 1], "store": str(tmp_path / "store")}))
+    command = [sys.executable, "-m", "orchestrator.cli", "submit", str(spec), "--no-progress", "--no-dashboard"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lease = tmp_path / "store" / "leases" / "busy.json"
+    try:
+        while not lease.exists():
+            assert first.poll() is None, first.communicate()[0]
+            time.sleep(0.05)
+        cache = tmp_path / "cache2"
+        cache.mkdir()
+        ray_tmp = tempfile.mkdtemp(prefix="tsr2-", dir="/tmp")  # short: Ray's socket paths must fit
+        try:
+            second = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                                    env={**os.environ, "TICKETSWEEP_CACHE": str(cache), "RAY_TMPDIR": ray_tmp})
+            first_running = first.poll() is None
+            ray_files = os.listdir(ray_tmp)
+        finally:
+            import shutil
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+        assert second.returncode == 3, second.stdout + second.stderr
+        assert "sweep busy is already running" in second.stderr and f"pid {first.pid}" in second.stderr
+        assert first_running, "the second submit ended after the first"
+        assert os.listdir(cache) == [], "the second submit checked the data (the preflight ran)"
+        assert ray_files == [], "the second submit started a Ray cluster"
+        out, _ = first.communicate(timeout=900)
+        assert first.returncode == 0, out
+        assert "8 stage(s) ran" in out
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()

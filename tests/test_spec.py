@@ -320,3 +320,25 @@ def test_a_huge_spec_file_is_refused_without_parsing(tmp_path):
     path.write_text("# " + "x" * (2 << 20) + "\n")
     result = CliRunner().invoke(main, ["validate", str(path), "--skip-data"])
     assert result.exit_code == 2 and "too large for a spec" in result.output
+
+
+def test_the_tune_example_that_validate_explain_prints_validates_for_every_method_kind(tmp_path):
+    """The example search space in `validate --explain` must be one every method accepts as written."""
+    import re
+
+    import yaml
+    from workers.methods import CONFIGS
+
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    result = CliRunner().invoke(main, ["validate", str(path), "--explain", "--skip-data"])
+    assert result.exit_code == 0, result.output
+    examples = set(re.findall(r"tune: .*?e\.g\. (\{.*?\}\});", result.output))
+    assert len(examples) == 1, examples
+    space = yaml.safe_load(examples.pop())
+    kinds = [c.model_fields["kind"].annotation.__args__[0] for c in CONFIGS]
+    assert len(kinds) >= 8
+    for kind in kinds:
+        method = {"kind": kind, **({"criterion": "magnitude"} if kind == "oneshot" else {}), "tune": space}
+        spec = parse_spec(with_(methods=[method], tuning={"configurations": 2, "sparsities": [0.5]}))
+        assert spec.methods[0].tune, kind

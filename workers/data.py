@@ -15,7 +15,6 @@ import math
 import os
 import pickle
 import random
-import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +23,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from workers.data_files import (DataError, cache_dir, dataset_files, default_data_root, fetch_hint,  # noqa: F401
+                                fingerprint)
 from workers.registry import DATASETS
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # Per-channel statistics of the CIFAR-10 training images (pixel values in [0, 1]).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-
-
-class DataError(ValueError):
-    """A data root or file that cannot be used; the message is one line naming the path and what was expected."""
 
 
 # The validation split is drawn with this fixed seed: the same examples are held out for every seed and
@@ -109,7 +106,16 @@ def without_test(data: Dataset) -> Dataset:
 
 
 def dataset_from_config(cfg: dict) -> Dataset:
-    """The dataset a stage's `config["dataset"]` names: loaded, with its validation split held out."""
+    """The dataset a stage's `config["dataset"]` names: loaded, with its validation split held out.
+
+    A file dataset's config carries the fingerprint of the files its stage keys were planned with: files that
+    differ now (changed since, or other data under this worker's root) are refused rather than trained on."""
+    if cfg.get("content") is not None:
+        found = fingerprint(cfg["name"], cfg.get("root"))
+        if found != cfg["content"]:
+            raise DataError(f"dataset {cfg['name']} at {cfg.get('root') or default_data_root()}: its files' content "
+                            f"({found[:12]}) is not the content this sweep was planned with ({cfg['content'][:12]}); "
+                            f"the data changed since: submit again to plan with it")
     data = load_dataset(cfg["name"], cfg.get("root"), **cfg.get("options", {}))
     return split_validation(data, float(cfg.get("validation", 0.0)))
 
@@ -177,10 +183,6 @@ def load_mnist1d(root=None, **generation) -> Dataset:
     return Dataset("mnist1d", x, y, x_test, y_test, 10, (x.shape[1],))
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("TICKETSWEEP_CACHE") or Path.home() / ".cache" / "ticketsweep")
-
-
 def _cached_mnist1d(args: dict) -> dict[str, np.ndarray]:
     from importlib.metadata import version
 
@@ -228,47 +230,6 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-# ---------------------------------------------------------------- data roots
-
-def default_data_root() -> Path:
-    """Where mnist and cifar10 are read from when a spec gives no root: $TICKETSWEEP_DATA, else
-    ~/.cache/ticketsweep/data (under $TICKETSWEEP_CACHE when that is set); `orchestrate data fetch` fills it."""
-    env = os.environ.get("TICKETSWEEP_DATA")
-    return Path(env).expanduser() if env else cache_dir() / "data"
-
-
-def fetch_hint(name: str, root: Path) -> str:
-    return f"; `orchestrate data fetch {name} --root {shlex.quote(str(root))}` downloads them"
-
-
-def _data_root(root: str | None, what: str, name: str) -> Path:
-    path = Path(root).expanduser() if root else default_data_root()
-    if not path.is_dir():
-        raise DataError(f"data root {path}: not a directory ({what} expected){fetch_hint(name, path)}")
-    return path
-
-
-def _find_dir(root: Path, candidates: list[Path], required: list[str], what: str, gz: bool,
-              name: str) -> Path:
-    """The first candidate directory holding every required file (optionally gzipped)."""
-    def present(d: Path, name: str) -> bool:
-        return (d / name).is_file() or (gz and (d / f"{name}.gz").is_file())
-
-    holding = [d for d in candidates if any(present(d, n) for n in required)]
-    for d in holding:
-        missing = [n for n in required if not present(d, n)]
-        if not missing:
-            return d
-    suffix = "[.gz]" if gz else ""
-    if not holding:
-        places = " or ".join(str(d) for d in candidates)
-        raise DataError(f"data root {root}: missing {', '.join(n + suffix for n in required)} "
-                        f"({what} expected in {places}){fetch_hint(name, root)}")
-    missing = [n for n in required if not present(holding[0], n)]
-    raise DataError(f"data root {root}: missing {', '.join(n + suffix for n in missing)} in {holding[0]} "
-                    f"({what} expected){fetch_hint(name, root)}")
-
-
 # ---------------------------------------------------------------- mnist
 
 _MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -278,14 +239,11 @@ _IDX_IMAGES, _IDX_LABELS = 2051, 2049
 
 def load_mnist(root=None) -> Dataset:
     """MNIST from the four idx files (plain or .gz) in root or root/MNIST/raw; normalised (x - 0.1307) / 0.3081."""
-    what = "MNIST idx files"
-    base = _data_root(root, what, "mnist")
-    required = [n for pair in _MNIST_FILES.values() for n in pair]
-    d = _find_dir(base, [base, base / "MNIST" / "raw"], required, what, gz=True, name="mnist")
+    base, files = dataset_files("mnist", root)
     split = {}
     for part, (images, labels) in _MNIST_FILES.items():
-        x = _read_idx(d, images, _IDX_IMAGES)
-        y = _read_idx(d, labels, _IDX_LABELS)
+        x = _read_idx(files[images], _IDX_IMAGES)
+        y = _read_idx(files[labels], _IDX_LABELS)
         if x.shape[0] != y.shape[0]:
             raise DataError(f"data root {base}: {images} has {x.shape[0]} images but {labels} has {y.shape[0]} labels")
         if y.max(initial=0) > 9:
@@ -296,9 +254,8 @@ def load_mnist(root=None) -> Dataset:
     return Dataset("mnist", x_train, y_train, x_test, y_test, 10, (1, 28, 28))
 
 
-def _read_idx(d: Path, name: str, magic: int) -> np.ndarray:
+def _read_idx(path: Path, magic: int) -> np.ndarray:
     """One idx file: big-endian int32 magic, item count, (rows, cols for images), then uint8 data."""
-    path = d / name if (d / name).is_file() else d / f"{name}.gz"
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as err:
@@ -329,14 +286,11 @@ def load_cifar10(root=None) -> Dataset:
 
     Training batches are augmented (h-flip + pad-4 crop) by `augment`, batch-wise on the device.
     """
-    what = "CIFAR-10 python batches data_batch_1..5, test_batch"
-    base = _data_root(root, what, "cifar10")
-    d = _find_dir(base, [base / "cifar-10-batches-py", base], [*_CIFAR_TRAIN, _CIFAR_TEST], what, gz=False,
-                  name="cifar10")
-    train = [_read_cifar_batch(d / n) for n in _CIFAR_TRAIN]
+    _, files = dataset_files("cifar10", root)
+    train = [_read_cifar_batch(files[n]) for n in _CIFAR_TRAIN]
     x_train = torch.cat([x for x, _ in train])
     y_train = torch.cat([y for _, y in train])
-    x_test, y_test = _read_cifar_batch(d / _CIFAR_TEST)
+    x_test, y_test = _read_cifar_batch(files[_CIFAR_TEST])
     mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
     x_train = (x_train.float().div_(255.0) - mean) / std

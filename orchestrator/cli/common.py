@@ -33,9 +33,14 @@ def store_at(location: str) -> ResultsStore:
 
 
 def plan_of(spec: SweepSpec):
-    from orchestrator.plan import build_plan
+    """The sweep's plan, its keys including the data's content; unreadable data files fail on one line."""
+    from orchestrator.plan import sweep_plan
+    from workers.data_files import DataError
 
-    return build_plan(spec)
+    try:
+        return sweep_plan(spec)
+    except DataError as err:
+        fail(f"dataset: {err}")
 
 
 def check_output(path: str) -> None:

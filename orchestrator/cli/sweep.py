@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from typing import Callable
 
 import click
 
@@ -13,7 +14,12 @@ from orchestrator.store import ResultsStore, StoreError
 
 
 def check_inputs(spec: SweepSpec) -> None:
-    """Load the dataset and build the model once, so bad data or options fail on one line before Ray starts.
+    """Load the dataset and build the model once, so bad data or options fail on one line before Ray starts."""
+    start_input_check(spec)()
+
+
+def start_input_check(spec: SweepSpec) -> Callable[[], None]:
+    """Start `check_inputs` and return what waits for its verdict, so the caller can plan meanwhile.
 
     In a child process unless this one has torch already: the driver stays torch-free (~180 MB less RSS).
     """
@@ -23,16 +29,21 @@ def check_inputs(spec: SweepSpec) -> None:
 
     config = {"dataset": spec.dataset.model_dump(), "model": spec.model.model_dump()}
     if "torch" in sys.modules:
-        message = preflight.problem(config["dataset"], config["model"])
-        if message:
-            fail(message)
-        return
-    child = subprocess.run([sys.executable, "-m", "workers.preflight", json.dumps(config)],
-                           capture_output=True, text=True)
-    if child.returncode == BAD_INPUT:
-        fail(child.stderr.strip().splitlines()[-1])
-    if child.returncode != 0:
-        raise click.ClickException(f"checking the dataset and model failed:\n{child.stderr[-2000:]}")
+        def check_here() -> None:
+            message = preflight.problem(config["dataset"], config["model"])
+            if message:
+                fail(message)
+        return check_here
+    child = subprocess.Popen([sys.executable, "-m", "workers.preflight", json.dumps(config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait() -> None:
+        _, stderr = child.communicate()
+        if child.returncode == BAD_INPUT:
+            fail(stderr.strip().splitlines()[-1])
+        if child.returncode != 0:
+            raise click.ClickException(f"checking the dataset and model failed:\n{stderr[-2000:]}")
+    return wait
 
 
 def _check_store_location(location: str) -> None:
@@ -73,6 +84,21 @@ def _estimate(plan, spec: SweepSpec, store, done: set[str] | None = None) -> str
     return "  " + estimate_line(plan, store, spec.resources.max_concurrent, done)
 
 
+def _validate_estimate(spec: SweepSpec, plan, skip_data: bool) -> str:
+    """validate's estimate line. For a file dataset the stored stages are known only by keys that hash the
+    data's content, so without reading the data it cannot tell what is stored already."""
+    from workers.data_files import LAYOUTS
+
+    if spec.dataset.name in LAYOUTS:
+        if skip_data:
+            return "  estimated time: none (--skip-data: what is stored already is known from the data's content)"
+        plan = plan_of(spec)
+    try:
+        return _estimate(plan, spec, ResultsStore(spec.store))
+    except StoreError as err:  # validate checks a spec; an unreachable store only costs the estimate
+        return f"  estimated time: none ({err})"
+
+
 def _method_line(m) -> str:
     return m.label() + (f" (sanity checks {', '.join(m.sanity_checks)})" if m.sanity_checks else "")
 
@@ -83,19 +109,29 @@ def _method_line(m) -> str:
 @click.option("--skip-data", is_flag=True, help="Do not load the dataset (e.g. where the data root is elsewhere).")
 def validate(spec_path: str, explain: bool, skip_data: bool) -> None:
     """Check a spec, its store location, data and model without a cluster, and print what it would run."""
-    spec = spec_from(spec_path)
-    _check_store_location(spec.store)
-    if not skip_data:
-        check_inputs(spec)
-    p = plan_of(spec)
-    for line in _summary_lines(spec, p):
+    spec, plan = validate_spec(spec_path, check_data=not skip_data)
+    for line in _summary_lines(spec, plan):
         click.echo(line)
-    try:
-        click.echo(_estimate(p, spec, ResultsStore(spec.store)))
-    except StoreError as err:  # validate checks a spec; an unreachable store only costs the estimate
-        click.echo(f"  estimated time: none ({err})")
+    click.echo(_validate_estimate(spec, plan, skip_data))
     if explain:
         click.echo(describe())
+
+
+def validate_spec(spec_path: str, check_data: bool = True):
+    """What `validate` checks, as (spec, plan); a problem exits 2 on one line. The data and model are checked in
+    a child process while this one plans. benchmarks/scale.py times this function: the figure it prints is
+    `validate`'s."""
+    from orchestrator.plan import build_plan
+
+    spec = spec_from(spec_path)
+    _check_store_location(spec.store)
+    wait = start_input_check(spec) if check_data else None
+    try:
+        plan = build_plan(spec)  # what it would run, without reading the data's fingerprint (keys are not shown)
+    finally:
+        if wait is not None:
+            wait()  # a bad data root is the error to report, even if planning failed too
+    return spec, plan
 
 
 @click.command()
@@ -143,13 +179,22 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
         from orchestrator.cli.jobs import submit_detached
 
         return submit_detached(spec_path, store_location, address, take_over, retry_diverged)
-    from orchestrator.cluster import ClusterError
-    from orchestrator.driver import run_plan
-    from orchestrator.lease import LeaseHeld
-    from orchestrator.scheduler import LeaseLost
+    from orchestrator.lease import Lease, LeaseHeld
 
     spec = spec_from(spec_path)
     store = store_at(store_location or spec.store)
+    try:  # first: a busy sweep is refused before the data check, the plan, importing Ray or starting it
+        Lease(store, spec.name).check(take_over)
+    except LeaseHeld as err:
+        click.echo(str(err), err=True)
+        sys.exit(SWEEP_BUSY)
+    except StoreError as err:
+        click.echo(str(err), err=True)
+        sys.exit(1)
+    from orchestrator.cluster import ClusterError
+    from orchestrator.driver import run_plan
+    from orchestrator.scheduler import LeaseLost
+
     try:
         summary = run_plan(plan_of(spec), spec, store, address=address, progress=progress, echo=click.echo,
                            preflight=lambda: check_inputs(spec), take_over=take_over, retry_diverged=retry_diverged,

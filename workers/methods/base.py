@@ -93,7 +93,7 @@ class MethodConfig(Strict):
         description="ablations that add rows: shuffle (layerwise), reinit (fresh weights), invert (keep the lowest scores)")
     tune: dict[str, SearchDimension] | None = Field(
         default=None, description="tune this method with the spec's tuning budget: a search space over its own knobs "
-                                  "and the retraining recipe's (training.lr, ...), e.g. {lr: {loguniform: [0.01, 0.3]}}; "
+                                  "and the retraining recipe's (training.lr, ...), e.g. {training.lr: {loguniform: [0.01, 0.3]}}; "
                                   "its rows are labelled [tuned]")
 
     @model_validator(mode="after")
