@@ -168,7 +168,8 @@ def _evaluate_rows(d: np.ndarray, looks: list[int], alpha_k: np.ndarray, with_p:
     rows = d.shape[0]
     middle = int(np.abs(d).sum(axis=1).max())
     width = 2 * middle + 1
-    alive = np.zeros((rows, width), dtype=np.int64)  # patterns that have not crossed, by value of S
+    # Patterns that have not crossed, by value of S; 2^30 patterns still fit int32 (half the memory traffic).
+    alive = np.zeros((rows, width), dtype=np.int32 if looks[-1] <= 30 else np.int64)
     alive[:, middle] = 1
     full = alive.copy() if with_p else None           # every pattern (for the one-look p-value)
     spent = np.zeros(rows, dtype=np.int64)            # crossed patterns, in units of 2^-n

@@ -205,6 +205,11 @@ def run(spec: SweepSpec, store: ResultsStore, run_look, echo=print) -> Outcome:
     if stored and stored[0]["design"] != wanted:
         raise dlog.DecisionLogError(f"{dlog.look_path(store, spec.name, 1)}: the stored decisions were made under "
                                     f"another until_decided design or seeds; use a new sweep name to start over")
+    idle = idle_looks(looks, block.alpha / len(family))
+    if idle and not stored:
+        echo(f"note: at alpha {block.alpha:g} / {len(family)} comparisons, the look(s) at "
+             f"{', '.join(str(n) for n, _ in idle)} seeds cannot decide anything (the alpha spent there, "
+             f"{', '.join(f'{a:.2g}' for _, a in idle)}, is below 2/2^n, the smallest exact p); they only run seeds")
     outcome, t0 = Outcome(), time.perf_counter()
     undecided, blocks = list(family), []
     for k, n in enumerate(looks):
@@ -243,6 +248,11 @@ def run(spec: SweepSpec, store: ResultsStore, run_look, echo=print) -> Outcome:
     outcome.log = dlog.state(stored)
     outcome.seconds = time.perf_counter() - t0
     return outcome
+
+
+def idle_looks(looks: list[int], level: float) -> list[tuple[int, float]]:
+    """(seeds, cumulative alpha) of the looks at which no data can cross: 2 / 2^n > alpha(t_k)."""
+    return [(n, float(a)) for n, a in zip(looks, sequential.cumulative_alpha(looks, level)) if 2.0 / 2 ** n > a]
 
 
 def test_examples_of(points, plan: Plan, spec: SweepSpec) -> int:
