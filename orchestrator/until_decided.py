@@ -96,7 +96,7 @@ def correct_counts(rows, spec: SweepSpec) -> np.ndarray:
     bad = ~np.isfinite(exact) | (np.abs(exact - counts) > 1e-6)
     if bad.any():
         i = int(np.argmax(bad))
-        raise NotDecidable(f"selected_test_accuracy {acc[i]!r} of {n[i]:g} test examples is not a count of correct "
+        raise NotDecidable(f"selected_test_accuracy {float(acc[i])!r} of {n[i]:g} test examples is not a count of correct "
                            f"examples (stage {rows['stage_key'].iloc[i]})")
     return counts.astype(np.int64)
 
@@ -130,7 +130,8 @@ def paired_differences(points, plan: Plan, spec: SweepSpec, family: list[Compari
     seeds = list(spec.seeds[:n])
     df = finished(points[points["stage_key"].astype(str).isin(set(plan.stages))], all_levels=False)
     df = df.assign(_target=df["target_sparsity"].round(_TARGET_DIGITS), _seed=df["seed"].astype(np.int64))
-    df = df[df["_seed"].isin(seeds)]
+    methods = {c.method_a for c in family} | {c.method_b for c in family}
+    df = df[df["_seed"].isin(seeds) & df["method"].isin(methods)]
     df = df.assign(_count=correct_counts(df, spec)) if len(df) else df.assign(_count=np.zeros(0, np.int64))
     table = {(m, t, s): c for m, t, s, c in zip(df["method"], df["_target"], df["_seed"], df["_count"])}
     out = np.zeros((len(family), n), dtype=np.int64)
