@@ -225,7 +225,8 @@ def run(spec: SweepSpec, store: ResultsStore, run_look, echo=print) -> Outcome:
             if problems:
                 raise NotDecidable(f"look {k + 1} ({n} seeds): {summary.failed} stage(s) failed, {summary.diverged} "
                                    f"diverged, {summary.not_retried + summary.skipped_after_failure} not run after a failure or "
-                                   f"divergence; nothing decided at this look")
+                                   f"divergence; nothing decided at this look"
+                                   + "".join(f"\n  {f}" for f in summary.failures[:5]))
         points = store.read("points", spec.name)
         if points.empty:
             raise NotDecidable(f"look {k + 1}: no results stored for sweep {spec.name}")

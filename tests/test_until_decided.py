@@ -29,7 +29,7 @@ from orchestrator.until_decided import idle_looks, look_plan, run
 BASE = {
     "name": "ud",
     "model": {"name": "mlp", "options": {"hidden": [8]}},
-    "dataset": {"name": "synthetic", "options": {"n_train": 64, "n_test": 64}},
+    "dataset": {"name": "synthetic", "options": {"n_train": 160, "n_test": 64}},
     "training": {"epochs": 2, "batch_size": 32, "lr": 0.05, "rewind": "1it"},
     "methods": [{"kind": "oneshot", "criterion": "magnitude"}, {"kind": "oneshot", "criterion": "random"},
                 {"kind": "oneshot", "criterion": "snip"}],
