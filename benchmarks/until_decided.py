@@ -2,9 +2,9 @@
 
     python benchmarks/until_decided.py [--quick] [--root DIR] [--only sequential|fixed]
 
-The setting of specs/verdicts.yaml (a 1-D CNN on MNIST-1D) trimmed to LTR, CTS-KL and SNIP at 95/98/99 %
-sparsity, with a budget of 20 seeds: CTS-KL and SNIP (B) against LTR (A), 6 comparisons, family-wise
-alpha 0.05, looks at 6, 10, 15 and 20 seeds. Runs, each through the real CLI in its own store,
+specs/until_decided.yaml: the setting of specs/verdicts.yaml (a 1-D CNN on MNIST-1D) trimmed to LTR, CTS-KL and
+SNIP at 95/98/99 % sparsity, with a budget of 20 seeds: CTS-KL and SNIP (B) against LTR (A), 6 comparisons,
+family-wise alpha 0.05, looks at 6, 10, 15 and 20 seeds. Runs, each through the real CLI in its own store,
 
 1. `orchestrate submit SPEC --until-decided` (the sequential design), and
 2. `orchestrate submit SPEC` with the same 20 seeds (the fixed design), analysed with the exact sign-flip test
@@ -29,22 +29,20 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOKS, QUICK_LOOKS = [6, 10, 15, 20], [6, 8]
+QUICK_LOOKS = [6, 8]
 
 
 def spec_dicts(quick: bool, root: Path) -> tuple[dict, dict]:
-    base = yaml.safe_load((ROOT / "specs" / "verdicts.yaml").read_text())
-    base["methods"] = [m for m in base["methods"] if m["kind"] == "ltr" or m.get("objective") == "reverse_kl"
-                       or m.get("criterion") == "snip"]
-    looks = QUICK_LOOKS if quick else LOOKS
-    base["seeds"] = list(range(looks[-1]))
+    """The sequential spec (specs/until_decided.yaml, trimmed with --quick) and the same sweep as a fixed design."""
+    base = yaml.safe_load((ROOT / "specs" / "until_decided.yaml").read_text())
     if quick:
         base["training"].update(epochs=3, milestones=[2])
+        base["seeds"] = base["seeds"][:QUICK_LOOKS[-1]]
+        base["until_decided"]["looks"] = QUICK_LOOKS
     tag = "quick" if quick else "full"
-    sequential = {**base, "name": f"until_decided_{tag}", "store": str(root / f"sequential_{tag}"),
-                  "until_decided": {"reference": "ltr", "methods": ["cts_reverse_kl", "snip"], "looks": looks,
-                                    "alpha": 0.05}}
-    fixed = {**base, "name": f"fixed_{tag}", "store": str(root / f"fixed_{tag}")}
+    sequential = {**base, "name": f"until_decided_{tag}", "store": str(root / f"sequential_{tag}")}
+    fixed = {k: v for k, v in base.items() if k != "until_decided"}
+    fixed.update(name=f"fixed_{tag}", store=str(root / f"fixed_{tag}"))
     return sequential, fixed
 
 
@@ -78,7 +76,7 @@ def fixed_analysis(spec_dict: dict, sequential_dict: dict) -> None:
     from orchestrator.plan import build_plan
     from orchestrator.spec import parse_spec
     from orchestrator.store import ResultsStore
-    from orchestrator.until_decided import analyse, comparisons, paired_differences, test_examples
+    from orchestrator.until_decided import analyse, comparisons, paired_differences, n_test_examples
 
     fixed = parse_spec(spec_dict)
     as_sequential = parse_spec({**sequential_dict, "name": fixed.name, "store": fixed.store})
@@ -89,7 +87,7 @@ def fixed_analysis(spec_dict: dict, sequential_dict: dict) -> None:
     looks = list(as_sequential.until_decided.looks)
     level = as_sequential.until_decided.alpha / len(family)
     diffs = paired_differences(points, plan, as_sequential, family, looks[-1])
-    n_test = test_examples(fixed)
+    n_test = n_test_examples(fixed)
     print(f"\nfixed design: exact sign-flip test at {looks[-1]} seeds, alpha {level:.4f} per comparison "
           f"(0.05 / {len(family)}):")
     for c, d in zip(family, diffs):
@@ -121,7 +119,8 @@ def main() -> None:
     root = Path(args.root or "/tmp/until_decided_bench").resolve()
     root.mkdir(parents=True, exist_ok=True)
     sequential, fixed = spec_dicts(args.quick, root)
-    print(f"setting: specs/verdicts.yaml, methods ltr, cts_reverse_kl, snip; {fixed['training']['epochs']} epochs; "
+    print(f"setting: specs/until_decided.yaml{' (--quick)' if args.quick else ''}, methods ltr, cts_reverse_kl, snip; "
+          f"{fixed['training']['epochs']} epochs; "
           f"looks {sequential['until_decided']['looks']}; stores under {root}; {os.cpu_count()} CPU(s), "
           f"load average {os.getloadavg()[0]:.1f} at the start")
     timing = {}

@@ -148,8 +148,8 @@ def _html(spec, s: dict, images: dict) -> str:
         body += [f"<p>{_e(line)}</p>" for line in c["footer"]]
     d = s.get("decisions")
     if d is not None:
-        body += ["<h2>Sequential decisions (submit --until-decided)</h2>", f"<p>{_e(d['after'])}: {_e(d['design'])}.</p>",
-                 _html_table("decisions", d["header"], d["rows"], d["left"])]
+        body += ["<h2>Sequential decisions (submit --until-decided)</h2>",
+                 f"<p>{_e(d['after'])}: {_e(d['design'])}.</p>", _html_table("decisions", d["header"], d["rows"], d["left"])]
     body += ["<h2>Stages</h2>", _html_table("stages", ["status", "stages"],
                                             [[k, str(v)] for k, v in s["stages"].items()], {0}),
              f"<p>Total compute: {s['compute']['seconds']:.1f} s of stage time in {s['compute']['attempts']} stage "

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.sequential import MAX_SEEDS as MAX_LOOK_SEEDS
 from orchestrator.spec_messages import field_line, format_errors
 from workers.methods import CONFIGS
 from workers.methods.base import MethodResources, Strict
@@ -168,9 +169,10 @@ class UntilDecidedSpec(Strict):
     methods: list[str] = Field(min_length=1, max_length=100, description="method labels compared with the reference (B)")
     sparsities: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
         default=None, max_length=1000, description="target sparsities compared (default: every target of the sweep)")
-    looks: list[Annotated[int, Field(ge=1, le=60)]] = Field(
-        min_length=1, max_length=60, description="seed counts at which the comparisons are analysed, increasing; "
-                                                 "the last is the seed budget (at most 60)")
+    looks: list[Annotated[int, Field(ge=1, le=MAX_LOOK_SEEDS)]] = Field(
+        min_length=1, max_length=MAX_LOOK_SEEDS,
+        description=f"seed counts at which the comparisons are analysed, increasing; the last is the seed budget "
+                    f"(at most {MAX_LOOK_SEEDS})")
     alpha: float = Field(default=0.05, gt=0, lt=1, description="family-wise error rate over all the comparisons")
 
     _distinct_methods = field_validator("methods")(lambda v: _distinct(v, "until_decided methods"))
@@ -319,9 +321,11 @@ class SweepSpec(Strict):
         if block is None:
             return self
         labels = [m.label() for m in self.methods]
-        for where, name in [("reference", block.reference)] + [(f"methods.{i}", m) for i, m in enumerate(block.methods)]:
+        named = [("reference", block.reference)] + [(f"methods.{i}", m) for i, m in enumerate(block.methods)]
+        for where, name in named:
             if name not in labels:
-                raise ValueError(f"until_decided.{where}: no method {name!r} in the sweep; methods: {', '.join(labels)}")
+                raise ValueError(f"until_decided.{where}: no method {name!r} in the sweep; methods: "
+                                 f"{', '.join(labels)}")
         if block.reference in block.methods:
             raise ValueError(f"until_decided.methods: {block.reference!r} is the reference")
         targets = self.target_sparsities()

@@ -61,7 +61,7 @@ def design(spec: SweepSpec) -> dict:
             "seeds": list(spec.seeds)}
 
 
-def test_examples(spec: SweepSpec) -> int:
+def n_test_examples(spec: SweepSpec) -> int:
     """How many test examples the sweep's accuracies are fractions of.
 
     Integration note: where the points carry `selected_test_correct`/`test_examples` (issue 25's count
@@ -90,14 +90,14 @@ def correct_counts(rows, spec: SweepSpec) -> np.ndarray:
         return rows["selected_test_correct"].to_numpy(dtype=np.int64)
     acc = pd.to_numeric(rows["selected_test_accuracy"], errors="coerce").to_numpy(dtype=float)
     n = (rows["test_examples"].to_numpy(dtype=float) if "test_examples" in rows.columns
-         and rows["test_examples"].notna().all() else np.full(acc.shape, float(test_examples(spec))))
+         and rows["test_examples"].notna().all() else np.full(acc.shape, float(n_test_examples(spec))))
     exact = acc * n
     counts = np.round(exact)
     bad = ~np.isfinite(exact) | (np.abs(exact - counts) > 1e-6)
     if bad.any():
         i = int(np.argmax(bad))
-        raise NotDecidable(f"selected_test_accuracy {float(acc[i])!r} of {n[i]:g} test examples is not a count of correct "
-                           f"examples (stage {rows['stage_key'].iloc[i]})")
+        raise NotDecidable(f"selected_test_accuracy {float(acc[i])!r} of {n[i]:g} test examples is not a count of "
+                           f"correct examples (stage {rows['stage_key'].iloc[i]})")
     return counts.astype(np.int64)
 
 
@@ -174,7 +174,8 @@ def analyse(diffs: np.ndarray, family: list[Comparison], looks: list[int], k: in
         boundary = int(paths.boundary[i, k])
         records.append({
             "method_a": c.method_a, "method_b": c.method_b, "target_sparsity": c.target, "look": k + 1,
-            "seeds": int(looks[k]), "status": dlog.DECIDED if crossed else (dlog.AT_BUDGET if budget else dlog.UNDECIDED),
+            "seeds": int(looks[k]),
+            "status": dlog.DECIDED if crossed else (dlog.AT_BUDGET if budget else dlog.UNDECIDED),
             "verdict": sequential.verdict(s) if crossed else None, "sum_diff": s, "test_examples": int(n_test),
             "mean_diff": mean, "ci_low": None if math.isnan(low) else float(low),
             "ci_high": None if math.isnan(high) else float(high),
@@ -224,14 +225,14 @@ def run(spec: SweepSpec, store: ResultsStore, run_look, echo=print) -> Outcome:
             problems = summary.failed + summary.diverged + summary.not_retried + summary.skipped_after_failure
             if problems:
                 raise NotDecidable(f"look {k + 1} ({n} seeds): {summary.failed} stage(s) failed, {summary.diverged} "
-                                   f"diverged, {summary.not_retried + summary.skipped_after_failure} not run after a failure or "
-                                   f"divergence; nothing decided at this look"
+                                   f"diverged, {summary.not_retried + summary.skipped_after_failure} not run after a "
+                                   f"failure or divergence; nothing decided at this look"
                                    + "".join(f"\n  {f}" for f in summary.failures[:5]))
         points = store.read("points", spec.name)
         if points.empty:
             raise NotDecidable(f"look {k + 1}: no results stored for sweep {spec.name}")
         diffs = paired_differences(points, plan, spec, undecided, n)
-        n_test = test_examples_of(points, plan, spec)
+        n_test = n_test_examples_of(points, plan, spec)
         records = analyse(diffs, undecided, looks, k, spec, n_test)
         if k < len(stored):
             _check_stored(stored[k], records, store, spec.name)
@@ -257,13 +258,13 @@ def idle_looks(looks: list[int], level: float) -> list[tuple[int, float]]:
     return [(n, float(a)) for n, a in zip(looks, sequential.cumulative_alpha(looks, level)) if 2.0 / 2 ** n > a]
 
 
-def test_examples_of(points, plan: Plan, spec: SweepSpec) -> int:
+def n_test_examples_of(points, plan: Plan, spec: SweepSpec) -> int:
     """The test-set size behind the accuracies (a column of the rows where present, else the dataset's)."""
     if "test_examples" in points.columns:
         values = points.loc[points["stage_key"].astype(str).isin(set(plan.stages)), "test_examples"].dropna()
         if len(values) and values.nunique() == 1:
             return int(values.iloc[0])
-    return test_examples(spec)
+    return n_test_examples(spec)
 
 
 def _check_stored(stored: dict, records: list[dict], store: ResultsStore, sweep: str) -> None:

@@ -217,7 +217,8 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
         click.echo(str(err), err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("interrupted: finished stages and looks are stored; submit --until-decided again to resume", err=True)
+        click.echo("interrupted: finished stages and looks are stored; submit --until-decided again to resume",
+                   err=True)
         sys.exit(130)
     finally:
         if started and started[0]:  # the private cluster this submit started
