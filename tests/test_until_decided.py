@@ -281,3 +281,27 @@ def test_a_driver_killed_mid_look_resumes_to_the_same_decisions(tmp_path):
         import shutil
 
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_compare_and_report_show_the_same_decisions(tmp_path):
+    spec_dict = {**BASE, "store": str(tmp_path / "store")}
+    spec = parse_spec(spec_dict)
+    store = ResultsStore(spec.store)
+    run(spec, store, FakeRunner(store, spec.name), echo=lambda *_: None)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    compared = CliRunner().invoke(main, ["compare", str(path), "--reference", "magnitude", "--all"])
+    assert compared.exit_code == 0, compared.output
+    assert "sequential decisions (submit --until-decided), after look 3 (10 seeds)" in compared.output
+    header, rows, _ = dlog.decision_cells(dlog.state(dlog.read_looks(store, spec.name)))
+    for row in rows:  # every decision row, cell for cell, in the compare table
+        assert any(all(cell in line for cell in row) for line in compared.output.splitlines()), row
+    reported = CliRunner().invoke(main, ["report", str(path), "-o", str(tmp_path / "report")])
+    assert reported.exit_code == 0, reported.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "## Sequential decisions (submit --until-decided)" in md and 'id="decisions"' in html
+    section = md[md.index("## Sequential decisions"):md.index("## Stages")]
+    table = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()
+             if line.startswith("|")]
+    assert table[0] == header and table[2:] == rows  # the same cells as compare prints
