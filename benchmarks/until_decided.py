@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,5 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(linewidth=140)
     main()
