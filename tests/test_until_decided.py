@@ -304,3 +304,11 @@ def test_compare_and_report_show_the_same_decisions(tmp_path):
     table = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()
              if line.startswith("|")]
     assert table[0] == header and table[2:] == rows  # the same cells as compare prints
+
+
+def test_validate_names_the_until_decided_design():
+    spec = Path(__file__).resolve().parent.parent / "specs" / "until_decided.yaml"
+    out = CliRunner().invoke(main, ["validate", str(spec), "--skip-data"])
+    assert out.exit_code == 0, out.output
+    assert ("until decided (submit --until-decided): 6 comparison(s) of cts_reverse_kl, snip against ltr, looks at "
+            "6, 10, 15, 20 seeds, family-wise alpha 0.05") in out.output

@@ -64,7 +64,19 @@ def _summary_lines(spec: SweepSpec, plan) -> list[str]:
         "  recipe: " + ", ".join(f"{k} {v}" for k, v in spec.training.model_dump().items()),
         f"  model: {spec.model.name} " + (", ".join(f"{k} {v}" for k, v in spec.model.options.items()) or "(defaults)"),
         "  methods: " + "; ".join(_method_line(m) for m in spec.methods),
-    ]
+    ] + _until_decided_lines(spec)
+
+
+def _until_decided_lines(spec: SweepSpec) -> list[str]:
+    block = spec.until_decided
+    if block is None:
+        return []
+    from orchestrator.until_decided import comparisons
+
+    family = comparisons(spec)
+    return [f"  until decided (submit --until-decided): {len(family)} comparison(s) of "
+            f"{', '.join(block.methods)} against {block.reference}, looks at {', '.join(map(str, block.looks))} "
+            f"seeds, family-wise alpha {block.alpha:g}"]
 
 
 def _method_line(m) -> str:
