@@ -78,9 +78,22 @@ def _sections(spec_path, spec, store, points, table, comparison, reference) -> d
         "frontier": {"header": FRONTIER_HEADER, "rows": [frontier_cells(r) for r in table.itertuples(index=False)],
                      "left": {0}},
         "comparison": compare_section,
+        "decisions": _decisions(store, spec.name),
         "stages": stage_counts,
         "compute": {"attempts": attempts, "seconds": seconds},
     }
+
+
+def _decisions(store, sweep: str) -> dict | None:
+    """The `submit --until-decided` decisions, as `compare` prints them; None without a decision log."""
+    from orchestrator.decision_log import decision_cells, describe_design, read_looks, state
+
+    log = state(read_looks(store, sweep))
+    if log is None:
+        return None
+    header, rows, left = decision_cells(log)
+    return {"header": header, "rows": rows, "left": left, "design": describe_design(log.design),
+            "after": f"after look {log.looks[-1]['look']} ({log.looks[-1]['seeds_used']} seeds)"}
 
 
 def _stage_counts(store, spec) -> tuple[dict[str, int], int, float]:
@@ -115,6 +128,10 @@ def _markdown(spec, s: dict, images: dict) -> str:
     else:
         lines += [f"Every method (B) against `{c['reference']}` (A). {LEGEND}.", "",
                   render(c["header"], c["rows"], left=c["left"], markdown=True, footer=c["footer"]), ""]
+    d = s.get("decisions")
+    if d is not None:
+        lines += ["## Sequential decisions (submit --until-decided)", "", f"{d['after']}: {d['design']}.", "",
+                  render(d["header"], d["rows"], left=d["left"], markdown=True), ""]
     lines += ["## Stages", "", render(["status", "stages"], [[k, str(v)] for k, v in s["stages"].items()],
                                       left={0}, markdown=True), "",
               f"Total compute: {s['compute']['seconds']:.1f} s of stage time in {s['compute']['attempts']} stage "
@@ -149,6 +166,10 @@ def _html(spec, s: dict, images: dict) -> str:
         body += [f"<p>Every method (B) against <code>{_e(c['reference'])}</code> (A). {_e(LEGEND)}.</p>",
                  _html_table("comparison", c["header"], c["rows"], c["left"])]
         body += [f"<p>{_e(line)}</p>" for line in c["footer"]]
+    d = s.get("decisions")
+    if d is not None:
+        body += ["<h2>Sequential decisions (submit --until-decided)</h2>",
+                 f"<p>{_e(d['after'])}: {_e(d['design'])}.</p>", _html_table("decisions", d["header"], d["rows"], d["left"])]
     body += ["<h2>Stages</h2>", _html_table("stages", ["status", "stages"],
                                             [[k, str(v)] for k, v in s["stages"].items()], {0}),
              f"<p>Total compute: {s['compute']['seconds']:.1f} s of stage time in {s['compute']['attempts']} stage "

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.sequential import MAX_SEEDS as MAX_LOOK_SEEDS
 from orchestrator.spec_messages import field_line, format_errors
 from workers.methods import CONFIGS
 from workers.methods.base import MethodResources, Strict
@@ -164,6 +165,28 @@ class TuningSpec(Strict):
     _distinct_seeds = field_validator("seeds")(lambda v: _distinct(v, "tuning seeds"))
 
 
+class UntilDecidedSpec(Strict):
+    """What `submit --until-decided` decides: seeds are added look by look until every comparison is decided or the last look (the seed budget: all of `seeds`) is reached."""
+    reference: str = Field(description="the method label every method of `methods` is compared with (A)")
+    methods: list[str] = Field(min_length=1, max_length=100, description="method labels compared with the reference (B)")
+    sparsities: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        default=None, max_length=1000, description="target sparsities compared (default: every target of the sweep)")
+    looks: list[Annotated[int, Field(ge=1, le=MAX_LOOK_SEEDS)]] = Field(
+        min_length=1, max_length=MAX_LOOK_SEEDS,
+        description=f"seed counts at which the comparisons are analysed, increasing; the last is the seed budget "
+                    f"(at most {MAX_LOOK_SEEDS})")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="family-wise error rate over all the comparisons")
+
+    _distinct_methods = field_validator("methods")(lambda v: _distinct(v, "until_decided methods"))
+
+    @field_validator("looks")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"looks must be increasing, got {v}")
+        return v
+
+
 class Resources(Strict):
     """What each trial actor gets, and how many run at once."""
     cpus_per_trial: float = Field(default=1, gt=0, le=1024, description="CPUs per trial actor (also its torch thread count)")
@@ -204,6 +227,8 @@ class SweepSpec(Strict):
         min_length=1, max_length=10_000, description="seeds; each gives its own init and data order, shared by all methods")
     resources: Resources = Field(default_factory=Resources)
     tuning: TuningSpec | None = Field(default=None, description="The tuning budget; needed when a method has `tune`.")
+    until_decided: UntilDecidedSpec | None = Field(
+        default=None, description="What `submit --until-decided` decides; plain `submit` runs every seed.")
 
     @field_validator("sparsities")
     @classmethod
@@ -290,6 +315,29 @@ class SweepSpec(Strict):
         if budget.grace_period >= retrain_epochs:
             raise ValueError(f"tuning.grace_period: {budget.grace_period} epochs is not below a retraining's "
                              f"{retrain_epochs:g}: no configuration could be stopped before its first retraining ends")
+        return self
+
+    @model_validator(mode="after")
+    def _until_decided_names_the_sweep(self) -> "SweepSpec":
+        block = self.until_decided
+        if block is None:
+            return self
+        labels = [m.label() for m in self.methods]
+        named = [("reference", block.reference)] + [(f"methods.{i}", m) for i, m in enumerate(block.methods)]
+        for where, name in named:
+            if name not in labels:
+                raise ValueError(f"until_decided.{where}: no method {name!r} in the sweep; methods: "
+                                 f"{', '.join(labels)}")
+        if block.reference in block.methods:
+            raise ValueError(f"until_decided.methods: {block.reference!r} is the reference")
+        targets = self.target_sparsities()
+        for i, sp in enumerate(block.sparsities or []):
+            if round(sp, 9) not in targets:
+                raise ValueError(f"until_decided.sparsities.{i}: {sp:g} is not a target sparsity of the sweep "
+                                 f"({', '.join(f'{t:g}' for t in targets)})")
+        if block.looks[-1] != len(self.seeds):
+            raise ValueError(f"until_decided.looks: the last look ({block.looks[-1]}) is the seed budget and must "
+                             f"equal the number of seeds ({len(self.seeds)})")
         return self
 
     def target_sparsities(self) -> list[float]:

@@ -83,6 +83,7 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("lease", "leases/<sweep>.json"),                          # lease.py
     ("stop request", "leases/<sweep>.stop"),                   # lease.py: `cancel` asking a driver to stop
     ("job", "jobs/<sweep>.json"),                              # jobs.py
+    ("decision log", "decisions/sweep=<sweep>/look-<attempt>.json"),  # decision_log.py: one file per look
     ("quarantine", "quarantine/**"),                           # files moved aside, never deleted
 )
 _PARTS = {"sweep": r"[A-Za-z0-9_.-]+",  # spec.py's rule for sweep names

@@ -75,7 +75,19 @@ def _summary_lines(spec: SweepSpec, plan) -> list[str]:
         "  recipe: " + ", ".join(f"{k} {v}" for k, v in spec.training.model_dump().items()),
         f"  model: {spec.model.name} " + (", ".join(f"{k} {v}" for k, v in spec.model.options.items()) or "(defaults)"),
         "  methods: " + "; ".join(_method_line(m) for m in spec.methods),
-    ]
+    ] + _until_decided_lines(spec)
+
+
+def _until_decided_lines(spec: SweepSpec) -> list[str]:
+    block = spec.until_decided
+    if block is None:
+        return []
+    from orchestrator.until_decided import comparisons
+
+    family = comparisons(spec)
+    return [f"  until decided (submit --until-decided): {len(family)} comparison(s) of "
+            f"{', '.join(block.methods)} against {block.reference}, looks at {', '.join(map(str, block.looks))} "
+            f"seeds, family-wise alpha {block.alpha:g}"]
 
 
 def _estimate(plan, spec: SweepSpec, store, done: set[str] | None = None) -> str:
@@ -172,9 +184,16 @@ def plan(spec_path: str, store_location: str | None, stage_key: str | None) -> N
 @click.option("--retry-diverged", is_flag=True, help="Run stages that diverged in an earlier submit again.")
 @click.option("--detach", is_flag=True,
               help="With --address http://HEAD:8265: run the driver on the cluster as a Ray job, print its id, return.")
+@click.option("--until-decided", is_flag=True,
+              help="Add seeds look by look until every comparison of the spec's until_decided section is decided.")
 def submit(spec_path: str, store_location: str | None, address: str | None, progress: bool, dashboard: bool,
-           take_over: bool, retry_diverged: bool, detach: bool) -> None:
+           take_over: bool, retry_diverged: bool, detach: bool, until_decided: bool) -> None:
     """Run every stage of a sweep that is not in the store yet (so submitting again resumes)."""
+    if until_decided:
+        if detach:
+            fail("submit: --until-decided runs its looks from this driver; it cannot --detach")
+        return _submit_until_decided(spec_path, store_location, address, progress, dashboard, take_over,
+                                     retry_diverged)
     if detach:
         from orchestrator.cli.jobs import submit_detached
 
@@ -221,6 +240,63 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
     click.echo(f"results: {store.location}/points  (orchestrate results --store {store.location})")
     if summary.failed or summary.diverged:
         sys.exit(1)
+
+
+def _submit_until_decided(spec_path, store_location, address, progress, dashboard, take_over, retry_diverged):
+    """`submit --until-decided`: the looks of orchestrator/until_decided.py, each run like a plain submit."""
+    from orchestrator.cluster import ClusterError
+    from orchestrator.decision_log import DecisionLogError, format_decisions
+    from orchestrator.driver import run_plan, shapes_by_source
+    from orchestrator.lease import LeaseHeld
+    from orchestrator.scheduler import LeaseLost
+    from orchestrator.until_decided import NotDecidable, run
+
+    spec = spec_from(spec_path)
+    if spec.until_decided is None:
+        fail(f"{spec_path}: until_decided: --until-decided needs this section (reference, methods, looks, alpha)")
+    store = store_at(store_location or spec.store)
+    started = []
+
+    def run_look(look_plan):
+        import os
+
+        import ray
+
+        from orchestrator import cluster
+
+        if not started:  # the first look with work: check the data, then one private cluster for every look
+            check_inputs(spec)
+            private = not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())
+            if private:
+                cluster.check_resources(shapes_by_source(spec), cluster.local_resources())
+                url, _ = cluster.connect(None, dashboard=dashboard)
+                if url:
+                    click.echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")
+            started.append(private)
+        return run_plan(look_plan, spec, store, address=address, progress=progress, echo=click.echo,
+                        take_over=take_over, retry_diverged=retry_diverged, dashboard=dashboard)
+    try:
+        outcome = run(spec, store, run_look, echo=click.echo)
+    except ClusterError as err:
+        fail(str(err))
+    except LeaseHeld as err:
+        click.echo(str(err), err=True)
+        sys.exit(SWEEP_BUSY)
+    except (StoreError, LeaseLost, NotDecidable, DecisionLogError) as err:
+        click.echo(str(err), err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished stages and looks are stored; submit --until-decided again to resume",
+                   err=True)
+        sys.exit(130)
+    finally:
+        if started and started[0]:  # the private cluster this submit started
+            import ray
+
+            ray.shutdown()
+    click.echo(format_decisions(outcome.log))
+    click.echo(f"{outcome.stages_ran} stage(s) ran in this submit ({outcome.seconds:.1f} s); "
+               f"decision log: {store.location}/decisions/sweep={spec.name}")
 
 
 COMMANDS = (validate, plan, submit)

@@ -114,7 +114,20 @@ def compare(spec_path, methods, reference, every, metric, alpha, store_location,
         text = format_comparison(frame, fmt)
     except CompareError as err:
         fail(f"compare: {err}")
+    if fmt in ("table", "markdown"):
+        text += _decisions_text(store_location or spec.store, spec.name, fmt == "markdown")
     _emit(text, output)
+
+
+def _decisions_text(location: str, sweep: str, markdown: bool) -> str:
+    """The sweep's `submit --until-decided` decisions after a blank line; "" when it has no decision log."""
+    from orchestrator.decision_log import DecisionLogError, format_decisions, read_looks, state
+
+    try:
+        log = state(read_looks(store_at(location), sweep))
+    except DecisionLogError as err:
+        fail(f"compare: {err}")
+    return "" if log is None else "\n\n" + format_decisions(log, markdown=markdown)
 
 
 @click.command()
