@@ -75,7 +75,7 @@ class TuneActorBody(TrialActorBody):
         from ray import tune
         from ray.tune.search import BasicVariantGenerator
 
-        from orchestrator.scheduler import HangPolicy
+        from orchestrator.scheduler import ACTOR_START_S, HangPolicy
         from orchestrator.tuning.trial import method_plan, run_trial
         from orchestrator.tuning.tune_hooks import FirstFailureStops, RecordingASHA, Watcher, trial_number
         from orchestrator.tuning.watch import TrialWatch
@@ -92,7 +92,7 @@ class TuneActorBody(TrialActorBody):
 
         resources = self.spec["resources"]
         watch = self.watch = TrialWatch(HangPolicy(resources["hang_floor_s"], resources["hang_factor"]),
-                                        resources["max_retries"])
+                                        resources["max_retries"], start_s=ACTOR_START_S)
         label = lambda trial: f"{trial_number(trial.trial_id)} {json.dumps(trial.config, sort_keys=True)}"
         asha = RecordingASHA(time_attr="epochs", max_t=max_t, grace_period=budget["grace_period"],
                              reduction_factor=budget["reduction_factor"], stop_last_trials=False)

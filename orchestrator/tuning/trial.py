@@ -43,7 +43,8 @@ def run_trial(values: dict, *, context: dict) -> None:
 
     from orchestrator.tuning.watch import TrialBeats
 
-    # Beats first, before anything slow (torch's import): a trial is watched from the moment it starts.
+    # Beats first: the trial is heard from its first line on (its inputs, and torch with them, are fetched before
+    # it, within the watch's allowance for a first beat).
     beats = TrialBeats(context["monitor"], tune.get_context().get_trial_id()).start()
     try:
         _run(values, context, beats)

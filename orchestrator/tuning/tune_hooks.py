@@ -24,11 +24,13 @@ def trial_number(trial_id: str) -> int:
 class Watcher(Callback):
     """Watches the running trials at every turn of the control loop and kills the hung ones; keeps every failed
     attempt. It is also the tune stage's own sign of life for the scheduler: the search counts as progressing
-    while a trial runs (each under its own watch) or none waits to start (a trial whose process never comes up
-    stops the stage's beats, and the scheduler's hang check then takes over)."""
+    while a trial runs (each under its own watch), none waits to start, or one has waited for its process for
+    less than the allowance of a new actor; after that the stage's beats stop, and the scheduler's hang check
+    takes over (a trial whose process never comes up is not under the trials' watch)."""
 
     def __init__(self, watch: TrialWatch, label):
         self.watch, self.label = watch, label
+        self.waiting_since = None
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.watch.started(trial.trial_id)
@@ -39,7 +41,12 @@ class Watcher(Callback):
             actor = running[trial_id].temporary_state.ray_actor
             if actor is not None:
                 ray.kill(actor)  # Tune sees its actor die: the attempt errors and is retried
+        now = self.watch.clock()
         if running or not any(t.status == Trial.PENDING for t in trials):
+            self.waiting_since = None
+        elif self.waiting_since is None:
+            self.waiting_since = now
+        if self.waiting_since is None or now - self.waiting_since < self.watch.start_s:
             liveness.beat()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

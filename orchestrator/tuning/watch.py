@@ -6,7 +6,7 @@ its stage code has been silent (`workers.liveness`, which the training loop, the
 and its slowest epoch so far. The tune actor keeps them (`TrialWatch`) and checks its running trials at every
 turn of Tune's control loop (`tune_hooks.Watcher`): a trial silent for longer than the sweep's hang limit
 (`HangPolicy`: max(hang_floor_s, hang_factor × the slowest epoch of this search), or the start-up limit before
-any) — whether it stopped beating (a stopped or wedged process) or beats without progress (a live-lock) — has
+any, plus the scheduler's allowance for a new actor until the trial's first beat) — whether it stopped beating (a stopped or wedged process) or beats without progress (a live-lock) — has
 its actor killed. Tune then records the trial as errored and, under `FailureConfig(max_failures=max_retries)`,
 runs it again from scratch (the same configuration; its seeds come from the plan, so the same numbers). A trial
 that fails more often than that ends the search (`tune_hooks.FirstFailureStops`): the stage cannot complete
@@ -72,6 +72,9 @@ class TrialWatch:
     second thread, the checks run in Tune's control loop)."""
     policy: object             # orchestrator.scheduler.HangPolicy
     max_retries: int
+    # Added to the limit until a trial's first beat, as the scheduler adds it until a new actor first answers: a
+    # trial's process fetches its inputs (importing torch) before it can beat.
+    start_s: float = 0.0
     clock: object = time.monotonic
     heard: dict[str, _Heard] = field(default_factory=dict)
     slowest_epoch_s: float = 0.0                                  # of any trial of this search
@@ -115,7 +118,7 @@ class TrialWatch:
                 heard = self.heard.setdefault(trial_id, _Heard(t))
                 unanswered = t - heard.heard_at
                 silent = heard.silent_s + unanswered
-                limit = self.limit(trial_id)
+                limit = self.limit(trial_id) + (0.0 if heard.beaten else self.start_s)
                 if silent <= limit:
                     continue
                 why = ("it has sent no beat since it started" if not heard.beaten
