@@ -77,7 +77,7 @@ class TuneActorBody(TrialActorBody):
 
         from orchestrator.scheduler import ACTOR_START_S, HangPolicy
         from orchestrator.tuning.trial import method_plan, run_trial
-        from orchestrator.tuning.tune_hooks import FirstFailureStops, RecordingASHA, Watcher, trial_number
+        from orchestrator.tuning.tune_hooks import FirstFailureStops, RecordingASHA, Watcher
         from orchestrator.tuning.watch import TrialWatch
 
         p = payload["params"]
@@ -93,7 +93,6 @@ class TuneActorBody(TrialActorBody):
         resources = self.spec["resources"]
         watch = self.watch = TrialWatch(HangPolicy(resources["hang_floor_s"], resources["hang_factor"]),
                                         resources["max_retries"], start_s=ACTOR_START_S)
-        label = lambda trial: f"{trial_number(trial.trial_id)} {json.dumps(trial.config, sort_keys=True)}"
         asha = RecordingASHA(time_attr="epochs", max_t=max_t, grace_period=budget["grace_period"],
                              reduction_factor=budget["reduction_factor"], stop_last_trials=False)
         trainable = tune.with_resources(
@@ -110,7 +109,7 @@ class TuneActorBody(TrialActorBody):
                                                  max_concurrent=self.spec["tuning"]["max_concurrent"]),
                 scheduler=asha, max_concurrent_trials=self.spec["tuning"]["max_concurrent"], reuse_actors=True),
             run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="ticketsweep-tune-"), verbose=0,
-                                      callbacks=[Watcher(watch, label)], stop=FirstFailureStops(watch),
+                                      callbacks=[Watcher(watch)], stop=FirstFailureStops(watch),
                                       # A failed attempt runs again from scratch, as a sweep stage does.
                                       failure_config=tune.FailureConfig(max_failures=watch.max_retries)))
         t0 = time.perf_counter()

@@ -3,6 +3,7 @@ search whose trial failed in every attempt (`FirstFailureStops`), and ASHA keepi
 (`RecordingASHA`), so that a configuration without a score is accounted for. See `watch.py`."""
 from __future__ import annotations
 
+import json
 import os
 
 import ray
@@ -21,6 +22,11 @@ def trial_number(trial_id: str) -> int:
     return int(trial_id.rsplit("_", 1)[-1])
 
 
+def label(trial) -> str:
+    """A trial as the stage's log names it: its number and its configuration."""
+    return f"{trial_number(trial.trial_id)} {json.dumps(trial.config, sort_keys=True)}"
+
+
 class Watcher(Callback):
     """Watches the running trials at every turn of the control loop and kills the hung ones; keeps every failed
     attempt. It is also the tune stage's own sign of life for the scheduler: the search counts as progressing
@@ -28,9 +34,8 @@ class Watcher(Callback):
     less than the allowance of a new actor; after that the stage's beats stop, and the scheduler's hang check
     takes over (a trial whose process never comes up is not under the trials' watch)."""
 
-    def __init__(self, watch: TrialWatch, label):
-        self.watch, self.label = watch, label
-        self.waiting_since = None
+    def __init__(self, watch: TrialWatch):
+        self.watch, self.waiting_since = watch, None
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.watch.started(trial.trial_id)
@@ -53,10 +58,10 @@ class Watcher(Callback):
         liveness.beat()
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.watch.attempt_failed(trial.trial_id, self.label(trial), last_error(trial), retried=True)
+        self.watch.attempt_failed(trial.trial_id, label(trial), last_error(trial), retried=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.watch.attempt_failed(trial.trial_id, self.label(trial), last_error(trial), retried=False)
+        self.watch.attempt_failed(trial.trial_id, label(trial), last_error(trial), retried=False)
 
 
 class FirstFailureStops(Stopper):
