@@ -43,10 +43,9 @@ SPEC = {
 class TrialProcesses(threading.Thread):
     """Watches this test session's own cluster (the processes below this one) for Tune trial processes running a
     trial (titled `ray::ImplicitFunc.train` while Tune waits on the trial's next report) and sends `sig`:
-    - when="started": to the first one seen (the first configuration, before it has reported anything);
     - when="reported": to the first one as soon as its first report is in (its title changes back: the trial
       is mid-run and beating);
-    - when="every": to every one seen."""
+    - when="every": to every one seen, at once."""
 
     def __init__(self, sig: int, when: str):
         super().__init__(daemon=True)
