@@ -193,7 +193,8 @@ class Resources(Strict):
     gpus_per_trial: float = Field(default=0, ge=0, le=1, description="GPU share per trial actor; fractions pack trials on one GPU")
     memory_per_trial_gb: float | None = Field(default=None, gt=0, le=65536, description="memory reserved per trial actor in GiB (Ray's memory resource); none by default")
     max_concurrent: int = Field(default=2, gt=0, le=4096, description="trial actors alive at once, over all resource shapes")
-    max_retries: int = Field(default=2, ge=0, le=100, description="retries of a stage whose trial actor or node died, or that hung")
+    max_retries: int = Field(default=2, ge=0, le=100, description="retries of a stage whose trial actor or node died, or that "
+                             "hung, and of a tuning trial that failed, died or hung")
     hang_floor_s: float = Field(default=120, gt=0, le=86_400,
                                 description="a running stage silent this long (and longer than hang_factor times its "
                                             "slowest epoch so far) is hung: its actor is killed and it is retried; "

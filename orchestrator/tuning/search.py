@@ -7,11 +7,17 @@ the gap between the best and the default is measured), then `configurations - 1`
 epochs; the choice is the completed configuration with the highest score (mean validation accuracy over the
 tuning seeds and sparsities), ties to the earliest. Every configuration, its validation accuracy per report,
 its epochs and seconds come back as records for the store's `tuning` view.
+
+A trial that errors, dies or hangs (`watch.py`) runs again from scratch, up to `max_retries` times; the search
+gives a choice only if every configuration completed, diverged or was stopped by ASHA, since a configuration
+missing for any other reason would change the choice without saying so. Otherwise the stage fails naming it.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import tempfile
 import time
 
@@ -45,21 +51,34 @@ def choose(records: list[dict]) -> dict | None:
     return max(done, key=lambda r: (r["score"], -r["trial"])) if done else None
 
 
+class TuningFailed(RuntimeError):
+    """The search cannot give a choice: a configuration failed in every attempt, or ended unaccounted for."""
+
+
 class TuneActorBody(TrialActorBody):
-    """Runs tune stages; liveness comes from the trials' reports (each one is a sign of life)."""
+    """Runs tune stages. Each trial beats from its own process to `trial_beat` (on the actor's second thread),
+    and a trial that hangs is killed and retried by Tune, as a sweep stage is by the scheduler (`watch.py`)."""
 
     def __init__(self, num_cpus: float, gpu_fraction: float, store_location: str, spec: dict,
                  trial_resources: tuple[float, float]):
         super().__init__(num_cpus, gpu_fraction, store_location)
         self.spec, self.trial_resources = spec, trial_resources
+        self.watch = None
+
+    def trial_beat(self, trial_id: str, silent_s: float, slowest_epoch_s: float) -> None:
+        """A running trial's sign of life (see `watch.TrialBeats`)."""
+        if self.watch is not None:
+            self.watch.beat(trial_id, silent_s, slowest_epoch_s)
 
     def execute(self, payload: dict, inputs: dict):
+        import ray
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search import BasicVariantGenerator
 
+        from orchestrator.scheduler import ACTOR_START_S, HangPolicy
         from orchestrator.tuning.trial import method_plan, run_trial
-        from workers import liveness
+        from orchestrator.tuning.tune_hooks import FirstFailureStops, RecordingASHA, Watcher
+        from orchestrator.tuning.watch import TrialWatch
 
         p = payload["params"]
         budget, space = p["budget"], p["space"]
@@ -71,19 +90,15 @@ class TuneActorBody(TrialActorBody):
         max_t = max(1, sum(round(s.work) for s in base.stages.values() if s.kind not in ("init", "warmup", "dense")))
         cpus, gpus = self.trial_resources
 
-        class Liveness(tune.Callback):
-            # Trials report only at evaluations, and a CTS search or SynFlow's rounds report nothing for long
-            # stretches; the trials' own beats are in other processes. So the tune stage counts as alive while
-            # Tune's control loop turns: a trial stuck inside Tune is not caught by the sweep's hang check.
-            def on_step_end(self, *args, **kwargs):
-                liveness.beat()
-
-            def on_trial_result(self, *args, **kwargs):
-                liveness.beat()
-
+        resources = self.spec["resources"]
+        watch = self.watch = TrialWatch(HangPolicy(resources["hang_floor_s"], resources["hang_factor"]),
+                                        resources["max_retries"], start_s=ACTOR_START_S)
+        asha = RecordingASHA(time_attr="epochs", max_t=max_t, grace_period=budget["grace_period"],
+                             reduction_factor=budget["reduction_factor"], stop_last_trials=False)
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, context={"spec": self.spec, "settings": p["settings"], "shared": shared,
-                                                     "threads": cpus, "gpus": gpus}),
+                                                     "threads": cpus, "gpus": gpus,
+                                                     "monitor": ray.get_runtime_context().current_actor}),
             {"cpu": cpus, "gpu": gpus})
         tuner = tune.Tuner(
             trainable, param_space=search_space(space),
@@ -92,20 +107,22 @@ class TuneActorBody(TrialActorBody):
                 # The generator has a concurrency limit of its own (0: none), which max_concurrent_trials leaves alone.
                 search_alg=BasicVariantGenerator(random_state=budget["search_seed"], points_to_evaluate=[defaults],
                                                  max_concurrent=self.spec["tuning"]["max_concurrent"]),
-                scheduler=ASHAScheduler(time_attr="epochs", max_t=max_t, grace_period=budget["grace_period"],
-                                        reduction_factor=budget["reduction_factor"], stop_last_trials=False),
-                max_concurrent_trials=self.spec["tuning"]["max_concurrent"], reuse_actors=True),
+                scheduler=asha, max_concurrent_trials=self.spec["tuning"]["max_concurrent"], reuse_actors=True),
             run_config=tune.RunConfig(storage_path=tempfile.mkdtemp(prefix="ticketsweep-tune-"), verbose=0,
-                                      callbacks=[Liveness()]))
+                                      callbacks=[Watcher(watch)], stop=FirstFailureStops(watch),
+                                      # A failed attempt runs again from scratch, as a sweep stage does.
+                                      failure_config=tune.FailureConfig(max_failures=watch.max_retries)))
         t0 = time.perf_counter()
         grid = tuner.fit()
-        records = _records(grid, space, max_t)
+        records = _records(grid, space, max_t, watch.faults)
+        _check_complete(payload["label"], budget["configurations"], records, watch, asha.stopped)
         chosen = choose(records)
         if chosen is None:
-            raise RuntimeError(f"tuning {payload['label']}: no configuration completed; "
-                               f"errors: {[str(r.error)[:200] for r in grid if r.error][:3]}")
+            raise TuningFailed(f"{payload['label']}: no configuration completed (ASHA stopped or every configuration "
+                               f"diverged)")
         for r in records:
             r["chosen"] = r["trial"] == chosen["trial"]
+            del r["trial_id"]
         values = json.loads(chosen["config"])
         return {"values": values}, records, time.perf_counter() - t0
 
@@ -126,7 +143,11 @@ class TuneActorBody(TrialActorBody):
             inputs = {role: artifacts.load(self.store_location, out[len(ARTIFACT):])
                       if isinstance(out, str) and out.startswith(ARTIFACT) else out
                       for role, out in zip(roles, parent_outputs)}
-            outputs, records, seconds = self.execute(payload, inputs)
+            try:
+                outputs, records, seconds = self.execute(payload, inputs)
+            finally:
+                for line in self.watch.events if self.watch is not None else ():
+                    print(line, file=log)
             artifacts.save(self.store_location, payload["key"], outputs)
             chosen = next(r for r in records if r["chosen"])
             print(f"tuned {payload['label']}: {len(records)} configurations, "
@@ -143,22 +164,29 @@ class TuneActorBody(TrialActorBody):
         return meta, outputs
 
 
-def _records(grid, space: dict, max_t: int) -> list[dict]:
-    """One record per configuration, in the order the search drew them."""
+def _records(grid, space: dict, max_t: int, faults: dict[str, list[str]]) -> list[dict]:
+    """One record per configuration, in the order the search drew them. `faults`: the failed attempts of each
+    trial (by trial id); a configuration that completed after a retry keeps them in `error`."""
+    from orchestrator.tuning.tune_hooks import trial_number
+
     out = []
-    for i, result in enumerate(sorted(grid, key=lambda r: r.path or "")):
-        frame = result.metrics_dataframe
-        reports = [] if frame is None or frame.empty else frame[["epochs", "val_accuracy"]].dropna().to_dict("records")
+    for result in sorted(grid, key=lambda r: trial_number(_trial_id(r))):
+        trial_id = _trial_id(result)
+        reports = _last_attempt(result.metrics_dataframe)
         metrics = result.metrics or {}
         completed = "score" in metrics and not metrics.get("diverged", False)
+        failed = faults.get(trial_id, [])
         out.append({
-            "trial": i, "config": json.dumps({k: result.config[k] for k in space}, sort_keys=True),
+            "trial": trial_number(trial_id), "trial_id": trial_id,
+            "config": json.dumps({k: result.config[k] for k in space}, sort_keys=True),
             "reports": json.dumps([[float(r["epochs"]), float(r["val_accuracy"])] for r in reports]),
             "epochs": float(metrics.get("epochs", 0) or 0), "max_epochs": float(max_t),
             "seconds": float(metrics.get("time_total_s", 0.0) or 0.0),
             "work_seconds": float(metrics.get("work_s", 0.0) or 0.0),
             "score": float(metrics["score"]) if completed else math.nan, "completed": completed,
-            "diverged": bool(metrics.get("diverged", False)), "error": str(result.error)[:500] if result.error else None,
+            "diverged": bool(metrics.get("diverged", False)),
+            "error": "; ".join(f"attempt {i + 1}: {m}" for i, m in enumerate(failed))[:2000] if failed
+            else (str(result.error)[:500] if result.error else None),
         })
     # The budget in ASHA's own unit, measured: max_t is a work estimate (a CTS search counts in it, not on the
     # clock), so a stopped configuration is charged what the longest completed one ran.
@@ -166,3 +194,38 @@ def _records(grid, space: dict, max_t: int) -> list[dict]:
     for r in out:
         r["max_epochs"] = r["epochs"] if r["completed"] else max(full, r["epochs"])
     return out
+
+
+def _trial_id(result) -> str:
+    """Tune's id of a result's trial: in its metrics, or (a trial that never reported) in its folder's name."""
+    trial_id = (result.metrics or {}).get("trial_id")
+    found = re.search(r"_([0-9a-f]+_\d{5,})_\d+_", os.path.basename(result.path or ""))
+    if trial_id is None and found is None:
+        raise TuningFailed(f"a trial's result names no trial (folder {result.path})")
+    return trial_id or found.group(1)
+
+
+def _last_attempt(frame) -> list[dict]:
+    """The reports of a trial's last attempt: a retried trial starts again from its first epoch (Tune's
+    `training_iteration` restarts at 1), and its file of results keeps the failed attempts' reports above."""
+    if frame is None or frame.empty:
+        return []
+    starts = frame.index[frame["training_iteration"] == 1] if "training_iteration" in frame else []
+    if len(starts):
+        frame = frame.loc[starts[-1]:]
+    return frame[["epochs", "val_accuracy"]].dropna().to_dict("records")
+
+
+def _check_complete(label: str, configurations: int, records: list[dict], watch, stopped: set[str]) -> None:
+    """Every configuration drawn either completed (or diverged), or was stopped by ASHA; anything else is a fault
+    that would change the choice, so the stage fails naming it."""
+    problems = [f"configuration {r['trial']} {r['config']} failed in all {len(watch.faults[r['trial_id']])} "
+                f"attempts; the last: {watch.failed[r['trial_id']]}" for r in records if r["trial_id"] in watch.failed]
+    if not problems:
+        problems = [f"configuration {r['trial']} {r['config']} ended without a score and was not stopped by ASHA"
+                    + (f" ({r['error']})" if r["error"] else "")
+                    for r in records if not r["completed"] and not r["diverged"] and r["trial_id"] not in stopped]
+        if len(records) != configurations:
+            problems.append(f"the search ran {len(records)} of its {configurations} configurations")
+    if problems:
+        raise TuningFailed(f"{label}: " + "; ".join(problems))

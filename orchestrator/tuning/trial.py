@@ -37,7 +37,22 @@ def recipe_values(values: dict) -> dict:
 
 def run_trial(values: dict, *, context: dict) -> None:
     """The Tune function trainable. `context`: spec (dict), settings (the untuned method's), shared (per tuning
-    seed: {init, warmup, dense} outputs), threads and gpus (the trial's resources)."""
+    seed: {init, warmup, dense} outputs), threads and gpus (the trial's resources), monitor (the tune actor,
+    which this trial's beats go to)."""
+    from ray import tune
+
+    from orchestrator.tuning.watch import TrialBeats
+
+    # Beats first: the trial is heard from its first line on (its inputs, and torch with them, are fetched before
+    # it, within the watch's allowance for a first beat).
+    beats = TrialBeats(context["monitor"], tune.get_context().get_trial_id()).start()
+    try:
+        _run(values, context, beats)
+    finally:
+        beats.stop()
+
+
+def _run(values: dict, context: dict, beats) -> None:
     import torch
     from ray import tune
 
@@ -60,6 +75,7 @@ def run_trial(values: dict, *, context: dict) -> None:
             outputs[key] = context["shared"][str(stage.seed)][stage.kind]
 
     def report(row: dict) -> None:
+        beats.epoch()
         # ASHA's clock: training epochs run so far by this trial: retraining epochs, and the epochs of a search
         # that trains the weights and says how its network validates (BiP's); a CTS search trains no weight.
         if row.get("phase") != "train" and "val_accuracy" not in row:
