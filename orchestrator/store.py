@@ -9,7 +9,8 @@ rename, one object-store PUT), so an attempt becomes visible all at once or not 
 that `pandas.read_parquet("<store>/points")` works; they are written only after their commit, so a raw
 pandas read never sees an uncommitted row, and a crash between commit and view is repaired from the commit
 by the next `submit` (`materialize`). Every write goes to a fresh name: nothing is ever overwritten.
-`sweep` and `method` live only in directory names (hive partitions).
+`sweep` (and, in points, `method`) live only in directory names (hive partitions, `PARTITIONS`); `stages`,
+`curves` and `tuning` hold `method` as a column of their own.
 """
 from __future__ import annotations
 
@@ -241,6 +242,8 @@ PLANS = pa.schema([
 ])
 
 TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES, "tuning": TUNING}
+# The columns a table's directory names give (hive partitions), which its files do not hold.
+PARTITIONS = {"points": ("sweep", "method"), "stages": ("sweep",), "curves": ("sweep",), "tuning": ("sweep",)}
 PAYLOAD = ("points", "curve", "trials")
 # Within one committed attempt, these columns identify a row (so compaction overlaps never duplicate one).
 ROW_IDENTITY = {"stages": ["stage_key", "attempt"], "points": ["stage_key", "attempt"],
@@ -496,9 +499,8 @@ class ResultsStore:
                 break
         else:
             raise StoreError(f"store {self.location}: {table} kept changing while being read; try again")
-        partitions = ["sweep"] + (["method"] if table == "points" else [])
         if not parts:
-            return Scan(_empty(schema, wanted + partitions), bad, foreign)
+            return Scan(_empty(schema, wanted + list(PARTITIONS[table])), bad, foreign)
         return Scan(pa.concat_tables(parts), bad, foreign)
 
     def _in_workers(self, kind: str, args: tuple, paths: list[str]) -> list | None:
@@ -700,7 +702,7 @@ class ResultsStore:
         import pandas as pd
 
         df = t.to_pandas()
-        for col in ("sweep",) + (("method",) if table == "points" else ()):
+        for col in PARTITIONS[table]:
             if col not in df:
                 df[col] = pd.Series(dtype=object)
         return df
@@ -823,7 +825,8 @@ class ResultsStore:
                     continue
                 s = self.scan(table, sweep, files=[f.info.path for f in footers])
                 skipped = {p for p, _ in s.bad + s.foreign}
-                t = s.table.drop_columns([c for c in ("sweep", "method") if c in s.table.column_names])
+                # Only what the directory names give: `method` is a column of its own in stages, curves and tuning.
+                t = s.table.drop_columns([c for c in PARTITIONS[table] if c in s.table.column_names])
                 # A directory holding any uncommitted row is not merged, so nothing uncommitted is ever deleted.
                 if table != "stages" and _only_committed(t, log).num_rows != t.num_rows:
                     continue
