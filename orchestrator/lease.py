@@ -127,6 +127,7 @@ class Lease:
         if holder and not take_over and not stale(holder):
             raise LeaseHeld(describe_holder(holder, self.store.location))
         local = isinstance(self.store.fs, pafs.LocalFileSystem)
+        self.store.check_no_link(self.path)
         since = _now()
         if holder is None and local:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)

@@ -166,11 +166,46 @@ class Entry(NamedTuple):
 
 def _entry(info: pafs.FileInfo, rel: str) -> Entry:
     is_dir = info.type == pafs.FileType.Directory
-    kind, parts = classify(rel, is_dir)
     head = rel.split("/", 2)
     sweep = head[1][len("sweep="):] if head[0] in _SWEPT and len(head) > 1 and head[1].startswith("sweep=") else None
+    if info.type == pafs.FileType.Unknown:  # what `list_dir` gives for a link or a special file
+        return Entry(info, rel, head[0], FOREIGN, {}, sweep, _special(info.path))
+    kind, parts = classify(rel, is_dir)
     why = (("a directory" if is_dir else "a file") + " not in the store's layout") if kind == FOREIGN else ""
     return Entry(info, rel, head[0], kind, parts, sweep, why)
+
+
+def claimed_sweeps(entries: list[Entry]) -> set[str]:
+    """The sweeps a listing shows to exist: those with a commit log directory or a plan manifest."""
+    return {e.sweep for e in entries if e.sweep is not None and (e.top == "stages" or e.kind == "plan")}
+
+
+def _special(path: str) -> str:
+    """Why a listed entry that is neither a regular file nor a directory is foreign."""
+    try:
+        return f"a symbolic link to {os.readlink(path)}, which the store never follows"
+    except OSError:
+        return "neither a regular file nor a directory"
+
+
+def _local_listing(base: str, recursive: bool) -> list[pafs.FileInfo]:
+    """What a local directory holds, never through a symbolic link: a link (or a socket, a FIFO) is listed as
+    itself, with type Unknown, and not followed; so nothing outside the store is ever listed, read, moved,
+    deleted or written as the store's."""
+    out, todo = [], [base]
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    out.append(pafs.FileInfo(e.path, pafs.FileType.Directory))
+                    if recursive:
+                        todo.append(e.path)
+                elif e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    out.append(pafs.FileInfo(e.path, pafs.FileType.File, size=st.st_size, mtime_ns=st.st_mtime_ns))
+                else:
+                    out.append(pafs.FileInfo(e.path, pafs.FileType.Unknown))
+    return out
 
 
 _UTC = pa.timestamp("us", tz="UTC")
@@ -339,6 +374,39 @@ class ResultsStore:
             self.fs.delete_file(path)
         self._io(f"write to {self.root}", probe)
 
+    def list_dir(self, base: str, recursive: bool = False) -> list[pafs.FileInfo]:
+        """What a directory of the store holds ([] if it is missing). On a local disk nothing is listed through a
+        symbolic link: a link is listed as itself (type Unknown), and a `base` reached through one holds nothing."""
+        def ls():
+            if self._local:
+                if self._link_on_the_way(base) is not None or not os.path.isdir(base):
+                    return []
+                return _local_listing(base, recursive)
+            if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
+                return []
+            return self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive))
+        return self._io(f"list {base}", ls)
+
+    def _link_on_the_way(self, path: str) -> str | None:
+        """The first symbolic link between the store's root (which may be one) and `path`, itself included."""
+        if not self._local or not path.startswith(self.root + "/"):
+            return None
+        here = self.root
+        for part in self._rel(path).split("/"):
+            here = f"{here}/{part}"
+            if os.path.islink(here):
+                return here
+            if not os.path.exists(here):
+                return None
+        return None
+
+    def check_no_link(self, path: str) -> None:
+        """Refuse to write `path` through a symbolic link: what the store writes stays inside it."""
+        link = self._link_on_the_way(path)
+        if link is not None:
+            raise StoreError(f"store {self.location}: {link} is a symbolic link, and the store never writes through "
+                             f"one (remove it, or let submit move it to quarantine)")
+
     def exists(self, path: str) -> bool:
         return self._io(f"stat {path}", self.fs.get_file_info, path).type != pafs.FileType.NotFound
 
@@ -347,6 +415,7 @@ class ResultsStore:
         def put():
             directory, name = path.rsplit("/", 1)
             if directory not in self._made_dirs:
+                self.check_no_link(directory)
                 self.fs.create_dir(directory, recursive=True)
                 self._made_dirs.add(directory)
             if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
@@ -421,12 +490,7 @@ class ResultsStore:
     # ------------------------------------------------------------ listing and reading
     def list_files(self, table: str, sweep: str | None = None) -> list[pafs.FileInfo]:
         """The table's Parquet files that the layout names (temporaries and foreign files left out), by path."""
-        base = self._dir(table, sweep)
-        def ls():
-            if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
-                return []
-            return self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        return sorted((f for f in self._io(f"list {base}", ls) if f.type == pafs.FileType.File
+        return sorted((f for f in self.list_dir(self._dir(table, sweep), recursive=True) if f.type == pafs.FileType.File
                        and classify(self._rel(f.path), False)[0] in TABLE_KINDS), key=lambda f: f.path)
 
     def _rel(self, path: str) -> str:
@@ -435,30 +499,28 @@ class ResultsStore:
     def count_small_files(self, table: str, sweep: str) -> int:
         return sum(not f.base_name.startswith(COMPACTED_PREFIX) for f in self.list_files(table, sweep))
 
-    def walk(self) -> list[Entry]:
+    def walk(self, sweep: str | None = None) -> list[Entry]:
         """Every file and directory in the store, classified against LAYOUT, sorted by path.
 
-        Nothing below a foreign directory or in quarantine/ is listed. A sweep partition of a view or log
-        directory whose sweep has no commit log (stages/sweep=<s>) is foreign.
+        Nothing below a foreign directory or in quarantine/ is listed, nor anything through a symbolic link. A
+        sweep partition of a view, plan or log directory is foreign when its sweep has neither a commit log
+        (stages/sweep=<s>) nor a plan manifest, unless it is `sweep`'s: a sweep's own files are never foreign to
+        it (its first submit records its plan before any commit, and may die in between).
         """
-        def ls():
-            if self.fs.get_file_info(self.root).type == pafs.FileType.NotFound:
-                return []
-            infos = []
-            for info in self.fs.get_file_info(pafs.FileSelector(self.root)):
-                infos.append(info)
-                if info.type == pafs.FileType.Directory and info.base_name in _LISTED:
-                    infos += self.fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
-            return infos
-        entries = [_entry(info, self._rel(info.path))
-                   for info in sorted(self._io(f"list {self.root}", ls), key=lambda f: f.path)]
-        sweeps = {e.sweep for e in entries if e.top == "stages" and e.sweep is not None}
+        infos = []
+        for info in self.list_dir(self.root):
+            infos.append(info)
+            if info.type == pafs.FileType.Directory and info.base_name in _LISTED:
+                infos += self.list_dir(info.path, recursive=True)
+        entries = [_entry(info, self._rel(info.path)) for info in sorted(infos, key=lambda f: f.path)]
+        sweeps = claimed_sweeps(entries) | ({sweep} if sweep else set())
         out, foreign_dirs = [], set()
         for e in entries:  # parents sort before their children
             if foreign_dirs and any(a in foreign_dirs for a in _ancestors(e.rel)):
                 continue
             if e.sweep is not None and e.sweep not in sweeps and e.is_dir and e.rel.count("/") == 1:
-                e = e._replace(kind=FOREIGN, parts={}, why=f"a directory of sweep {e.sweep}, which has no commit log")
+                e = e._replace(kind=FOREIGN, parts={},
+                               why=f"a directory of sweep {e.sweep}, which has neither a commit log nor a plan")
             if e.kind == FOREIGN and e.is_dir:
                 foreign_dirs.add(e.rel)
             out.append(e)
@@ -738,10 +800,26 @@ class ResultsStore:
         return ViewFiles(names, [f.info for f in good], found.bad, found.foreign, found.merged)
 
     # ------------------------------------------------------------ repair and compaction
-    def quarantine(self, path: str, stamp: str) -> str:
-        """Move a file or directory aside under quarantine/<stamp>/ (never deleted), so readers stop meeting it."""
+    def quarantine(self, path: str, stamp: str) -> str | None:
+        """Move a file or directory aside under quarantine/<stamp>/ (never deleted), so readers stop meeting it.
+        A symbolic link is moved as itself: what it points to is never touched. Returns where it went, or None
+        if another process moved it first."""
         target = f"{self.root}/quarantine/{stamp}/{self._rel(path)}"
+        self.check_no_link(target)
+        if self._local and os.path.islink(path):
+            self.check_no_link(path.rsplit("/", 1)[0])
+            def move_link():
+                os.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+                try:
+                    os.rename(path, target)  # rename(2) moves the link, never its target
+                except FileNotFoundError:
+                    return None  # moved by another process meanwhile
+                return target
+            return self._io(f"move {path} to quarantine", move_link)
+        self.check_no_link(path)
         info = self._io(f"stat {path}", self.fs.get_file_info, path)
+        if info.type == pafs.FileType.NotFound:
+            return None  # another process moved it first
         if info.type == pafs.FileType.Directory and not isinstance(self.fs, pafs.LocalFileSystem):
             # Object stores move single objects only: move what the directory holds, then drop its marker.
             def files():
@@ -753,17 +831,17 @@ class ResultsStore:
                 self._io(f"remove the emptied {path}", self.fs.delete_dir, path)
             return target
         self._io(f"create {target.rsplit('/', 1)[0]}", self.fs.create_dir, target.rsplit("/", 1)[0])
-        self._io(f"move {path} to quarantine", self.fs.move, path, target)
+        try:
+            self.fs.move(path, target)
+        except FileNotFoundError:
+            return None  # moved by another process meanwhile
+        except (OSError, pa.ArrowException) as err:
+            raise StoreError(f"store {self.location}: cannot move {path} to quarantine ({one_line(err)})") from None
         return target
 
     def sweeps(self) -> list[str]:
-        base = f"{self.root}/stages"
-        def ls():
-            if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
-                return []
-            return sorted(f.base_name.partition("=")[2] for f in self.fs.get_file_info(pafs.FileSelector(base))
-                          if f.type == pafs.FileType.Directory and f.base_name.startswith("sweep="))
-        return self._io(f"list {base}", ls)
+        return sorted(f.base_name.partition("=")[2] for f in self.list_dir(f"{self.root}/stages")
+                      if f.type == pafs.FileType.Directory and f.base_name.startswith("sweep="))
 
     def finish_compaction(self, merged: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
         """Delete each file an interrupted compaction merged but left, once every row it holds is found in the
