@@ -353,6 +353,7 @@ class ResultsStore:
         self.fs, self.root = open_store(self.location)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)  # reads are tuned for a local disk or not
         self._made_dirs: set[str] = set()  # a sweep writes thousands of files into a few directories
+        self._claims: dict[tuple, str | None] = {}  # compacted file versions checked (`_compacted_claim`)
 
     # ------------------------------------------------------------ low-level I/O
     def _io(self, what: str, fn, *args):
@@ -605,13 +606,14 @@ class ResultsStore:
                     return None, None, why
                 t = pf.read(columns=[c for c in dict.fromkeys(wanted + ["stage_key", "attempt"]) if c in present],
                             use_threads=False)
+                sources = (pf.metadata.metadata or {}).get(SOURCES_KEY)
         except FileNotFoundError:
             return None, "vanished", None
         except (OSError, pa.ArrowException, ValueError) as err:
             return None, one_line(err), None
         rel = self._rel(path)
         try:
-            why = _foreign_rows(table, *classify(rel, False), t)
+            why = _foreign_rows(table, *classify(rel, False), t, sources)
             if t.schema.equals(_wanted_schema(table, tuple(wanted))):  # nearly every file: nothing to conform
                 arrays = t.columns
             else:  # files of an older schema version lack newer columns: they read as nulls
@@ -697,19 +699,23 @@ class ResultsStore:
         for f in footers:
             if f.reason is not None:
                 found.bad.append((f.info.path, f.reason))
-            elif (why := self._foreign_footer(f)) is not None:
+            elif (why := self._foreign_footer(table, f)) is not None:
                 found.foreign.append((f.info.path, why))
             else:
                 good.append(f)
         found.merged = _merged_leftovers(good)
         return found, good
 
-    def _foreign_footer(self, f: Footer) -> str | None:
+    def _foreign_footer(self, table: str, f: Footer) -> str | None:
         kind, parts = classify(self._rel(f.info.path), False)
         if kind == "compacted" and SOURCES_KEY not in f.meta:
             return "a compacted file that does not list the files it merged"
+        if kind != "compacted" and SOURCES_KEY in f.meta:
+            return "a footer listing merged files, in a file not named as a compacted one"
         if f.columns is not None:
             return f.columns
+        if kind == "compacted":
+            return self._compacted_claim(table, f.info)
         if kind == "commit" and SUMMARY_KEY in f.meta:
             if f.summary is None:
                 return "a commit summary that cannot be read"
@@ -717,6 +723,17 @@ class ResultsStore:
             if named != (parts["key"], int(parts["attempt"]), parts.get("token")):
                 return f"its commit summary names another stage attempt ({named[0]}-{named[1]}) than its file name"
         return None
+
+    def _compacted_claim(self, table: str, info: pafs.FileInfo) -> str | None:
+        """Why a compacted file's rows are not those its footer lists as merged (`_claim_mismatch`), from its
+        identity columns; remembered per file version, since checks and reads meet the same few files often."""
+        version = (info.path, info.size, info.mtime_ns)
+        if version not in self._claims:
+            _, reason, why = self._read_one(info.path, table, [])
+            if reason == "vanished":
+                return None  # merged into a newer file meanwhile: the reader lists again
+            self._claims[version] = why if reason is None else f"rows that cannot be read ({reason})"
+        return self._claims[version]
 
     def _summaries(self, sweep: str, columns: list[str], infos: list[pafs.FileInfo] | None = None) -> Scan:
         for _ in range(10):
@@ -1041,8 +1058,12 @@ _TYPE_FAMILIES = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
                   lambda t: pa.types.is_list(t) or pa.types.is_large_list(t))
 
 
-def _foreign_rows(table: str, kind: str, parts: dict[str, str], t: pa.Table) -> str | None:
-    """Why these rows cannot be the content of a file of this kind and name (None if they can)."""
+def _foreign_rows(table: str, kind: str, parts: dict[str, str], t: pa.Table,
+                  sources: bytes | None = None) -> str | None:
+    """Why these rows cannot be the content of a file of this kind and name, whose footer lists `sources` as the
+    files it merged (None if they can)."""
+    if sources is not None and kind != "compacted":
+        return "a footer listing merged files, in a file not named as a compacted one"
     if table == "stages" and kind == "commit" and t.num_rows != 1:
         return f"a commit holds one stage row, this file {t.num_rows}"
     if t.num_rows == 0:
@@ -1059,6 +1080,34 @@ def _foreign_rows(table: str, kind: str, parts: dict[str, str], t: pa.Table) -> 
                     and pc.all(pc.equal(t.column("attempt"), attempt)).as_py())
         if not same:
             return f"rows of another stage attempt than its name ({key}-{attempt}) says"
+    if kind == "compacted":
+        return _claim_mismatch(sources, t)
+    return None
+
+
+def _claim_mismatch(sources: bytes | None, t: pa.Table) -> str | None:
+    """Why a compacted file's rows are not exactly those of the files its footer lists as merged (None if they
+    are): a compaction writes the rows of every file it lists and lists every file whose rows it writes, and each
+    such file held rows. A footer copied onto other rows would otherwise make readers and repairs trust it."""
+    if sources is None:
+        return "a compacted file that does not list the files it merged"
+    try:
+        names = json.loads(sources)
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError
+    except ValueError:
+        return "a compacted file whose list of merged files cannot be read"
+    held = {f"{k}-{a}" for k, a in set(zip(t.column("stage_key").to_pylist(), t.column("attempt").to_pylist()))}
+    listed = set()
+    for name in names:
+        attempt = name if name in held else name.rsplit("-", 1)[0]  # <key>-<attempt>[-<token>]
+        if attempt not in held:
+            return (f"a compacted file whose footer lists {name} as merged, but which holds none of its rows "
+                    f"(not what a compaction wrote)")
+        listed.add(attempt)
+    if held - listed:
+        return (f"a compacted file holding rows of {len(held - listed)} stage attempt(s) its footer does not list "
+                f"as merged (not what a compaction wrote)")
     return None
 
 
