@@ -247,8 +247,9 @@ def _quarantine_unclaimed(store: ResultsStore, sweep: str, found: list[tuple[str
         return
     try:
         entries = store.walk()
-        still = {e.path for e in entries if e.sweep == sweep and e.kind == FOREIGN} if sweep not in \
-            claimed_sweeps(entries) else set()
+        if sweep in claimed_sweeps(entries):
+            return  # its driver recorded its plan or committed meanwhile: these are its files now
+        still = {e.path for e in entries if e.sweep == sweep and e.kind == FOREIGN}
         for path, why in found:
             if path in still:
                 moved(path, f"foreign {path} ({why})")

@@ -191,7 +191,11 @@ def _special(path: str) -> str:
 def _local_listing(base: str, recursive: bool) -> list[pafs.FileInfo]:
     """What a local directory holds, never through a symbolic link: a link (or a socket, a FIFO) is listed as
     itself, with type Unknown, and not followed; so nothing outside the store is ever listed, read, moved,
-    deleted or written as the store's."""
+    deleted or written as the store's.
+
+    Size and modification time are read only where the store uses them (artifacts, temporaries, anything not
+    Parquet): a table holds tens of thousands of Parquet files, and a stat each made listing them slower than
+    pyarrow's own listing."""
     out, todo = [], [base]
     while todo:
         with os.scandir(todo.pop()) as entries:
@@ -201,6 +205,9 @@ def _local_listing(base: str, recursive: bool) -> list[pafs.FileInfo]:
                     if recursive:
                         todo.append(e.path)
                 elif e.is_file(follow_symlinks=False):
+                    if e.name.endswith(".parquet") and not e.name.startswith("."):
+                        out.append(pafs.FileInfo(e.path, pafs.FileType.File))
+                        continue
                     st = e.stat(follow_symlinks=False)
                     out.append(pafs.FileInfo(e.path, pafs.FileType.File, size=st.st_size, mtime_ns=st.st_mtime_ns))
                 else:
@@ -353,7 +360,7 @@ class ResultsStore:
         self.fs, self.root = open_store(self.location)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)  # reads are tuned for a local disk or not
         self._made_dirs: set[str] = set()  # a sweep writes thousands of files into a few directories
-        self._claims: dict[tuple, str | None] = {}  # compacted file versions checked (`_compacted_claim`)
+        self._claims: dict[str, str | None] = {}  # compacted files checked (`_compacted_claim`)
 
     # ------------------------------------------------------------ low-level I/O
     def _io(self, what: str, fn, *args):
@@ -726,14 +733,14 @@ class ResultsStore:
 
     def _compacted_claim(self, table: str, info: pafs.FileInfo) -> str | None:
         """Why a compacted file's rows are not those its footer lists as merged (`_claim_mismatch`), from its
-        identity columns; remembered per file version, since checks and reads meet the same few files often."""
-        version = (info.path, info.size, info.mtime_ns)
-        if version not in self._claims:
+        identity columns; remembered by path (a compacted file's name is new and never rewritten), since checks
+        and reads meet the same few files often."""
+        if info.path not in self._claims:
             _, reason, why = self._read_one(info.path, table, [])
             if reason == "vanished":
                 return None  # merged into a newer file meanwhile: the reader lists again
-            self._claims[version] = why if reason is None else f"rows that cannot be read ({reason})"
-        return self._claims[version]
+            self._claims[info.path] = why if reason is None else f"rows that cannot be read ({reason})"
+        return self._claims[info.path]
 
     def _summaries(self, sweep: str, columns: list[str], infos: list[pafs.FileInfo] | None = None) -> Scan:
         for _ in range(10):
