@@ -96,12 +96,16 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     store.check_writable()
     lease = Lease(store, plan.sweep).acquire(take_over=take_over)
     try:
-        plans.record(store, plan)
         if state.needs_repair:
-            resume.repair(store, state, echo)
+            # Repair acts only on what it sees under the lease: before it, another driver may have written or
+            # repaired anything (the look above only decided whether there is work).
             state = resume.inspect(store, plan, plan.sweep)
+            if state.needs_repair:
+                resume.repair(store, state, echo)
+                state = resume.inspect(store, plan, plan.sweep)
             todo, blocked = _todo(plan, state, retry_diverged)
             summary = RunSummary(planned=len(plan.stages), skipped_done=len(state.done), not_retried=len(blocked))
+        plans.record(store, plan)
         if not todo:
             return summary
         stored = len(state.done & set(plan.stages))

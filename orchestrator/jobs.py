@@ -87,8 +87,9 @@ def read_record(location: str, sweep: str) -> JobRecord | None:
 
 def write_record(location: str, record: JobRecord) -> None:
     """Replace the sweep's record in one step (temporary name, then rename), so a reader never sees half of it."""
-    fs, root = open_store(location)
-    path = record_path(root, record.sweep)
+    store = ResultsStore(location)
+    fs, path = store.fs, record_path(store.root, record.sweep)
+    store.check_no_link(path)
     directory = path.rsplit("/", 1)[0]
     tmp = f"{directory}/.{record.sweep}.{uuid.uuid4().hex}.tmp"
     try:

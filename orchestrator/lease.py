@@ -139,6 +139,7 @@ class Lease:
         holder = self.read()
         self._refuse_if_held(holder, take_over)
         local = isinstance(self.store.fs, pafs.LocalFileSystem)
+        self.store.check_no_link(self.path)
         since = _now()
         if holder is None and local:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)

@@ -26,14 +26,8 @@ def digest(keys) -> str:
 
 def _latest(store: ResultsStore, sweep: str):
     """The newest manifest of the sweep (names sort by the time they were written), or None."""
-    base = store._dir("plans", sweep)
-
-    def ls():
-        if store.fs.get_file_info(base).type == pafs.FileType.NotFound:
-            return []
-        return [f for f in store.fs.get_file_info(pafs.FileSelector(base))
-                if f.type == pafs.FileType.File and classify(store._rel(f.path), False)[0] == "plan"]
-    files = store._io(f"list {base}", ls)
+    files = [f for f in store.list_dir(store._dir("plans", sweep))
+             if f.type == pafs.FileType.File and classify(store._rel(f.path), False)[0] == "plan"]
     return max(files, key=lambda f: f.base_name) if files else None
 
 

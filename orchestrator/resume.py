@@ -13,8 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from orchestrator import artifacts
+from orchestrator.lease import Lease, LeaseHeld
 from orchestrator.plan import Plan
-from orchestrator.store import FOREIGN, TABLE_KINDS, TABLES, TEMPORARY, ResultsStore, attempt_name, utc_stamp
+from orchestrator.store import (FOREIGN, TABLE_KINDS, TABLES, TEMPORARY, ResultsStore, attempt_name, claimed_sweeps,
+                                utc_stamp)
 
 _CHECK_THREADS = 16  # artifact checks: one or two small reads each, latency-bound on object storage
 
@@ -39,6 +41,8 @@ class StoreState:
     dense_accuracy: dict[str, float] = field(default_factory=dict)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     foreign: list[tuple[str, str]] = field(default_factory=list)  # files and directories the store did not write
+    # Partitions of sweeps that have neither a commit log nor a plan, by sweep: only that sweep's lease may move them.
+    unclaimed: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     orphans: list[str] = field(default_factory=list)            # view files of attempts with no commit
     unmaterialized: set[str] = field(default_factory=set)       # committed attempts whose views are missing
     merged: list[tuple[str, str]] = field(default_factory=list)  # left by an interrupted compaction: (file, holder)
@@ -49,13 +53,15 @@ class StoreState:
 
     @property
     def needs_repair(self) -> bool:
-        return bool(self.unreadable or self.foreign or self.orphans or self.unmaterialized or self.merged
-                    or self.damaged_artifacts)
+        return bool(self.unreadable or self.foreign or self.unclaimed or self.orphans or self.unmaterialized
+                    or self.merged or self.damaged_artifacts)
 
     def problems(self) -> list[str]:
         lines = [f"unreadable file: {p} ({why})" for p, why in self.unreadable]
         lines += [f"foreign (not written by the store): {p} ({why}; submit moves it to quarantine)"
                   for p, why in self.foreign]
+        lines += [f"foreign (not written by the store): {p} ({why}; submit moves it to quarantine unless a driver of "
+                  f"sweep {sweep} holds its lease)" for sweep, found in self.unclaimed.items() for p, why in found]
         lines += [f"uncommitted view file (no commit for it): {p}" for p in self.orphans]
         if self.unmaterialized:
             lines.append(f"{len(self.unmaterialized)} committed attempt(s) whose view files are missing "
@@ -78,7 +84,7 @@ class StoreState:
 
 def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts: bool = True) -> StoreState:
     state = StoreState(sweep)
-    entries = store.walk()  # the one listing of the store; every check below reuses it
+    entries = store.walk(sweep)  # the one listing of the store; every check below reuses it
     files = _sort_listing(entries, state)
     log = store.committed(sweep, ["stage_key", "attempt", "token", "status", "error_type", "seconds", "n_points",
                                   "n_curve", "n_trials"], files=files["stages"])
@@ -136,7 +142,7 @@ def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts:
 
 def _sort_listing(entries: list, state: StoreState) -> dict[str, list]:
     """The sweep's files of each table; its temporaries and the foreign entries it reports go into `state`."""
-    sweeps = {e.sweep for e in entries if e.top == "stages" and e.sweep is not None}
+    sweeps = claimed_sweeps(entries)
     files: dict[str, list] = {t: [] for t in TABLES}
     for e in entries:
         if e.kind in TABLE_KINDS:
@@ -145,9 +151,12 @@ def _sort_listing(entries: list, state: StoreState) -> dict[str, list]:
         elif e.kind == TEMPORARY:
             if e.sweep == state.sweep:
                 state.temporaries.append(e.path)
-        # Foreign entries in another sweep's partitions are that sweep's to report; the rest concern every sweep.
-        elif e.kind == FOREIGN and (e.sweep in (None, state.sweep) or e.sweep not in sweeps):
+        # Foreign entries in another sweep's partitions are that sweep's to report and repair; those in partitions
+        # of no sweep (neither a commit log nor a plan) may be moved only under that sweep's lease.
+        elif e.kind == FOREIGN and e.sweep in (None, state.sweep):
             state.foreign.append((e.path, e.why))
+        elif e.kind == FOREIGN and e.sweep not in sweeps:
+            state.unclaimed.setdefault(e.sweep, []).append((e.path, e.why))
     return files
 
 
@@ -192,28 +201,57 @@ def repair(store: ResultsStore, state: StoreState, echo) -> None:
     """Quarantine unreadable, foreign and uncommitted view files and damaged artifacts, finish an interrupted
     compaction, then re-make missing views from their commits.
 
-    Inspect again afterwards: a quarantined commit takes its attempt with it.
+    `state` must have been inspected while holding the sweep's lease (what another driver did before it was
+    taken may have changed everything). Inspect again afterwards: a quarantined commit takes its attempt with it.
     """
     stamp = utc_stamp()
+
+    def moved(path: str, what: str) -> None:
+        target = store.quarantine(path, stamp)
+        echo(f"quarantined {what} -> {target}" if target else f"{what} was moved away meanwhile by another process")
+
     for path, why in state.unreadable:
-        echo(f"quarantined unreadable {path} ({why}) -> {store.quarantine(path, stamp)}")
+        moved(path, f"unreadable {path} ({why})")
     for path, why in state.foreign:
-        echo(f"quarantined foreign {path} ({why}) -> {store.quarantine(path, stamp)}")
+        moved(path, f"foreign {path} ({why})")
+    for sweep, found in state.unclaimed.items():
+        _quarantine_unclaimed(store, sweep, found, moved, echo)
     for path in state.orphans:
-        echo(f"quarantined uncommitted {path} -> {store.quarantine(path, stamp)}")
+        moved(path, f"uncommitted {path}")
     for d in state.damaged_artifacts:
-        moved = [store.quarantine(p, stamp) for p in d.files]
-        echo(f"quarantined damaged artifact {d.path} of stage {d.key[:12]} ({d.label}: {d.why}) -> {moved[0]}; "
-             f"the stage runs again")
+        targets = [store.quarantine(p, stamp) for p in d.files]
+        echo(f"quarantined damaged artifact {d.path} of stage {d.key[:12]} ({d.label}: {d.why}) -> "
+             f"{targets[0] or 'moved meanwhile by another process'}; the stage runs again")
     if state.merged:
         deleted, kept = store.finish_compaction(state.merged)
         echo(f"finished an interrupted compaction: deleted {len(deleted)} merged file(s), every row of each found "
              f"in its compacted file")
         for path, why in kept:
             echo(f"left {path} in place: {why}")
-    if state.unreadable or state.foreign or state.orphans:
+    if state.unreadable or state.foreign or state.unclaimed or state.orphans:
         state = inspect(store, None, state.sweep, check_artifacts=False)
     if state.unmaterialized:
         rows = store.commit_rows(state.sweep, state.unmaterialized)
         written = sum(store.materialize(state.sweep, row) for row in rows)
         echo(f"re-made {written} view file(s) of {len(rows)} committed attempt(s) from their commits")
+
+
+def _quarantine_unclaimed(store: ResultsStore, sweep: str, found: list[tuple[str, str]], moved, echo) -> None:
+    """Move partitions of a sweep that has neither a commit log nor a plan, holding that sweep's lease: a driver
+    of that sweep may be starting (it takes its lease before it writes anything), so what is moved is looked at
+    again under the lease, and nothing is moved while another driver holds it."""
+    try:
+        lease = Lease(store, sweep).acquire()
+    except LeaseHeld:
+        echo(f"left {len(found)} file(s) of sweep {sweep} in place: a driver of that sweep holds its lease")
+        return
+    try:
+        entries = store.walk()
+        if sweep in claimed_sweeps(entries):
+            return  # its driver recorded its plan or committed meanwhile: these are its files now
+        still = {e.path for e in entries if e.sweep == sweep and e.kind == FOREIGN}
+        for path, why in found:
+            if path in still:
+                moved(path, f"foreign {path} ({why})")
+    finally:
+        lease.release()

@@ -9,7 +9,8 @@ rename, one object-store PUT), so an attempt becomes visible all at once or not 
 that `pandas.read_parquet("<store>/points")` works; they are written only after their commit, so a raw
 pandas read never sees an uncommitted row, and a crash between commit and view is repaired from the commit
 by the next `submit` (`materialize`). Every write goes to a fresh name: nothing is ever overwritten.
-`sweep` and `method` live only in directory names (hive partitions).
+`sweep` (and, in points, `method`) live only in directory names (hive partitions, `PARTITIONS`); `stages`,
+`curves` and `tuning` hold `method` as a column of their own.
 """
 from __future__ import annotations
 
@@ -166,11 +167,53 @@ class Entry(NamedTuple):
 
 def _entry(info: pafs.FileInfo, rel: str) -> Entry:
     is_dir = info.type == pafs.FileType.Directory
-    kind, parts = classify(rel, is_dir)
     head = rel.split("/", 2)
     sweep = head[1][len("sweep="):] if head[0] in _SWEPT and len(head) > 1 and head[1].startswith("sweep=") else None
+    if info.type == pafs.FileType.Unknown:  # what `list_dir` gives for a link or a special file
+        return Entry(info, rel, head[0], FOREIGN, {}, sweep, _special(info.path))
+    kind, parts = classify(rel, is_dir)
     why = (("a directory" if is_dir else "a file") + " not in the store's layout") if kind == FOREIGN else ""
     return Entry(info, rel, head[0], kind, parts, sweep, why)
+
+
+def claimed_sweeps(entries: list[Entry]) -> set[str]:
+    """The sweeps a listing shows to exist: those with a commit log directory or a plan manifest."""
+    return {e.sweep for e in entries if e.sweep is not None and (e.top == "stages" or e.kind == "plan")}
+
+
+def _special(path: str) -> str:
+    """Why a listed entry that is neither a regular file nor a directory is foreign."""
+    try:
+        return f"a symbolic link to {os.readlink(path)}, which the store never follows"
+    except OSError:
+        return "neither a regular file nor a directory"
+
+
+def _local_listing(base: str, recursive: bool) -> list[pafs.FileInfo]:
+    """What a local directory holds, never through a symbolic link: a link (or a socket, a FIFO) is listed as
+    itself, with type Unknown, and not followed; so nothing outside the store is ever listed, read, moved,
+    deleted or written as the store's.
+
+    Size and modification time are read only where the store uses them (artifacts, temporaries, anything not
+    Parquet): a table holds tens of thousands of Parquet files, and a stat each made listing them slower than
+    pyarrow's own listing."""
+    out, todo = [], [base]
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    out.append(pafs.FileInfo(e.path, pafs.FileType.Directory))
+                    if recursive:
+                        todo.append(e.path)
+                elif e.is_file(follow_symlinks=False):
+                    if e.name.endswith(".parquet") and not e.name.startswith("."):
+                        out.append(pafs.FileInfo(e.path, pafs.FileType.File))
+                        continue
+                    st = e.stat(follow_symlinks=False)
+                    out.append(pafs.FileInfo(e.path, pafs.FileType.File, size=st.st_size, mtime_ns=st.st_mtime_ns))
+                else:
+                    out.append(pafs.FileInfo(e.path, pafs.FileType.Unknown))
+    return out
 
 
 _UTC = pa.timestamp("us", tz="UTC")
@@ -242,6 +285,8 @@ PLANS = pa.schema([
 ])
 
 TABLES = {"points": POINTS, "stages": STAGES, "curves": CURVES, "tuning": TUNING}
+# The columns a table's directory names give (hive partitions), which its files do not hold.
+PARTITIONS = {"points": ("sweep", "method"), "stages": ("sweep",), "curves": ("sweep",), "tuning": ("sweep",)}
 PAYLOAD = ("points", "curve", "trials")
 # Within one committed attempt, these columns identify a row (so compaction overlaps never duplicate one).
 ROW_IDENTITY = {"stages": ["stage_key", "attempt"], "points": ["stage_key", "attempt"],
@@ -316,6 +361,7 @@ class ResultsStore:
         self.fs, self.root = open_store(self.location)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)  # reads are tuned for a local disk or not
         self._made_dirs: set[str] = set()  # a sweep writes thousands of files into a few directories
+        self._claims: dict[str, str | None] = {}  # compacted files checked (`_compacted_claim`)
 
     # ------------------------------------------------------------ low-level I/O
     def _io(self, what: str, fn, *args):
@@ -337,6 +383,39 @@ class ResultsStore:
             self.fs.delete_file(path)
         self._io(f"write to {self.root}", probe)
 
+    def list_dir(self, base: str, recursive: bool = False) -> list[pafs.FileInfo]:
+        """What a directory of the store holds ([] if it is missing). On a local disk nothing is listed through a
+        symbolic link: a link is listed as itself (type Unknown), and a `base` reached through one holds nothing."""
+        def ls():
+            if self._local:
+                if self._link_on_the_way(base) is not None or not os.path.isdir(base):
+                    return []
+                return _local_listing(base, recursive)
+            if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
+                return []
+            return self.fs.get_file_info(pafs.FileSelector(base, recursive=recursive))
+        return self._io(f"list {base}", ls)
+
+    def _link_on_the_way(self, path: str) -> str | None:
+        """The first symbolic link between the store's root (which may be one) and `path`, itself included."""
+        if not self._local or not path.startswith(self.root + "/"):
+            return None
+        here = self.root
+        for part in self._rel(path).split("/"):
+            here = f"{here}/{part}"
+            if os.path.islink(here):
+                return here
+            if not os.path.exists(here):
+                return None
+        return None
+
+    def check_no_link(self, path: str) -> None:
+        """Refuse to write `path` through a symbolic link: what the store writes stays inside it."""
+        link = self._link_on_the_way(path)
+        if link is not None:
+            raise StoreError(f"store {self.location}: {link} is a symbolic link, and the store never writes through "
+                             f"one (remove it, or let submit move it to quarantine)")
+
     def exists(self, path: str) -> bool:
         return self._io(f"stat {path}", self.fs.get_file_info, path).type != pafs.FileType.NotFound
 
@@ -345,6 +424,7 @@ class ResultsStore:
         def put():
             directory, name = path.rsplit("/", 1)
             if directory not in self._made_dirs:
+                self.check_no_link(directory)
                 self.fs.create_dir(directory, recursive=True)
                 self._made_dirs.add(directory)
             if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
@@ -419,12 +499,7 @@ class ResultsStore:
     # ------------------------------------------------------------ listing and reading
     def list_files(self, table: str, sweep: str | None = None) -> list[pafs.FileInfo]:
         """The table's Parquet files that the layout names (temporaries and foreign files left out), by path."""
-        base = self._dir(table, sweep)
-        def ls():
-            if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
-                return []
-            return self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        return sorted((f for f in self._io(f"list {base}", ls) if f.type == pafs.FileType.File
+        return sorted((f for f in self.list_dir(self._dir(table, sweep), recursive=True) if f.type == pafs.FileType.File
                        and classify(self._rel(f.path), False)[0] in TABLE_KINDS), key=lambda f: f.path)
 
     def _rel(self, path: str) -> str:
@@ -433,30 +508,28 @@ class ResultsStore:
     def count_small_files(self, table: str, sweep: str) -> int:
         return sum(not f.base_name.startswith(COMPACTED_PREFIX) for f in self.list_files(table, sweep))
 
-    def walk(self) -> list[Entry]:
+    def walk(self, sweep: str | None = None) -> list[Entry]:
         """Every file and directory in the store, classified against LAYOUT, sorted by path.
 
-        Nothing below a foreign directory or in quarantine/ is listed. A sweep partition of a view or log
-        directory whose sweep has no commit log (stages/sweep=<s>) is foreign.
+        Nothing below a foreign directory or in quarantine/ is listed, nor anything through a symbolic link. A
+        sweep partition of a view, plan or log directory is foreign when its sweep has neither a commit log
+        (stages/sweep=<s>) nor a plan manifest, unless it is `sweep`'s: a sweep's own files are never foreign to
+        it (its first submit records its plan before any commit, and may die in between).
         """
-        def ls():
-            if self.fs.get_file_info(self.root).type == pafs.FileType.NotFound:
-                return []
-            infos = []
-            for info in self.fs.get_file_info(pafs.FileSelector(self.root)):
-                infos.append(info)
-                if info.type == pafs.FileType.Directory and info.base_name in _LISTED:
-                    infos += self.fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
-            return infos
-        entries = [_entry(info, self._rel(info.path))
-                   for info in sorted(self._io(f"list {self.root}", ls), key=lambda f: f.path)]
-        sweeps = {e.sweep for e in entries if e.top == "stages" and e.sweep is not None}
+        infos = []
+        for info in self.list_dir(self.root):
+            infos.append(info)
+            if info.type == pafs.FileType.Directory and info.base_name in _LISTED:
+                infos += self.list_dir(info.path, recursive=True)
+        entries = [_entry(info, self._rel(info.path)) for info in sorted(infos, key=lambda f: f.path)]
+        sweeps = claimed_sweeps(entries) | ({sweep} if sweep else set())
         out, foreign_dirs = [], set()
         for e in entries:  # parents sort before their children
             if foreign_dirs and any(a in foreign_dirs for a in _ancestors(e.rel)):
                 continue
             if e.sweep is not None and e.sweep not in sweeps and e.is_dir and e.rel.count("/") == 1:
-                e = e._replace(kind=FOREIGN, parts={}, why=f"a directory of sweep {e.sweep}, which has no commit log")
+                e = e._replace(kind=FOREIGN, parts={},
+                               why=f"a directory of sweep {e.sweep}, which has neither a commit log nor a plan")
             if e.kind == FOREIGN and e.is_dir:
                 foreign_dirs.add(e.rel)
             out.append(e)
@@ -497,9 +570,8 @@ class ResultsStore:
                 break
         else:
             raise StoreError(f"store {self.location}: {table} kept changing while being read; try again")
-        partitions = ["sweep"] + (["method"] if table == "points" else [])
         if not parts:
-            return Scan(_empty(schema, wanted + partitions), bad, foreign)
+            return Scan(_empty(schema, wanted + list(PARTITIONS[table])), bad, foreign)
         return Scan(pa.concat_tables(parts), bad, foreign)
 
     def _in_workers(self, kind: str, args: tuple, paths: list[str]) -> list | None:
@@ -542,13 +614,14 @@ class ResultsStore:
                     return None, None, why
                 t = pf.read(columns=[c for c in dict.fromkeys(wanted + ["stage_key", "attempt"]) if c in present],
                             use_threads=False)
+                sources = (pf.metadata.metadata or {}).get(SOURCES_KEY)
         except FileNotFoundError:
             return None, "vanished", None
         except (OSError, pa.ArrowException, ValueError) as err:
             return None, one_line(err), None
         rel = self._rel(path)
         try:
-            why = _foreign_rows(table, *classify(rel, False), t)
+            why = _foreign_rows(table, *classify(rel, False), t, sources)
             if t.schema.equals(_wanted_schema(table, tuple(wanted))):  # nearly every file: nothing to conform
                 arrays = t.columns
             else:  # files of an older schema version lack newer columns: they read as nulls
@@ -634,19 +707,23 @@ class ResultsStore:
         for f in footers:
             if f.reason is not None:
                 found.bad.append((f.info.path, f.reason))
-            elif (why := self._foreign_footer(f)) is not None:
+            elif (why := self._foreign_footer(table, f)) is not None:
                 found.foreign.append((f.info.path, why))
             else:
                 good.append(f)
         found.merged = _merged_leftovers(good)
         return found, good
 
-    def _foreign_footer(self, f: Footer) -> str | None:
+    def _foreign_footer(self, table: str, f: Footer) -> str | None:
         kind, parts = classify(self._rel(f.info.path), False)
         if kind == "compacted" and SOURCES_KEY not in f.meta:
             return "a compacted file that does not list the files it merged"
+        if kind != "compacted" and SOURCES_KEY in f.meta:
+            return "a footer listing merged files, in a file not named as a compacted one"
         if f.columns is not None:
             return f.columns
+        if kind == "compacted":
+            return self._compacted_claim(table, f.info)
         if kind == "commit" and SUMMARY_KEY in f.meta:
             if f.summary is None:
                 return "a commit summary that cannot be read"
@@ -654,6 +731,17 @@ class ResultsStore:
             if named != (parts["key"], int(parts["attempt"]), parts.get("token")):
                 return f"its commit summary names another stage attempt ({named[0]}-{named[1]}) than its file name"
         return None
+
+    def _compacted_claim(self, table: str, info: pafs.FileInfo) -> str | None:
+        """Why a compacted file's rows are not those its footer lists as merged (`_claim_mismatch`), from its
+        identity columns; remembered by path (a compacted file's name is new and never rewritten), since checks
+        and reads meet the same few files often."""
+        if info.path not in self._claims:
+            _, reason, why = self._read_one(info.path, table, [])
+            if reason == "vanished":
+                return None  # merged into a newer file meanwhile: the reader lists again
+            self._claims[info.path] = why if reason is None else f"rows that cannot be read ({reason})"
+        return self._claims[info.path]
 
     def _summaries(self, sweep: str, columns: list[str], infos: list[pafs.FileInfo] | None = None) -> Scan:
         for _ in range(10):
@@ -701,7 +789,7 @@ class ResultsStore:
         import pandas as pd
 
         df = t.to_pandas()
-        for col in ("sweep",) + (("method",) if table == "points" else ()):
+        for col in PARTITIONS[table]:
             if col not in df:
                 df[col] = pd.Series(dtype=object)
         return df
@@ -737,10 +825,26 @@ class ResultsStore:
         return ViewFiles(names, [f.info for f in good], found.bad, found.foreign, found.merged)
 
     # ------------------------------------------------------------ repair and compaction
-    def quarantine(self, path: str, stamp: str) -> str:
-        """Move a file or directory aside under quarantine/<stamp>/ (never deleted), so readers stop meeting it."""
+    def quarantine(self, path: str, stamp: str) -> str | None:
+        """Move a file or directory aside under quarantine/<stamp>/ (never deleted), so readers stop meeting it.
+        A symbolic link is moved as itself: what it points to is never touched. Returns where it went, or None
+        if another process moved it first."""
         target = f"{self.root}/quarantine/{stamp}/{self._rel(path)}"
+        self.check_no_link(target)
+        if self._local and os.path.islink(path):
+            self.check_no_link(path.rsplit("/", 1)[0])
+            def move_link():
+                os.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+                try:
+                    os.rename(path, target)  # rename(2) moves the link, never its target
+                except FileNotFoundError:
+                    return None  # moved by another process meanwhile
+                return target
+            return self._io(f"move {path} to quarantine", move_link)
+        self.check_no_link(path)
         info = self._io(f"stat {path}", self.fs.get_file_info, path)
+        if info.type == pafs.FileType.NotFound:
+            return None  # another process moved it first
         if info.type == pafs.FileType.Directory and not isinstance(self.fs, pafs.LocalFileSystem):
             # Object stores move single objects only: move what the directory holds, then drop its marker.
             def files():
@@ -752,17 +856,17 @@ class ResultsStore:
                 self._io(f"remove the emptied {path}", self.fs.delete_dir, path)
             return target
         self._io(f"create {target.rsplit('/', 1)[0]}", self.fs.create_dir, target.rsplit("/", 1)[0])
-        self._io(f"move {path} to quarantine", self.fs.move, path, target)
+        try:
+            self.fs.move(path, target)
+        except FileNotFoundError:
+            return None  # moved by another process meanwhile
+        except (OSError, pa.ArrowException) as err:
+            raise StoreError(f"store {self.location}: cannot move {path} to quarantine ({one_line(err)})") from None
         return target
 
     def sweeps(self) -> list[str]:
-        base = f"{self.root}/stages"
-        def ls():
-            if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
-                return []
-            return sorted(f.base_name.partition("=")[2] for f in self.fs.get_file_info(pafs.FileSelector(base))
-                          if f.type == pafs.FileType.Directory and f.base_name.startswith("sweep="))
-        return self._io(f"list {base}", ls)
+        return sorted(f.base_name.partition("=")[2] for f in self.list_dir(f"{self.root}/stages")
+                      if f.type == pafs.FileType.Directory and f.base_name.startswith("sweep="))
 
     def finish_compaction(self, merged: list[tuple[str, str]]) -> tuple[list[str], list[tuple[str, str]]]:
         """Delete each file an interrupted compaction merged but left, once every row it holds is found in the
@@ -824,7 +928,8 @@ class ResultsStore:
                     continue
                 s = self.scan(table, sweep, files=[f.info.path for f in footers])
                 skipped = {p for p, _ in s.bad + s.foreign}
-                t = s.table.drop_columns([c for c in ("sweep", "method") if c in s.table.column_names])
+                # Only what the directory names give: `method` is a column of its own in stages, curves and tuning.
+                t = s.table.drop_columns([c for c in PARTITIONS[table] if c in s.table.column_names])
                 # A directory holding any uncommitted row is not merged, so nothing uncommitted is ever deleted.
                 if table != "stages" and _only_committed(t, log).num_rows != t.num_rows:
                     continue
@@ -961,8 +1066,12 @@ _TYPE_FAMILIES = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
                   lambda t: pa.types.is_list(t) or pa.types.is_large_list(t))
 
 
-def _foreign_rows(table: str, kind: str, parts: dict[str, str], t: pa.Table) -> str | None:
-    """Why these rows cannot be the content of a file of this kind and name (None if they can)."""
+def _foreign_rows(table: str, kind: str, parts: dict[str, str], t: pa.Table,
+                  sources: bytes | None = None) -> str | None:
+    """Why these rows cannot be the content of a file of this kind and name, whose footer lists `sources` as the
+    files it merged (None if they can)."""
+    if sources is not None and kind != "compacted":
+        return "a footer listing merged files, in a file not named as a compacted one"
     if table == "stages" and kind == "commit" and t.num_rows != 1:
         return f"a commit holds one stage row, this file {t.num_rows}"
     if t.num_rows == 0:
@@ -979,6 +1088,34 @@ def _foreign_rows(table: str, kind: str, parts: dict[str, str], t: pa.Table) -> 
                     and pc.all(pc.equal(t.column("attempt"), attempt)).as_py())
         if not same:
             return f"rows of another stage attempt than its name ({key}-{attempt}) says"
+    if kind == "compacted":
+        return _claim_mismatch(sources, t)
+    return None
+
+
+def _claim_mismatch(sources: bytes | None, t: pa.Table) -> str | None:
+    """Why a compacted file's rows are not exactly those of the files its footer lists as merged (None if they
+    are): a compaction writes the rows of every file it lists and lists every file whose rows it writes, and each
+    such file held rows. A footer copied onto other rows would otherwise make readers and repairs trust it."""
+    if sources is None:
+        return "a compacted file that does not list the files it merged"
+    try:
+        names = json.loads(sources)
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError
+    except ValueError:
+        return "a compacted file whose list of merged files cannot be read"
+    held = {f"{k}-{a}" for k, a in set(zip(t.column("stage_key").to_pylist(), t.column("attempt").to_pylist()))}
+    listed = set()
+    for name in names:
+        attempt = name if name in held else name.rsplit("-", 1)[0]  # <key>-<attempt>[-<token>]
+        if attempt not in held:
+            return (f"a compacted file whose footer lists {name} as merged, but which holds none of its rows "
+                    f"(not what a compaction wrote)")
+        listed.add(attempt)
+    if held - listed:
+        return (f"a compacted file holding rows of {len(held - listed)} stage attempt(s) its footer does not list "
+                f"as merged (not what a compaction wrote)")
     return None
 
 

@@ -336,3 +336,48 @@ def test_a_store_below_a_regular_file_is_bad_input(tmp_path, verb):
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == f"store {location}: {tmp_path / 'plain'} is a file, expected a directory"
     assert (tmp_path / "plain").read_text() == "a file, not a directory"
+
+
+# --------------------------------------------------------------------------- 5. a forged compacted file
+
+def _forge(store: Path) -> tuple[Path, Path, bytes]:
+    """Beside the real compacted curves file, two files whose footers copy its list of merged files: one named
+    like a compacted file (sorting first) holding one of its rows with another value, one named like a view."""
+    (real,) = (store / "curves" / "sweep=heal").glob("compacted-*.parquet")
+    table = pq.read_table(real)
+    sources = table.schema.metadata[b"ticketsweep.sources"]
+    row = table.slice(0, 1)
+    row = row.set_column(row.column_names.index("train_loss"), "train_loss", pa.array([0.0]))
+    forged = real.parent / "compacted-000000000000.parquet"
+    pq.write_table(row.replace_schema_metadata({b"ticketsweep.sources": sources}), forged)
+    view_named = real.parent / f"{'5' * 32}-1-abcdef012345.parquet"
+    pq.write_table(table.slice(1, 1).replace_schema_metadata({b"ticketsweep.sources": sources}), view_named)
+    return forged, view_named, sources
+
+
+def test_a_forged_compacted_file_is_never_trusted_and_is_quarantined(store, tmp_path):
+    assert orchestrate("compact", "--store", str(store), "--sweep", "heal").returncode == 0
+    api = ResultsStore(str(store))
+    before = api.read("curves", "heal")
+    raw_before = raw_tables(store)["curves"]
+    forged, view_named, _ = _forge(store)
+    contents = {p: p.read_bytes() for p in (forged, view_named)}
+
+    # Readers skip them (naming them), so the forged value never wins over the real one.
+    pd.testing.assert_frame_equal(api.read("curves", "heal", warn=False), before)
+    shown = status(tmp_path, store)
+    for path in (forged, view_named):
+        named = f"problem: foreign (not written by the store): {path} ("
+        assert any(named in x for x in shown.stdout.splitlines()), shown.stdout
+    assert "merged" in shown.stdout and "interrupted compaction" not in shown.stdout, shown.stdout
+
+    out = submit(tmp_path, store)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "left " not in out.stdout and "interrupted compaction" not in out.stdout, out.stdout
+    for path in (forged, view_named):
+        assert f"quarantined foreign {path}" in out.stdout
+        (moved,) = (store / "quarantine").glob(f"*/{path.relative_to(store)}")
+        assert moved.read_bytes() == contents[path]
+    pd.testing.assert_frame_equal(raw_tables(store)["curves"], raw_before)  # no duplicate row left
+    pd.testing.assert_frame_equal(api.read("curves", "heal"), before)
+    assert "problem" not in status(tmp_path, store).stdout
