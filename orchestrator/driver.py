@@ -68,6 +68,20 @@ def _todo(plan: Plan, state: resume.StoreState, retry_diverged: bool) -> tuple[l
     return todo, blocked
 
 
+def _prepare(spec: SweepSpec, preflight, joining: bool, address: str | None, dashboard: bool):
+    """Before any stage runs: the input check, and the resources the stages need against what the cluster
+    has. Joins a cluster we did not start (what it has is only known from inside it); a private one is
+    checked against this machine and started later. Returns (dashboard url, whether we started Ray)."""
+    if preflight is not None:
+        preflight()
+    if joining:
+        url, started = cluster.connect(address, dashboard=dashboard)
+        cluster.check_resources(shapes_by_source(spec), ray.cluster_resources())
+        return url, started
+    cluster.check_resources(shapes_by_source(spec), cluster.local_resources())
+    return None, False
+
+
 def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | None = None,
              progress: bool = True, echo=print, preflight=None, take_over: bool = False,
              retry_diverged: bool = False, dashboard: bool = True) -> RunSummary:
@@ -83,16 +97,10 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     if not todo and not state.needs_repair:
         plans.record(store, plan)  # the plan may have lost stages: their rows are superseded now
         return summary
-    if todo and preflight is not None:
-        preflight()
     joining = bool(address or os.environ.get("RAY_ADDRESS")) or ray.is_initialized()
-    started = False
+    url, started, prepared = None, False, bool(todo)
     if todo:
-        if joining:  # a cluster we did not start: ask it what it has, before anything is written
-            url, started = cluster.connect(address, dashboard=dashboard)
-            cluster.check_resources(shapes_by_source(spec), ray.cluster_resources())
-        else:        # a private cluster gets this machine: check before starting it
-            cluster.check_resources(shapes_by_source(spec), cluster.local_resources())
+        url, started = _prepare(spec, preflight, joining, address, dashboard)
     store.check_writable()
     lease = Lease(store, plan.sweep).acquire(take_over=take_over)
     try:
@@ -108,6 +116,8 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
         plans.record(store, plan)
         if not todo:
             return summary
+        if not prepared:  # work that only the look under the lease found: check inputs and resources now
+            url, started = _prepare(spec, preflight, joining, address, dashboard)
         stored = len(state.done & set(plan.stages))
         if stored:
             echo(f"resuming: {stored} of {len(plan.stages)} stages already stored, {len(todo)} to run"
