@@ -320,6 +320,7 @@ def test_a_point_records_its_accuracies_as_exact_counts(data):
     recipe = Recipe.from_dict({**TRAINING, "epochs": 4, "milestones": []})
     point = measured(None, train(model, split, recipe, 0, 0, 4 * recipe.iterations_per_epoch(len(split.x_train))))
     assert (point["test_examples"], point["val_examples"]) == (len(split.x_test), len(split.x_val))
+    assert point["num_classes"] == split.num_classes
     for correct, examples, accuracy in (("test_correct", "test_examples", "test_accuracy"),
                                         ("selected_test_correct", "test_examples", "selected_test_accuracy"),
                                         ("val_correct", "val_examples", "val_accuracy")):

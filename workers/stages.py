@@ -140,6 +140,7 @@ def measured(mask: masks.Mask | None, result: TrainResult, search_seconds: float
         "val_correct": result.val_correct,
         "test_examples": result.test_examples,
         "val_examples": result.val_examples,
+        "num_classes": result.num_classes,
         "search_seconds": search_seconds,
         "retrain_seconds": result.seconds,
         "measurements": measurements,

@@ -93,6 +93,7 @@ class TrainResult:
     val_correct: int | None = None
     test_examples: int | None = None
     val_examples: int | None = None
+    num_classes: int | None = None  # for chance accuracy, 1 / num_classes, which a failed run counts as
     curve: list[dict] = field(default_factory=list)
     mask: Mask | None = None  # the mask in force at the end: the given one, or a schedule's last
 
@@ -318,7 +319,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
                        selected_epoch=selection.epoch, val_accuracy=selection.val_accuracy,
                        selected_test_accuracy=selection.test_accuracy, test_correct=final.get("test_correct"),
                        selected_test_correct=selection.test_correct, val_correct=selection.val_correct,
-                       test_examples=final.get("test_examples"), val_examples=final.get("val_examples"), curve=curve,
+                       test_examples=final.get("test_examples"), val_examples=final.get("val_examples"),
+                       num_classes=data.num_classes, curve=curve,
                        mask=mask if current is None else current)
 
 
