@@ -514,9 +514,9 @@ def family_line(frame: pd.DataFrame) -> str:
     power = (f"seeds 80 %: for 80 % power at a difference of {', '.join(f'{100 * e:g}' for e in effects)} points "
              f"(level {power_level(alpha, family, method):.3g}), from the sd of the differences (its 95 % range)"
              ) if effects else "seeds 80 %: no --min-effect given"
-    return (f"verdicts: {name} < {alpha:g} over a family of {family} comparison(s), the rows of this table; "
-            f"the {'unadjusted test' if method == 'none' else method} can reject from n = {floor} seeds; "
-            f"{failures}; {power}")
+    who = {"holm": "Holm", "bh": "BH", "none": "the unadjusted test"}[method]
+    return (f"verdicts: {name} < {alpha:g} over a family of {family} comparison(s), the rows of this table "
+            f"with a p; {who} can reject from n = {floor} seeds; {failures}; {power}")
 
 
 def comparison_footer(frame: pd.DataFrame) -> list[str]:
@@ -535,3 +535,62 @@ def _table(frame: pd.DataFrame, markdown: bool) -> str:
 
 def skipped_lines(frame: pd.DataFrame) -> list[str]:
     return [f"not compared: {m} ({why})" for m, why in frame.attrs.get("skipped", {}).items()]
+
+
+# ---- the change of a comparison between two settings ---------------------------------------------------
+
+CHANGE_COLUMNS = ["sweep", "target_sparsity", "before_a", "before_b", "after_a", "after_b", "n", "diff_before",
+                  "diff_after", "change", "p_value", "test_on", "min_p", "adjust", "family_size", "p_holm", "q_bh",
+                  "changed"]
+
+
+def compare_changes(points: pd.DataFrame, pairs: list[tuple[tuple[str, str], tuple[str, str]]],
+                    metric: str = DEFAULT_METRIC, alpha: float = 0.05, adjust_by: str = DEFAULT_ADJUST,
+                    all_levels: bool = False) -> pd.DataFrame:
+    """Did the comparison of B with A change between two settings (e.g. untuned and tuned)? For each
+    ((a, b), (a2, b2)) of `pairs` and each (sweep, target sparsity) where all four methods finished on shared
+    seeds: the per-seed change of the difference, (b2 - a2) - (b - a), and the exact sign-flip test of it
+    (on correct-example counts where all four have them with one example count), the family being every row.
+    A flip is a change the adjusted test detects (`changed`), not two verdicts on either side of a threshold.
+    Seeds that failed on any of the four are left out. CHANGE_COLUMNS."""
+    from orchestrator.stats import exact_sign_flip_pvalue, sign_flip_pvalues
+
+    Options(alpha, adjust_by, None, "exclude").check()
+    df = finished(points, all_levels=all_levels)
+    df["_target"] = df["target_sparsity"].round(_TARGET_DIGITS)
+    if metric not in df:
+        raise CompareError(f"no metric column {metric!r} in the points")
+    correct_col, examples_col = COUNTS.get(metric, (None, None))
+    rows = []
+    for (a, b), (a2, b2) in pairs:
+        for (sweep, target), group in df[df["method"].isin((a, b, a2, b2))].groupby(["sweep", "_target"], sort=True):
+            sides = {m: _by_seed(group, m, sweep, target) for m in (a, b, a2, b2)}
+            if any(side.empty for side in sides.values()):
+                continue
+            seeds = sorted(set.intersection(*(set(side.index[side[metric].notna()]) for side in sides.values())))
+            if len(seeds) < 2:
+                continue
+            value = {m: side.loc[seeds, metric].to_numpy(dtype=float) for m, side in sides.items()}
+            change = (value[b2] - value[a2]) - (value[b] - value[a])
+            counted = correct_col in group and examples_col in group and all(
+                side.loc[seeds, correct_col].notna().all() for side in sides.values())
+            examples = set(group.loc[group["seed"].isin(seeds), examples_col]) if counted else set()
+            if counted and len(examples) == 1:
+                count = {m: [int(v) for v in side.loc[seeds, correct_col]] for m, side in sides.items()}
+                p = exact_sign_flip_pvalue([(y2 - x2) - (y - x) for x, y, x2, y2 in
+                                            zip(count[a], count[b], count[a2], count[b2])])
+                test_on = "counts"
+            else:
+                p, test_on = float(sign_flip_pvalues(change)[0]), "floats"
+            nonzero = int(np.count_nonzero(np.abs(change) > 1e-12))
+            rows.append({"sweep": sweep, "target_sparsity": float(target), "before_a": a, "before_b": b,
+                         "after_a": a2, "after_b": b2, "n": len(seeds),
+                         "diff_before": float(np.mean(value[b] - value[a])),
+                         "diff_after": float(np.mean(value[b2] - value[a2])), "change": float(change.mean()),
+                         "p_value": p, "test_on": test_on, "min_p": 2.0 / 2 ** nonzero if nonzero else 1.0})
+    out = pd.DataFrame(rows, columns=CHANGE_COLUMNS)
+    p = out["p_value"].to_numpy(dtype=float)
+    out["p_holm"], out["q_bh"] = adjust(p, "holm"), adjust(p, "bh")
+    out["adjust"], out["family_size"] = adjust_by, len(out)
+    out["changed"] = adjusted_p(out) < alpha if len(out) else pd.Series(dtype=bool)
+    return out

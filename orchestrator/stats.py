@@ -393,7 +393,7 @@ def smallest_rejecting_n(alpha: float = 0.05, family: int = 1, method: str = "no
     adjusted p-value is family · 2 / 2^n, so anything can be rejected only from the n where that is below
     alpha (10 for 12 comparisons); Benjamini-Hochberg gives every comparison its raw p when all are at the
     floor, so its smallest n is the unadjusted one."""
-    level = alpha / family if method == "holm" else alpha
+    level = alpha / max(1, family) if method == "holm" else alpha
     n = 1
     while 2.0 / 2 ** n >= level:
         n += 1

@@ -199,7 +199,7 @@ def test_table_numbers_equal_the_frame(points):
     text = format_comparison(fr, "table")
     assert text.splitlines()[0].startswith("sweep: s; metric: selected_test_accuracy")
     assert text.splitlines()[1].startswith("verdicts: Holm-adjusted p (p Holm) < 0.05 over a family of 2 "
-                                           "comparison(s), the rows of this table; the holm can reject from n = 7")
+                                           "comparison(s), the rows of this table with a p; Holm can reject from n = 7")
     cells = _table_cells(text)
     assert len(cells) == len(fr)
     for row, r in zip(cells, fr.itertuples(index=False)):
@@ -377,7 +377,7 @@ def test_the_family_is_every_row_and_the_adjustment_is_named(points):
     assert list(fr["verdict"]) == ["B better"] * 4 + [NO_DIFFERENCE] * 2
     text = format_comparison(fr)
     assert "Holm-adjusted p (p Holm) < 0.05 over a family of 6 comparison(s)" in text
-    assert "the holm can reject from n = 8 seeds" in text  # 6 x 2/2^8 < 0.05 <= 6 x 2/2^7
+    assert "Holm can reject from n = 8 seeds" in text  # 6 x 2/2^8 < 0.05 <= 6 x 2/2^7
     none = compare_all(frame, "ref", adjust="none")
     assert "unadjusted p < 0.05" in format_comparison(none)
     with pytest.raises(CompareError, match="adjust must be one of holm, bh, none"):
@@ -398,3 +398,19 @@ def test_power_plans_for_the_named_effect_not_the_observed_one():
         (none.seeds_for_power, none.seeds_for_power_low, none.seeds_for_power_high)
     assert big.seeds_for_power_low <= big.seeds_for_power < big.seeds_for_power_high
     assert compare_all(pd.DataFrame(rows), "ref", min_effect=0.008).iloc[0].seeds_for_power < big.seeds_for_power
+
+
+def test_a_flip_between_two_settings_is_a_paired_test_of_the_change():
+    rows = []
+    for seed in range(10):
+        rows += [_row("a", 0.5, seed, 0.700), _row("b", 0.5, seed, 0.700 + 0.001 * (seed % 3)),
+                 # tuned: b gains 2 points on every seed; a stays
+                 _row("a[tuned]", 0.5, seed, 0.700), _row("b[tuned]", 0.5, seed, 0.720 + 0.001 * (seed % 3)),
+                 _row("c", 0.5, seed, 0.690), _row("c[tuned]", 0.5, seed, 0.690 + 0.001 * (seed % 2))]
+    from orchestrator.compare import compare_changes
+    changes = compare_changes(pd.DataFrame(rows), [(("a", "b"), ("a[tuned]", "b[tuned]")),
+                                                   (("a", "c"), ("a[tuned]", "c[tuned]"))])
+    assert list(changes["family_size"]) == [2, 2] and list(changes["test_on"]) == ["counts", "counts"]
+    ab, ac = changes.iloc[0], changes.iloc[1]
+    assert ab.change == pytest.approx(0.02) and ab.p_value == 2 / 1024 and ab.p_holm == 4 / 1024 and ab.changed
+    assert ac.p_value == exact_p([(s % 2) for s in range(10)]) and not ac.changed
