@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.compare import compare_all, family_line, format_comparison
+from orchestrator.compare import compare_all, format_comparison
 from orchestrator.report import format_frontier, frontier
 from orchestrator.report_page import build_report
 from sweep_run import run_spec  # benchmarks/sweep_run.py
@@ -28,9 +28,7 @@ def main() -> None:
     print(format_frontier(frontier(points), markdown=True))
     print()
     table = compare_all(points, "ltr")
-    print(family_line(table))
-    print()
-    print(format_comparison(table, "markdown"))
+    print(format_comparison(table, "markdown"))  # its footer names the family, the adjustment and the notes
     print()
     print("CTS-KL (B) against LTR (A), from the table above (its family, its adjustment):")
     for r in table[table["method_b"] == "cts_reverse_kl"].itertuples(index=False):

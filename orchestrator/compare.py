@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -530,7 +529,9 @@ def _table(frame: pd.DataFrame, markdown: bool) -> str:
     header, rows, left = comparison_cells(frame)
     sweep = "" if frame["sweep"].astype(str).nunique() > 1 else f"sweep: {frame['sweep'].iloc[0]}; "
     title = [f"{sweep}metric: {', '.join(sorted(set(frame['metric'].astype(str))))}; {LEGEND}", family_line(frame)]
-    return render(header, rows, left=left, markdown=markdown, title=title, footer=comparison_footer(frame))
+    # Markdown has no title (a heading there is the caller's): the family line leads its footer instead.
+    footer = ([family_line(frame)] if markdown else []) + comparison_footer(frame)
+    return render(header, rows, left=left, markdown=markdown, title=title, footer=footer)
 
 
 def skipped_lines(frame: pd.DataFrame) -> list[str]:

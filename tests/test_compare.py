@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.compare import (COMPARE_COLUMNS, CompareError, compare_all, compare_methods,
                                   format_comparison)
-from orchestrator.stats import A_BETTER, B_BETTER, NO_DIFFERENCE, TOO_FEW
+from orchestrator.stats import B_BETTER, NO_DIFFERENCE, TOO_FEW
 
 SWEEP = "s"
 A5 = [0.80 + 0.01 * i for i in range(7)]              # ltr at 0.5, seeds 0-6
@@ -228,7 +228,8 @@ def test_table_numbers_equal_the_frame(points):
 def test_markdown_table(points):
     fr = compare_methods(points, "ltr", "cts-kl")
     lines = format_comparison(fr, "markdown").splitlines()
-    assert len(lines) == 2 + len(fr) + 3  # and a blank line and two notes
+    assert len(lines) == 2 + len(fr) + 4  # and a blank line, the family line and two notes
+    assert lines[2 + len(fr) + 1].startswith("verdicts: Holm-adjusted p (p Holm) < 0.05 over a family of 2")
     skipped = format_comparison(compare_all(points, "ltr"), "markdown").splitlines()
     assert skipped[-1] == ("not compared: magnitude ('ltr' and 'magnitude' share no seed at any target "
                            "sparsity ('ltr' has seeds 0-6; 'magnitude' has seeds 10-12))")
