@@ -327,10 +327,13 @@ def sign_flip_bounds(rows, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]
     c = math.ceil(Fraction(alpha) * 2 ** (n - 1))
     if c <= 1:
         return np.full(d.shape[0], -np.inf), np.full(d.shape[0], np.inf)
-    means = _subset_means(d)
-    k = means.shape[1]
-    part = np.partition(means, [c - 2, k - c + 1], axis=1)
-    return part[:, c - 2], part[:, k - c + 1]
+    k = 2 ** n - 1
+    low, high = np.empty(d.shape[0]), np.empty(d.shape[0])
+    step = max(1, 2 ** 22 // 2 ** n)  # rows per batch: ~32 MB of subset means at a time
+    for i in range(0, d.shape[0], step):
+        part = np.partition(_subset_means(d[i:i + step]), [c - 2, k - c + 1], axis=1)
+        low[i:i + step], high[i:i + step] = part[:, c - 2], part[:, k - c + 1]
+    return low, high
 
 
 def _all_int(values) -> bool:
