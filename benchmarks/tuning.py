@@ -5,7 +5,8 @@
 The spec lists each method twice, untuned and tuned (`tune:`). Prints the frontier before and after tuning,
 the rank of the methods at each sparsity before and after (Kendall's tau), every pairwise comparison whose
 difference changes with tuning (a paired sign-flip test of the per-seed change, Holm over all of them), each
-method's sensitivity (`orchestrate tuning`), and the tuning cost as a multiple of the untuned sweep. Resumable: a second run computes only what is missing.
+method's sensitivity (`orchestrate tuning`), and the tuning cost as a multiple of the untuned sweep.
+Resumable: a second run computes only what is missing.
 """
 from __future__ import annotations
 

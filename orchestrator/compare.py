@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.report import DENSE, finished, never_finished
-from orchestrator.stats import (A_BETTER, ADJUSTMENTS, DEFAULT_ADJUST, DEFAULT_MIN_EFFECT_POINTS, FAILURES, B_BETTER, NO_DIFFERENCE, TOO_FEW, PairedResult, adjust,
-                                mean_interval, paired_difference, power_level, smallest_rejecting_n,
-                                POWER_SEARCH_LIMIT)
+from orchestrator.stats import (A_BETTER, ADJUSTMENTS, B_BETTER, DEFAULT_ADJUST, DEFAULT_MIN_EFFECT_POINTS, FAILURES,
+                                NO_DIFFERENCE, POWER_SEARCH_LIMIT, TOO_FEW, PairedResult, adjust, mean_interval,
+                                paired_difference, power_level, smallest_rejecting_n)
 from orchestrator.text_tables import records, render
 
 DEFAULT_METRIC = "selected_test_accuracy"
@@ -93,7 +93,7 @@ def compare_methods(points: pd.DataFrame, a: str, b: str, metric: str = DEFAULT_
     """
     options = Options(alpha, adjust, min_effect, failures)
     df, failed = _prepared(points, metric, all_levels, options)
-    return _judged([_pairs(df, failed, str(a), str(b), metric, options)], metric, options)
+    return _judged([_pairs(df, failed, str(a), str(b), metric, options)], options)
 
 
 def compare_all(points: pd.DataFrame, reference: str, metric: str = DEFAULT_METRIC, alpha: float = 0.05,
@@ -119,7 +119,7 @@ def compare_all(points: pd.DataFrame, reference: str, metric: str = DEFAULT_METR
             skipped[method] = str(err)
     if not groups:
         raise CompareError(f"no method can be compared with {reference!r}: " + "; ".join(skipped.values()))
-    out = _judged(groups, metric, options)
+    out = _judged(groups, options)
     out.attrs["skipped"] = skipped
     return out
 
@@ -218,7 +218,7 @@ def _pairs(df: pd.DataFrame, failed: pd.DataFrame, a: str, b: str, metric: str, 
         cost = _cost_ratio(side_a.loc[keep, "standalone_seconds"], side_b.loc[keep, "standalone_seconds"],
                            1.0 - options.alpha)
         head = {"sweep": sweep, "method_a": a, "method_b": b, "target_sparsity": float(target), "metric": metric,
-                "unpaired_a": len(seeds_a) - len(seeds_a & seeds_b), "unpaired_b": len(seeds_b) - len(seeds_a & seeds_b),
+                "unpaired_a": len(seeds_a - seeds_b), "unpaired_b": len(seeds_b - seeds_a),
                 "failed_a": failed_a, "failed_b": failed_b, "failures": options.failures,
                 "mean_a": _mean(va[np.isfinite(va) & np.isfinite(vb)]),
                 "mean_b": _mean(vb[np.isfinite(va) & np.isfinite(vb)])}
@@ -302,7 +302,7 @@ def _at_chance(values: np.ndarray, chance: int | None, failed: set[int], seeds: 
     return count
 
 
-def _judged(families: list[list[_Group]], metric: str, options: Options) -> pd.DataFrame:
+def _judged(families: list[list[_Group]], options: Options) -> pd.DataFrame:
     """The statistics of every group, then the family's adjustment: the verdicts follow options.adjust."""
     groups = [g for family in families for g in family]
     family = sum(1 for g in groups if np.sum(np.isfinite(g.a) & np.isfinite(g.b)) >= 2)

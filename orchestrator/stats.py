@@ -394,7 +394,7 @@ def smallest_rejecting_n(alpha: float = 0.05, family: int = 1, method: str = "no
     """The fewest pairs at which the exact two-sided sign-flip test can give p < alpha (2 / 2^n < alpha, the
     verdict's rule); 6 for alpha = 0.05. In a family of `family` comparisons adjusted by Holm, the smallest
     adjusted p-value is family · 2 / 2^n, so anything can be rejected only from the n where that is below
-    alpha (10 for 12 comparisons); Benjamini-Hochberg gives every comparison its raw p when all are at the
+    alpha (9 for 12 comparisons at 5 %); Benjamini-Hochberg gives every comparison its raw p when all are at the
     floor, so its smallest n is the unadjusted one."""
     level = alpha / max(1, family) if method == "holm" else alpha
     n = 1
