@@ -89,7 +89,7 @@ def judging_options(command):
                                 "left out.")(command)
     command = click.option("--min-effect", "min_effect", type=click.FloatRange(min=0, min_open=True),
                            default=DEFAULT_MIN_EFFECT_POINTS, show_default=True, metavar="POINTS",
-                           help="The difference in accuracy points the seeds-for-80-%-power column plans for.")(command)
+                           help="The difference, in accuracy points, that the power column (seeds 80 %) plans for.")(command)
     return click.option("--adjust", type=click.Choice(ADJUSTMENTS), default=DEFAULT_ADJUST, show_default=True,
                         help="Multiplicity adjustment the verdicts follow, over the rows of the table: Holm "
                              "(family-wise error), Benjamini-Hochberg (false discovery rate) or none.")(command)
