@@ -3,9 +3,10 @@
     python benchmarks/tuning.py [SPEC] [--store DIR]
 
 The spec lists each method twice, untuned and tuned (`tune:`). Prints the frontier before and after tuning,
-the rank of the methods at each sparsity before and after (Kendall's tau), every pairwise verdict that flips
-(the paired comparison of `orchestrate compare`), each method's sensitivity (`orchestrate tuning`), and the
-tuning cost as a multiple of the untuned sweep. Resumable: a second run computes only what is missing.
+the rank of the methods at each sparsity before and after (Kendall's tau), every pairwise comparison whose
+difference changes with tuning (a paired sign-flip test of the per-seed change, Holm over all of them), each
+method's sensitivity (`orchestrate tuning`), and the tuning cost as a multiple of the untuned sweep.
+Resumable: a second run computes only what is missing.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import itertools
 
 from scipy.stats import kendalltau
 
-from orchestrator.compare import CompareError, compare_methods
+from orchestrator.compare import compare_changes
 from orchestrator.report import DENSE, finished, format_frontier, frontier
+from orchestrator.stats import smallest_rejecting_n
 from orchestrator.tuning.summary import format_summary, summarize
 from sweep_run import run_spec  # benchmarks/sweep_run.py
 
@@ -59,23 +61,27 @@ def main() -> None:
         ranks = ", ".join(f"{m} {int(before[m])}→{int(after[m])}" for m in wide.index)
         print(f"- {sparsity:.0%}: Kendall tau {tau:.2f} (p = {p:.2g}); {ranks}")
 
-    print("\n## Pairwise verdicts that flip with tuning\n")
+    print("\n## Pairwise comparisons that change with tuning\n")
+    # A flip is judged by a paired test of the change of the difference, (B - A tuned) - (B - A untuned) per
+    # seed, over every pair and sparsity as one Holm family: not by two verdicts on either side of a threshold.
     methods = sorted({base_name(m) for m in table["method"].astype(str) if m != DENSE})
-    flips = 0
-    for a, b in itertools.combinations(methods, 2):
-        try:
-            before = compare_methods(points, a, b)
-            after = compare_methods(points, tuned_name(a), tuned_name(b))
-        except CompareError:
-            continue
-        merged = before.merge(after, on="target_sparsity", suffixes=("_before", "_after"))
-        for r in merged.itertuples(index=False):
-            if r.verdict_before != r.verdict_after:
-                flips += 1
-                print(f"- {r.target_sparsity:.0%}, {a} (A) vs {b} (B): {r.verdict_before} "
-                      f"({100 * r.mean_diff_before:+.1f} pts, p {r.p_value_before:.3g}) → {r.verdict_after} "
-                      f"({100 * r.mean_diff_after:+.1f} pts, p {r.p_value_after:.3g})")
-    print(f"{flips} verdict(s) flipped" if flips else "no verdict flipped")
+    pairs = [((a, b), (tuned_name(a), tuned_name(b))) for a, b in itertools.combinations(methods, 2)]
+    changes = compare_changes(points, pairs)
+    if changes.empty:
+        print("no pair of methods has both settings on shared seeds")
+    else:
+        family, n_min = len(changes), smallest_rejecting_n(0.05, len(changes), "holm")
+        print(f"family: {family} changes (every pair of methods at every sparsity), Holm-adjusted p < 0.05; at "
+              f"n = {int(changes['n'].min())}-{int(changes['n'].max())} seeds (Holm can reject from n = {n_min})\n")
+        for r in changes[changes["changed"]].itertuples(index=False):
+            print(f"- {r.target_sparsity:.0%}, {r.before_a} (A) vs {r.before_b} (B): B−A {100 * r.diff_before:+.1f} "
+                  f"→ {100 * r.diff_after:+.1f} pts (change {100 * r.change:+.1f}, p {r.p_value:.3g}, Holm p "
+                  f"{r.p_holm:.3g}, BH q {r.q_bh:.3g}, n {r.n}, on {r.test_on})")
+        flips = int(changes["changed"].sum())
+        smallest = changes.sort_values("p_holm").iloc[0]
+        print(f"{flips} of {family} comparison(s) changed with tuning" if flips else
+              f"no comparison changed detectably with tuning (smallest Holm p {smallest.p_holm:.3g}, BH q "
+              f"{changes['q_bh'].min():.3g})")
 
     print("\n## Sensitivity\n")
     tune_keys = {k for k, s in plan.stages.items() if s.kind == "tune"}

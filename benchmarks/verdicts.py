@@ -3,15 +3,16 @@
     python benchmarks/verdicts.py [SPEC] [--store DIR] [--out DIR]
 
 Runs the spec (resumable: a second run computes only what is missing), then prints the frontier and every
-method compared with LTR: per sparsity the paired mean difference with its 95 % interval, the exact sign-flip
-permutation test, the verdict, the paired cost ratio and, where no difference is detected, the seeds a
-difference of the observed size would need. Writes the report (HTML, Markdown, plots) to --out.
+method compared with LTR as one family of comparisons: per sparsity the paired mean difference with the 95 %
+interval that inverts the test, the exact sign-flip test on correct-example counts, its Holm-adjusted p and
+Benjamini-Hochberg q over the whole table, the verdict (Holm, the default), the paired cost ratio and the seeds
+a 1-point difference needs for 80 % power. Writes the report (HTML, Markdown, plots) to --out.
 """
 from __future__ import annotations
 
 import argparse
 
-from orchestrator.compare import compare_all, compare_methods, format_comparison
+from orchestrator.compare import compare_all, format_comparison
 from orchestrator.report import format_frontier, frontier
 from orchestrator.report_page import build_report
 from sweep_run import run_spec  # benchmarks/sweep_run.py
@@ -26,17 +27,17 @@ def main() -> None:
     spec, store, plan, points = run_spec(args.spec, args.store)
     print(format_frontier(frontier(points), markdown=True))
     print()
-    print(format_comparison(compare_all(points, "ltr"), "markdown"))
+    table = compare_all(points, "ltr")
+    print(format_comparison(table, "markdown"))  # its footer names the family, the adjustment and the notes
     print()
-    cts = compare_methods(points, "ltr", "cts_reverse_kl")
-    print("CTS-KL (B) against LTR (A):")
-    for r in cts.itertuples(index=False):
+    print("CTS-KL (B) against LTR (A), from the table above (its family, its adjustment):")
+    for r in table[table["method_b"] == "cts_reverse_kl"].itertuples(index=False):
         verdict = {"A better": "LTR better", "B better": "CTS-KL better"}.get(r.verdict, r.verdict)
-        extra = "" if r.seeds_for_power is None or r.seeds_for_power != r.seeds_for_power else \
-            f"; a difference this size needs about {int(r.seeds_for_power)} seeds for 80 % power"
         print(f"  {r.target_sparsity:.0%}: {100 * r.mean_diff:+.2f} points [{100 * r.ci_low:+.2f}, "
-              f"{100 * r.ci_high:+.2f}], p = {r.p_value:.3g} ({r.test}, n = {r.n}): {verdict}{extra}; "
-              f"cost CTS/LTR = {r.cost_ratio:.3f}")
+              f"{100 * r.ci_high:+.2f}], p = {r.p_value:.3g} ({r.test}, on {r.test_on}, n = {r.n}), Holm p = "
+              f"{r.p_holm:.3g}, BH q = {r.q_bh:.3g}: {verdict}; seeds for 80 % power at 1 point: "
+              f"{r.seeds_for_power} ({r.seeds_for_power_low}-{r.seeds_for_power_high}); failed LTR/CTS "
+              f"{r.failed_a}/{r.failed_b}; cost CTS/LTR = {r.cost_ratio:.3f}")
     for path in build_report(args.spec, spec, store, points, args.out, "ltr"):
         print(f"wrote {path}")
 

@@ -57,7 +57,9 @@ class Recorder:
         if key in self.restoring and ok:
             # A second ok row for the same point would count it twice; the first one already says it all.
             curve_rows, stage_row["error"] = [], "re-run to restore its missing artifact"
-        elif stage.produces_point and meta["status"] != "skipped":
+        elif stage.produces_point:
+            # Failed, diverged and skipped attempts get a point row too (status says which): a comparison
+            # counts a seed whose run never finished instead of losing it (orchestrator/compare.py).
             if stage.kind == "dense" and ok:
                 self.dense_accuracy[key] = meta["point"]["selected_test_accuracy"]
             points.append(self.point_row(key, meta, common))

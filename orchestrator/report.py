@@ -65,6 +65,30 @@ def finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+FAILED = ("failed", "diverged", "skipped")
+
+
+def never_finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
+    """The stages of the current plans that have no ok attempt and whose latest attempt failed, diverged or
+    was skipped (a parent failed): one row each, its latest attempt; with `finished`'s columns and filters.
+    A comparison counts these seeds instead of losing them (orchestrator/compare.py)."""
+    df = points.copy()
+    for col in ("sweep", "method"):
+        df[col] = df[col].astype(str) if col in df else ""
+    for col in _NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else math.nan
+    if "superseded" in df:
+        df = df[~df["superseded"].astype("boolean").fillna(False).astype(bool)]
+    if not all_levels:
+        df = df[df["requested"].astype("boolean").fillna(True).astype(bool)]
+    ok = set(zip(df.loc[df["status"].astype(str) == "ok", "sweep"], df.loc[df["status"].astype(str) == "ok",
+                                                                          "stage_key"]))
+    df = df[df["status"].astype(str).isin(FAILED)]
+    df = df[pd.Series([key not in ok for key in zip(df["sweep"], df["stage_key"])], index=df.index, dtype=bool)]
+    df = df.sort_values("attempt", kind="stable").drop_duplicates(["sweep", "stage_key"], keep="last")
+    return df.reset_index(drop=True)
+
+
 def frontier(points: pd.DataFrame, all_levels: bool = False) -> pd.DataFrame:
     """One row per (sweep, method, target_sparsity): seed count, mean measured sparsity, the validation-selected
     test accuracy's mean, std (ddof=1) and 95 % t interval over seeds (clipped to [0, 1]; NaN for a single seed),

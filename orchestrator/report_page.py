@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.compare import LEGEND, compare_all, comparison_cells, footer_lines
+from orchestrator.compare import LEGEND, compare_all, comparison_cells, comparison_footer, family_line
 from orchestrator.plan import sweep_plan
 from orchestrator.report import DENSE, FRONTIER_HEADER, frontier, frontier_cells, plot_frontier, write_text
 from orchestrator.text_tables import render
@@ -28,17 +28,18 @@ pre{background:#f7f7f7;padding:1em;overflow:auto}caption{text-align:left;font-st
 
 
 def build_report(spec_path: str, spec, store, points: pd.DataFrame, out_dir: str,
-                 reference: str | None = None) -> list[str]:
+                 reference: str | None = None, judging: dict | None = None) -> list[str]:
     """Write report.html, report.md and the plots they show (the frontier, the cost-accuracy frontier, and the
     learning curves when the store has them) into `out_dir`; returns the paths written.
-    Raises CompareError when `reference` names no method of the sweep."""
+    `judging`: compare_all's adjust / min_effect / failures (its defaults when None). Raises CompareError when
+    `reference` names no method of the sweep."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = frontier(points)
     methods = [m for m in table["method"].astype(str).unique() if m != DENSE]
     if reference is None:
         reference = "ltr" if "ltr" in methods else (methods[0] if methods else None)
-    comparison = compare_all(points, reference) if reference and len(methods) > 1 else None
+    comparison = compare_all(points, reference, **(judging or {})) if reference and len(methods) > 1 else None
     images = {"frontier.png": ("accuracy vs density", ("density",)),
               "cost.png": ("cost-accuracy frontier", ("cost",))}
     for name, (_, panels) in images.items():
@@ -71,7 +72,7 @@ def _sections(spec_path, spec, store, points, table, comparison, reference) -> d
     if comparison is not None:
         header, rows, left = comparison_cells(comparison)
         compare_section = {"reference": reference, "header": header, "rows": rows, "left": left,
-                           "footer": footer_lines(comparison)}
+                           "family": family_line(comparison), "footer": comparison_footer(comparison)}
     return {
         "spec": Path(spec_path).read_text(),
         "versions": [json.loads(v) for v in versions],
@@ -126,7 +127,7 @@ def _markdown(spec, s: dict, images: dict) -> str:
     if c is None:
         lines += ["Fewer than two methods: nothing to compare.", ""]
     else:
-        lines += [f"Every method (B) against `{c['reference']}` (A). {LEGEND}.", "",
+        lines += [f"Every method (B) against `{c['reference']}` (A). {LEGEND}.", "", c["family"] + ".", "",
                   render(c["header"], c["rows"], left=c["left"], markdown=True, footer=c["footer"]), ""]
     d = s.get("decisions")
     if d is not None:
@@ -164,6 +165,7 @@ def _html(spec, s: dict, images: dict) -> str:
         body.append("<p>Fewer than two methods: nothing to compare.</p>")
     else:
         body += [f"<p>Every method (B) against <code>{_e(c['reference'])}</code> (A). {_e(LEGEND)}.</p>",
+                 f"<p>{_e(c['family'])}.</p>",
                  _html_table("comparison", c["header"], c["rows"], c["left"])]
         body += [f"<p>{_e(line)}</p>" for line in c["footer"]]
     d = s.get("decisions")

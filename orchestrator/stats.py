@@ -1,23 +1,30 @@
-"""Paired statistics for comparing two methods over seeds: an interval, a test, a verdict and a seed count.
+"""Paired statistics for comparing two methods over seeds: a test, an interval consistent with it, a verdict
+adjusted for the family of comparisons it belongs to, and the seeds a named effect needs.
 
 Every method of a seed shares its initial weights, rewind weights and data order, so the per-seed
-differences d_i = b_i - a_i are the unit of analysis (a paired design). Two different methods answer two
-different questions here, on purpose:
+differences d_i = b_i - a_i are the unit of analysis (a paired design).
 
-- the INTERVAL for the mean difference is the paired Student t interval, mean(d) ± t_{n-1} · sd(d)/√n (what
-  `scipy.stats.ttest_rel(b, a).confidence_interval()` gives). It assumes roughly normal differences and is
-  exact for them at any n >= 2.
-- the TEST (p-value, verdict) is the exact paired sign-flip permutation test of the mean difference,
-  `scipy.stats.permutation_test(..., permutation_type="samples")`: under "no difference" each d_i is as
-  likely to be +|d_i| as -|d_i|, so all 2^n sign patterns are equally likely, and the two-sided p-value is the
-  share of patterns whose mean is at least as far from 0 as the observed one. It assumes only that the
-  differences are symmetric about 0 under the null, not that they are normal. Up to 16 pairs every pattern
-  is enumerated ("exact"); beyond, a seeded Monte Carlo sample of patterns is used ("monte-carlo").
-
-Because they are different procedures they can disagree near the boundary: the t interval may just exclude
-0 while the permutation p-value is just above alpha, or the reverse (an outlier widens the t interval but
-hardly moves the sign-pattern rank). The verdict follows the permutation test alone; the interval says how
-large the difference plausibly is.
+- The TEST is the paired sign-flip permutation test of the mean difference: under "no difference" each d_i is
+  as likely to be +|d_i| as -|d_i|, so all 2^n sign patterns are equally likely, and the two-sided p-value is
+  the share of patterns whose sum is at least as far from 0 as the observed one. It assumes only that the
+  differences are symmetric about 0 under the null, not that they are normal. Accuracies are counts of
+  correct test examples, so the test runs on the integer differences of those counts
+  (`exact_sign_flip_pvalue`): the null distribution of the signed sum is convolved exactly in integers, so a
+  tie is an integer equality and the p-value an exact fraction, at any n. On float accuracies (a store that
+  predates the counts) ties are a matter of rounding; that test is scipy's `permutation_test` (exact up to
+  16 pairs, seeded Monte Carlo beyond) and the result says it ran on floats (`test_on`).
+- The INTERVAL for the mean difference inverts that same test (Hartigan's subset means): a shift δ is in the
+  1 - alpha interval exactly when the test of d - δ does not reject at alpha, so "the interval excludes 0" and
+  "p < alpha" are one statement. Its bounds are order statistics of the 2^n - 1 means of nonempty subsets
+  of the differences; enumerated up to EXACT_INTERVAL_LIMIT pairs, beyond which the paired t interval is
+  used (`interval` says which). When fewer pairs are available than the test needs to reject at all, the
+  interval is unbounded: no shift can be excluded. The t interval is kept alongside (t_low, t_high).
+- MULTIPLICITY: a table of verdicts is a family; `adjust` gives Holm's step-down adjusted p-values (they
+  control the chance of any false verdict in the family) or Benjamini-Hochberg q-values (the expected share
+  of false verdicts among the verdicts), and `smallest_rejecting_n` the fewest pairs at which the adjusted
+  test can reject anything.
+- POWER: `seeds_for_power_range` gives the pairs needed to detect an effect the user names with 80 % power,
+  from the sd of the differences and its chi-square interval (a range), never from the observed mean.
 
 The exact test has a floor: the observed pattern and its mirror image are at best the two most extreme of
 2^n, so p >= 2 / 2^n. With n <= 5 pairs that is >= 2/32 = 6.25 %, so no data at all can reach p < 0.05;
@@ -30,36 +37,55 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
-# 2^16 sign patterns: the test is exact for up to 16 pairs, and Monte Carlo with this many patterns beyond.
+# 2^16 sign patterns: the float test is exact for up to 16 pairs, and Monte Carlo with this many beyond.
 DEFAULT_RESAMPLES = 2 ** 16
+# The inverted-test interval enumerates the 2^n - 1 subset means (8 MB at 20 pairs); the t interval beyond.
+EXACT_INTERVAL_LIMIT = 20
 POWER = 0.80
 # seeds_for_power gives up (None) beyond this: no sweep will run more seeds than that.
 POWER_SEARCH_LIMIT = 100_000
+ADJUSTMENTS = ("holm", "bh", "none")
+DEFAULT_ADJUST = "holm"
+# The effect the power figures of `compare` and `report` plan for, in accuracy points, unless --min-effect
+# names another: a difference smaller than a point rarely changes which method a paper recommends.
+DEFAULT_MIN_EFFECT_POINTS = 1.0
+# What a seed whose run failed, diverged or was skipped counts as in a comparison (orchestrator/compare.py).
+FAILURES = ("chance", "exclude")
 
 A_BETTER, B_BETTER, NO_DIFFERENCE = "A better", "B better", "no difference detected"
+# n <= 1, or fewer pairs than the (adjusted) test needs to reject anything: not "no difference".
+TOO_FEW = "too few seeds"
 
 
 @dataclass(frozen=True)
 class PairedResult:
     """The comparison of paired samples a and b (difference b - a; higher is better).
 
-    n: pairs used. dropped: pairs left out because a or b was NaN. alpha: the test's level; the interval's
-    level is 1 - alpha.
+    n: pairs used. dropped: pairs left out because a or b was NaN or infinite. alpha: the test's level; the
+    interval's level is 1 - alpha.
     mean_diff, sd_diff (ddof=1), effect_size (mean_diff / sd_diff; ±inf when every pair differs by the same
-    nonzero amount): the differences.
-    ci_low, ci_high: the paired t interval (NaN for n < 2; zero width when every difference is the same).
-    p_value: two-sided sign-flip permutation test (NaN for n < 2). test: "exact", "monte-carlo" or "none".
-    verdict: A_BETTER, B_BETTER or NO_DIFFERENCE, from p_value < alpha and the sign of mean_diff.
+    nonzero amount, 0 when every difference is 0): the differences. On counts the "same amount" is exact; on
+    floats it is equality to 1e-9 relative (a float difference of equal accuracies is not always 0.0).
+    ci_low, ci_high: the interval consistent with the test (`interval`: "sign-flip", the inverted test; "t"
+    beyond EXACT_INTERVAL_LIMIT pairs; "none" for n < 2); ±inf when n is too small for the test to reject.
+    t_low, t_high: the paired t interval, for reference (NaN for n < 2).
+    p_value: two-sided sign-flip test (NaN for n < 2), not adjusted for multiplicity. test: "exact",
+    "monte-carlo" or "none". test_on: "counts" (integer correct-example counts, exact) or "floats".
+    verdict: A_BETTER, B_BETTER, NO_DIFFERENCE or TOO_FEW, from p_value < alpha and the sign of mean_diff
+    (a comparison in a family gets its verdict from the adjusted p-value instead: orchestrator/compare.py).
     min_p: the smallest p-value the test can give with these pairs: 2 / 2^m for m nonzero differences (a
     zero difference has no sign to flip), and at least 2 / (n_resamples + 1) Monte Carlo. can_reject:
     min_p < alpha, the verdict's rule.
-    seeds_for_power: when no difference was detected, the pairs needed to detect a difference of the
-    observed effect size with 80 % power (`seeds_for_power()`); None when a difference was detected, the
-    observed difference is zero, or more than POWER_SEARCH_LIMIT pairs would be needed.
+    min_effect: the effect (in the metric's units) the power figures are for, or NaN when none was named.
+    seeds_for_power, seeds_for_power_low, seeds_for_power_high: pairs needed to detect min_effect with 80 %
+    power, from the sd of the differences, and from the ends of its 95 % chi-square interval
+    (`seeds_for_power_range`); None without min_effect, for n < 2, or beyond POWER_SEARCH_LIMIT.
     note: why a field is missing or the verdict is limited, in words ("" when there is nothing to say).
     """
 
@@ -71,21 +97,34 @@ class PairedResult:
     effect_size: float
     ci_low: float
     ci_high: float
+    interval: str
+    t_low: float
+    t_high: float
     p_value: float
     test: str
+    test_on: str
     verdict: str
     min_p: float
     can_reject: bool
+    min_effect: float
     seeds_for_power: int | None
+    seeds_for_power_low: int | None
+    seeds_for_power_high: int | None
     note: str
 
 
-def paired_difference(a, b, *, alpha: float = 0.05, n_resamples: int = DEFAULT_RESAMPLES,
+def paired_difference(a, b, *, alpha: float = 0.05, counts=None, min_effect: float | None = None,
+                      power_alpha: float | None = None, n_resamples: int = DEFAULT_RESAMPLES,
                       seed: int = 0) -> PairedResult:
     """Compare paired samples a and b (same length, pair i = seed i) by their differences b - a.
 
-    Pairs where either side is NaN are dropped and counted. Never raises for small or degenerate samples:
-    n < 2 gives no interval and no test, and the note says so. Raises ValueError only for arrays of
+    `counts`: optionally (count_a, count_b, unit), integer arrays with a = count_a / unit and b = count_b /
+    unit (correct examples out of `unit` test examples): the test and the zero checks then run on the integer
+    differences, exactly; the float accuracies are ignored. `min_effect`: an effect in a's and b's units for
+    the power figures, computed at `power_alpha` (default alpha; a family adjusted by Holm needs less).
+
+    Pairs where either side is NaN or infinite are dropped and counted. Never raises for small or degenerate
+    samples: n < 2 gives no interval and no test, and the note says so. Raises ValueError only for arrays of
     different lengths or an alpha outside (0, 1).
     """
     if not 0.0 < alpha < 1.0:
@@ -93,36 +132,70 @@ def paired_difference(a, b, *, alpha: float = 0.05, n_resamples: int = DEFAULT_R
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if a.shape != b.shape:
         raise ValueError(f"paired samples need the same length, got {a.size} and {b.size}")
-    keep = ~(np.isnan(a) | np.isnan(b))
-    d = b[keep] - a[keep]
-    n, dropped = int(d.size), int((~keep).sum())
+    keep = np.isfinite(a) & np.isfinite(b)
+    infinite = int((~keep & ~(np.isnan(a) | np.isnan(b))).sum())
+    n, dropped = int(keep.sum()), int((~keep).sum())
+    exact = None
+    if counts is not None:
+        count_a, count_b, unit = counts
+        exact = [int(y) - int(x) for x, y, k in zip(count_a, count_b, keep) if k]
+        d = np.array([Fraction(v, unit) for v in exact], dtype=object)
+        mean = float(Fraction(sum(exact), n * unit)) if n else math.nan
+        d = d.astype(float)
+    else:
+        d = b[keep] - a[keep]
+        mean = float(d.mean()) if n else math.nan
     floor_n = smallest_rejecting_n(alpha)
-    notes = [f"{dropped} pair(s) with a missing value left out"] if dropped else []
-    mean = float(d.mean()) if n else math.nan
+    notes = [f"{dropped} pair(s) with a missing value left out"] if dropped > infinite else []
+    if infinite:
+        notes.append(f"{infinite} pair(s) with an infinite value left out")
+    empty_power = {"min_effect": math.nan if min_effect is None else float(min_effect), "seeds_for_power": None,
+                   "seeds_for_power_low": None, "seeds_for_power_high": None}
     if n < 2:
         notes.append(f"n={n}: an interval needs >= 2 pairs and the test >= {floor_n}")
         return PairedResult(n=n, dropped=dropped, alpha=alpha, mean_diff=mean, sd_diff=math.nan,
-                            effect_size=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan,
-                            test="none", verdict=NO_DIFFERENCE, min_p=math.nan, can_reject=False,
-                            seeds_for_power=None, note="; ".join(notes))
-    sd = float(d.std(ddof=1))
-    low, high = t_bounds(mean, sd, n, 1.0 - alpha)
-    p, test = sign_flip_pvalues(d, n_resamples=n_resamples, seed=seed)
-    p = float(p)
-    # Flipping a zero difference changes nothing, so only the nonzero pairs count towards the smallest p.
-    nonzero = int(np.count_nonzero(d))
+                            effect_size=math.nan, ci_low=math.nan, ci_high=math.nan, interval="none",
+                            t_low=math.nan, t_high=math.nan, p_value=math.nan, test="none",
+                            test_on="counts" if exact is not None else "floats", verdict=TOO_FEW, min_p=math.nan,
+                            can_reject=False, **empty_power, note="; ".join(notes))
+    if exact is not None:
+        all_equal = len(set(exact)) == 1
+        nonzero = sum(1 for v in exact if v != 0)
+        sd = 0.0 if all_equal else _exact_sd(exact, unit)
+        p, test = exact_sign_flip_pvalue(exact), "exact"
+    else:
+        all_equal = bool(np.allclose(d, d[0], rtol=1e-9, atol=1e-12))
+        nonzero = int(np.count_nonzero(~np.isclose(d, 0.0, rtol=0.0, atol=1e-12)))
+        sd = 0.0 if all_equal else float(d.std(ddof=1))
+        p, test = sign_flip_pvalues(d, n_resamples=n_resamples, seed=seed)
+        p = float(p)
+    if all_equal and nonzero == 0:
+        mean = 0.0
+    t_low, t_high = (mean, mean) if sd == 0.0 else (float(v) for v in t_bounds(mean, sd, n, 1.0 - alpha))
+    if n <= EXACT_INTERVAL_LIMIT:
+        low, high = sign_flip_interval(exact if exact is not None else d, alpha)
+        if exact is not None:
+            low, high = low / unit, high / unit
+        interval = "sign-flip"
+    else:
+        low, high, interval = t_low, t_high, "t"
+        notes.append(f"interval: paired t (more than {EXACT_INTERVAL_LIMIT} pairs)")
     min_p = max(2.0 / 2 ** nonzero, 2.0 / 2 ** n if test == "exact" else 2.0 / (n_resamples + 1))
     can_reject = min_p < alpha
-    if p < alpha:
+    if not can_reject:
+        verdict = TOO_FEW if nonzero else NO_DIFFERENCE
+    elif p < alpha:
         verdict = B_BETTER if mean > 0 else A_BETTER
     else:
         verdict = NO_DIFFERENCE
     effect = _effect_size(mean, sd)
-    needed = None
-    if verdict == NO_DIFFERENCE:
-        needed = seeds_for_power(effect, alpha=alpha)
-        if needed is not None and 0 < nonzero < n:  # ties recur at the same rate in more seeds
-            needed = max(needed, math.ceil(floor_n * n / nonzero))
+    power = empty_power
+    if min_effect is not None:
+        needed = seeds_for_power_range(min_effect, sd, n, alpha=power_alpha or alpha)
+        if 0 < nonzero < n:  # ties recur at the same rate in more seeds
+            needed = tuple(None if v is None else max(v, math.ceil(v * n / nonzero)) for v in needed)
+        power = {"min_effect": float(min_effect), "seeds_for_power": needed[0], "seeds_for_power_low": needed[1],
+                 "seeds_for_power_high": needed[2]}
     if can_reject or nonzero == 0:
         pass  # all-zero differences are said below
     elif test == "exact" and n < floor_n:
@@ -133,17 +206,208 @@ def paired_difference(a, b, *, alpha: float = 0.05, n_resamples: int = DEFAULT_R
     else:
         notes.append(f"{n_resamples} Monte Carlo sign patterns can never reach p<{alpha:g}")
     if sd == 0.0:
-        notes.append("all differences are zero" if mean == 0.0
-                     else "every pair differs by the same amount")
+        notes.append("all differences are zero" if nonzero == 0 else "every pair differs by the same amount")
     return PairedResult(n=n, dropped=dropped, alpha=alpha, mean_diff=mean, sd_diff=sd, effect_size=effect,
-                        ci_low=float(low), ci_high=float(high), p_value=p, test=test, verdict=verdict,
-                        min_p=min_p, can_reject=can_reject, seeds_for_power=needed, note="; ".join(notes))
+                        ci_low=float(low), ci_high=float(high), interval=interval, t_low=t_low, t_high=t_high,
+                        p_value=p, test=test, test_on="counts" if exact is not None else "floats",
+                        verdict=verdict, min_p=min_p, can_reject=can_reject, **power, note="; ".join(notes))
+
+
+def _exact_sd(diffs: list[int], unit: int) -> float:
+    n = len(diffs)
+    variance = Fraction(n * sum(v * v for v in diffs) - sum(diffs) ** 2, n * (n - 1) * unit * unit)
+    return math.sqrt(variance)
 
 
 def _effect_size(mean: float, sd: float) -> float:
     if sd > 0:
         return mean / sd
     return 0.0 if mean == 0 else math.copysign(math.inf, mean)
+
+
+# ---- the exact sign-flip test on integers ----------------------------------------------------------------
+
+def exact_sign_flip_pvalue(diffs: Sequence[int]) -> float:
+    """The two-sided paired sign-flip p-value of integer differences, exactly: the share of the 2^n sign
+    patterns s whose |Σ s_i·d_i| is at least |Σ d_i|, as a float of the exact fraction
+    (`exact_sign_flip_fraction`).
+
+    Zero differences are kept: flipping a zero changes no sum, so they double the patterns and the extreme
+    ones alike, and the p-value is the same as with them dropped. No differences at all give 1.0.
+    Raises TypeError for a non-integer value (a float that happens to be whole is accepted)."""
+    return float(exact_sign_flip_fraction(diffs))
+
+
+def exact_sign_flip_fraction(diffs: Sequence[int]) -> Fraction:
+    """`exact_sign_flip_pvalue` as a Fraction: the null distribution of Σ s_i·|d_i| convolved in integers
+    (int64 counts up to 62 pairs, Python integers beyond), so ties are exact integer equalities."""
+    values = [_as_int(v) for v in diffs]
+    magnitudes = [abs(v) for v in values if v != 0]
+    if not magnitudes:
+        return Fraction(1)
+    g = math.gcd(*magnitudes)  # the test is scale-free: smaller sums, same patterns
+    magnitudes = [m // g for m in magnitudes]
+    observed = abs(sum(values)) // g
+    total = sum(magnitudes)
+    dtype = np.int64 if len(magnitudes) <= 62 else object
+    # ways[j]: sign patterns of the pairs so far whose signed sum is j - (their total).
+    ways, span = np.ones(1, dtype=dtype), 0
+    for m in magnitudes:
+        grown = np.zeros(span + 2 * m + 1, dtype=dtype)
+        grown[:span + 1] += ways
+        grown[2 * m:] += ways
+        ways, span = grown, span + 2 * m
+    sums = np.arange(-total, total + 1)
+    extreme = int(ways[np.abs(sums) >= observed].sum())
+    return Fraction(extreme, 2 ** len(magnitudes))
+
+
+def _as_int(value) -> int:
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    raise TypeError(f"the exact sign-flip test needs integer differences, got {value!r}")
+
+
+def exact_sign_flip_pvalues(rows) -> np.ndarray:
+    """`exact_sign_flip_pvalue` of every row of a 2-D integer array (one simulated sweep a row), by
+    enumerating the 2^n sign patterns: for simulations, n <= 16. The sums are formed in float64, which holds
+    every integer below 2^53 exactly, so the comparisons are exact integer comparisons."""
+    d = np.asarray(rows)
+    if not np.issubdtype(d.dtype, np.integer):
+        raise TypeError(f"exact_sign_flip_pvalues needs an integer array, got {d.dtype}")
+    d = np.atleast_2d(d)
+    n = d.shape[-1]
+    if n > 16:
+        raise ValueError(f"enumerating sign patterns is for n <= 16 pairs, got {n}; use exact_sign_flip_pvalue")
+    if np.abs(d).sum(axis=-1).max(initial=0) >= 2 ** 53:
+        raise ValueError("differences too large for exact float64 sums")
+    patterns = 1.0 - 2.0 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    magnitude = np.abs(d).astype(float)
+    observed = np.abs(d.sum(axis=-1)).astype(float)
+    out = np.empty(d.shape[0])
+    step = max(1, 2 ** 22 // 2 ** n)
+    for i in range(0, d.shape[0], step):
+        sums = np.abs(magnitude[i:i + step] @ patterns.T)
+        out[i:i + step] = (sums >= observed[i:i + step, None]).sum(axis=1) / 2 ** n
+    return out
+
+
+# ---- the interval that inverts the test ------------------------------------------------------------------
+
+def sign_flip_interval(diffs, alpha: float = 0.05) -> tuple[float, float]:
+    """The 1 - alpha interval for the shift δ of the differences that inverts the two-sided sign-flip test:
+    every δ at which the test of d - δ gives p >= alpha, and no other (Hartigan 1969).
+
+    The test of d - δ counts the sign patterns at least as extreme; a pattern that flips the nonempty subset
+    F is at least as extreme on the upper side exactly when mean_F(d) <= δ. So with the 2^n - 1 subset means
+    sorted, m_(1) <= ... <= m_(K), and c = ceil(alpha · 2^(n-1)), the interval is [m_(c-1), m_(K-c+2)];
+    (-inf, inf) when c <= 1 (too few pairs for the test to reject anything). Integer differences give the
+    bounds in the same units, from exact integer subset sums; n <= EXACT_INTERVAL_LIMIT."""
+    d = np.asarray(diffs, dtype=object if _all_int(diffs) else float).ravel()
+    n = d.size
+    if n < 2:
+        return math.nan, math.nan
+    if n > EXACT_INTERVAL_LIMIT:
+        raise ValueError(f"the subset-mean interval enumerates 2^n subsets; n <= {EXACT_INTERVAL_LIMIT}, got {n}")
+    c = math.ceil(Fraction(alpha) * 2 ** (n - 1))
+    if c <= 1:
+        return -math.inf, math.inf
+    means = _subset_means(d[None, :])[0]
+    k = means.size
+    lower, upper = np.partition(means, [c - 2, k - c + 1])[[c - 2, k - c + 1]]
+    return float(lower), float(upper)
+
+
+def sign_flip_bounds(rows, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """`sign_flip_interval` of every row of a 2-D array (one simulated sweep a row)."""
+    d = np.atleast_2d(np.asarray(rows))
+    n = d.shape[-1]
+    c = math.ceil(Fraction(alpha) * 2 ** (n - 1))
+    if c <= 1:
+        return np.full(d.shape[0], -np.inf), np.full(d.shape[0], np.inf)
+    k = 2 ** n - 1
+    low, high = np.empty(d.shape[0]), np.empty(d.shape[0])
+    step = max(1, 2 ** 22 // 2 ** n)  # rows per batch: ~32 MB of subset means at a time
+    for i in range(0, d.shape[0], step):
+        part = np.partition(_subset_means(d[i:i + step]), [c - 2, k - c + 1], axis=1)
+        low[i:i + step], high[i:i + step] = part[:, c - 2], part[:, k - c + 1]
+    return low, high
+
+
+def _all_int(values) -> bool:
+    return all(isinstance(v, (int, np.integer)) for v in np.asarray(values, dtype=object).ravel())
+
+
+def _subset_means(d) -> np.ndarray:
+    """(rows, 2^n - 1): the mean of every nonempty subset of each row. Integer rows are summed in int64 (exact)
+    and divided once, so equal rational means give equal floats."""
+    n = d.shape[-1]
+    member = ((np.arange(1, 2 ** n)[:, None] >> np.arange(n)) & 1).astype(np.int64)
+    sizes = member.sum(axis=1)
+    if d.dtype == object or np.issubdtype(d.dtype, np.integer):
+        sums = d.astype(np.int64) @ member.T
+    else:
+        sums = d.astype(float) @ member.T
+    return sums / sizes
+
+
+# ---- multiplicity ----------------------------------------------------------------------------------------
+
+def adjust(p_values, method: str = "holm") -> np.ndarray:
+    """Adjusted p-values for a family: "holm" (step-down; controls the family-wise error rate), "bh"
+    (Benjamini-Hochberg q-values, `scipy.stats.false_discovery_control`; controls the false discovery rate
+    for independent or positively dependent tests) or "none". NaN entries (no test) are not in the family and
+    stay NaN."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    tested = ~np.isnan(p)
+    if method not in ADJUSTMENTS:
+        raise ValueError(f"unknown adjustment {method!r}; known: {', '.join(ADJUSTMENTS)}")
+    if not tested.any():
+        return out
+    if method == "none":
+        out[tested] = p[tested]
+    elif method == "holm":
+        out[tested] = holm(p[tested])
+    else:
+        from scipy import stats
+
+        out[tested] = stats.false_discovery_control(p[tested], method="bh")
+    return out
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values: with p sorted ascending, the i-th (from 1) is
+    max_{j <= i} min(1, (m - j + 1) · p_(j))."""
+    p = np.asarray(p_values, dtype=float)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = stepped
+    return out
+
+
+def smallest_rejecting_n(alpha: float = 0.05, family: int = 1, method: str = "none") -> int:
+    """The fewest pairs at which the exact two-sided sign-flip test can give p < alpha (2 / 2^n < alpha, the
+    verdict's rule); 6 for alpha = 0.05. In a family of `family` comparisons adjusted by Holm, the smallest
+    adjusted p-value is family · 2 / 2^n, so anything can be rejected only from the n where that is below
+    alpha (9 for 12 comparisons at 5 %); Benjamini-Hochberg gives every comparison its raw p when all are at the
+    floor, so its smallest n is the unadjusted one."""
+    level = alpha / max(1, family) if method == "holm" else alpha
+    n = 1
+    while 2.0 / 2 ** n >= level:
+        n += 1
+    return n
+
+
+def power_level(alpha: float, family: int, method: str) -> float:
+    """The per-comparison level the power figures are computed at: Holm's first step, alpha / family, the
+    hardest its verdicts face; alpha unadjusted or for Benjamini-Hochberg (whose step depends on how many other
+    comparisons reject: alpha is its most favourable level)."""
+    return alpha / max(1, family) if method == "holm" else alpha
 
 
 def mean_interval(values, level: float = 0.95) -> tuple[float, float]:
@@ -202,15 +466,6 @@ def _rng_argument(func, seed: int) -> dict:
     return {name: np.random.default_rng(seed)}
 
 
-def smallest_rejecting_n(alpha: float = 0.05) -> int:
-    """The fewest pairs at which the exact two-sided sign-flip test can give p < alpha (2 / 2^n < alpha, the
-    verdict's rule); 6 for alpha = 0.05."""
-    n = 1
-    while 2.0 / 2 ** n >= alpha:
-        n += 1
-    return n
-
-
 def t_test_power(effect_size: float, n, alpha: float = 0.05):
     """Power of the two-sided paired t test at `n` pairs for a true effect size mean/sd, from the noncentral
     t distribution (scipy.stats.nct): P(|T| > t_{n-1, 1-alpha/2}) with T ~ nct(n-1, effect_size·√n)."""
@@ -234,8 +489,9 @@ def seeds_for_power(effect_size: float, *, alpha: float = 0.05, power: float = P
     closely for normal differences once it can reject at all (simulated, the permutation test needs the
     estimate or one pair more: tests/test_stats.py); never below `smallest_rejecting_n(alpha)`,
     because below that the permutation test cannot reject whatever the effect. None for a zero or undefined
-    effect, or when more than POWER_SEARCH_LIMIT pairs would be needed. Computed from an observed effect
-    size this is a planning figure: at small n the observed effect is itself uncertain.
+    effect, or when more than POWER_SEARCH_LIMIT pairs would be needed. Give it an effect the user names
+    over an sd estimate (`seeds_for_power_range`), never an observed effect: that one is itself the noise the
+    test tries to see through, and planning on it inflates false alarms.
     """
     floor_n = smallest_rejecting_n(alpha)
     if math.isnan(effect_size) or effect_size == 0.0:
@@ -257,6 +513,26 @@ def seeds_for_power(effect_size: float, *, alpha: float = 0.05, power: float = P
         else:
             low = mid
     return high
+
+
+def seeds_for_power_range(min_effect: float, sd: float, n: int, *, alpha: float = 0.05, power: float = POWER,
+                          level: float = 0.95) -> tuple[int | None, int | None, int | None]:
+    """(point, low, high): the pairs needed to detect a true mean difference of `min_effect` with `power` at
+    `alpha`, for the sd of the differences estimated from `n` pairs, and for the two ends of that sd's `level`
+    chi-square interval, sd·sqrt((n-1)/χ²_{n-1}) (the low end of the sd gives the low seed count).
+
+    The observed mean plays no part. (None, None, None) for n < 2, a NaN sd or a non-positive min_effect; an
+    end is None beyond POWER_SEARCH_LIMIT pairs. An sd of 0 (every difference the same) gives the test's
+    floor at every end: that estimate carries no spread to widen."""
+    from scipy import stats
+
+    if n < 2 or not math.isfinite(sd) or not min_effect > 0:
+        return None, None, None
+    tail = (1.0 - level) / 2.0
+    sd_low = sd * math.sqrt((n - 1) / stats.chi2.ppf(1.0 - tail, n - 1))
+    sd_high = sd * math.sqrt((n - 1) / stats.chi2.ppf(tail, n - 1))
+    return tuple(seeds_for_power(min_effect / s if s > 0 else math.inf, alpha=alpha, power=power)
+                 for s in (sd, sd_low, sd_high))
 
 
 def bootstrap_interval(a, b, *, level: float = 0.95, n_resamples: int = 9999, method: str = "BCa",

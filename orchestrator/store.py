@@ -228,6 +228,12 @@ POINTS = pa.schema([
     # The evaluation with the best validation accuracy (earliest on ties): its epoch, validation accuracy and
     # test accuracy. Without a validation split, the last evaluation.
     ("val_accuracy", pa.float64()), ("selected_epoch", pa.float64()), ("selected_test_accuracy", pa.float64()),
+    # The accuracies as counts (exact paired tests: orchestrator/stats.py): correct examples at the end, at the
+    # selected evaluation, and on the validation split there, out of test_examples / val_examples; and the
+    # class count (chance accuracy is 1 / num_classes). Null in stores written before they existed, and for a
+    # split that is absent.
+    ("test_correct", pa.int64()), ("selected_test_correct", pa.int64()), ("val_correct", pa.int64()),
+    ("test_examples", pa.int64()), ("val_examples", pa.int64()), ("num_classes", pa.int64()),
     ("dense_test_accuracy", pa.float64()),
     ("search_seconds", pa.float64()), ("retrain_seconds", pa.float64()),
     ("marginal_seconds", pa.float64()), ("standalone_seconds", pa.float64()),

@@ -81,6 +81,11 @@ def test_failing_stage_writes_failure_row_and_others_continue(ray_cluster, tmp_p
     log = next((tmp_path / "store" / "logs" / "sweep=failing").glob(failed["stage_key"].iloc[0] + "-1.log"))
     assert "Traceback" in log.read_text() and "ValueError" in log.read_text()
     assert points.loc[points["method"] == "random", "status"].eq("ok").all()
+    # The skipped dependant (the sanity check of the failed method) has a point row too, so that a comparison
+    # can count its seed as failed instead of losing it (issue 25).
+    skipped = points[points["status"] == "skipped"]
+    assert list(skipped["method"].astype(str)) == ["snip[samples_per_class=1000]+shuffle"]
+    assert skipped["error_type"].iloc[0] == "parent_failed" and skipped["selected_test_accuracy"].isna().all()
     stages = pd.read_parquet(tmp_path / "store" / "stages")
     assert (stages["status"] == "skipped").sum() == 1
     assert set(stages.loc[stages["status"] == "skipped", "error_type"]) == {"parent_failed"}

@@ -6,6 +6,7 @@ shows those agree with paired_difference itself on a few samples. Every generato
 figures are printed (pytest -s) for the README.
 """
 import itertools
+from fractions import Fraction
 import math
 import subprocess
 import sys
@@ -14,9 +15,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from orchestrator.stats import (A_BETTER, B_BETTER, NO_DIFFERENCE, POWER_SEARCH_LIMIT, bootstrap_bounds,
-                                bootstrap_interval, mean_interval, paired_difference, seeds_for_power,
-                                sign_flip_pvalues, smallest_rejecting_n, t_bounds, t_test_power)
+from orchestrator.stats import (A_BETTER, B_BETTER, NO_DIFFERENCE, POWER_SEARCH_LIMIT, TOO_FEW, adjust,
+                                bootstrap_bounds, bootstrap_interval, exact_sign_flip_fraction,
+                                exact_sign_flip_pvalue, exact_sign_flip_pvalues, holm, mean_interval,
+                                paired_difference, seeds_for_power, seeds_for_power_range, sign_flip_bounds,
+                                sign_flip_interval, sign_flip_pvalues, smallest_rejecting_n, t_bounds, t_test_power)
 
 SWEEPS = 2000  # simulated sweeps per check: a 95 % coverage has a standard error of 0.49 points
 
@@ -51,10 +54,12 @@ def test_exact_p_value_and_t_interval_by_hand_for_four_pairs():
     assert r.p_value == pytest.approx(4 / 16)
     assert r.mean_diff == pytest.approx(0.01375)
     assert r.sd_diff == pytest.approx(sd)
-    assert (r.ci_low, r.ci_high) == pytest.approx((mean - half, mean + half))
+    assert (r.t_low, r.t_high) == pytest.approx((mean - half, mean + half))
     scipy_ci = sps.ttest_rel(b, a).confidence_interval(0.95)
-    assert (r.ci_low, r.ci_high) == pytest.approx((scipy_ci.low, scipy_ci.high))
-    assert r.verdict == NO_DIFFERENCE and r.min_p == pytest.approx(2 / 16) and not r.can_reject
+    assert (r.t_low, r.t_high) == pytest.approx((scipy_ci.low, scipy_ci.high))
+    # The interval that inverts the test: 4 pairs can never reject, so no shift is excluded.
+    assert (r.ci_low, r.ci_high, r.interval) == (-math.inf, math.inf, "sign-flip")
+    assert r.verdict == TOO_FEW and r.min_p == pytest.approx(2 / 16) and not r.can_reject
     assert r.note == "n=4 can never reach p<0.05; needs >= 6 seeds"
 
 
@@ -75,13 +80,15 @@ def test_six_consistent_pairs_reject_five_never_can():
     a = np.array([0.70, 0.72, 0.71, 0.69, 0.73, 0.70])
     up = paired_difference(a, a + [0.01, 0.02, 0.015, 0.03, 0.01, 0.02])
     assert up.p_value == pytest.approx(2 / 64) and up.verdict == B_BETTER and up.can_reject
-    assert up.seeds_for_power is None and up.note == ""
+    assert up.seeds_for_power is None and up.note == ""  # no --min-effect named
     down = paired_difference(a, a - [0.01, 0.02, 0.015, 0.03, 0.01, 0.02])
     assert down.p_value == pytest.approx(2 / 64) and down.verdict == A_BETTER
     five = paired_difference(a[:5], a[:5] + 0.05 + np.arange(5) * 0.01)
-    assert five.p_value == pytest.approx(2 / 32) and five.verdict == NO_DIFFERENCE and not five.can_reject
+    assert five.p_value == pytest.approx(2 / 32) and five.verdict == TOO_FEW and not five.can_reject
     assert five.min_p == pytest.approx(2 / 32)
-    assert five.ci_low > 0  # the t interval excludes 0 while the test cannot reject: they are different tools
+    # The t interval excludes 0 while the test cannot reject; the interval shown inverts the test instead.
+    assert five.t_low > 0 and five.ci_low == -math.inf
+    five = paired_difference(a[:5], a[:5] + 0.05 + np.arange(5) * 0.01, min_effect=0.05)
     assert five.seeds_for_power == 6  # a huge effect: the test's floor, not the t-test's 2 or 3
     assert "needs >= 6 seeds" in five.note
 
@@ -106,7 +113,7 @@ def test_smallest_rejecting_n():
 
 def test_zero_differences_have_no_sign_and_raise_the_smallest_p():
     """Accuracies are counts, so exact ties happen: 5 nonzero differences of 6 can never reach 5 %."""
-    r = paired_difference(np.zeros(6), [0.0, 0.01, 0.01, 0.01, 0.01, 0.01])
+    r = paired_difference(np.zeros(6), [0.0, 0.01, 0.01, 0.01, 0.01, 0.01], min_effect=0.05)
     assert r.p_value == pytest.approx(2 / 32) and r.min_p == pytest.approx(2 / 32) and not r.can_reject
     assert "5 nonzero pair(s) can never reach p<0.05" in r.note
     assert r.seeds_for_power >= 8   # one tie in six recurs: 6 nonzero pairs take about 7.2 seeds
@@ -129,7 +136,7 @@ def test_mean_interval_by_hand():
 def test_fewer_than_two_pairs_give_no_interval_and_no_test():
     for a, b, n, dropped in (([0.5], [0.6], 1, 0), ([], [], 0, 0), ([0.5, math.nan], [math.nan, 0.7], 0, 2)):
         r = paired_difference(a, b)
-        assert (r.n, r.dropped, r.test, r.verdict) == (n, dropped, "none", NO_DIFFERENCE)
+        assert (r.n, r.dropped, r.test, r.verdict) == (n, dropped, "none", TOO_FEW)  # not "no difference"
         assert math.isnan(r.ci_low) and math.isnan(r.ci_high) and math.isnan(r.p_value)
         assert r.seeds_for_power is None and not r.can_reject
         assert f"n={n}: an interval needs >= 2 pairs and the test >= 6" in r.note
@@ -152,12 +159,17 @@ def test_all_differences_zero():
     assert r.seeds_for_power is None and r.note == "all differences are zero"
 
 
-def test_constant_difference_has_an_interval_of_no_width():
-    r = paired_difference([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])
-    assert r.ci_low == r.ci_high == pytest.approx(0.5)
+def test_constant_difference_needs_the_tests_floor_for_an_interval_of_no_width():
+    r = paired_difference([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], min_effect=0.1)
+    assert r.t_low == r.t_high == pytest.approx(0.5)
+    assert (r.ci_low, r.ci_high) == (-math.inf, math.inf)  # 3 pairs exclude nothing, not "exactly 0.5"
     assert r.effect_size == math.inf and r.p_value == pytest.approx(0.25)
     assert r.seeds_for_power == 6
     assert "every pair differs by the same amount" in r.note
+    two = paired_difference([0.5, 0.6], [0.55, 0.65])  # issue 25: a zero-width interval was printed at n = 2
+    assert (two.ci_low, two.ci_high) == (-math.inf, math.inf) and two.verdict == TOO_FEW
+    six = paired_difference(np.arange(6.0), np.arange(6.0) + 0.5)
+    assert six.ci_low == six.ci_high == pytest.approx(0.5) and six.p_value == 2 / 64  # every subset mean is 0.5
 
 
 def test_bad_arguments_raise():
@@ -198,7 +210,7 @@ def _diffs(kind: str, n: int, mu: float, seed: int, sweeps: int = SWEEPS) -> np.
 def _agrees_with_paired_difference(d: np.ndarray, low, high, p=None) -> None:
     for i in range(3):
         r = paired_difference(np.zeros(d.shape[1]), d[i])
-        assert (r.ci_low, r.ci_high) == pytest.approx((low[i], high[i]))
+        assert (r.t_low, r.t_high) == pytest.approx((low[i], high[i]))
         if p is not None:
             assert r.p_value == pytest.approx(p[i])
 
@@ -281,12 +293,18 @@ def test_seeds_for_power_matches_the_simulated_permutation_test(effect, n_resamp
     assert simulated / 1.5 <= estimate <= simulated * 1.5
 
 
-def test_seeds_for_power_from_a_result_uses_the_observed_effect_size():
+def test_seeds_for_power_plans_for_the_named_effect_over_the_sd_and_its_range():
     d = np.array([-0.5, 0.5, 1.5, 2.5])
-    d = (d - d.mean()) / d.std(ddof=1) + 1.0  # observed effect size exactly 1
-    r = paired_difference(np.zeros(4), d)
-    assert r.effect_size == pytest.approx(1.0)
-    assert r.seeds_for_power == seeds_for_power(1.0) == 10
+    d = (d - d.mean()) / d.std(ddof=1)  # sd exactly 1
+    for shift in (0.0, 1.0, 5.0):  # the observed mean plays no part
+        r = paired_difference(np.zeros(4), d + shift, min_effect=1.0)
+        assert r.seeds_for_power == seeds_for_power(1.0) == 10
+        assert (r.seeds_for_power_low, r.seeds_for_power_high) == seeds_for_power_range(1.0, 1.0, 4)[1:]
+    chi2 = sps.chi2.ppf([0.975, 0.025], 3)
+    assert seeds_for_power_range(1.0, 1.0, 4) == (10, seeds_for_power(1.0 / math.sqrt(3 / chi2[0])),
+                                                  seeds_for_power(1.0 / math.sqrt(3 / chi2[1])))
+    assert paired_difference(np.zeros(4), d).seeds_for_power is None  # nothing named, nothing planned
+    assert seeds_for_power_range(1.0, 1.0, 1) == (None, None, None)
 
 
 def test_seeds_for_power_shape():
@@ -329,3 +347,106 @@ def test_bootstrap_interval_edge_cases():
     assert bootstrap_interval([1.0, 2.0, 3.0], [1.5, 2.5, 3.5]) == pytest.approx((0.5, 0.5))
     low, high = bootstrap_interval([0.0, 0.0, 0.0, 0.0, math.nan], [0.1, 0.3, 0.2, 0.4, 1.0])
     assert 0.1 <= low < high <= 0.4
+
+
+# ---- issue 25: the exact test on integers, the interval that inverts it, multiplicity ---------------------
+
+def _brute_force(diffs) -> Fraction:
+    """Every sign pattern, integer sums: the definition of the two-sided sign-flip p-value."""
+    observed = abs(sum(diffs))
+    patterns = list(itertools.product((1, -1), repeat=len(diffs)))
+    return Fraction(sum(abs(sum(s * d for s, d in zip(signs, diffs))) >= observed for signs in patterns),
+                    len(patterns))
+
+
+def test_the_issues_example_is_14_over_256():
+    d = [-2, -2, 7, 2, 8, 7, 8, 7]
+    assert exact_sign_flip_fraction(d) == Fraction(14, 256) == _brute_force(d)
+    assert exact_sign_flip_pvalue(d) == 0.0546875
+    b = np.array([9032, 9012, 8980, 9039, 9035, 8986, 8955, 9026])
+    a = b - np.array(d)
+    r = paired_difference(a / 10000, b / 10000, counts=(a, b, 10000))
+    assert r.p_value == 0.0546875 and r.test_on == "counts" and r.verdict == NO_DIFFERENCE
+    assert r.ci_low <= 0.0 <= r.ci_high
+    # On the floats, scipy's tie tolerance drops tied patterns: the too-small p-value the issue found.
+    assert paired_difference(a / 10000, b / 10000).p_value == pytest.approx(0.0390625)
+
+
+def test_exact_p_value_equals_brute_force_enumeration_on_small_n():
+    rng = np.random.default_rng(25)
+    for n in range(1, 11):
+        for _ in range(12):
+            d = [int(v) for v in rng.integers(-4, 5, n)]  # small range: many ties and zeros
+            expected = _brute_force(d)
+            assert exact_sign_flip_fraction(d) == expected, d
+            assert exact_sign_flip_pvalues(np.array([d]))[0] == float(expected)
+    assert exact_sign_flip_fraction([]) == 1 and exact_sign_flip_fraction([0, 0, 0]) == 1
+    assert exact_sign_flip_fraction([3, 0, 0, 3]) == exact_sign_flip_fraction([3, 3])  # zeros: no change
+    assert exact_sign_flip_fraction([6, 6, 12]) == exact_sign_flip_fraction([1, 1, 2])  # scale-free
+    assert exact_sign_flip_pvalue([5.0, -3.0, 2.0]) == float(_brute_force([5, -3, 2]))
+    with pytest.raises(TypeError, match="integer differences"):
+        exact_sign_flip_pvalue([0.5, 1])
+    with pytest.raises(TypeError, match="integer array"):
+        exact_sign_flip_pvalues(np.array([[0.5, 1.0]]))
+
+
+def test_exact_p_value_at_many_pairs_is_still_exact():
+    assert exact_sign_flip_fraction([1] * 70) == Fraction(2, 2 ** 70)  # beyond int64 counts
+    assert exact_sign_flip_fraction([1, -1] * 40) == 1
+    d = [int(v) for v in np.random.default_rng(3).integers(-30, 31, 40)]
+    p = exact_sign_flip_pvalue(d)
+    # 40 pairs: the normal approximation of the signed-sum distribution is close
+    z = abs(sum(d)) / math.sqrt(sum(v * v for v in d))
+    assert p == pytest.approx(2 * sps.norm.sf(z), abs=0.02)
+
+
+def test_the_interval_is_exactly_the_shifts_the_test_does_not_reject():
+    """Inverting the test: with integer differences and an integer shift δ, δ is in the interval exactly
+    when the exact test of d - δ gives p >= alpha; in particular 0 is outside exactly when p < alpha."""
+    rng = np.random.default_rng(11)
+    for n in (2, 5, 6, 7, 9):
+        for _ in range(15):
+            d = [int(v) for v in rng.integers(-6, 12, n)]
+            low, high = sign_flip_interval(d, 0.05)
+            for delta in range(-20, 25):
+                accepted = exact_sign_flip_pvalue([v - delta for v in d]) >= 0.05
+                assert accepted == (low <= delta <= high), (d, delta, low, high)
+    lows, highs = sign_flip_bounds(np.array([[1, 2, 3, 4, 5, 6, 7, 9]]), 0.05)
+    assert (lows[0], highs[0]) == sign_flip_interval([1, 2, 3, 4, 5, 6, 7, 9])
+
+
+def test_holm_and_benjamini_hochberg_by_hand():
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    # sorted 0.005, 0.01, 0.03, 0.04 x 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert holm(p).tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert adjust(p, "bh").tolist() == pytest.approx(sps.false_discovery_control(p).tolist())
+    assert adjust(p, "bh").tolist() == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    with_nan = adjust([0.01, math.nan, 0.04], "holm")
+    assert with_nan[0] == pytest.approx(0.02) and math.isnan(with_nan[1])  # not in the family
+    assert adjust([0.2], "none").tolist() == [0.2]
+    with pytest.raises(ValueError, match="unknown adjustment"):
+        adjust(p, "bonferroni")
+
+
+def test_smallest_rejecting_n_of_a_family():
+    assert smallest_rejecting_n(0.05, 12, "holm") == 9    # 12 x 2/512 = 4.7 %; 12 x 2/256 = 9.4 %
+    assert smallest_rejecting_n(0.05, 12, "bh") == 6
+    assert smallest_rejecting_n(0.05, 1, "holm") == 6
+    # The README's verdict table: 12 comparisons at 8 seeds, smallest Holm p = 12 x 2/256 = 0.094.
+    assert holm(np.full(12, 2 / 256)).min() == pytest.approx(0.09375)
+
+
+def test_an_infinite_accuracy_is_dropped_not_a_p_of_zero():
+    a = [0.7, 0.71, 0.72, 0.73, 0.74, 0.75, 0.76]
+    b = [0.71, 0.70, 0.73, 0.74, 0.73, 0.76, math.inf]
+    r = paired_difference(a, b)
+    assert r.n == 6 and r.dropped == 1 and "1 pair(s) with an infinite value left out" in r.note
+    assert r.p_value > 0.05 and math.isfinite(r.mean_diff)
+
+
+def test_float_noise_in_an_equal_difference_is_no_effect_size_of_1e15():
+    a = np.array([0.823, 0.751, 0.912, 0.605, 0.337, 0.471])
+    b = np.array([0.833, 0.761, 0.922, 0.615, 0.347, 0.481])  # 10 examples of 1000 better on every seed
+    assert 0 < np.std(b - a, ddof=1) < 1e-16  # the bug's input: float rounding, an effect size of 4e14
+    r = paired_difference(a, b)
+    assert r.sd_diff == 0.0 and r.effect_size == math.inf and "every pair differs by the same amount" in r.note

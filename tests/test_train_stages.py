@@ -309,3 +309,23 @@ def test_a_tuning_trial_without_a_test_split_evaluates_once_per_evaluation_point
     recipe = Recipe.from_dict({**TRAINING, "epochs": 3, "milestones": []})
     result = train(model, split, recipe, 0, 0, 3 * recipe.iterations_per_epoch(len(split.x_train)))
     assert len(calls) == 3 and result.val_accuracy is not None
+
+
+def test_a_point_records_its_accuracies_as_exact_counts(data):
+    """The counts behind every accuracy a point reports, so paired tests can run on integers (issue 25)."""
+    from workers.data import split_validation
+    from workers.stages import measured
+    split = split_validation(data, 0.25)
+    model = model_with(stage("dense"), split, chain(split)[0]["weights"])
+    recipe = Recipe.from_dict({**TRAINING, "epochs": 4, "milestones": []})
+    point = measured(None, train(model, split, recipe, 0, 0, 4 * recipe.iterations_per_epoch(len(split.x_train))))
+    assert (point["test_examples"], point["val_examples"]) == (len(split.x_test), len(split.x_val))
+    assert point["num_classes"] == split.num_classes
+    for correct, examples, accuracy in (("test_correct", "test_examples", "test_accuracy"),
+                                        ("selected_test_correct", "test_examples", "selected_test_accuracy"),
+                                        ("val_correct", "val_examples", "val_accuracy")):
+        assert isinstance(point[correct], int) and point[correct] / point[examples] == point[accuracy]
+    without = measured(None, train(model_with(stage("dense"), data, chain(data)[0]["weights"]), data,
+                                   Recipe.from_dict(TRAINING), 0, 0, 8))
+    assert without["val_correct"] is None and without["val_examples"] is None
+    assert without["selected_test_correct"] == without["test_correct"]

@@ -39,7 +39,7 @@ def cells(text: str) -> list[list[str]]:
     lines = text.strip().splitlines()
     start = next(i for i, line in enumerate(lines) if set(line) <= {"-", " "} and line.strip()) + 1
     return [re.split(r"\s{2,}", line.strip()) for line in lines[start:] if line.strip() and
-            not line.startswith(("not compared", "note "))]
+            not line.startswith(("not compared", "["))]  # the footer: skipped methods, numbered notes
 
 
 def test_compare_two_methods_and_every_method_against_a_reference(sweep):
@@ -54,6 +54,11 @@ def test_compare_two_methods_and_every_method_against_a_reference(sweep):
     import json
     records = json.loads(run(main, ["compare", str(spec), "random", "magnitude", "--format", "json"]).output)
     assert [r["n"] for r in records] == [6, 6] and all(r["test"] == "exact" for r in records)
+    # The workers recorded the counts: the test ran on integers; the two sparsities are one Holm family.
+    assert all(r["test_on"] == "counts" and r["family_size"] == 2 and r["adjust"] == "holm" for r in records)
+    assert all(r["p_holm"] == pytest.approx(min(1.0, 2 * min(x["p_value"] for x in records)))
+               for r in records if r["p_value"] == min(x["p_value"] for x in records))
+    assert "verdicts: Holm-adjusted p (p Holm) < 0.05 over a family of 2 comparison(s)" in r.output
     # 2/64 with six pairs that differ; tied accuracies (tiny test sets) raise it (tests/test_stats.py)
     assert all(r["min_p"] >= 2 / 64 - 1e-12 and r["can_reject"] == (r["min_p"] < 0.05) for r in records)
 
@@ -70,6 +75,17 @@ def test_compare_bad_input_is_one_line_and_exit_2(sweep, args, message):
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and message in r.output, r.output
     if "magnitud" in args:
         assert "did you mean 'magnitude'" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--adjust", "bonferroni"], "'bonferroni' is not one of 'holm', 'bh', 'none'"),
+    (["--min-effect", "0"], "Invalid value for '--min-effect'"),
+    (["--failures", "drop"], "'drop' is not one of 'chance', 'exclude'"),
+])
+def test_compare_judging_options_are_checked_by_click(sweep, args, message):
+    spec, _ = sweep
+    r = CliRunner().invoke(main, ["compare", str(spec), "random", "magnitude", *args])
+    assert r.exit_code == 2 and message in r.output, r.output
 
 
 class _Tables(html.parser.HTMLParser):
@@ -114,8 +130,20 @@ def test_report_is_self_contained_and_every_number_equals_the_clis(sweep):
     tables.feed(page)
     run = CliRunner().invoke
     assert tables.tables["frontier"][1:] == cells(run(main, ["results", "--spec", str(spec)]).output)
-    assert tables.tables["comparison"][1:] == cells(run(main, ["compare", str(spec), "--reference", "random",
-                                                               "--all"]).output)
+    compared = run(main, ["compare", str(spec), "--reference", "random", "--all"]).output
+    assert tables.tables["comparison"][1:] == cells(compared)
+    assert {"failed", "p", "p Holm", "q BH", "seeds 80 %"} <= set(tables.tables["comparison"][0])
+    family = next(line for line in compared.splitlines() if line.startswith("verdicts: "))
+    assert html.escape(family) in page and family in (out / "report.md").read_text()
+    notes = [line for line in compared.splitlines() if line.startswith("[")]
+    assert all(html.escape(line) in page for line in notes)
+    bh = folder / "report-bh"
+    assert run(main, ["report", str(spec), "-o", str(bh), "--reference", "random", "--adjust", "bh",
+                      "--min-effect", "2"]).exit_code == 0
+    tables_bh = _Tables()
+    tables_bh.feed((bh / "report.html").read_text())
+    assert tables_bh.tables["comparison"][1:] == cells(run(main, [
+        "compare", str(spec), "--reference", "random", "--all", "--adjust", "bh", "--min-effect", "2"]).output)
     assert dict(tables.tables["stages"][1:]) == {"ok": str(6 * 7), "to run": "0"}
     md = (out / "report.md").read_text()
     assert "![accuracy vs density](frontier.png)" in md and (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"

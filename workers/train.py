@@ -85,6 +85,15 @@ class TrainResult:
     selected_epoch: float = float("nan")
     val_accuracy: float | None = None
     selected_test_accuracy: float = float("nan")
+    # The same evaluations as integer counts, so that paired tests can be exact: correct examples at the end
+    # (test_correct) and at the selected evaluation (selected_test_correct, val_correct), out of
+    # test_examples / val_examples. None where the split is absent.
+    test_correct: int | None = None
+    selected_test_correct: int | None = None
+    val_correct: int | None = None
+    test_examples: int | None = None
+    val_examples: int | None = None
+    num_classes: int | None = None  # for chance accuracy, 1 / num_classes, which a failed run counts as
     curve: list[dict] = field(default_factory=list)
     mask: Mask | None = None  # the mask in force at the end: the given one, or a schedule's last
 
@@ -96,6 +105,7 @@ class Selection:
     def __init__(self, eligible_from: int):
         self.eligible_from = eligible_from
         self.epoch, self.val_accuracy, self.test_accuracy = float("nan"), None, float("nan")
+        self.val_correct, self.test_correct = None, None
 
     def offer(self, iteration: int, epoch: float, metrics: dict) -> None:
         if iteration < self.eligible_from:
@@ -103,6 +113,7 @@ class Selection:
         val = metrics.get("val_accuracy")
         if val is None or self.val_accuracy is None or val > self.val_accuracy:
             self.epoch, self.val_accuracy, self.test_accuracy = epoch, val, metrics.get("test_accuracy", float("nan"))
+            self.val_correct, self.test_correct = metrics.get("val_correct"), metrics.get("test_correct")
 
 
 class MaskSchedule(Protocol):
@@ -154,19 +165,32 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; known: sgd, adam")
 
 
+# Keys of evaluate_splits' metrics that are counts, not curve values (the curves table has no column for them).
+COUNT_KEYS = ("val_correct", "val_examples", "test_correct", "test_examples")
+
+
 def evaluate_splits(model: nn.Module, data: Dataset) -> dict:
-    """Validation (when the dataset has a split) and test (unless removed, while tuning) accuracy and mean loss."""
+    """Validation (when the dataset has a split) and test (unless removed, while tuning) accuracy, mean loss,
+    and the correct-example count and example count behind each accuracy (COUNT_KEYS)."""
     metrics = {}
-    if data.x_val is not None:
-        metrics["val_accuracy"], metrics["val_loss"] = evaluate(model, data.x_val, data.y_val)
-    if data.x_test is not None:
-        metrics["test_accuracy"], metrics["test_loss"] = evaluate(model, data.x_test, data.y_test)
+    for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
+        if x is not None:
+            correct, examples, loss = evaluate_counts(model, x, y)
+            metrics.update({f"{split}_accuracy": correct / examples, f"{split}_loss": loss,
+                            f"{split}_correct": correct, f"{split}_examples": examples})
     return metrics
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) on (x, y) in eval mode; restores the previous mode."""
+    correct, examples, loss = evaluate_counts(model, x, y, batch_size)
+    return correct / examples, loss
+
+
+@torch.no_grad()
+def evaluate_counts(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    batch_size: int = 1000) -> tuple[int, int, float]:
+    """(correct examples, examples, mean cross-entropy) on (x, y) in eval mode; restores the previous mode."""
     was_training = model.training
     model.eval()
     correct, loss = 0, 0.0
@@ -176,7 +200,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         loss += float(F.cross_entropy(out, y[i:i + batch_size], reduction="sum"))
         correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
     model.train(was_training)
-    return correct / len(x), loss / len(x)
+    return correct, len(x), loss / len(x)
 
 
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -279,7 +303,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
             if (epoch + 1) % recipe.eval_every == 0 or it == stop - 1:
                 final = evaluate_splits(model, data)
                 selection.offer(it + 1, row["epoch"], final)
-                row.update(final)
+                row.update({k: v for k, v in final.items() if k not in COUNT_KEYS})
                 evaluated_at = it + 1
             curve.append(row)
             if on_epoch is not None:
@@ -293,7 +317,10 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
     return TrainResult(seconds=time.perf_counter() - t0, iterations=max(0, stop - start),
                        test_accuracy=final.get("test_accuracy", math.nan), test_loss=final.get("test_loss", math.nan),
                        selected_epoch=selection.epoch, val_accuracy=selection.val_accuracy,
-                       selected_test_accuracy=selection.test_accuracy, curve=curve,
+                       selected_test_accuracy=selection.test_accuracy, test_correct=final.get("test_correct"),
+                       selected_test_correct=selection.test_correct, val_correct=selection.val_correct,
+                       test_examples=final.get("test_examples"), val_examples=final.get("val_examples"),
+                       num_classes=data.num_classes, curve=curve,
                        mask=mask if current is None else current)
 
 

@@ -80,6 +80,21 @@ def plot(store_location, sweep, spec_path, output) -> None:
     click.echo(f"wrote {output}")
 
 
+def judging_options(command):
+    """--adjust, --min-effect and --failures, which `compare` and `report` share (orchestrator/compare.py)."""
+    from orchestrator.stats import ADJUSTMENTS, DEFAULT_ADJUST, DEFAULT_MIN_EFFECT_POINTS, FAILURES
+
+    command = click.option("--failures", type=click.Choice(FAILURES), default="chance", show_default=True,
+                           help="A seed that failed, diverged or was skipped counts at chance accuracy, or is "
+                                "left out.")(command)
+    command = click.option("--min-effect", "min_effect", type=click.FloatRange(min=0, min_open=True),
+                           default=DEFAULT_MIN_EFFECT_POINTS, show_default=True, metavar="POINTS",
+                           help="The difference, in accuracy points, that the power column (seeds 80 %) plans for.")(command)
+    return click.option("--adjust", type=click.Choice(ADJUSTMENTS), default=DEFAULT_ADJUST, show_default=True,
+                        help="Multiplicity adjustment the verdicts follow, over the rows of the table: Holm "
+                             "(family-wise error), Benjamini-Hochberg (false discovery rate) or none.")(command)
+
+
 @click.command()
 @click.argument("spec_path", metavar="SPEC")
 @click.argument("methods", nargs=-1, metavar="[A B]")
@@ -88,13 +103,16 @@ def plot(store_location, sweep, spec_path, output) -> None:
 @click.option("--metric", default="selected_test_accuracy", show_default=True,
               help="The accuracy column compared (e.g. test_accuracy, the final one; val_accuracy).")
 @click.option("--alpha", default=0.05, show_default=True, type=float, help="Significance level of the test.")
+@judging_options
 @click.option("--store", "store_location", help="Results store (default: the spec's).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.option("-o", "--output", help="Write to this file instead of printing.")
-def compare(spec_path, methods, reference, every, metric, alpha, store_location, fmt, output) -> None:
+def compare(spec_path, methods, reference, every, metric, alpha, adjust, min_effect, failures, store_location, fmt,
+            output) -> None:
     """Paired comparison of method B with method A at every sparsity both have, over the seeds both have: the
-    mean difference B − A with its 95 % interval, an exact sign-flip permutation test, a verdict, the paired
-    cost ratio, and how many seeds a difference of the observed size would need."""
+    mean difference B − A with the 95 % interval that inverts the test, an exact sign-flip test on
+    correct-example counts, its Holm-adjusted p and Benjamini-Hochberg q over the rows (the family), a
+    verdict, the paired cost ratio, and the seeds a difference of --min-effect points needs."""
     from orchestrator.compare import CompareError, compare_all, compare_methods, format_comparison
 
     if every != bool(reference):
@@ -109,8 +127,10 @@ def compare(spec_path, methods, reference, every, metric, alpha, store_location,
     points = current_points(store_location, None, spec)
     points = points[points["sweep"].astype(str) == spec.name]
     try:
-        frame = (compare_all(points, reference, metric=metric, alpha=alpha) if every
-                 else compare_methods(points, methods[0], methods[1], metric=metric, alpha=alpha))
+        judging = {"metric": metric, "alpha": alpha, "adjust": adjust, "min_effect": min_effect / 100,
+                   "failures": failures}
+        frame = (compare_all(points, reference, **judging) if every
+                 else compare_methods(points, methods[0], methods[1], **judging))
         text = format_comparison(frame, fmt)
     except CompareError as err:
         fail(f"compare: {err}")
@@ -134,8 +154,9 @@ def _decisions_text(location: str, sweep: str, markdown: bool) -> str:
 @click.argument("spec_path", metavar="SPEC")
 @click.option("-o", "--output", "out_dir", required=True, help="Folder to write report.html and report.md into.")
 @click.option("--reference", help="The method every other is compared with (default: ltr when present).")
+@judging_options
 @click.option("--store", "store_location", help="Results store (default: the spec's).")
-def report(spec_path, out_dir, reference, store_location) -> None:
+def report(spec_path, out_dir, reference, adjust, min_effect, failures, store_location) -> None:
     """Write one self-contained HTML page (images embedded) and the same content as Markdown: the spec and
     versions, the frontier and cost-accuracy plots, the frontier table, every method compared with a
     reference, stage counts by status, and total compute."""
@@ -154,7 +175,8 @@ def report(spec_path, out_dir, reference, store_location) -> None:
     points = current_points(store.location, None, spec)
     points = points[points["sweep"].astype(str) == spec.name]
     try:
-        written = build_report(spec_path, spec, store, points, out_dir, reference)
+        written = build_report(spec_path, spec, store, points, out_dir, reference,
+                               judging={"adjust": adjust, "min_effect": min_effect / 100, "failures": failures})
     except CompareError as err:
         fail(f"report: {err}")
     for path in written:
