@@ -1,4 +1,3 @@
-import gzip
 import os
 import pickle
 import random
@@ -7,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_writers import idx_bytes, write_cifar, write_mnist
 from workers import data
 from workers.data import CIFAR_MEAN, CIFAR_STD, DATASETS, DataError, FlipAndCrop, load_dataset
 
@@ -143,29 +143,6 @@ def test_mnist1d_unknown_option():
 
 # ---------------------------------------------------------------- mnist (idx files)
 
-def idx_bytes(magic: int, array: np.ndarray) -> bytes:
-    header = np.array([magic, *array.shape], dtype=">i4").tobytes()
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_mnist(directory, n_train=5, n_test=3, compress=False):
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": (2051, rng.integers(0, 256, (n_train, 28, 28))),
-        "train-labels-idx1-ubyte": (2049, np.arange(n_train) % 10),
-        "t10k-images-idx3-ubyte": (2051, rng.integers(0, 256, (n_test, 28, 28))),
-        "t10k-labels-idx1-ubyte": (2049, np.array([9, 0, 4][:n_test])),
-    }
-    for name, (magic, a) in arrays.items():
-        raw = idx_bytes(magic, a)
-        if compress:
-            (directory / f"{name}.gz").write_bytes(gzip.compress(raw))
-        else:
-            (directory / name).write_bytes(raw)
-    return {name: a for name, (_, a) in arrays.items()}
-
-
 def test_mnist_reads_plain_idx_files_in_the_root(tmp_path):
     arrays = write_mnist(tmp_path)
     d = load_dataset("mnist", str(tmp_path))
@@ -257,19 +234,6 @@ def test_mnist_image_and_label_counts_must_agree(tmp_path):
 
 
 # ---------------------------------------------------------------- cifar10 (python pickle batches)
-
-def write_cifar(directory, per_batch=2):
-    """Batches as the original files are: protocol-2 pickles of {b'data': (N, 3072) uint8, b'labels': [...]}."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    batches = {}
-    for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8),
-                 b"labels": [(i + j) % 10 for j in range(per_batch)], b"batch_label": name.encode()}
-        (directory / name).write_bytes(pickle.dumps(batch, protocol=2))
-        batches[name] = batch
-    return batches
-
 
 def test_cifar_reads_batches_in_the_standard_folder(tmp_path):
     batches = write_cifar(tmp_path / "cifar-10-batches-py")

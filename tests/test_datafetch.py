@@ -11,7 +11,7 @@ import threading
 
 import pytest
 from click.testing import CliRunner
-from test_data import write_cifar, write_mnist
+from data_writers import write_cifar, write_mnist
 
 from orchestrator import datafetch
 from orchestrator.cli import main

@@ -88,7 +88,7 @@ def test_every_using_it_command_and_the_pandas_example_work(ray_cluster, tmp_pat
     import yaml
     from click.testing import CliRunner
     from test_datafetch import Server, mnist_manifest
-    from test_data import write_mnist
+    from data_writers import write_mnist
 
     from orchestrator.cli import main
     from orchestrator.datafetch import MANIFESTS

@@ -24,6 +24,7 @@ from orchestrator import driver, resume
 from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
 from orchestrator.store import ResultsStore
+from store_cli import ORCHESTRATE, env_without_ray_address
 
 SPEC = {
     "name": "faults",
@@ -36,19 +37,10 @@ SPEC = {
     "seeds": [0],
     "resources": {"max_retries": 1},
 }
-ORCHESTRATE = [sys.executable, "-m", "orchestrator.cli"]
-
-
 def write_spec(tmp_path: Path, spec: dict = SPEC) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
-
-
-def env_without_ray_address(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(extra)
-    return env
 
 
 def run_inprocess(store: Path, spec: dict = SPEC, **kw):

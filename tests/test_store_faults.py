@@ -19,54 +19,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from orchestrator import artifacts, resume
 from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
 from orchestrator.store import COMPACT_FAULT_ENV, ResultsStore
-from test_reliability import ORCHESTRATE, env_without_ray_address
-
-SPEC = {
-    "name": "heal",
-    "model": {"name": "mlp", "options": {"hidden": [8]}},
-    "dataset": {"name": "synthetic", "options": {"n_train": 64, "n_test": 32}},
-    "training": {"epochs": 2, "batch_size": 32, "lr": 0.05, "rewind": "1it"},
-    "methods": [{"kind": "oneshot", "criterion": "random"}, {"kind": "ltr"}],
-    "sparsities": [0.5, 0.8],
-    "seeds": [0],
-    "resources": {"max_retries": 1},
-}
-WIDER = {**SPEC, "sparsities": [0.5, 0.8, 0.9]}  # adds stages that read the seed's warm-up weights
-
-
-def orchestrate(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(ORCHESTRATE + list(args), env=env or env_without_ray_address(), capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def write_spec(folder: Path, spec: dict) -> str:
-    path = folder / f"{spec['name']}-{len(spec['sparsities'])}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return str(path)
-
-
-def submit(folder: Path, store: Path, spec: dict = SPEC) -> subprocess.CompletedProcess:
-    return orchestrate("submit", write_spec(folder, spec), "--store", str(store), "--no-dashboard", "--no-progress")
-
-
-def status(folder: Path, store: Path, spec: dict = SPEC) -> subprocess.CompletedProcess:
-    out = orchestrate("status", write_spec(folder, spec), "--store", str(store))
-    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
-    return out
-
-
-def points_frame(store: Path) -> pd.DataFrame:
-    """The README's raw pandas read, in a canonical order."""
-    frame = pd.read_parquet(store / "points")
-    frame = frame.assign(method=frame["method"].astype(str), sweep=frame["sweep"].astype(str))
-    return frame.sort_values(["stage_key", "attempt"]).reset_index(drop=True)
-
+from store_cli import SPEC, WIDER, env_without_ray_address, orchestrate, points_frame, status, submit, write_spec
 
 def one_ok_row_per_point(store: Path, spec: dict) -> None:
     points = points_frame(store)

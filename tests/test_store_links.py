@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.store import ResultsStore
-from test_store_faults import SPEC, orchestrate, points_frame, status, submit
+from store_cli import SPEC, orchestrate, points_frame, status, submit
 
 SWEEP = SPEC["name"]
 
