@@ -85,15 +85,24 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     if todo and preflight is not None:
         preflight()
     joining = bool(address or os.environ.get("RAY_ADDRESS")) or ray.is_initialized()
-    started = False
+    url, started = None, False
+    lease = Lease(store, plan.sweep)
     if todo:
+        lease.refuse_if_held(take_over)  # a busy sweep is refused before any cluster is started or joined
         if joining:  # a cluster we did not start: ask it what it has, before anything is written
             url, started = cluster.connect(address, dashboard=dashboard)
             cluster.check_resources(shapes_by_source(spec), ray.cluster_resources())
         else:        # a private cluster gets this machine: check before starting it
             cluster.check_resources(shapes_by_source(spec), cluster.local_resources())
-    store.check_writable()
-    lease = Lease(store, plan.sweep).acquire(take_over=take_over)
+            # Started before anything is written: a submit whose cluster does not start leaves the store as it was.
+            url, started = cluster.connect(None, dashboard=dashboard)
+    try:
+        store.check_writable()
+        lease.acquire(take_over=take_over)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
     try:
         plans.record(store, plan)
         if state.needs_repair:
@@ -104,8 +113,6 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
         if not todo:
             return summary
         shapes = stage_shapes(plan, spec)
-        if not joining:
-            url, started = cluster.connect(None, dashboard=dashboard)
         summary.dashboard_url = url
         if url:
             echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")

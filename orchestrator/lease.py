@@ -115,6 +115,12 @@ class Lease:
         except (StoreError, ValueError):
             return None  # vanished or half-visible: treated as free, the read-back settles it
 
+    def refuse_if_held(self, take_over: bool = False) -> None:
+        """LeaseHeld if a live driver holds the sweep (unless taking over), without writing anything."""
+        holder = self.read()
+        if holder and not take_over and not stale(holder):
+            raise LeaseHeld(describe_holder(holder, self.store.location))
+
     def acquire(self, take_over: bool = False) -> "Lease":
         try:
             return self._acquire(take_over)

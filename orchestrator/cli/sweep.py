@@ -7,7 +7,8 @@ from collections import Counter
 
 import click
 
-from orchestrator.cli.common import BAD_INPUT, SWEEP_BUSY, fail, plan_of, spec_from, store_at
+from orchestrator.cli.common import (BAD_INPUT, CLUSTER_DID_NOT_START, INTERRUPTED, SWEEP_BUSY, fail, plan_of,
+                                     spec_from, store_at)
 from orchestrator.spec import SweepSpec, describe
 from orchestrator.store import StoreError
 
@@ -131,7 +132,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
         from orchestrator.cli.jobs import submit_detached
 
         return submit_detached(spec_path, store_location, address, take_over, retry_diverged)
-    from orchestrator.cluster import ClusterError
+    from orchestrator.cluster import ClusterError, ClusterStartError
     from orchestrator.driver import run_plan
     from orchestrator.lease import LeaseHeld
     from orchestrator.scheduler import LeaseLost
@@ -144,6 +145,9 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
                            dashboard=dashboard)
     except ClusterError as err:
         fail(str(err))
+    except ClusterStartError as err:
+        click.echo(str(err), err=True)
+        sys.exit(CLUSTER_DID_NOT_START)
     except LeaseHeld as err:
         click.echo(str(err), err=True)
         sys.exit(SWEEP_BUSY)
@@ -152,7 +156,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages are stored; submit again to resume", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     click.echo(f"{summary.ran} stage(s) ran, {summary.skipped_done} already stored, {summary.failed} failed, "
                f"{summary.diverged} diverged, {summary.skipped_after_failure} skipped after a failure "
                f"({summary.seconds:.1f} s)")
