@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import tempfile
 import threading
@@ -80,8 +81,10 @@ def connect(address: str | None, dashboard: bool = True, num_cpus: int | None = 
         return _join(*_resolve(address, label)), False
     # Nothing reads a private cluster's metrics, and Ray serves them without its token to any local user:
     # the dashboard agent's exporter is off with metrics collection, the other two servers by their ports.
+    # Ray's INFO lines (its retries while the node registers, "Started a local Ray instance") stay out of
+    # the terminal: submit prints the dashboard's address itself, and a start that fails is one line.
     kwargs = dict(include_dashboard=dashboard, log_to_driver=False, num_cpus=num_cpus,
-                  _node_ip_address=LOOPBACK,
+                  logging_level=logging.WARNING, _node_ip_address=LOOPBACK,
                   _system_config={"worker_niceness": WORKER_NICENESS, "enable_metrics_collection": False})
     if dashboard:
         # No fixed port: another Ray on this machine may hold 8265.
@@ -158,6 +161,7 @@ def _start_private(kwargs: dict):
     except Exception as err:  # noqa: BLE001 - reported on one line
         again = _first_line(err)
     logs = os.path.join(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir(), "ray", "session_*", "logs")
+    first, again = first.rstrip("."), again.rstrip(".")
     why = first if first == again else f"{first}; then: {again}"
     raise ClusterStartError(
         f"private Ray cluster: did not start, twice (the retry allowed its node {wait} s to register): {why}. "
@@ -171,6 +175,8 @@ def _init_private(kwargs: dict):
 
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
+    # A copy each time: ray.init adds its own entries to the system config it is given.
+    kwargs = {**kwargs, "_system_config": dict(kwargs["_system_config"])}
     try:
         return ray.init(address="local", **kwargs)
     except BaseException:
@@ -218,20 +224,13 @@ def ensure_private_token() -> None:
     path = Path.home() / ".ray" / "auth_token"
     if path.exists():
         return
-    try:
-        from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
-    except ImportError:  # the same 256 random bits, hex, as Ray 2.60 makes them
-        import secrets
-
-        def generate_new_authentication_token() -> str:
-            return secrets.token_hex(32)
     tmp = path.parent / f".auth_token.{uuid.uuid4().hex}.tmp"
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "w") as f:
-                f.write(generate_new_authentication_token())
+                f.write(secrets.token_hex(32))  # 256 random bits, as Ray 2.60 makes its tokens
                 f.flush()
                 os.fsync(f.fileno())
             os.link(tmp, path)
