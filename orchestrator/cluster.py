@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from contextlib import contextmanager
@@ -175,19 +177,38 @@ def _init_private(kwargs: dict):
 
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
+    since = time.time()
     # A copy each time: ray.init adds its own entries to the system config it is given.
     kwargs = {**kwargs, "_system_config": dict(kwargs["_system_config"])}
     try:
         return ray.init(address="local", **kwargs)
     except BaseException:
+        started = [p for p in me.children(recursive=True) if p.pid not in before] + _session_processes(since)
         ray.shutdown()
-        for p in me.children(recursive=True):
-            if p.pid not in before:
-                try:
-                    p.kill()  # SIGKILL ends a stopped process too
-                except psutil.Error:
-                    pass
+        for p in started:
+            try:
+                p.kill()  # SIGKILL ends a stopped process too
+            except psutil.Error:
+                pass
         raise
+
+
+def _session_processes(since: float) -> list:
+    """The processes of a Ray session this process started at or after `since`, found by their command line,
+    which names the session's directory (session_<date>_<time>_<micros>_<this pid>): those the raylet started
+    are no longer below this process once the raylet has died, as it does when its agents are too slow."""
+    import psutil
+
+    named = re.compile(rf"/session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{os.getpid()}(/|\b)")
+    found = []
+    for p in psutil.process_iter(["cmdline", "create_time", "uids"]):
+        try:
+            if p.info["create_time"] >= since - 1 and p.info["uids"].real == os.getuid() \
+                    and named.search(" ".join(p.info["cmdline"] or ())):
+                found.append(p)
+        except (psutil.Error, TypeError, AttributeError):
+            pass
+    return found
 
 
 def _node_wait_setting() -> int | None:

@@ -541,14 +541,15 @@ class _AgentStaller:
         while not self.done.is_set():
             for p in psutil.process_iter():
                 try:
-                    cmd = " ".join(p.cmdline())
-                    if self.ray_tmp not in cmd:
+                    argv = p.cmdline()
+                    if self.ray_tmp not in " ".join(argv):
                         continue
-                    if p.name() == "raylet" and p.pid not in self.raylet_waits:
-                        self.raylet_waits[p.pid] = p.environ().get("RAY_raylet_start_wait_time_s")
-                        if self.stopped:
-                            self.stopped_alive_at_next_raylet.append(_alive(self.stopped[-1]))
-                    elif "dashboard/agent.py" in cmd and len(self.stopped) < self.count \
+                    if p.name() == "raylet":  # (its command line names the agent's script too)
+                        if p.pid not in self.raylet_waits:
+                            self.raylet_waits[p.pid] = p.environ().get("RAY_raylet_start_wait_time_s")
+                            if self.stopped:
+                                self.stopped_alive_at_next_raylet.append(_alive(self.stopped[-1]))
+                    elif any(a.endswith("dashboard/agent.py") for a in argv) and len(self.stopped) < self.count \
                             and p.pid not in {s.pid for s in self.stopped}:
                         p.suspend()
                         self.stopped.append(p)
@@ -606,7 +607,7 @@ def _left_running(ray_tmp: str) -> list[str]:
 def test_a_private_cluster_that_does_not_start_is_retried_once_then_one_line_exit_4(tmp_path):
     out, staller, ray_tmp = _submit_stalled(tmp_path, stalls=2)
     try:
-        assert out.returncode == 4, out.stderr[-3000:]
+        assert out.returncode == 4, (staller.raylet_waits, [p.pid for p in staller.stopped], out.stderr[-3000:])
         assert "Traceback" not in out.stderr, out.stderr[-3000:]
         ours = [line for line in out.stderr.splitlines() if line.startswith("private Ray cluster")]
         assert len(ours) == 1 and out.stderr.strip().endswith(ours[0]), out.stderr[-3000:]
