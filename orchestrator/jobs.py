@@ -38,7 +38,7 @@ from orchestrator.store import ResultsStore, StoreError, open_store
 
 ACTIVE = ("PENDING", "RUNNING")
 CANCELLED = "CANCELLED"
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", CANCELLED)
+TERMINAL = ("SUCCEEDED", "FAILED", CANCELLED)  # as reported_state names them (Ray's STOPPED is CANCELLED)
 # Time the driver gets after SIGINT to finish the commit in hand and release its lease before Ray kills it.
 STOP_WAIT_S = 60
 STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S)}
