@@ -408,7 +408,7 @@ GRPC_PORTS = {
     "raylet": "the raylet's node-manager and object-manager gRPC servers",
     "worker": "a worker's core-worker gRPC server (task and actor calls)",
     "python": "the driver's own core-worker gRPC server",
-    "dashboard agent": "the agent's gRPC server (node stats, and the metrics the workers report)",
+    "dashboard agent": "the agent's gRPC server (node stats for the dashboard; the workers' metrics port)",
 }
 
 
