@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import socket
+import tempfile
 import threading
+import time
+import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +32,26 @@ LOOPBACK = "127.0.0.1"
 # cluster's workers run at the priority of the user who started it, who can lower the whole sweep with
 # `nice orchestrate submit`.
 WORKER_NICENESS = 0
+# The Prometheus servers of the dashboard and of the autoscaler monitor (plain prometheus_client servers, no
+# token check, and no switch to turn them off in Ray 2.60) take their ports from these variables. A port no
+# socket can bind makes each fail to start, which Ray catches and logs, running on without it.
 _METRICS_PORT_VARS = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
+_UNBINDABLE_PORT = "-1"
+# Ray 2.60 waits for a new node to register with its GCS in a fixed 30 s loop (ray/_private/node.py) around a
+# call that itself waits up to RAY_raylet_start_wait_time_s (a RayConfig setting each Ray process reads from its
+# environment): the allowance is the longer of the two. A busy machine can take longer to start the node's
+# agents, and then Ray gives up with "The current node timed out during startup".
+NODE_WAIT_VAR = "RAY_raylet_start_wait_time_s"
+RAY_NODE_WAIT_S = 30
+RETRY_NODE_WAIT_FACTOR = 4  # the one retry allows this many times the first attempt's setting
 
 
 class ClusterError(RuntimeError):
     """A cluster that cannot be reached or used; the message is one line naming the address or field."""
+
+
+class ClusterStartError(RuntimeError):
+    """A private cluster that did not start, even on a retry with a longer allowance; the message is one line."""
 
 
 def _free_port() -> int:
@@ -61,13 +81,19 @@ def connect(address: str | None, dashboard: bool = True, num_cpus: int | None = 
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         return _join(*_resolve(address, label)), False
+    # Nothing reads a private cluster's metrics, and Ray serves them without its token to any local user:
+    # the dashboard agent's exporter is off with metrics collection, the other two servers by their ports.
+    # Ray's INFO lines (its retries while the node registers, "Started a local Ray instance") stay out of
+    # the terminal: submit prints the dashboard's address itself, and a start that fails is one line.
     kwargs = dict(include_dashboard=dashboard, log_to_driver=False, num_cpus=num_cpus,
-                  _node_ip_address=LOOPBACK, _system_config={"worker_niceness": WORKER_NICENESS})
+                  logging_level=logging.WARNING, _node_ip_address=LOOPBACK,
+                  _system_config={"worker_niceness": WORKER_NICENESS, "enable_metrics_collection": False})
     if dashboard:
         # No fixed port: another Ray on this machine may hold 8265.
         kwargs.update(dashboard_host=LOOPBACK, dashboard_port=_free_port())
-    with _node_ip_stays_loopback(), _own_metrics_ports():
-        ctx = ray.init(address="local", **kwargs)
+    ensure_private_token()
+    with _node_ip_stays_loopback(), _metrics_servers_off():
+        ctx = _start_private(kwargs)
     node_ip = ctx.address_info.get("node_ip_address")
     if node_ip != LOOPBACK:
         ray.shutdown()
@@ -101,19 +127,140 @@ def _node_ip_stays_loopback():
 
 
 @contextmanager
-def _own_metrics_ports():
-    """The autoscaler monitor and the dashboard serve metrics on fixed default ports (44217, 44227) that the
-    first Ray on a machine takes, so a second one's servers fail quietly: give ours free loopback ports.
-    Read from the environment by the processes ray.init starts, so set only while it runs."""
-    saved = {name: os.environ.get(name) for name in _METRICS_PORT_VARS}
-    for name in _METRICS_PORT_VARS:
-        os.environ.setdefault(name, str(_free_port()))
+def _environment(values: dict[str, str]):
+    """Variables that the processes ray.init starts read at start-up: set only while it runs."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _metrics_servers_off():
+    return _environment({name: _UNBINDABLE_PORT for name in _METRICS_PORT_VARS})
+
+
+def _start_private(kwargs: dict):
+    """ray.init of a private cluster; a start that fails is retried once, its node allowed longer to register.
+
+    What a failed start left running (GCS, raylet, agents, dashboard: processes this one started) is ended
+    first, so the retry does not compete with it for the busy machine."""
+    setting = _node_wait_setting()
+    try:
+        return _init_private(kwargs)
+    except Exception as err:  # noqa: BLE001 - any failed start gets the one retry
+        first = _first_line(err)
+    wait = RETRY_NODE_WAIT_FACTOR * (setting or RAY_NODE_WAIT_S)
+    try:
+        with _environment({NODE_WAIT_VAR: str(wait)}):
+            _reread_ray_config()  # the wait is the driver's: it must see the setting too
+            return _init_private(kwargs)
+    except Exception as err:  # noqa: BLE001 - reported on one line
+        again = _first_line(err)
+    logs = os.path.join(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir(), "ray", "session_*", "logs")
+    first, again = first.rstrip("."), again.rstrip(".")
+    why = first if first == again else f"{first}; then: {again}"
+    raise ClusterStartError(
+        f"private Ray cluster: did not start, twice (the retry allowed its node {wait} s to register): {why}. "
+        f"The machine may be too busy: submit again when it is less loaded, or with --no-dashboard, or allow "
+        f"longer with {NODE_WAIT_VAR}=<seconds> (the retry allows {RETRY_NODE_WAIT_FACTOR} times that); "
+        f"Ray's logs: {logs}")
+
+
+def _init_private(kwargs: dict):
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    since = time.time()
+    # A copy each time: ray.init adds its own entries to the system config it is given.
+    kwargs = {**kwargs, "_system_config": dict(kwargs["_system_config"])}
+    try:
+        return ray.init(address="local", **kwargs)
+    except BaseException:
+        started = [p for p in me.children(recursive=True) if p.pid not in before] + _session_processes(since)
+        ray.shutdown()
+        for p in started:
+            try:
+                p.kill()  # SIGKILL ends a stopped process too
+            except psutil.Error:
+                pass
+        raise
+
+
+def _session_processes(since: float) -> list:
+    """The processes of a Ray session this process started at or after `since`, found by their command line,
+    which names the session's directory (session_<date>_<time>_<micros>_<this pid>): those the raylet started
+    are no longer below this process once the raylet has died, as it does when its agents are too slow."""
+    import psutil
+
+    named = re.compile(rf"/session_\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_{os.getpid()}(/|\b)")
+    found = []
+    for p in psutil.process_iter(["cmdline", "create_time", "uids"]):
+        try:
+            if p.info["create_time"] >= since - 1 and p.info["uids"].real == os.getuid() \
+                    and named.search(" ".join(p.info["cmdline"] or ())):
+                found.append(p)
+        except (psutil.Error, TypeError, AttributeError):
+            pass
+    return found
+
+
+def _node_wait_setting() -> int | None:
+    try:
+        return int(os.environ[NODE_WAIT_VAR])
+    except (KeyError, ValueError):
+        return None
+
+
+def _reread_ray_config() -> None:
+    """Ray's C++ settings in this process are read from the environment once; ray.init reads them again only
+    when it turns token authentication on by itself (RAY_AUTH_MODE unset). Read them again here, before a
+    start only: once connected, the driver holds the cluster's settings, which this would reset."""
+    try:
+        from ray._raylet import Config
+    except ImportError:  # a Ray without it: the started processes still read the variable
+        return
+    Config.initialize("")
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def ensure_private_token() -> None:
+    """Ray 2.60 turns token authentication on for a private cluster and, when no token exists, writes a new one
+    to ~/.ray/auth_token with the process umask (0644: any local user could read it and use the cluster).
+    Where Ray would write it, write it first: mode 0600 from its creation, in one step (a temporary file
+    linked into place, so a reader never sees it half-written and an existing token is never replaced)."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if (mode is not None and mode.lower() != "token") or os.environ.get("RAY_AUTH_TOKEN") \
+            or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path = Path.home() / ".ray" / "auth_token"
+    if path.exists():
+        return
+    tmp = path.parent / f".auth_token.{uuid.uuid4().hex}.tmp"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))  # 256 random bits, as Ray 2.60 makes its tokens
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made one meanwhile: that one stands
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as err:
+        raise ClusterError(f"private cluster: cannot write Ray's auth token {path} ({err.strerror or err})") from None
 
 
 def _join(address: str, label: str):

@@ -71,7 +71,7 @@ def _todo(plan: Plan, state: resume.StoreState, retry_diverged: bool) -> tuple[l
 def _prepare(spec: SweepSpec, preflight, joining: bool, address: str | None, dashboard: bool):
     """Before any stage runs: the input check, and the resources the stages need against what the cluster
     has. Joins a cluster we did not start (what it has is only known from inside it); a private one is
-    checked against this machine and started later. Returns (dashboard url, whether we started Ray)."""
+    checked against this machine, then started. Returns (dashboard url, whether we started Ray)."""
     if preflight is not None:
         preflight()
     if joining:
@@ -79,7 +79,8 @@ def _prepare(spec: SweepSpec, preflight, joining: bool, address: str | None, das
         cluster.check_resources(shapes_by_source(spec), ray.cluster_resources())
         return url, started
     cluster.check_resources(shapes_by_source(spec), cluster.local_resources())
-    return None, False
+    # Started before anything is written: a submit whose cluster does not start leaves the store as it was.
+    return cluster.connect(None, dashboard=dashboard)
 
 
 def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | None = None,
@@ -101,8 +102,14 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     url, started, prepared = None, False, bool(todo)
     if todo:
         url, started = _prepare(spec, preflight, joining, address, dashboard)
-    store.check_writable()
-    lease = Lease(store, plan.sweep).acquire(take_over=take_over)
+    lease = Lease(store, plan.sweep)
+    try:
+        store.check_writable()
+        lease.acquire(take_over=take_over)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
     try:
         if state.needs_repair:
             # Repair acts only on what it sees under the lease: before it, another driver may have written or
@@ -123,8 +130,6 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
             echo(f"resuming: {stored} of {len(plan.stages)} stages already stored, {len(todo)} to run"
                  + (f", {len(blocked)} held back (diverged before; --retry-diverged runs them)" if blocked else ""))
         shapes = stage_shapes(plan, spec)
-        if not joining:
-            url, started = cluster.connect(None, dashboard=dashboard)
         summary.dashboard_url = url
         if url:
             echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")

@@ -14,6 +14,7 @@ lease token), which the driver looks for every second and handles like Ctrl-C: i
 releases the sweep's lease and shuts down. Then it asks Ray to stop the job, with SIGINT rather than Ray's
 default SIGTERM (RAY_JOB_STOP_SIGNAL, read by Ray's job supervisor from the job's runtime_env), which would
 kill the driver where it stands; under load that SIGINT was seen to go unanswered until Ray's SIGKILL.
+A job ended that way is reported CANCELLED, not as Ray names it (see `reported_state`).
 """
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from orchestrator.cli.common import INTERRUPTED
 from orchestrator.store import ResultsStore, StoreError, open_store
 
 ACTIVE = ("PENDING", "RUNNING")
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+CANCELLED = "CANCELLED"
+TERMINAL = ("SUCCEEDED", "FAILED", CANCELLED)  # as reported_state names them (Ray's STOPPED is CANCELLED)
 # Time the driver gets after SIGINT to finish the commit in hand and release its lease before Ray kills it.
 STOP_WAIT_S = 60
 STOP_ENV = {"RAY_JOB_STOP_SIGNAL": "SIGINT", "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S)}
@@ -162,8 +165,22 @@ def _call(address: str, what: str, fn, *args):
         raise JobError(f"{address}: cannot {what} ({_one_line(err)})") from None
 
 
+def reported_state(info) -> str:
+    """Ray's state of a job, except that one stopped on request is CANCELLED. Ray names it STOPPED when its own
+    stop ended the driver, and FAILED when the driver saw the stop request in the store first and ended as on
+    Ctrl-C (exit code INTERRUPTED, which a detached driver, with no terminal, gets no other way)."""
+    state = str(info.status)
+    if state == "STOPPED" or (state == "FAILED" and info.driver_exit_code == INTERRUPTED):
+        return CANCELLED
+    return state
+
+
+def info_of(api, record: JobRecord):
+    return _call(record.address, f"get job {record.job_id}", api.get_job_info, record.job_id)
+
+
 def status_of(api, record: JobRecord) -> str:
-    return str(_call(record.address, f"get the status of job {record.job_id}", api.get_job_status, record.job_id))
+    return reported_state(info_of(api, record))
 
 
 # ------------------------------------------------------------------ the verbs
@@ -243,13 +260,22 @@ def job_line(store_location: str, sweep: str) -> str | None:
     head = f"job {record.job_id} at {record.address} (submitted {record.submitted_at})"
     try:
         api = client(record.address, option="")
-        info = _call(record.address, f"get job {record.job_id}", api.get_job_info, record.job_id)
+        info = info_of(api, record)
     except JobError as err:
         return f"{head}: state unknown ({err})"
-    state = str(info.status)
+    state = reported_state(info)
     if state == "FAILED" and info.message and info.message.strip():
         return f"{head}: {state} ({info.message.strip().splitlines()[0][:200]})"
     return f"{head}: {state}"
+
+
+def _request_stop(record: JobRecord) -> None:
+    from orchestrator.lease import request_stop
+
+    try:
+        request_stop(ResultsStore(record.store), record.sweep)
+    except (OSError, StoreError):
+        pass  # the store is out of reach from here: Ray's stop alone has to do
 
 
 def cancel(record: JobRecord, wait_s: float = STOP_WAIT_S + 30) -> tuple[bool, str]:
@@ -257,21 +283,24 @@ def cancel(record: JobRecord, wait_s: float = STOP_WAIT_S + 30) -> tuple[bool, s
     for every second, then Ray's job stop (SIGINT, SIGKILL after STOP_WAIT_S). Either way the driver keeps
     every committed row and releases the sweep's lease.
 
-    Returns whether it was still running, and its final state (or the last seen, after `wait_s`).
+    Returns whether it was still running (asked before the stop: the driver may end on the store's request
+    before Ray's stop arrives), and its final state (or the last seen, after `wait_s`).
     """
-    from orchestrator.lease import request_stop
-
     try:
-        request_stop(ResultsStore(record.store), record.sweep)
-    except (OSError, StoreError):
-        pass  # the store is out of reach from here: Ray's stop alone has to do
-    api = client(record.address, option="")
-    was_running = _call(record.address, f"stop job {record.job_id}", api.stop_job, record.job_id)
+        api = client(record.address, option="")
+    except JobError:
+        _request_stop(record)  # the job API is out of reach, the driver may still see the store's request
+        raise
+    state = status_of(api, record)
+    if state in TERMINAL:
+        return False, state
+    _request_stop(record)
+    _call(record.address, f"stop job {record.job_id}", api.stop_job, record.job_id)
     deadline = time.monotonic() + wait_s
     while True:
         state = status_of(api, record)
         if state in TERMINAL or time.monotonic() > deadline:
-            return bool(was_running), state
+            return True, state
         time.sleep(POLL_S)
 
 

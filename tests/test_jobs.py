@@ -239,7 +239,7 @@ def test_cancel_stops_the_job_and_keeps_finished_rows(head, tmp_path):
     cancelled = _invoke("cancel", spec_path)
     print(f"cancel took {time.perf_counter() - t0:.1f} s with {len(before)}/{len(planned)} stages done")
     assert cancelled.exit_code == 0, cancelled.output
-    assert "STOPPED; finished stages are stored" in cancelled.stdout, cancelled.stdout
+    assert "CANCELLED; finished stages are stored" in cancelled.stdout, cancelled.stdout
 
     after = results.done_keys("joblong")
     assert before <= after < planned, "every finished row kept, and the job really stopped early"
@@ -249,9 +249,47 @@ def test_cancel_stops_the_job_and_keeps_finished_rows(head, tmp_path):
     assert not (store / "leases" / "joblong.json").exists()
     job_id = submitted.stdout.splitlines()[0]
     assert "interrupted: finished stages are stored" in jobs.client(url).get_job_logs(job_id)
-    assert "STOPPED" in jobs.job_line(str(store), "joblong")
+    _assert_reads_cancelled(spec_path, store, job_id)
+
+
+def _assert_reads_cancelled(spec_path: str, store: Path, job_id: str) -> None:
+    """status, logs and a second cancel all say CANCELLED, and exit 0."""
+    assert jobs.job_line(str(store), "joblong").endswith(": CANCELLED")
+    status = _invoke("status", spec_path)
+    assert status.exit_code == 0 and f"job {job_id} at" in status.stdout and ": CANCELLED" in status.stdout, \
+        status.output
+    followed = _invoke("logs", spec_path)
+    assert followed.exit_code == 0 and followed.stderr.strip().endswith(f"job {job_id}: CANCELLED"), followed.output
     again = _invoke("cancel", spec_path)
-    assert again.exit_code == 0 and "had already ended: STOPPED" in again.stdout, again.output
+    assert again.exit_code == 0 and again.stdout.strip() == f"job {job_id} had already ended: CANCELLED", \
+        again.output
+
+
+def test_a_job_its_driver_ended_on_the_stores_stop_request_reads_cancelled(head, tmp_path):
+    """The path that raced `cancel` into saying FAILED: the driver sees the stop request in the store before
+    Ray's stop arrives and ends as on Ctrl-C (exit 130), which Ray calls FAILED. Here only the store's request
+    is made, so the job ends that way for certain."""
+    from orchestrator.lease import request_stop
+
+    url, _ = head
+    store = tmp_path / "store"
+    spec_path = _spec_file(tmp_path, LONG, store)
+    submitted = _invoke("submit", spec_path, "--address", url, "--detach")
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.stdout.splitlines()[0]
+    results = ResultsStore(str(store))
+    deadline = time.monotonic() + 300  # a bound on hanging: the job's driver imports torch and starts Ray first
+    while not results.done_keys("joblong"):
+        assert time.monotonic() < deadline, "the job committed no stage in 300 s"
+        time.sleep(0.5)
+    assert request_stop(results, "joblong")
+    api = jobs.client(url)
+    deadline = time.monotonic() + 120
+    while (info := api.get_job_info(job_id)).status not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, f"still {info.status} 120 s after the stop request"
+        time.sleep(0.5)
+    assert (str(info.status), info.driver_exit_code) == ("FAILED", 130), info  # as Ray sees it
+    _assert_reads_cancelled(spec_path, store, job_id)
 
 
 def test_detach_rejects_bad_input_without_writing(tmp_path):

@@ -11,6 +11,8 @@ from orchestrator.store import ResultsStore, StoreError
 
 BAD_INPUT = 2
 SWEEP_BUSY = 3  # another driver holds the sweep's lease
+CLUSTER_DID_NOT_START = 4  # a private Ray cluster failed to start, also on its retry
+INTERRUPTED = 130  # Ctrl-C, or a stop request from `orchestrate cancel`
 
 
 def fail(message: str) -> None:

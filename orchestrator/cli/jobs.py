@@ -76,6 +76,7 @@ def cancel(spec_path: str, store_location: str | None) -> None:
     if not was_running:
         click.echo(f"job {record.job_id} had already ended: {state}")
         return
+    # It ended: CANCELLED, or (had it ended by itself meanwhile) as it ended; either way nothing runs now.
     click.echo(f"job {record.job_id}: {state}; finished stages are stored (orchestrate submit {spec_path} "
                f"resumes)")
 
@@ -87,7 +88,8 @@ def cancel(spec_path: str, store_location: str | None) -> None:
               help="Print this stage's own log instead: a prefix of its key or its label (`plan SPEC` lists both).")
 @click.option("--attempt", type=int, help="With --stage: this attempt (default: the latest).")
 def logs(spec_path: str, store_location: str | None, stage_prefix: str | None, attempt: int | None) -> None:
-    """Follow the sweep's detached job until it ends (exit 0 if it succeeded), or print one stage's log."""
+    """Follow the sweep's detached job until it ends (exit 0 if it succeeded or was cancelled), or print one
+    stage's log."""
     if attempt is not None and stage_prefix is None:
         fail("--attempt: only with --stage")
     if stage_prefix is not None:
@@ -103,7 +105,7 @@ def logs(spec_path: str, store_location: str | None, stage_prefix: str | None, a
                    f"(orchestrate cancel {spec_path} stops it)", err=True)
         sys.exit(130)
     click.echo(f"job {record.job_id}: {state}", err=True)
-    if state != "SUCCEEDED":
+    if state not in ("SUCCEEDED", jobs.CANCELLED):
         sys.exit(1)
 
 

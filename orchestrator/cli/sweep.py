@@ -8,7 +8,8 @@ from typing import Callable
 
 import click
 
-from orchestrator.cli.common import BAD_INPUT, SWEEP_BUSY, fail, plan_of, spec_from, store_at
+from orchestrator.cli.common import (BAD_INPUT, CLUSTER_DID_NOT_START, INTERRUPTED, SWEEP_BUSY, fail, plan_of,
+                                     spec_from, store_at)
 from orchestrator.spec import SweepSpec, describe
 from orchestrator.store import ResultsStore, StoreError
 
@@ -210,7 +211,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
     except StoreError as err:
         click.echo(str(err), err=True)
         sys.exit(1)
-    from orchestrator.cluster import ClusterError
+    from orchestrator.cluster import ClusterError, ClusterStartError
     from orchestrator.driver import run_plan
     from orchestrator.scheduler import LeaseLost
 
@@ -220,6 +221,9 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
                            dashboard=dashboard)
     except ClusterError as err:
         fail(str(err))
+    except ClusterStartError as err:
+        click.echo(str(err), err=True)
+        sys.exit(CLUSTER_DID_NOT_START)
     except LeaseHeld as err:
         click.echo(str(err), err=True)
         sys.exit(SWEEP_BUSY)
@@ -228,7 +232,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages are stored; submit again to resume", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     click.echo(f"{summary.ran} stage(s) ran, {summary.skipped_done} already stored, {summary.failed} failed, "
                f"{summary.diverged} diverged, {summary.skipped_after_failure} skipped after a failure "
                f"({summary.seconds:.1f} s)")
@@ -244,7 +248,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
 
 def _submit_until_decided(spec_path, store_location, address, progress, dashboard, take_over, retry_diverged):
     """`submit --until-decided`: the looks of orchestrator/until_decided.py, each run like a plain submit."""
-    from orchestrator.cluster import ClusterError
+    from orchestrator.cluster import ClusterError, ClusterStartError
     from orchestrator.decision_log import DecisionLogError, format_decisions
     from orchestrator.driver import run_plan, shapes_by_source
     from orchestrator.lease import LeaseHeld
@@ -279,6 +283,9 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
         outcome = run(spec, store, run_look, echo=click.echo)
     except ClusterError as err:
         fail(str(err))
+    except ClusterStartError as err:
+        click.echo(str(err), err=True)
+        sys.exit(CLUSTER_DID_NOT_START)
     except LeaseHeld as err:
         click.echo(str(err), err=True)
         sys.exit(SWEEP_BUSY)
@@ -288,7 +295,7 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
     except KeyboardInterrupt:
         click.echo("interrupted: finished stages and looks are stored; submit --until-decided again to resume",
                    err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     finally:
         if started and started[0]:  # the private cluster this submit started
             import ray
