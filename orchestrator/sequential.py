@@ -147,7 +147,6 @@ def evaluate(diffs, looks, level: float, *, with_p: bool = True, chunk_cells: in
     order = np.argsort(totals, kind="stable")  # chunks of similar width waste less
     parts, start = [], 0
     while start < d.shape[0]:
-        width = 2 * int(totals[order[start]]) + 1
         stop = start + 1
         while stop < d.shape[0] and (stop - start + 1) * (2 * int(totals[order[stop]]) + 1) <= chunk_cells:
             stop += 1
