@@ -57,3 +57,12 @@ def points_frame(store: Path) -> pd.DataFrame:
     frame = pd.read_parquet(store / "points")
     frame = frame.assign(method=frame["method"].astype(str), sweep=frame["sweep"].astype(str))
     return frame.sort_values(["stage_key", "attempt"]).reset_index(drop=True)
+
+
+def finished_store(tmp_path_factory) -> Path:
+    """A store holding the finished SPEC sweep, made by a real `submit` (for module fixtures; tests work on
+    copies)."""
+    folder = tmp_path_factory.mktemp("finished")
+    out = submit(folder, folder / "store")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return folder / "store"

@@ -24,7 +24,8 @@ from orchestrator import artifacts, resume
 from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
 from orchestrator.store import COMPACT_FAULT_ENV, ResultsStore
-from store_cli import SPEC, WIDER, env_without_ray_address, orchestrate, points_frame, status, submit, write_spec
+from store_cli import (SPEC, WIDER, env_without_ray_address, finished_store, orchestrate, points_frame, status, submit,
+                       write_spec)
 
 def one_ok_row_per_point(store: Path, spec: dict) -> None:
     points = points_frame(store)
@@ -39,11 +40,7 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """A store holding the finished SPEC sweep, made by a real `submit`; tests work on copies."""
-    folder = tmp_path_factory.mktemp("finished")
-    out = submit(folder, folder / "store")
-    assert out.returncode == 0, out.stderr[-3000:]
-    return folder / "store"
+    return finished_store(tmp_path_factory)
 
 
 @pytest.fixture

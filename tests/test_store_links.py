@@ -13,17 +13,14 @@ import pandas as pd
 import pytest
 
 from orchestrator.store import ResultsStore
-from store_cli import SPEC, orchestrate, points_frame, status, submit
+from store_cli import SPEC, finished_store, orchestrate, points_frame, status, submit
 
 SWEEP = SPEC["name"]
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("finished")
-    out = submit(folder, folder / "store")
-    assert out.returncode == 0, out.stderr[-3000:]
-    return folder / "store"
+    return finished_store(tmp_path_factory)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:

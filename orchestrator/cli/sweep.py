@@ -1,6 +1,7 @@
 """`orchestrate validate`, `plan` and `submit`: checking a spec and running what its store lacks."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections import Counter
@@ -199,40 +200,20 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
         from orchestrator.cli.jobs import submit_detached
 
         return submit_detached(spec_path, store_location, address, take_over, retry_diverged)
-    from orchestrator.lease import Lease, LeaseHeld
+    from orchestrator.lease import Lease
 
     spec = spec_from(spec_path)
     store = store_at(store_location or spec.store)
-    try:  # first: a busy sweep is refused before the data check, the plan, importing Ray or starting it
+    interrupted = "interrupted: finished stages are stored; submit again to resume"
+    with _run_errors(interrupted):  # first: a busy sweep is refused before the data check, the plan or Ray
         Lease(store, spec.name).check(take_over)
-    except LeaseHeld as err:
-        click.echo(str(err), err=True)
-        sys.exit(SWEEP_BUSY)
-    except StoreError as err:
-        click.echo(str(err), err=True)
-        sys.exit(1)
-    from orchestrator.cluster import ClusterError, ClusterStartError
     from orchestrator.driver import run_plan
     from orchestrator.scheduler import LeaseLost
 
-    try:
+    with _run_errors(interrupted, LeaseLost):
         summary = run_plan(plan_of(spec), spec, store, address=address, progress=progress, echo=click.echo,
                            preflight=lambda: check_inputs(spec), take_over=take_over, retry_diverged=retry_diverged,
                            dashboard=dashboard)
-    except ClusterError as err:
-        fail(str(err))
-    except ClusterStartError as err:
-        click.echo(str(err), err=True)
-        sys.exit(CLUSTER_DID_NOT_START)
-    except LeaseHeld as err:
-        click.echo(str(err), err=True)
-        sys.exit(SWEEP_BUSY)
-    except (StoreError, LeaseLost) as err:
-        click.echo(str(err), err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished stages are stored; submit again to resume", err=True)
-        sys.exit(INTERRUPTED)
     click.echo(f"{summary.ran} stage(s) ran, {summary.skipped_done} already stored, {summary.failed} failed, "
                f"{summary.diverged} diverged, {summary.skipped_after_failure} skipped after a failure "
                f"({summary.seconds:.1f} s)")
@@ -246,12 +227,39 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
         sys.exit(1)
 
 
+@contextlib.contextmanager
+def _run_errors(interrupted: str, *failures: type[Exception]):
+    """A run's failures as one line on stderr and the exit code the README gives each: 2 a cluster that cannot
+    take the sweep, 3 a busy sweep, 4 a cluster that did not start, 1 a store error or one of `failures`,
+    130 Ctrl-C (saying `interrupted`)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(interrupted, err=True)
+        sys.exit(INTERRUPTED)
+    except Exception as err:
+        from orchestrator.lease import LeaseHeld
+
+        if isinstance(err, LeaseHeld):
+            code = SWEEP_BUSY
+        elif isinstance(err, (StoreError, *failures)):
+            code = 1
+        else:  # only now: orchestrator.cluster imports Ray, which a refused submit never needs
+            from orchestrator.cluster import ClusterError, ClusterStartError
+
+            if isinstance(err, ClusterError):
+                fail(str(err))
+            if not isinstance(err, ClusterStartError):
+                raise
+            code = CLUSTER_DID_NOT_START
+        click.echo(str(err), err=True)
+        sys.exit(code)
+
+
 def _submit_until_decided(spec_path, store_location, address, progress, dashboard, take_over, retry_diverged):
     """`submit --until-decided`: the looks of orchestrator/until_decided.py, each run like a plain submit."""
-    from orchestrator.cluster import ClusterError, ClusterStartError
     from orchestrator.decision_log import DecisionLogError, format_decisions
     from orchestrator.driver import run_plan, shapes_by_source
-    from orchestrator.lease import LeaseHeld
     from orchestrator.scheduler import LeaseLost
     from orchestrator.until_decided import NotDecidable, run
 
@@ -280,22 +288,9 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
         return run_plan(look_plan, spec, store, address=address, progress=progress, echo=click.echo,
                         take_over=take_over, retry_diverged=retry_diverged, dashboard=dashboard)
     try:
-        outcome = run(spec, store, run_look, echo=click.echo)
-    except ClusterError as err:
-        fail(str(err))
-    except ClusterStartError as err:
-        click.echo(str(err), err=True)
-        sys.exit(CLUSTER_DID_NOT_START)
-    except LeaseHeld as err:
-        click.echo(str(err), err=True)
-        sys.exit(SWEEP_BUSY)
-    except (StoreError, LeaseLost, NotDecidable, DecisionLogError) as err:
-        click.echo(str(err), err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished stages and looks are stored; submit --until-decided again to resume",
-                   err=True)
-        sys.exit(INTERRUPTED)
+        with _run_errors("interrupted: finished stages and looks are stored; submit --until-decided again to "
+                         "resume", LeaseLost, NotDecidable, DecisionLogError):
+            outcome = run(spec, store, run_look, echo=click.echo)
     finally:
         if started and started[0]:  # the private cluster this submit started
             import ray
