@@ -57,7 +57,7 @@ def _run(values: dict, context: dict, beats) -> None:
     from ray import tune
 
     from workers.data import dataset_from_config, without_test
-    from workers.stages import run_stage
+    from workers.stages.kit import run_stage
     from workers.train import Diverged
 
     torch.set_num_threads(max(1, int(context["threads"])))

@@ -7,7 +7,7 @@ import time
 
 from workers import masks
 from workers.methods.bip.bilevel import BiPConfig, bip_search
-from workers.stages import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, recipe_of,
+from workers.stages.kit import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, recipe_of,
                             retrain, total_iterations)
 
 # The method's knobs that the search itself takes (the rest of BiPConfig comes from the sweep's recipe).

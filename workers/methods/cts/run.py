@@ -5,7 +5,7 @@ import time
 
 from workers import masks
 from workers.methods.cts.search import search_mask
-from workers.stages import (StageResult, generator, measured, method_of, model_with, prunable, recipe_of, retrain,
+from workers.stages.kit import (StageResult, generator, measured, method_of, model_with, prunable, recipe_of, retrain,
                             start_point)
 
 

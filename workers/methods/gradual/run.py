@@ -5,7 +5,7 @@ from __future__ import annotations
 from workers import masks
 from workers.methods.gradual import GraNetMethod
 from workers.methods.gradual.schedules import GMPSchedule, GraNetSchedule, initial_mask, plan_gradual
-from workers.stages import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, retrain,
+from workers.stages.kit import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, retrain,
                             rewind_iteration, total_iterations)
 
 

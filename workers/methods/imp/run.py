@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from workers import masks
-from workers.stages import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, recipe_of,
+from workers.stages.kit import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, recipe_of,
                             retrain)
 
 

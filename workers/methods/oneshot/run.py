@@ -9,7 +9,7 @@ from workers import masks
 from workers.data import Dataset
 from workers.methods.oneshot.criteria import CRITERIA
 from workers.methods.oneshot.scoring import oneshot_mask, per_class_sample
-from workers.stages import (StageResult, StateDict, generator, measured, method_of, model_with, model_with_options,
+from workers.stages.kit import (StageResult, StateDict, generator, measured, method_of, model_with, model_with_options,
                             prunable, retrain)
 
 BATCH = 256  # scoring batch: the criteria sum gradients over batches, so this only bounds memory
