@@ -13,7 +13,8 @@ from workers.methods import KINDS, RUNNERS
 from workers.methods.bip import BiPMethod
 from workers.methods.bip.bilevel import BiPConfig
 from workers.methods.gradual import GMPMethod, GraNetMethod
-from workers.stages.kit import model_with, run_stage
+from workers.stages.dispatch import run_stage
+from workers.stages.kit import model_with
 from workers.train import evaluate
 
 SPEC = {

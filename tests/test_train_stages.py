@@ -5,7 +5,8 @@ from workers import masks
 from workers.data import load_dataset
 from workers.models import build_model
 from workers.methods.oneshot import scoring as scores
-from workers.stages.kit import model_with, run_stage
+from workers.stages.dispatch import run_stage
+from workers.stages.kit import model_with
 from workers.train import Diverged, Recipe, epoch_order, rewind_to_iterations, train
 
 TRAINING = {"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False,

@@ -2,7 +2,7 @@
 
 Adding a family is one package here plus its line in FAMILIES; nothing else in the driver or the workers
 branches on method kinds. Torch-free: each family's `__init__` holds configuration and planning only, its
-runners are imported by `workers.stages` when a stage of theirs runs.
+runners are imported by `workers.stages.dispatch` when a stage of theirs runs.
 """
 from __future__ import annotations
 
