@@ -2,7 +2,6 @@
 (`workers.methods.RUNNERS`), with a tune stage's values applied and the global RNG seeded per stage."""
 from __future__ import annotations
 
-import importlib
 import time
 from typing import Callable
 
@@ -10,7 +9,7 @@ import torch
 
 from workers.data import Dataset
 from workers.methods import RUNNERS, config_from
-from workers.methods.base import TRAINING_PREFIX
+from workers.methods.base import TRAINING_PREFIX, Runner
 from workers.stages import shared
 from workers.stages.kit import StageResult
 from workers.train import seed_for
@@ -26,14 +25,13 @@ def with_tuned(stage: dict, values: dict) -> dict:
     return {**stage, "params": params}
 
 
-def runner(kind: str) -> Callable[..., StageResult]:
+def runner(kind: str) -> Runner:
     """The function that runs a stage kind: a shared one, or the one its method family registered."""
     if kind in shared.STAGES:
         return shared.STAGES[kind]
     if kind not in RUNNERS:
         raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join([*shared.STAGES, *RUNNERS])}")
-    module, _, name = RUNNERS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return RUNNERS[kind]
 
 
 def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | None = None) -> StageResult:

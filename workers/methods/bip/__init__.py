@@ -12,9 +12,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from workers.methods.base import MethodConfig, Planner, SeedStages
+from workers.methods.base import MethodConfig, Planner, Runner, SeedStages
 
-RUNNERS = {"bip": "workers.methods.bip.run:run_bip"}
 IMPLICIT_GRADIENTS = ("paper", "code")
 
 
@@ -68,3 +67,12 @@ class BiPMethod(MethodConfig):
 
 
 CONFIGS = (BiPMethod,)
+
+
+def bip_stage(stage, inputs, data, on_epoch=None):
+    """Runs a `bip` stage; `run` is imported only now, so that the driver reads this module without torch."""
+    from workers.methods.bip.run import run_bip
+    return run_bip(stage, inputs, data, on_epoch)
+
+
+RUNNERS: dict[str, Runner] = {"bip": bip_stage}

@@ -7,9 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from workers.methods.base import MethodConfig, Planner, SeedStages
+from workers.methods.base import MethodConfig, Planner, Runner, SeedStages
 
-RUNNERS = {"cts": "workers.methods.cts.run:run_cts"}
 OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
 SEARCH_BN = ("batch", "running")
 SEARCH_WORK = 1.5  # a search epoch costs about 1.5 training epochs (a dense forward + a masked forward/backward)
@@ -62,3 +61,12 @@ class CTSMethod(MethodConfig):
 
 
 CONFIGS = (CTSMethod,)
+
+
+def cts_stage(stage, inputs, data, on_epoch=None):
+    """Runs a `cts` stage; `run` is imported only now, so that the driver reads this module without torch."""
+    from workers.methods.cts.run import run_cts
+    return run_cts(stage, inputs, data, on_epoch)
+
+
+RUNNERS: dict[str, Runner] = {"cts": cts_stage}
