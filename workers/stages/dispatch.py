@@ -10,6 +10,7 @@ import torch
 from workers.data import Dataset
 from workers.methods import RUNNERS, config_from
 from workers.methods.base import TRAINING_PREFIX, Runner
+from workers.rng import Stream
 from workers.stages import shared
 from workers.stages.kit import StageResult
 from workers.train import seed_for
@@ -42,7 +43,7 @@ def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | Non
         stage = with_tuned(stage, tuned)
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed_for(stage["seed"], 8))
+        torch.manual_seed(seed_for(stage["seed"], Stream.STAGE))
         result = run(stage, inputs, data, on_epoch)
     result.seconds = time.perf_counter() - t0
     if tuned is not None and result.point is not None:

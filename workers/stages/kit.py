@@ -21,6 +21,7 @@ from workers.data import Dataset
 from workers.methods import config_from
 from workers.methods.base import MethodConfig
 from workers.models import build_model
+from workers.rng import Stream
 from workers.train import Recipe, TrainResult, rewind_to_iterations, seed_for, train
 
 StateDict = dict[str, torch.Tensor]
@@ -85,9 +86,9 @@ def cpu_state(model: nn.Module) -> StateDict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def generator(stage: dict, purpose: int) -> torch.Generator:
-    """Seeded by (seed, purpose) only, so e.g. random scores are shared across sparsities (nested masks)."""
-    return torch.Generator().manual_seed(seed_for(stage["seed"], purpose))
+def generator(stage: dict, stream: Stream) -> torch.Generator:
+    """Seeded by (seed, stream) only, so e.g. random scores are shared across sparsities (nested masks)."""
+    return torch.Generator().manual_seed(seed_for(stage["seed"], stream))
 
 
 def start_point(stage: dict, inputs: dict, data: Dataset, from_init: bool) -> tuple[StateDict, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from workers import masks
+from workers.rng import Stream
 from workers.stages.kit import (StageResult, cpu_state, fresh_model, generator, measured, model_with, recipe_of,
                                 retrain, rewind_iteration, start_point)
 from workers.train import seed_for, train
@@ -33,10 +34,10 @@ def run_ablation(stage, inputs, data, on_epoch=None) -> StageResult:
     # A mask searched at init retrains from θ₀ for the whole training, and so do its ablations.
     start, start_iteration = start_point(stage, inputs, data, p.get("retrain_from") == "init")
     if p["ablation"] == "shuffle":
-        mask = masks.layerwise_shuffle(mask, generator(stage, 6))
+        mask = masks.layerwise_shuffle(mask, generator(stage, Stream.SHUFFLE))
     elif p["ablation"] == "reinit":
         # A different seed's init: same distribution, fresh draws. The mask is kept as is.
-        start = cpu_state(fresh_model(stage, data, seed_for(stage["seed"], 7)))
+        start = cpu_state(fresh_model(stage, data, seed_for(stage["seed"], Stream.REINIT)))
     else:
         raise ValueError(f"unknown ablation {p['ablation']!r}; known: shuffle, reinit")
     model, result = retrain(stage, data, start, mask, on_epoch, start_iteration)
