@@ -28,7 +28,10 @@ class BiPMethod(MethodConfig):
         default=0.5, gt=0, le=10,
         description="BiP epochs as a fraction of the training epochs, rounded, at least 1 (bip.yml's 100 after "
                     "pretrain.yml's 200)")
-    lr: float = Field(default=0.1, gt=0, le=100, description="lower level: SGD learning rate of the weights, cosine over the BiP epochs (bip.yml lr)")
+    # Named `lr` as in the authors' bip.yml (and in specs and stage keys): the search's lr of the weights.
+    lr: float = Field(default=0.1, gt=0, le=100,
+                      description="lower level: the search's SGD learning rate of the weights, not the training "
+                                  "recipe's (which fine-tuning uses), cosine over the BiP epochs (bip.yml lr)")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="lower level: SGD momentum (bip.yml momentum)")
     weight_decay: float = Field(default=1e-4, ge=0, le=1, description="lower level: weight decay γ (bip.yml wd)")
     mask_lr: float = Field(

@@ -26,7 +26,7 @@ def run_cts(stage, inputs, data, on_epoch=None) -> StageResult:
 
     mask, info = search_mask(model, prunable(stage, model), data.x_train, data.y_train, 1 - p["target_sparsity"],
                              method, generator(stage, Stream.CTS_SEARCH), epochs=method.search_epochs(recipe.epochs),
-                             lr=method.lr or recipe.lr, batch_size=recipe.batch_size, on_epoch=record,
+                             mask_lr=method.mask_lr(recipe.lr), batch_size=recipe.batch_size, on_epoch=record,
                              invert=p["invert"])
     search_seconds = time.perf_counter() - t0
     _, result = retrain(stage, data, start_weights, mask, on_epoch, start_iteration)
