@@ -15,8 +15,12 @@ from typing import Any, Callable, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SanityCheck = Literal["shuffle", "reinit", "invert"]
-# What runs a stage: (stage, inputs, data, on_epoch) -> workers.stages.kit.StageResult.
-Runner = Callable[..., Any]
+
+
+class Runner(Protocol):
+    """What runs a stage: its payload and its parents' outputs by role, on the dataset, to a
+    `workers.stages.kit.StageResult` (typed loosely here, where no torch is imported)."""
+    def __call__(self, stage: dict, inputs: dict, data: Any, on_epoch: Callable[[dict], None] | None = None) -> Any: ...
 
 
 class Strict(BaseModel):
