@@ -217,7 +217,7 @@ def run_chain(spec: dict, device: str) -> list[tuple[str, str, float, float | No
     Raises if a stage hands on a tensor that is not on the CPU (outputs travel through Ray's object store)."""
     import torch
 
-    from workers.stages import run_stage
+    from workers.stages.dispatch import run_stage
 
     plan = plan_of(spec)
     data = load_data(spec, device)

@@ -152,7 +152,7 @@ class TrialActorBody:
         """Returns (meta, outputs); a stage exception becomes a failure meta, so the actor lives on."""
         import torch
 
-        from workers.stages import run_stage
+        from workers.stages.dispatch import run_stage
 
         from workers import liveness
 

@@ -5,7 +5,8 @@ from workers import masks
 from workers.data import load_dataset
 from workers.models import build_model
 from workers.methods.oneshot import scoring as scores
-from workers.stages import model_with, run_stage
+from workers.stages.dispatch import run_stage
+from workers.stages.kit import model_with
 from workers.train import Diverged, Recipe, epoch_order, rewind_to_iterations, train
 
 TRAINING = {"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False,
@@ -314,7 +315,7 @@ def test_a_tuning_trial_without_a_test_split_evaluates_once_per_evaluation_point
 def test_a_point_records_its_accuracies_as_exact_counts(data):
     """The counts behind every accuracy a point reports, so paired tests can run on integers (issue 25)."""
     from workers.data import split_validation
-    from workers.stages import measured
+    from workers.stages.kit import measured
     split = split_validation(data, 0.25)
     model = model_with(stage("dense"), split, chain(split)[0]["weights"])
     recipe = Recipe.from_dict({**TRAINING, "epochs": 4, "milestones": []})

@@ -16,7 +16,7 @@ import sys
 import torch
 
 from workers.data import DataError, dataset_from_config
-from workers.stages import run_stage
+from workers.stages.dispatch import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,17 +1,17 @@
 """The method families: every kind a spec's `methods` may name, with its configuration, planning and runners.
 
 Adding a family is one package here plus its line in FAMILIES; nothing else in the driver or the workers
-branches on method kinds. Torch-free: each family's `__init__` holds configuration and planning only, its
-runners are imported by `workers.stages` when a stage of theirs runs.
+branches on method kinds. Torch-free: each family's `__init__` holds configuration, planning and RUNNERS, whose
+functions import the family's worker code (`run.py`) only when `workers.stages.dispatch` runs a stage of theirs.
 """
 from __future__ import annotations
 
 from workers.methods import bip, cts, gradual, imp, oneshot
-from workers.methods.base import MethodConfig
+from workers.methods.base import MethodConfig, Runner
 
 FAMILIES = (imp, oneshot, cts, gradual, bip)
 CONFIGS: tuple[type[MethodConfig], ...] = tuple(c for family in FAMILIES for c in family.CONFIGS)
-RUNNERS: dict[str, str] = {kind: path for family in FAMILIES for kind, path in family.RUNNERS.items()}
+RUNNERS: dict[str, Runner] = {kind: run for family in FAMILIES for kind, run in family.RUNNERS.items()}
 _BY_KIND = {c.model_fields["kind"].annotation.__args__[0]: c for c in CONFIGS}
 KINDS = tuple(_BY_KIND)
 

@@ -53,7 +53,7 @@ class BiPConfig:
     """One BiP run: its length and batch size (from the sweep) and the method's knobs."""
     epochs: int
     batch_size: int
-    lr: float = _KNOBS["lr"].default
+    lr: float = _KNOBS["lr"].default              # the weights' (lower level's) learning rate, not the recipe's
     momentum: float = _KNOBS["momentum"].default
     weight_decay: float = _KNOBS["weight_decay"].default
     mask_lr: float = _KNOBS["mask_lr"].default

@@ -6,10 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from workers.methods.base import MethodConfig, Planner, SeedStages
+from workers.methods.base import MethodConfig, Planner, Runner, SeedStages
 from workers.methods.oneshot.criteria import CRITERIA
 
-RUNNERS = {"oneshot": "workers.methods.oneshot.run:run_oneshot"}
 
 
 class OneShotMethod(MethodConfig):
@@ -44,3 +43,12 @@ class OneShotMethod(MethodConfig):
 
 
 CONFIGS = (OneShotMethod,)
+
+
+def oneshot_stage(stage, inputs, data, on_epoch=None):
+    """Runs a `oneshot` stage; `run` is imported only now, so that the driver reads this module without torch."""
+    from workers.methods.oneshot.run import run_oneshot
+    return run_oneshot(stage, inputs, data, on_epoch)
+
+
+RUNNERS: dict[str, Runner] = {"oneshot": oneshot_stage}
