@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from workers.data_files import LAYOUTS
+from workers.data.files import LAYOUTS
 
 PARTIAL_DIR = ".ticketsweep-partial"
 _CHUNK = 1 << 16
@@ -49,7 +49,7 @@ class Archive:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What to download and where the loader (workers/data.py) looks for it."""
+    """What to download and where the loader (workers/data/dataset.py) looks for it."""
     dataset: str
     mirrors: tuple[str, ...]       # base URLs, tried in order; a file's URL is base + archive name
     archives: tuple[Archive, ...]

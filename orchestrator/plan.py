@@ -4,7 +4,7 @@ The key of a stage is computed in exactly one place (`stage_key`): a hash of the
 output (the method's typed configuration among them), its parents' keys and the code version. Resources, the
 store location, the data root and cosmetic labels are not in it, so re-submitting a spec resumes it and adding
 seeds or sparsities runs only what is missing. The data's content is: a file dataset's fingerprint
-(`workers/data_files.py`; `sweep_plan` reads it), a generated dataset's options.
+(`workers/data/files.py`; `sweep_plan` reads it), a generated dataset's options.
 
 The planner adds each seed's shared stages (init, warm-up, dense) and asks every method entry to add its own
 (`MethodConfig.add_stages`, in `workers/methods/`); sanity checks are extra stages it adds for any method.
@@ -255,7 +255,7 @@ def build_plan(spec: SweepSpec, data_content: str | None = None) -> Plan:
 def sweep_plan(spec: SweepSpec) -> Plan:
     """The plan whose keys name the sweep's results: for mnist and cifar10, the fingerprint of the files under
     the spec's data root is part of every key (cached per file: a stat when nothing changed). Raises
-    workers.data_files.DataError when those files are missing or unreadable."""
-    from workers.data_files import fingerprint
+    workers.data.files.DataError when those files are missing or unreadable."""
+    from workers.data.files import fingerprint
 
     return build_plan(spec, fingerprint(spec.dataset.name, spec.dataset.root))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from data_writers import idx_bytes, write_cifar, write_mnist
-from workers import data
-from workers.data import CIFAR_MEAN, CIFAR_STD, DATASETS, DataError, FlipAndCrop, load_dataset
+from workers.data import dataset as data
+from workers.data.dataset import CIFAR_MEAN, CIFAR_STD, DATASETS, DataError, FlipAndCrop, load_dataset
 
 
 def one_line_naming(err: pytest.ExceptionInfo, path) -> None:
@@ -340,7 +340,7 @@ def test_cifar_augment_pads_with_the_normalised_black_pixel(tmp_path):
 # ---------------------------------------------------------------- the validation split
 
 def test_the_validation_split_is_held_out_stratified_and_the_same_every_time():
-    from workers.data import split_validation
+    from workers.data.dataset import split_validation
     data = load_dataset("synthetic", n_train=200, n_test=20, num_classes=4)
     a, b = split_validation(data, 0.1), split_validation(data, 0.1)
     assert len(a.y_val) == 20 and len(a.y_train) == 180
@@ -357,7 +357,7 @@ def test_the_validation_split_is_held_out_stratified_and_the_same_every_time():
 
 
 def test_a_validation_split_that_leaves_nothing_to_train_on_is_a_data_error():
-    from workers.data import split_validation
+    from workers.data.dataset import split_validation
     data = load_dataset("synthetic", n_train=2, n_test=2)
     with pytest.raises(DataError, match="leaves nothing to train on"):
         split_validation(data, 0.8)

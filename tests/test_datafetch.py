@@ -16,7 +16,7 @@ from data_writers import write_cifar, write_mnist
 from orchestrator import datafetch
 from orchestrator.cli import main
 from orchestrator.datafetch import MANIFESTS, PARTIAL_DIR, Archive, FetchError, fetch
-from workers.data import load_dataset
+from workers.data.dataset import load_dataset
 
 
 class Server:

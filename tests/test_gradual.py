@@ -7,7 +7,7 @@ import torch
 from workers import masks
 from workers.methods.gradual import schedules as gradual
 from workers.methods.gradual.schedules import GMPSchedule, GradualPlan, GraNetSchedule
-from workers.train import Recipe, train
+from workers.training.loop import Recipe, train
 
 from tiny_nets import NAMES, TinyMLP, gen, tiny_data
 

@@ -3,7 +3,9 @@ and the driver's own modules must not import torch or pandas (~180 MB and ~40 MB
 import subprocess
 import sys
 
-from workers import data, models, registry
+from workers import registry
+from workers.data import dataset as data
+from workers.models import networks as models
 
 
 def test_model_options_match_the_builders_signatures():

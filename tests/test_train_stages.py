@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from workers import masks
-from workers.data import load_dataset
+from workers.data.dataset import load_dataset
 from workers.models import build_model
 from workers.methods.oneshot import scoring as scores
 from workers.stages import model_with, run_stage
-from workers.train import Diverged, Recipe, epoch_order, rewind_to_iterations, train
+from workers.training.loop import Diverged, Recipe, epoch_order, rewind_to_iterations, train
 
 TRAINING = {"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False,
             "weight_decay": 0.01, "milestones": [1], "gamma": 0.1, "rewind": "3it", "grad_clip": None, "eval_every": 1}
@@ -261,7 +261,7 @@ def test_lrr_replays_the_schedule_from_the_rewind_point_and_finetuning_holds_the
 
 
 def test_results_report_the_evaluation_with_the_best_validation_accuracy(data):
-    from workers.data import split_validation
+    from workers.data.dataset import split_validation
     split = split_validation(data, 0.25)
     model = model_with(stage("dense"), split, chain(split)[0]["weights"])
     recipe = Recipe.from_dict({**TRAINING, "epochs": 6, "milestones": []})
@@ -278,7 +278,7 @@ def test_results_report_the_evaluation_with_the_best_validation_accuracy(data):
 def test_the_test_set_never_selects_anything(data):
     """Shuffling the test labels changes test accuracies, never which evaluation is selected."""
     import dataclasses
-    from workers.data import split_validation
+    from workers.data.dataset import split_validation
     split = split_validation(data, 0.25)
     scrambled = dataclasses.replace(split, y_test=split.y_test[torch.randperm(len(split.y_test),
                                                                              generator=torch.Generator().manual_seed(3))])
@@ -299,8 +299,8 @@ def test_without_a_validation_split_the_last_evaluation_is_reported(data):
 
 def test_a_tuning_trial_without_a_test_split_evaluates_once_per_evaluation_point(data, monkeypatch):
     """The end-of-training evaluation is skipped when the last epoch was just evaluated, test split or not."""
-    from workers import train as train_module
-    from workers.data import split_validation, without_test
+    from workers.training import loop as train_module
+    from workers.data.dataset import split_validation, without_test
     split = without_test(split_validation(data, 0.25))
     model = model_with(stage("dense"), split, chain(split)[0]["weights"])
     calls = []
@@ -313,7 +313,7 @@ def test_a_tuning_trial_without_a_test_split_evaluates_once_per_evaluation_point
 
 def test_a_point_records_its_accuracies_as_exact_counts(data):
     """The counts behind every accuracy a point reports, so paired tests can run on integers (issue 25)."""
-    from workers.data import split_validation
+    from workers.data.dataset import split_validation
     from workers.stages import measured
     split = split_validation(data, 0.25)
     model = model_with(stage("dense"), split, chain(split)[0]["weights"])

@@ -12,7 +12,7 @@ import sys
 
 def problem(dataset: dict, model: dict) -> str | None:
     """A one-line description of what is wrong with the dataset or model config, or None."""
-    from workers.data import DataError, dataset_from_config
+    from workers.data.dataset import DataError, dataset_from_config
     from workers.models import build_model
 
     try:

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from workers import masks
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 from workers.methods import RUNNERS, config_from
 from workers.methods.base import TRAINING_PREFIX, MethodConfig
 from workers.models import build_model
-from workers.train import Recipe, TrainResult, rewind_to_iterations, seed_for, train
+from workers.training.loop import Recipe, TrainResult, rewind_to_iterations, seed_for, train
 
 StateDict = dict[str, torch.Tensor]
 

@@ -25,7 +25,7 @@ def data() -> None:
 def fetch_command(name: str, root: str | None, url: str | None, progress: bool) -> None:
     """Download a dataset's standard archives, verify their published checksums and unpack them into the
     data root. Running it again does nothing once the data is there; an interrupted download resumes."""
-    from workers.data import default_data_root
+    from workers.data.files import default_data_root
 
     if name not in MANIFESTS:
         fail(f"data fetch: unknown dataset {name!r}{suggest(name, MANIFESTS, list_known=True)}")

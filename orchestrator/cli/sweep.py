@@ -101,7 +101,7 @@ def _estimate(plan, spec: SweepSpec, store, done: set[str] | None = None) -> str
 def _validate_estimate(spec: SweepSpec, plan, skip_data: bool) -> str:
     """validate's estimate line. For a file dataset the stored stages are known only by keys that hash the
     data's content, so without reading the data it cannot tell what is stored already."""
-    from workers.data_files import LAYOUTS
+    from workers.data.files import LAYOUTS
 
     if spec.dataset.name in LAYOUTS:
         if skip_data:

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from workers.data_files import (DataError, cache_dir, dataset_files, default_data_root, fetch_hint,  # noqa: F401
+from workers.data.files import (DataError, cache_dir, dataset_files, default_data_root, fetch_hint,  # noqa: F401
                                 fingerprint)
 from workers.registry import DATASETS
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers import liveness
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 from workers.masks import Mask
 from workers.registry import REWIND_PATTERN
 
