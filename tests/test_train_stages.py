@@ -18,6 +18,8 @@ def data():
 
 
 MLP = {"name": "mlp", "options": {"hidden": [16]}}
+# An lr far below any weight's rounding step (a recipe refuses 0): training with it moves no weight.
+FROZEN_LR = 1e-30
 CTS = {"settings": {"kind": "cts", "search": 2, "lr": 0.1}, "target_sparsity": 0.8}
 # The method each stage kind runs by default in these tests (a stage carries its method's settings).
 DEFAULT_SETTINGS = {"imp_level": {"kind": "ltr"}, "cts": {"kind": "cts"}, "oneshot": {"kind": "oneshot"}}
@@ -74,8 +76,8 @@ def test_pruned_weights_stay_exactly_zero_through_momentum_and_weight_decay(data
 
 
 def test_rewinding_restores_the_rewind_weights_bit_for_bit(data):
-    # With lr 0 retraining changes nothing, so the level's output is exactly theta_k * mask.
-    frozen = {**TRAINING, "lr": 0.0}
+    # Frozen retraining changes nothing, so the level's output is exactly theta_k * mask.
+    frozen = {**TRAINING, "lr": FROZEN_LR}
     _, warm, dense = chain(data)
     level = run_stage(stage("imp_level", training=frozen, target_sparsity=0.5, invert=False),
                       {"previous": dense.outputs, "warmup": warm}, data)
@@ -120,7 +122,7 @@ def test_ablations_keep_counts_and_redraw_weights(data):
     for n, m in level.outputs["mask"].items():
         assert int(shuffled.outputs["mask"][n].sum()) == int(m.sum())
     assert any(not torch.equal(shuffled.outputs["mask"][n], m) for n, m in level.outputs["mask"].items())
-    frozen = {**TRAINING, "lr": 0.0}
+    frozen = {**TRAINING, "lr": FROZEN_LR}
     reinit = run_stage(stage("ablation", training=frozen, ablation="reinit", target_sparsity=0.5),
                        {"source": level.outputs, "warmup": warm}, data)
     mask = level.outputs["mask"]
@@ -188,8 +190,24 @@ def test_summed_loss_gives_the_means_gradient_times_the_batch_size(data):
         torch.testing.assert_close(sum_grad[n], 32 * mean_grad[n])
         torch.testing.assert_close(sum_step[n], mean_step[n])   # so lr 0.01 summed = lr 0.32 averaged
     assert sum_loss == pytest.approx(mean_loss)                 # the curve shows the per-example mean either way
-    with pytest.raises(ValueError, match="unknown loss_reduction 'max'; known: mean, sum"):
+    with pytest.raises(ValueError, match=r"loss_reduction\s+Input should be 'mean' or 'sum'"):
         Recipe.from_dict({**TRAINING, "loss_reduction": "max"})
+
+
+def test_a_recipe_key_that_training_does_not_know_is_an_error_not_dropped():
+    with pytest.raises(ValueError, match=r"label_smoothing\s+Extra inputs are not permitted"):
+        Recipe.from_dict({**TRAINING, "label_smoothing": 0.1})
+
+
+def test_the_specs_training_field_is_the_recipe_training_receives():
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import parse_spec
+
+    spec = parse_spec({"name": "r", "model": {"name": "mlp"}, "dataset": {"name": "synthetic"},
+                       "training": {"epochs": 3, "milestones": [2], "rewind": "1ep"}, "methods": [{"kind": "ltr"}],
+                       "sparsities": [0.5], "seeds": [0]})
+    assert isinstance(spec.training, Recipe)
+    assert Recipe.from_dict(build_plan(spec).config["training"]) == spec.training
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -228,7 +246,7 @@ def test_lrr_and_finetuning_continue_from_the_trained_weights_and_ltr_rewinds(da
     """Level k+1 of LRR (and of fine-tuning) starts from level k's trained weights; LTR from θ_k. With the
     learning rate at 0 retraining changes nothing, so each level's output is its start, masked."""
     training = {**TRAINING, "epochs": 3, "milestones": [2], "rewind": "1ep"}
-    frozen = {**training, "lr": 0.0}
+    frozen = {**training, "lr": FROZEN_LR}
     _, warm, dense = chain(data, training=training)
     for kind in ("lrr", "finetune"):
         l1 = run_stage(stage("imp_level", training=frozen, settings={"kind": kind}, target_sparsity=0.5),

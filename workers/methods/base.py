@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from workers.strict import Strict
 
 SanityCheck = Literal["shuffle", "reinit", "invert"]
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors and non-finite numbers are refused: a NaN or an infinity would only fail later."""
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MethodResources(Strict):

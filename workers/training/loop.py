@@ -13,7 +13,6 @@ sees each step's dense gradients and may return a new mask, which `train` switch
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,52 +25,10 @@ from torch import nn
 from workers import liveness
 from workers.data.dataset import Dataset
 from workers.masks import Mask
-from workers.registry import REWIND_PATTERN
+from workers.training.recipe import REWIND_PATTERN, Recipe
 
 
-LOSS_REDUCTIONS = ("mean", "sum")
-PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    epochs: int
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    grad_clip: float | None = None
-    eval_every: int = 1
-    loss_reduction: str = "mean"
-    precision: str = "fp32"
-
-    def __post_init__(self):
-        if self.loss_reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"unknown loss_reduction {self.loss_reduction!r}; known: {', '.join(LOSS_REDUCTIONS)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
-        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        fields["milestones"] = tuple(fields.get("milestones", ()))
-        return cls(**fields)
-
-    def iterations_per_epoch(self, n_train: int) -> int:
-        return math.ceil(n_train / self.batch_size)
-
-    def at_final_lr(self) -> "Recipe":
-        """The same recipe held at its schedule's final learning rate (fine-tuning)."""
-        return dataclasses.replace(self, lr=self.lr * self.gamma ** len(self.milestones), milestones=())
-
-    def lr_at(self, iteration: int, iterations_per_epoch: int) -> float:
-        passed = sum(1 for m in self.milestones if iteration >= m * iterations_per_epoch)
-        return self.lr * self.gamma ** passed
 
 
 @dataclass
@@ -208,7 +165,7 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision not in _AUTOCAST_DTYPES:
-        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+        raise ValueError(f"unknown precision {precision!r}; known: fp32, {', '.join(_AUTOCAST_DTYPES)}")
     if device.type != "cuda":
         raise RuntimeError(f"training.precision {precision} needs a CUDA device, but this trial's data is on "
                            f"{device.type}: give the trials a GPU (resources.gpus_per_trial) or use fp32")
