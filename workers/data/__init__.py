@@ -7,9 +7,9 @@ and fingerprints a file dataset's files.
 """
 from __future__ import annotations
 
-from workers.data import cifar10, mnist, mnist1d, synthetic
+from workers.data import cifar10, digits, mnist, mnist1d, synthetic
 from workers.data.registry import register_dataset_descriptor
 
-BUILT_IN = (mnist1d, synthetic, mnist, cifar10)
+BUILT_IN = (mnist1d, synthetic, mnist, cifar10, digits)
 for _module in BUILT_IN:
     register_dataset_descriptor(_module.DESCRIPTOR)
