@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from workers.data.augment import FlipAndCrop
-from workers.data.registry import Archive, DatasetDescriptor, Layout, Manifest
+from workers.data.registry import Archive, DatasetDescriptor, Layout, Manifest, register_dataset_descriptor
 
 # Per-channel statistics of the CIFAR-10 training images (pixel values in [0, 1]).
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -110,7 +110,8 @@ def _read_batch(path: Path):
 
 
 
-DESCRIPTOR = DatasetDescriptor(
-    name="cifar10", description="CIFAR-10 colour images, 32x32, 10 000 test images; training batches flipped and cropped",
+DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
+    name="cifar10",
+    description="CIFAR-10 colour images, 32x32, 10 000 test images; training batches flipped and cropped",
     load=load, train_size=50_000, input_shape=(3, 32, 32), num_classes=10, files=LAYOUT, manifest=MANIFEST,
-    augment=FlipAndCrop(padding=4, fill=BLACK))
+    augment=FlipAndCrop(padding=4, fill=BLACK)))

@@ -8,7 +8,7 @@ standard deviation (one scalar each, as MNIST's), so the test set shapes nothing
 """
 from __future__ import annotations
 
-from workers.data.registry import DatasetDescriptor
+from workers.data.registry import DatasetDescriptor, register_dataset_descriptor
 
 EXAMPLES, TEST_EXAMPLES, SPLIT_SEED = 1797, 450, 20261207
 
@@ -29,7 +29,7 @@ def load(root):
             torch.from_numpy((x_test - mean) / std).unsqueeze(1), torch.from_numpy(y_test))
 
 
-DESCRIPTOR = DatasetDescriptor(
+DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
     name="digits", description="scikit-learn's 8x8 handwritten digits, 1 347 train / 450 test (stratified, fixed "
                                "seed); shipped with scikit-learn, no download",
-    load=load, train_size=EXAMPLES - TEST_EXAMPLES, input_shape=(1, 8, 8), num_classes=10)
+    load=load, train_size=EXAMPLES - TEST_EXAMPLES, input_shape=(1, 8, 8), num_classes=10))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from workers.data.registry import Archive, DatasetDescriptor, Layout, Manifest
+from workers.data.registry import Archive, DatasetDescriptor, Layout, Manifest, register_dataset_descriptor
 
 MEAN, STD = 0.1307, 0.3081
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -87,6 +87,6 @@ def _read_idx(path: Path, magic: int):
 
 
 
-DESCRIPTOR = DatasetDescriptor(
+DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
     name="mnist", description="MNIST handwritten digits, 28x28 grey, 10 000 test images",
-    load=load, train_size=60_000, input_shape=(1, 28, 28), num_classes=10, files=LAYOUT, manifest=MANIFEST)
+    load=load, train_size=60_000, input_shape=(1, 28, 28), num_classes=10, files=LAYOUT, manifest=MANIFEST))

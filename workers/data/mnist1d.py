@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveInt, StrictBool
 
-from workers.data.registry import DatasetDescriptor
+from workers.data.registry import DatasetDescriptor, register_dataset_descriptor
 from workers.strict import Strict
 
 CLASSES = 10
@@ -85,7 +85,7 @@ def _generate(args: dict) -> dict:
             "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
 
 
-DESCRIPTOR = DatasetDescriptor(
+DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
     name="mnist1d", description="MNIST-1D: 10 classes of 1-D sequences, generated offline (Greydanus 2020)",
     load=load, options=Mnist1dOptions, train_size=train_size, input_shape=lambda o: (o.final_seq_length,),
-    num_classes=CLASSES)
+    num_classes=CLASSES))

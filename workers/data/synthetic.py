@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveInt
 
-from workers.data.registry import DatasetDescriptor
+from workers.data.registry import DatasetDescriptor, register_dataset_descriptor
 from workers.strict import Strict
 
 
@@ -32,7 +32,7 @@ def load(root, *, n_train, n_test, input_shape, num_classes, seed, noise):
     return (*split(n_train), *split(n_test))
 
 
-DESCRIPTOR = DatasetDescriptor(
+DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
     name="synthetic", description="Gaussian classes around standard-normal means: a tiny learnable set for tests",
     load=load, options=SyntheticOptions, train_size=lambda o: o.n_train, input_shape=lambda o: o.input_shape,
-    num_classes=lambda o: o.num_classes)
+    num_classes=lambda o: o.num_classes))

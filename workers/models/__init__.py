@@ -1,17 +1,14 @@
 """Models: every network a spec may name, one module each, with a torch-free descriptor (`registry.py`).
 
-Adding a model is one module here holding its descriptor and builder, plus its line in BUILT_IN. Importing this
-package imports no torch: a builder imports it when called, so the driver validates and plans with the
-descriptors alone.
+Importing a model's module registers it: adding a model is one module here holding its descriptor and builder,
+plus its name in the import line below. Importing this package imports no torch: a builder imports it when
+called, so the driver validates and plans with the descriptors alone.
 """
 from __future__ import annotations
 
-from workers.models import conv1d, lenet_300_100, mlp, resnet20, resnet20_1d, vgg16
-from workers.models.registry import get_model_descriptor, register_model_descriptor
-
-BUILT_IN = (mlp, lenet_300_100, conv1d, resnet20, resnet20_1d, vgg16)
-for _module in BUILT_IN:
-    register_model_descriptor(_module.DESCRIPTOR)
+# The built-in models, in the order `validate --explain` lists them; importing one registers it.
+from workers.models import mlp, lenet_300_100, conv1d, resnet20, resnet20_1d, vgg16  # noqa: F401
+from workers.models.registry import get_model_descriptor
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt, StrictBool, model_validator
 
 from workers.models.options import BatchNormOptions
-from workers.models.registry import ModelDescriptor
+from workers.models.registry import ModelDescriptor, register_model_descriptor
 
 
 class Conv1dOptions(BatchNormOptions):
@@ -34,6 +34,6 @@ def build(input_shape, num_classes, *, channels, kernel_sizes, batchnorm, bn_ini
                                 bn_running_stats), bn_init)
 
 
-DESCRIPTOR = ModelDescriptor(
+DESCRIPTOR = register_model_descriptor(ModelDescriptor(
     name="conv1d", description="conv + ReLU + max-pool(2) per layer, then the linear layer fc; inputs (L,) or (C, L)",
-    build=build, options=Conv1dOptions, prune_output=False)
+    build=build, options=Conv1dOptions, prune_output=False))

@@ -5,7 +5,7 @@ import math
 
 from pydantic import Field, PositiveInt
 
-from workers.models.registry import ModelDescriptor
+from workers.models.registry import ModelDescriptor, register_model_descriptor
 from workers.strict import Strict
 
 
@@ -20,7 +20,7 @@ def build(input_shape, num_classes, *, hidden):
     return initialise(MLP(math.prod(input_shape), tuple(hidden), num_classes))
 
 
-DESCRIPTOR = ModelDescriptor(
+DESCRIPTOR = register_model_descriptor(ModelDescriptor(
     name="mlp", description="flatten, hidden linear layers with ReLU, then the output layer fc; any input shape",
     build=build, options=MlpOptions,
-    prune_output=False)  # OpenLTH leaves fc.weight unpruned for mnist_lenet_*
+    prune_output=False))  # OpenLTH leaves fc.weight unpruned for mnist_lenet_*

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from workers.models.options import BatchNormOptions
-from workers.models.registry import ModelDescriptor
+from workers.models.registry import ModelDescriptor, register_model_descriptor
 
 
 class ResNetOptions(BatchNormOptions):
@@ -23,7 +23,7 @@ def build(input_shape, num_classes, *, width, bn_init, shortcut_kernel, bn_runni
                              bn_running_stats=bn_running_stats), bn_init)
 
 
-DESCRIPTOR = ModelDescriptor(
+DESCRIPTOR = register_model_descriptor(ModelDescriptor(
     name="resnet20", description="CIFAR ResNet-20: 3 stages of 3 residual blocks, global average pool, fc",
     build=build, options=ResNetOptions,
-    prune_output=True)  # OpenLTH prunes every layer of cifar_resnet_*
+    prune_output=True))  # OpenLTH prunes every layer of cifar_resnet_*

@@ -1,7 +1,7 @@
 """resnet20_1d: ResNet-20 with 1-D convolutions, for sequences (L,) or (C, L)."""
 from __future__ import annotations
 
-from workers.models.registry import ModelDescriptor
+from workers.models.registry import ModelDescriptor, register_model_descriptor
 from workers.models.resnet20 import ResNetOptions
 
 
@@ -15,7 +15,7 @@ def build(input_shape, num_classes, *, width, bn_init, shortcut_kernel, bn_runni
                              bn_running_stats=bn_running_stats), bn_init)
 
 
-DESCRIPTOR = ModelDescriptor(
+DESCRIPTOR = register_model_descriptor(ModelDescriptor(
     name="resnet20_1d", description="resnet20 with 1-D convolutions, for sequences",
     build=build, options=ResNetOptions,
-    prune_output=True)  # as resnet20
+    prune_output=True))  # as resnet20

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from workers.models.options import BatchNormOptions
-from workers.models.registry import ModelDescriptor
+from workers.models.registry import ModelDescriptor, register_model_descriptor
 
 
 def build(input_shape, num_classes, *, bn_init, bn_running_stats):
@@ -12,7 +12,7 @@ def build(input_shape, num_classes, *, bn_init, bn_running_stats):
     return initialise(VGG(c, VGG16_PLAN, num_classes, bn_running_stats), bn_init)
 
 
-DESCRIPTOR = ModelDescriptor(
+DESCRIPTOR = register_model_descriptor(ModelDescriptor(
     name="vgg16", description="VGG-16: 13 conv-BN-ReLU layers with max-pools, global average pool, fc",
     build=build, options=BatchNormOptions,
-    prune_output=False)  # OpenLTH leaves fc.weight unpruned for cifar_vgg_*
+    prune_output=False))  # OpenLTH leaves fc.weight unpruned for cifar_vgg_*
