@@ -7,5 +7,5 @@ tensors into the `Dataset` training reads; `files.py` finds and fingerprints a f
 """
 from __future__ import annotations
 
-# The built-in data, in the order `validate --explain` lists them; importing one registers it.
+# The built-in datasets, in the order `validate --explain` lists them; importing one registers it.
 from workers.data import mnist1d, synthetic, mnist, cifar10, digits  # noqa: F401
