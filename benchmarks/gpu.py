@@ -270,7 +270,7 @@ def time_epochs(model_name: str, data, batch_size: int, epochs: int, seed: int =
     device = data.x_train.device
     torch.manual_seed(seed)
     model = build_model(model_name, data.input_shape, data.num_classes).to(device)
-    recipe = Recipe(epochs=epochs + 1, batch_size=batch_size, lr=0.05, eval_every=10 ** 6)
+    recipe = Recipe(epochs=epochs + 1, batch_size=batch_size, lr=0.05, eval_every=100_000)  # no evaluation
     ipe = recipe.iterations_per_epoch(len(data.x_train))
     train(model, data, recipe, seed, 0, min(20, ipe), evaluate_at_end=False)
     _sync(device)
@@ -413,7 +413,7 @@ class BenchTrial(TrialActorBody):
         self.data = self._dataset(dataset)
         torch.manual_seed(seed)
         self.model = build_model("resnet20", self.data.input_shape, self.data.num_classes).to(self.device)
-        self.recipe = Recipe(epochs=10 ** 6, batch_size=batch_size, lr=0.05, eval_every=10 ** 6)
+        self.recipe = Recipe(epochs=100_000, batch_size=batch_size, lr=0.05, eval_every=100_000)  # no evaluation
         self.seed = seed
         train(self.model, self.data, self.recipe, seed, 0, 20, evaluate_at_end=False)
         _sync(self.device)
