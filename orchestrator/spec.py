@@ -51,6 +51,14 @@ def _valid_options(descriptor, options: dict, what: str) -> dict:
     return options
 
 
+def _checked_options(get_descriptor, what: str):
+    """The validator of an entry's `options`: the registered descriptor its `name` gives accepts them."""
+    def check(options: dict, info: ValidationInfo) -> dict:
+        name = info.data.get("name")  # absent when the name itself was refused
+        return options if name is None else _valid_options(get_descriptor(name), options, what)
+    return field_validator("options")(check)
+
+
 _OPTION_VALUES = dict[str, int | float | str | bool | list[int]]
 
 
@@ -65,11 +73,7 @@ class ModelSpec(Strict):
     def _known(cls, v: str) -> str:
         return _registered(v, model_names(), "model")
 
-    @field_validator("options")
-    @classmethod
-    def _options(cls, v: dict, info: ValidationInfo) -> dict:
-        name = info.data.get("name")
-        return v if name is None else _valid_options(get_model_descriptor(name), v, "model")
+    _options = _checked_options(get_model_descriptor, "model")
 
 
 class DatasetSpec(Strict):
@@ -93,11 +97,7 @@ class DatasetSpec(Strict):
     def _known(cls, v: str) -> str:
         return _registered(v, dataset_names(), "dataset")
 
-    @field_validator("options")
-    @classmethod
-    def _options(cls, v: dict, info: ValidationInfo) -> dict:
-        name = info.data.get("name")
-        return v if name is None else _valid_options(get_dataset_descriptor(name), v, "dataset")
+    _options = _checked_options(get_dataset_descriptor, "dataset")
 
     def train_size(self) -> int:
         """The training-set size (before the validation split), for work estimates."""
