@@ -103,6 +103,9 @@ class DatasetSpec(Strict):
         """The training-set size (before the validation split), for work estimates."""
         return get_dataset_descriptor(self.name).train_size_for(self.options)
 
+    def test_size(self) -> int:
+        return get_dataset_descriptor(self.name).test_size_for(self.options)
+
 
 _KINDS = [c.model_fields["kind"].annotation.__args__[0] for c in CONFIGS]
 MethodSpec = Annotated[Union[CONFIGS], Field(discriminator="kind")]  # every family's kinds (workers/methods)
@@ -500,8 +503,9 @@ def describe_registries() -> str:
     lines.append("datasets (dataset.name, with their dataset.options):")
     for name in dataset_names():
         d = get_dataset_descriptor(name)
-        facts = (f"input {d.input_shape_for({})}, {d.num_classes_for({})} classes, {d.train_size_for({})} training "
-                 f"examples" + (" with these options' defaults" if d.options.model_fields else ""))
+        facts = (f"input {d.input_shape_for({})}, {d.num_classes_for({})} classes, {d.train_size_for({})} training / "
+                 f"{d.test_size_for({})} test examples" + (" with these options' defaults" if d.options.model_fields
+                                                           else ""))
         fetch = f"; `orchestrate data fetch {name}` downloads its files" if d.manifest is not None else ""
         lines.append(f"  {name}: {d.description}; {facts}{fetch}")
         lines += [field_line(k, f, indent="    ") for k, f in d.options.model_fields.items()]

@@ -15,7 +15,7 @@ from workers.models.registry import ModelDescriptor, get_model_descriptor, model
 def test_a_generated_datasets_descriptor_says_what_its_loader_gives(name):
     d = get_dataset_descriptor(name)
     data = load_dataset(name)
-    assert len(data.y_train) == d.train_size_for({})
+    assert len(data.y_train) == d.train_size_for({}) and len(data.y_test) == d.test_size_for({})
     assert data.input_shape == d.input_shape_for({}) and tuple(data.x_train.shape[1:]) == data.input_shape
     assert data.num_classes == d.num_classes_for({})
     assert set(data.y_train.tolist()) == set(range(data.num_classes))
@@ -25,7 +25,10 @@ def test_a_datasets_facts_follow_its_options():
     d = get_dataset_descriptor("synthetic")
     assert (d.train_size_for({"n_train": 12}), d.input_shape_for({"input_shape": [2, 3]}),
             d.num_classes_for({"num_classes": 3})) == (12, (2, 3), 3)
-    assert get_dataset_descriptor("mnist1d").train_size_for({"num_samples": 1005, "train_split": 0.5}) == 500
+    mnist1d = get_dataset_descriptor("mnist1d")
+    assert mnist1d.train_size_for({"num_samples": 1005, "train_split": 0.5}) == 500
+    assert mnist1d.test_size_for({"num_samples": 1005, "train_split": 0.5}) == 500
+    assert get_dataset_descriptor("synthetic").test_size_for({"n_test": 7}) == 7
 
 
 def test_mnist1d_options_are_the_packages_generation_arguments_with_its_defaults():
@@ -44,7 +47,7 @@ def test_a_name_already_registered_is_refused_on_one_line():
         register_model_descriptor(ModelDescriptor(taken.name, "again", taken.build))
     data = get_dataset_descriptor(dataset_names()[0])
     with pytest.raises(ValueError, match=f"^dataset '{data.name}' is already registered; choose another name$"):
-        register_dataset_descriptor(DatasetDescriptor(data.name, "again", data.load, 1, (1,), 2))
+        register_dataset_descriptor(DatasetDescriptor(data.name, "again", data.load, 1, (1,), 2, 1))
 
 
 def test_driver_modules_import_neither_torch_nor_pandas():

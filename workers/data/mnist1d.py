@@ -29,9 +29,14 @@ class Mnist1dOptions(Strict):
     seed: int = Field(default=42, ge=0, description="generation seed")
 
 
+def generated(o: Mnist1dOptions) -> int:
+    """make_dataset makes num_samples // 10 examples of each digit."""
+    return o.num_samples // CLASSES * CLASSES
+
+
 def train_size(o: Mnist1dOptions) -> int:
-    # make_dataset makes num_samples // 10 examples of each digit, then the first int(n · train_split) train.
-    return int((o.num_samples // CLASSES) * CLASSES * o.train_split)
+    """The first int(n · train_split) of the n generated examples train, the rest test."""
+    return int(generated(o) * o.train_split)
 
 
 def load(root, **generation):
@@ -87,5 +92,5 @@ def _generate(args: dict) -> dict:
 
 DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
     name="mnist1d", description="MNIST-1D: 10 classes of 1-D sequences, generated offline (Greydanus 2020)",
-    load=load, options=Mnist1dOptions, train_size=train_size, input_shape=lambda o: (o.final_seq_length,),
-    num_classes=CLASSES))
+    load=load, options=Mnist1dOptions, train_size=train_size, test_size=lambda o: generated(o) - train_size(o),
+    input_shape=lambda o: (o.final_seq_length,), num_classes=CLASSES))

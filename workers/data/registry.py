@@ -50,8 +50,9 @@ class DatasetDescriptor:
     (N, *input_shape) and int64 labels in [0, num_classes), on the CPU. `root` is the spec's data root (None:
     the default one), which only a dataset with `files` reads.
 
-    `train_size`, `input_shape` and `num_classes` are constants or functions of the validated options; the
-    loader's tensors must agree with them (the planner estimates work from the training-set size). A dataset
+    `train_size`, `test_size`, `input_shape` and `num_classes` are constants or functions of the validated
+    options; the loader's tensors must agree with them (the planner estimates work from the training-set size,
+    `until_decided` turns accuracies of rows without counts into counts with the test-set size). A dataset
     with its own validation split uses it instead of holding a fraction of the training set out."""
     name: str
     description: str
@@ -59,6 +60,7 @@ class DatasetDescriptor:
     train_size: int | Callable[[Any], int]
     input_shape: tuple[int, ...] | Callable[[Any], tuple[int, ...]]
     num_classes: int | Callable[[Any], int]
+    test_size: int | Callable[[Any], int]
     options: type[Strict] = NoOptions
     files: Layout | None = None          # a file dataset: its files under a data root (stage keys hash them)
     manifest: Manifest | None = None     # where `orchestrate data fetch` downloads the files from
@@ -71,6 +73,9 @@ class DatasetDescriptor:
 
     def train_size_for(self, options: dict) -> int:
         return int(_value(self.train_size, self.validated(options)))
+
+    def test_size_for(self, options: dict) -> int:
+        return int(_value(self.test_size, self.validated(options)))
 
     def input_shape_for(self, options: dict) -> tuple[int, ...]:
         return tuple(int(s) for s in _value(self.input_shape, self.validated(options)))

@@ -35,4 +35,4 @@ def load(root, *, n_train, n_test, input_shape, num_classes, seed, noise):
 DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
     name="synthetic", description="Gaussian classes around standard-normal means: a tiny learnable set for tests",
     load=load, options=SyntheticOptions, train_size=lambda o: o.n_train, input_shape=lambda o: o.input_shape,
-    num_classes=lambda o: o.num_classes))
+    num_classes=lambda o: o.num_classes, test_size=lambda o: o.n_test))
