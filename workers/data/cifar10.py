@@ -112,7 +112,7 @@ def _read_batch(path: Path):
 
 DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
     name="cifar10",
-    description="CIFAR-10 colour images, 32x32, 10 000 test images; training batches flipped and cropped",
+    description="CIFAR-10 colour images, 32x32 (Krizhevsky 2009); training batches flipped and cropped",
     load=load, train_size=50_000, test_size=10_000, input_shape=(3, 32, 32), num_classes=10, files=LAYOUT,
     manifest=MANIFEST,
     augment=FlipAndCrop(padding=4, fill=BLACK)))

@@ -30,7 +30,7 @@ def load(root):
 
 
 DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
-    name="digits", description="scikit-learn's 8x8 handwritten digits, 1 347 train / 450 test (stratified, fixed "
-                               "seed); shipped with scikit-learn, no download",
+    name="digits", description="scikit-learn's 8x8 handwritten digits (UCI), a fixed stratified test split; shipped "
+                               "with scikit-learn, no download",
     load=load, train_size=EXAMPLES - TEST_EXAMPLES, test_size=TEST_EXAMPLES, input_shape=(1, 8, 8),
     num_classes=10))

@@ -88,6 +88,6 @@ def _read_idx(path: Path, magic: int):
 
 
 DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(
-    name="mnist", description="MNIST handwritten digits, 28x28 grey, 10 000 test images",
+    name="mnist", description="MNIST handwritten digits, 28x28 grey (LeCun et al. 1998)",
     load=load, train_size=60_000, test_size=10_000, input_shape=(1, 28, 28), num_classes=10, files=LAYOUT,
     manifest=MANIFEST))
