@@ -19,9 +19,10 @@ from orchestrator.spec_messages import field_line, format_errors
 from orchestrator.suggest import suggest
 from workers.data.registry import dataset_names, get_dataset_descriptor
 from workers.methods import CONFIGS
-from workers.methods.base import MethodResources, Strict
+from workers.methods.base import MethodResources
 from workers.methods.oneshot.criteria import CRITERIA
 from workers.models.registry import get_model_descriptor, model_names
+from workers.strict import Strict
 from workers.training.recipe import REWIND_PATTERN, Recipe
 
 
