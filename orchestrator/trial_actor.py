@@ -32,8 +32,8 @@ def classify(err: BaseException) -> tuple[str, str]:
     oom: out of memory; data: an unusable dataset; artifact: a parent's stored output is missing;
     error: any other exception in the code.
     """
-    from workers.data import DataError
-    from workers.train import Diverged
+    from workers.data.files import DataError
+    from workers.training.loop import Diverged
 
     if isinstance(err, Diverged):
         return "diverged", "diverged"
@@ -141,7 +141,7 @@ class TrialActorBody:
         _print_epoch(row)
 
     def _dataset(self, cfg: dict):
-        from workers.data import dataset_from_config
+        from workers.data.dataset import dataset_from_config
 
         name = json.dumps(cfg, sort_keys=True)
         if name not in self.datasets:

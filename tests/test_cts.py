@@ -11,7 +11,7 @@ from workers.models import build_model
 from workers.methods.cts import CTSMethod
 from workers.methods.cts import search as cts
 from workers.methods.cts.search import GradBalance
-from workers.train import Diverged
+from workers.training.loop import Diverged
 
 
 def CTSConfig(*, epochs, lr, batch_size, **knobs):

@@ -98,11 +98,10 @@ def test_every_using_it_command_and_the_pandas_example_work(ray_cluster, tmp_pat
     import pandas as pd
     import yaml
     from click.testing import CliRunner
-    from test_datafetch import Server, mnist_manifest
+    from test_datafetch import Server, mnist_manifest, use_manifest
     from data_writers import write_mnist
 
     from orchestrator.cli import main
-    from orchestrator.datafetch import MANIFESTS
 
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "quickstart.yaml").write_text(yaml.safe_dump(TINY_QUICKSTART))
@@ -113,7 +112,7 @@ def test_every_using_it_command_and_the_pandas_example_work(ray_cluster, tmp_pat
     write_mnist(src, compress=True)
     files = {p.name: p.read_bytes() for p in src.iterdir()}
     server = Server(files)
-    monkeypatch.setitem(MANIFESTS, "mnist", mnist_manifest(files, server))
+    use_manifest(monkeypatch, mnist_manifest(files, server))
     monkeypatch.setenv("TICKETSWEEP_DATA", str(tmp_path / "data"))
     outputs = {}
     try:

@@ -10,14 +10,14 @@ import torch
 from orchestrator.plan import build_plan
 from orchestrator.spec import SpecError, parse_spec
 from workers import masks
-from workers.data import dataset_from_config
+from workers.data.dataset import dataset_from_config
 from workers.methods import KINDS, RUNNERS
 from workers.methods.bip import BiPMethod
 from workers.methods.bip.bilevel import BiPConfig
 from workers.methods.gradual import GMPMethod, GraNetMethod
 from workers.stages.dispatch import run_stage
 from workers.stages.kit import model_with
-from workers.train import evaluate
+from workers.training.loop import evaluate
 
 SPEC = {
     "name": "t",

@@ -3,7 +3,8 @@ was drawn with: renumbering one would silently change results (tests/test_stage_
 import torch
 
 from workers.rng import Stream
-from workers.train import epoch_order, seed_for
+from workers.rng import seed_for
+from workers.training.loop import epoch_order
 
 
 def test_the_streams_keep_the_numbers_results_were_drawn_with():

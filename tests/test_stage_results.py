@@ -9,7 +9,7 @@ import torch
 
 from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
-from workers.data import dataset_from_config
+from workers.data.dataset import dataset_from_config
 from workers.stages.dispatch import run_stage
 
 # Every stage kind and every random stream: the training data order, augmentation (noise from the generator the

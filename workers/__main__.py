@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from workers.data import DataError, dataset_from_config
+from workers.data.dataset import DataError, dataset_from_config
 from workers.stages.dispatch import run_stage
 
 

@@ -22,3 +22,11 @@ class Stream(IntEnum):
     STAGE = 8          # torch's global generator while a stage runs (e.g. a model's dropout)
     GRADUAL = 9        # GMP and GraNet: a sparse start's random mask, ties, regrowth
     BIP_SEARCH = 10    # the BiP search: batch orders, augmentation, ties
+
+
+def seed_for(*parts: int) -> int:
+    """A 63-bit seed from small integers (stable across processes, unlike hash())."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h

@@ -11,7 +11,7 @@ import click
 
 from orchestrator.cli.common import (BAD_INPUT, CLUSTER_DID_NOT_START, INTERRUPTED, SWEEP_BUSY, fail, plan_of,
                                      spec_from, store_at)
-from orchestrator.spec import SweepSpec, describe
+from orchestrator.spec import SweepSpec, describe, describe_registries
 from orchestrator.store import ResultsStore, StoreError
 
 
@@ -101,9 +101,9 @@ def _estimate(plan, spec: SweepSpec, store, done: set[str] | None = None) -> str
 def _validate_estimate(spec: SweepSpec, plan, skip_data: bool) -> str:
     """validate's estimate line. For a file dataset the stored stages are known only by keys that hash the
     data's content, so without reading the data it cannot tell what is stored already."""
-    from workers.data_files import LAYOUTS
+    from workers.data.registry import get_dataset_descriptor
 
-    if spec.dataset.name in LAYOUTS:
+    if get_dataset_descriptor(spec.dataset.name).files is not None:
         if skip_data:
             return "  estimated time: none (--skip-data: what is stored already is known from the data's content)"
         plan = plan_of(spec)
@@ -129,6 +129,7 @@ def validate(spec_path: str, explain: bool, skip_data: bool) -> None:
     click.echo(_validate_estimate(spec, plan, skip_data))
     if explain:
         click.echo(describe())
+        click.echo(describe_registries())
 
 
 def validate_spec(spec_path: str, check_data: bool = True):

@@ -56,9 +56,9 @@ def _run(values: dict, context: dict, beats) -> None:
     import torch
     from ray import tune
 
-    from workers.data import dataset_from_config, without_test
+    from workers.data.dataset import dataset_from_config, without_test
     from workers.stages.dispatch import run_stage
-    from workers.train import Diverged
+    from workers.training.loop import Diverged
 
     torch.set_num_threads(max(1, int(context["threads"])))
     plan = method_plan(context["spec"], context["settings"], values)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from workers.strict import Strict
 
 SanityCheck = Literal["shuffle", "reinit", "invert"]
 
@@ -21,11 +23,6 @@ class Runner(Protocol):
     """What runs a stage: its payload and its parents' outputs by role, on the dataset, to a
     `workers.stages.kit.StageResult` (typed loosely here, where no torch is imported)."""
     def __call__(self, stage: dict, inputs: dict, data: Any, on_epoch: Callable[[dict], None] | None = None) -> Any: ...
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors and non-finite numbers are refused: a NaN or an infinity would only fail later."""
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MethodResources(Strict):

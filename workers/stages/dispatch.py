@@ -7,13 +7,13 @@ from typing import Callable
 
 import torch
 
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 from workers.methods import RUNNERS, config_from
 from workers.methods.base import TRAINING_PREFIX, Runner
 from workers.rng import Stream
 from workers.stages import shared
 from workers.stages.kit import StageResult
-from workers.train import seed_for
+from workers.rng import seed_for
 
 
 def with_tuned(stage: dict, values: dict) -> dict:

@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from workers import masks
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 from workers.methods import config_from
 from workers.methods.base import MethodConfig
 from workers.models import build_model
 from workers.rng import Stream
-from workers.train import Recipe, TrainResult, rewind_to_iterations, seed_for, train
+from workers.rng import seed_for
+from workers.training.loop import Recipe, TrainResult, rewind_to_iterations, train
 
 StateDict = dict[str, torch.Tensor]
 

@@ -8,7 +8,8 @@ from workers import masks
 from workers.rng import Stream
 from workers.stages.kit import (StageResult, cpu_state, fresh_model, generator, measured, model_with, recipe_of,
                                 retrain, rewind_iteration, start_point)
-from workers.train import seed_for, train
+from workers.rng import seed_for
+from workers.training.loop import train
 
 
 def run_init(stage, inputs, data, on_epoch=None) -> StageResult:

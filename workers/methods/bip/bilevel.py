@@ -39,10 +39,10 @@ from torch import nn
 from torch.func import functional_call
 
 from workers import liveness, masks
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 from workers.masks import Mask
 from workers.methods.bip import IMPLICIT_GRADIENTS, BiPMethod
-from workers.train import Diverged
+from workers.training.loop import Diverged
 
 MASK_LR_DROPS = ((0.5, 0.1), (0.75, 0.01))
 _KNOBS = BiPMethod.model_fields

@@ -26,7 +26,7 @@ from torch.func import functional_call
 from workers import liveness, masks
 from workers.masks import Mask
 from workers.methods.cts import OBJECTIVES, SEARCH_BN, CTSMethod
-from workers.train import Diverged
+from workers.training.loop import Diverged
 
 OBJECTIVE_SCALE = 100.0  # the reference code multiplies every objective by 100
 BUDGET_SCALE = 100.0     # c(s) = 100·(Σσ(s)/B − 1)

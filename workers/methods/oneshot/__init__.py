@@ -16,7 +16,8 @@ class OneShotMethod(MethodConfig):
     IDENTITY = ("criterion",)
     kind: Literal["oneshot"]
     # The registry's names, as a Literal: `--explain` lists them and a misspelt one gets a "did you mean".
-    criterion: Literal[tuple(CRITERIA)] = Field(description="saliency criterion (workers/methods/oneshot/criteria.py)")  # type: ignore[valid-type]
+    criterion: Literal[tuple(CRITERIA)] = Field(description="saliency criterion (workers/methods/oneshot/criteria.py)",  # type: ignore[valid-type]
+                                                json_schema_extra={"listed_under": "criteria"})
     score_at: Literal["init", "rewind", "trained"] = Field(
         default="rewind", description="weights the scores are computed at: init, the rewind point, or the end of dense training")
     rounds: int | None = Field(default=None, gt=0, le=10_000,

@@ -6,7 +6,7 @@ import time
 from torch import nn
 
 from workers import masks
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 from workers.methods.oneshot.criteria import CRITERIA
 from workers.methods.oneshot.scoring import oneshot_mask, per_class_sample
 from workers.rng import Stream

@@ -1,63 +1,30 @@
-"""Model registry: a name and the dataset's per-example input shape give a freshly initialised network.
+"""The networks the built-in models build (torch): their layers and OpenLTH's initialisation.
 
-Every model names its final linear layer in `output_layer` and says in `prune_output`
-whether pruning touches it by default (OpenLTH's choice per model, see docs/methods.md).
-Initialisation follows OpenLTH: kaiming-normal conv/linear weights, zero biases,
-BatchNorm weight ~ U(0, 1) and bias 0; it draws from torch's global RNG, so a
-`torch.manual_seed` before building fixes the weights.
+Initialisation follows OpenLTH: kaiming-normal conv/linear weights, zero biases, BatchNorm weight ~ U(0, 1)
+and bias 0; it draws from torch's global RNG, so a `torch.manual_seed` before building fixes the weights.
 
-Every model with BatchNorm takes `bn_running_stats` (default true): false builds BN without
-running statistics, so evaluation normalises with each test batch's statistics too, as the
-CTS authors' models do.
+BatchNorm layers take `bn_running_stats`: false builds BN without running statistics, so evaluation
+normalises with each test batch's statistics too, as the CTS authors' models do.
 """
 from __future__ import annotations
-
-import inspect
-import math
-from typing import Callable
 
 from torch import nn
 from torch.nn import functional as F
 
-from workers.registry import unknown_model_options
+from workers.models.options import BN_INITS
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 _BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
-SHORTCUT_KERNELS = (1, 3)
 
 
 def _batchnorm(dims: int, channels: int, running_stats: bool) -> nn.Module:
     return _BN[dims](channels, track_running_stats=running_stats)
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options) -> nn.Module:
-    """The named model for inputs of `input_shape` (per example) and `num_classes` outputs.
-
-    Unknown names raise ValueError; unknown options TypeError (listing the known ones).
-    """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    unknown_model_options(name, options)
-    return MODELS[name](tuple(int(s) for s in input_shape), int(num_classes), **options)
-
-
-def model_options(name: str) -> list[str]:
-    """The option names the named model's builder accepts (`registry.MODEL_OPTIONS` must list the same)."""
-    return [p for p in inspect.signature(MODELS[name]).parameters if p not in ("input_shape", "num_classes")]
-
-
-BN_INITS = ("uniform", "ones")
-
-
-def _check_bn_init(bn_init: str) -> str:
-    if bn_init not in BN_INITS:
-        raise ValueError(f"bn_init must be one of {', '.join(BN_INITS)}, got {bn_init!r}")
-    return bn_init
-
-
 def initialise(model: nn.Module, bn_init: str = "uniform") -> nn.Module:
     """OpenLTH's initialisation. bn_init "uniform" (OpenLTH, and the CTS authors' code) or "ones" (torch default)."""
-    _check_bn_init(bn_init)
+    if bn_init not in BN_INITS:
+        raise ValueError(f"bn_init must be one of {', '.join(BN_INITS)}, got {bn_init!r}")
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_normal_(m.weight)
@@ -72,7 +39,7 @@ def initialise(model: nn.Module, bn_init: str = "uniform") -> nn.Module:
     return model
 
 
-def _sequence_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int]:
+def sequence_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int]:
     """(channels, length) of a 1-D input given as (L,) or (C, L)."""
     if len(input_shape) == 1:
         return 1, input_shape[0]
@@ -81,7 +48,7 @@ def _sequence_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int]:
     raise ValueError(f"model {name} needs input shape (L,) or (C, L), got {input_shape}")
 
 
-def _image_shape(name: str, input_shape: tuple[int, ...], min_side: int) -> tuple[int, int, int]:
+def image_shape(name: str, input_shape: tuple[int, ...], min_side: int) -> tuple[int, int, int]:
     if len(input_shape) != 3 or min(input_shape[1:]) < min_side:
         raise ValueError(f"model {name} needs input shape (C, H, W) with H, W >= {min_side}, got {input_shape}"
                          + ("; for sequences use resnet20_1d or conv1d" if len(input_shape) < 3 else ""))
@@ -92,8 +59,6 @@ def _image_shape(name: str, input_shape: tuple[int, ...], min_side: int) -> tupl
 
 class MLP(nn.Module):
     """Flatten, hidden linear layers with ReLU, then the output layer `fc` (LeNet-300-100 style)."""
-    output_layer = "fc"
-    prune_output = False  # OpenLTH ignores fc.weight for mnist_lenet_*
 
     def __init__(self, in_features: int, hidden: tuple[int, ...], num_classes: int):
         super().__init__()
@@ -108,17 +73,6 @@ class MLP(nn.Module):
         return self.fc(x)
 
 
-def mlp(input_shape, num_classes, hidden=(300, 100)) -> MLP:
-    hidden = tuple(int(h) for h in hidden)
-    if any(h <= 0 for h in hidden):
-        raise ValueError(f"mlp hidden sizes must be positive, got {list(hidden)}")
-    return initialise(MLP(math.prod(input_shape), hidden, num_classes))
-
-
-def lenet_300_100(input_shape, num_classes) -> MLP:
-    return mlp(input_shape, num_classes, hidden=(300, 100))
-
-
 # ---------------------------------------------------------------- 1-D CNN
 
 class Conv1dNet(nn.Module):
@@ -126,8 +80,6 @@ class Conv1dNet(nn.Module):
 
     Sized for MNIST-1D: with the defaults a 40-long sequence becomes 64 channels x 5 positions.
     """
-    output_layer = "fc"
-    prune_output = False
 
     def __init__(self, in_channels: int, length: int, channels: tuple[int, ...], kernel_sizes: tuple[int, ...],
                  num_classes: int, batchnorm: bool, bn_running_stats: bool = True):
@@ -147,21 +99,6 @@ class Conv1dNet(nn.Module):
         for conv, norm in zip(self.convs, self.norms):
             x = F.max_pool1d(F.relu(norm(conv(x))), 2)
         return self.fc(x.flatten(1))
-
-
-def conv1d(input_shape, num_classes, channels=(64, 64, 64), kernel_sizes=(5, 3, 3), batchnorm=True,
-           bn_init="uniform", bn_running_stats=True) -> Conv1dNet:
-    in_channels, length = _sequence_shape("conv1d", input_shape)
-    channels, kernel_sizes = tuple(int(c) for c in channels), tuple(int(k) for k in kernel_sizes)
-    if not channels or len(channels) != len(kernel_sizes):
-        raise ValueError(f"conv1d needs one kernel size per conv layer, got channels {list(channels)} "
-                         f"and kernel_sizes {list(kernel_sizes)}")
-    if any(k % 2 == 0 for k in kernel_sizes):
-        raise ValueError(f"conv1d kernel sizes must be odd, got {list(kernel_sizes)}")
-    if length >> len(channels) == 0:
-        raise ValueError(f"conv1d: input length {length} is too short for {len(channels)} pooling stages")
-    return initialise(Conv1dNet(in_channels, length, channels, kernel_sizes, num_classes, bool(batchnorm),
-                                _flag("bn_running_stats", bn_running_stats)), bn_init)
 
 
 # ---------------------------------------------------------------- ResNet-20 (1-D and 2-D)
@@ -198,8 +135,6 @@ class ResidualBlock(nn.Module):
 
 class ResNet(nn.Module):
     """CIFAR ResNet (He et al. 2016, OpenLTH cifar_resnet): 3 stages of widths w, 2w, 4w, global average pool, fc."""
-    output_layer = "fc"
-    prune_output = True  # OpenLTH prunes every layer of cifar_resnet_*
 
     def __init__(self, dims: int, in_channels: int, num_classes: int, width: int = 16, blocks_per_stage: int = 3,
                  shortcut_kernel: int = 1, bn_running_stats: bool = True):
@@ -224,35 +159,6 @@ class ResNet(nn.Module):
         return self.fc(x.flatten(2).mean(2))
 
 
-def _shortcut_kernel(value) -> int:
-    if value not in SHORTCUT_KERNELS or isinstance(value, bool):
-        raise ValueError(f"shortcut_kernel must be one of {', '.join(map(str, SHORTCUT_KERNELS))}, got {value!r}")
-    return int(value)
-
-
-def _flag(name: str, value) -> bool:
-    # YAML gives real booleans; a string such as "false" would silently mean True.
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def resnet20(input_shape, num_classes, width=16, bn_init="uniform", shortcut_kernel=1,
-             bn_running_stats=True) -> ResNet:
-    c, _, _ = _image_shape("resnet20", input_shape, min_side=4)
-    return initialise(ResNet(2, c, num_classes, width=int(width), shortcut_kernel=_shortcut_kernel(shortcut_kernel),
-                             bn_running_stats=_flag("bn_running_stats", bn_running_stats)), bn_init)
-
-
-def resnet20_1d(input_shape, num_classes, width=16, bn_init="uniform", shortcut_kernel=1,
-                bn_running_stats=True) -> ResNet:
-    c, length = _sequence_shape("resnet20_1d", input_shape)
-    if length < 4:
-        raise ValueError(f"resnet20_1d needs length >= 4, got {input_shape}")
-    return initialise(ResNet(1, c, num_classes, width=int(width), shortcut_kernel=_shortcut_kernel(shortcut_kernel),
-                             bn_running_stats=_flag("bn_running_stats", bn_running_stats)), bn_init)
-
-
 # ---------------------------------------------------------------- VGG-16
 
 VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -260,8 +166,6 @@ VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"
 
 class VGG(nn.Module):
     """OpenLTH cifar_vgg: 3x3 conv-BN-ReLU layers with max-pools, global average pool, one fc layer."""
-    output_layer = "fc"
-    prune_output = False  # OpenLTH ignores fc.weight for cifar_vgg_*
 
     def __init__(self, in_channels: int, plan: tuple, num_classes: int, bn_running_stats: bool = True):
         super().__init__()
@@ -280,15 +184,3 @@ class VGG(nn.Module):
     def forward(self, x):
         # 32x32 inputs leave 2x2 after four pools; averaging makes the fc independent of the input size.
         return self.fc(self.layers(x).mean((2, 3)))
-
-
-def vgg16(input_shape, num_classes, bn_init="uniform", bn_running_stats=True) -> VGG:
-    c, _, _ = _image_shape("vgg16", input_shape, min_side=16)
-    _check_bn_init(bn_init)  # before building 15M parameters
-    return initialise(VGG(c, VGG16_PLAN, num_classes, _flag("bn_running_stats", bn_running_stats)), bn_init)
-
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": mlp, "lenet_300_100": lenet_300_100, "conv1d": conv1d,
-    "resnet20": resnet20, "resnet20_1d": resnet20_1d, "vgg16": vgg16,
-}
