@@ -55,6 +55,10 @@ SCRIPT = textwrap.dedent('''
 
     dashboard, _ = cluster.connect(None, dashboard=True, metrics=True)
     metrics = cluster.metrics_url()
+    import psutil
+    port = int(metrics.rsplit(":", 1)[1].split("/")[0])
+    out_bind = sorted({c.laddr.ip for c in psutil.net_connections("tcp")
+                       if c.status == psutil.CONN_LISTEN and c.laddr.port == port})
     token = (Path.home() / ".ray" / "auth_token").read_text().strip()
     spec = parse_spec({
         "name": "watched", "model": {"name": "mlp", "options": {"hidden": [32]}},
@@ -63,7 +67,8 @@ SCRIPT = textwrap.dedent('''
         "methods": [{"kind": "ltr"}, {"kind": "oneshot", "criterion": "random"}], "sparsities": [0.5, 0.8],
         "seeds": [0, 1], "resources": {"max_concurrent": 2}})
     plan = build_plan(spec)
-    out = {"labels": sorted({task_name(s.label) for s in plan.stages.values()}), "total": len(plan.stages)}
+    out = {"labels": sorted({task_name(s.label) for s in plan.stages.values()}), "total": len(plan.stages),
+           "metrics_url": metrics, "metrics_bind": out_bind}
 
     # Mid-run: the `random` stages wait at their first epoch (beating, so not hung) until the watcher has read
     # the metrics Ray exported by then, the tasks the dashboard lists and the actors page.
@@ -154,6 +159,26 @@ def test_the_sweeps_metrics_are_exported_while_it_runs(watched):
     assert _values(end, "ticketsweep_epochs_done", sweep="watched")[0] > 0
     assert _values(end, "ticketsweep_epochs_per_second", sweep="watched")[0] > 0
     assert _values(end, "ticketsweep_eta_seconds", sweep="watched") == [0.0]
+
+
+def test_the_metrics_endpoint_listens_on_loopback_only(watched):
+    assert watched["metrics_url"].startswith("http://127.0.0.1:")
+    assert watched["metrics_bind"] == ["127.0.0.1"]
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_sweep_records():
+    import re
+
+    from orchestrator.sweep_metrics import grafana_dashboard
+
+    dashboard = grafana_dashboard()
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub("_total$", "", m) for e in exprs for m in re.findall(r"ray_(ticketsweep_\w+)", e)}
+    recorded = set(re.findall(r'"(ticketsweep_\w+)"', (ROOT / "orchestrator" / "sweep_metrics.py").read_text()))
+    assert used and used <= recorded
+    assert recorded <= used | {m for v in dashboard["templating"]["list"]
+                               for m in re.findall(r"ray_(ticketsweep_\w+)", json.dumps(v))}
+    assert all('sweep=~"$sweep"' in e for e in exprs)
 
 
 def test_the_jobs_tasks_are_its_stages_not_liveness_pings(watched):

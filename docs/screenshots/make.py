@@ -1,7 +1,7 @@
 """Screenshots of a sweep being watched: a trimmed quickstart run by `orchestrate submit --metrics` on a
-pseudo-terminal, and, while it runs, the Ray dashboard's actors page and one trial actor's page (headless
-Chromium, logged in with the token in ~/.ray/auth_token), the sweep's metrics as the cluster's Prometheus
-endpoint serves them, and the terminal (as text, and drawn to PNG with matplotlib).
+pseudo-terminal, and, while it runs, the Ray dashboard's actors and jobs pages (headless Chromium, logged in
+with the token in ~/.ray/auth_token), the sweep's metrics as the cluster's Prometheus endpoint serves them,
+and the terminal (as text, and drawn to PNG with matplotlib).
 
     python docs/screenshots/make.py [--out docs/screenshots]
 
@@ -226,7 +226,7 @@ def main() -> int:
     taken, skipped = [], []
     browser = chromium.find()
     if browser is None:
-        skipped.append(("actors.png, job.png", f"no Chromium: none of {', '.join(chromium.BINARIES)} on PATH "
+        skipped.append(("actors.png, jobs.png", f"no Chromium: none of {', '.join(chromium.BINARIES)} on PATH "
                                                  f"and ${chromium.ENV} unset (apt-get install chromium)"))
     skipped.append(("grafana.png", "this script starts no Prometheus or Grafana; metrics.png shows the same "
                                    "series as the endpoint serves them (docs/watching.md sets Grafana up)"))
@@ -284,13 +284,13 @@ def capture_dashboard(browser: str, dashboard: str, token: str, out: Path, timeo
         tasks = running_stage_tasks(dashboard, token)
         if not tasks:
             raise RuntimeError("no trial actor runs a stage now: the sweep ended before the capture")
-        # The job's page: its tasks by name (each trial actor's running task is named by its stage; the
-        # liveness pings are not tasks there), then the table of its tasks.
-        page.open(f"{dashboard}/#/jobs/{tasks[0]['job_id']}")
-        page.wait_for(tasks[0]["name"], timeout_s=timeout_s)
+        # The jobs page: the sweep's driver job with its tasks' progress bar, which counts stages only (the
+        # liveness pings are not tasks there).
+        page.open(f"{dashboard}/#/jobs")
+        page.wait_for(tasks[0]["job_id"], timeout_s=timeout_s)
         time.sleep(2)
-        page.screenshot(out / "job.png")
-    return ["actors.png", "job.png"]
+        page.screenshot(out / "jobs.png")
+    return ["actors.png", "jobs.png"]
 
 
 if __name__ == "__main__":
