@@ -85,6 +85,8 @@ class Screen:
             pos += width
             if text == "\r":
                 self.col = 0
+            elif text == "\t":
+                self.col = (self.col // 8 + 1) * 8
             elif text == "\n":
                 self._to(self.row + 1)
                 self.col = 0
@@ -103,7 +105,12 @@ class Screen:
         self.row = row
 
     def text(self) -> str:
-        return "\n".join("".join(line).rstrip() for line in self.lines[-self.rows:]).rstrip() + "\n"
+        """The last `rows` lines as the terminal shows them: a line longer than the width wraps."""
+        shown = []
+        for line in self.lines:
+            text = "".join(line).rstrip()
+            shown += [text[i:i + self.columns] for i in range(0, len(text), self.columns)] or [""]
+        return "\n".join(shown[-self.rows:]).rstrip() + "\n"
 
 
 def _utf8_len(first: int) -> int:
@@ -205,6 +212,17 @@ class Submit:
             time.sleep(0.3)
         raise RuntimeError(f"submit never printed {pattern!r}; it printed:\n{self.output()[-3000:]}")
 
+    def wait_for_screen(self, pattern: str, timeout_s: float) -> str:
+        """The terminal's screen once it shows `pattern` (a line drawn now, not one drawn over since)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None:
+            with self.lock:
+                screen = self.screen.text()
+            if re.search(pattern, screen):
+                return screen
+            time.sleep(0.1)
+        raise RuntimeError(f"the terminal never showed {pattern!r}; it shows:\n{self.screen.text()}")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)  # finished stages stay stored; Ray shuts down
@@ -240,19 +258,17 @@ def main() -> int:
             dashboard = submit.wait_for(r"Ray dashboard: (http://\S+)", args.timeout).group(1)
             metrics_url = submit.wait_for(r"Ray metrics \(Prometheus\): (http://\S+)", args.timeout).group(1)
             token = token or (Path.home() / ".ray" / "auth_token").read_text().strip()
-            # Well into the sweep: stages that train, each named with its epoch.
-            submit.wait_for(r"running: [^\r\n]*epoch [2-9]", args.timeout)
+            # Well into the sweep, the terminal as it is while stages train, named with their epoch.
+            screen = submit.wait_for_screen(r"running: .*epoch [2-9]", args.timeout)
+            (out / "terminal.txt").write_text(screen)
+            text_png(screen, out / "terminal.png", "$ orchestrate submit quickstart.yaml --metrics")
+            taken += ["terminal.txt", "terminal.png"]
             if browser is not None:
                 taken += capture_dashboard(browser, dashboard, token, out, args.timeout)
             text = wait_for_metrics(metrics_url, args.timeout)
             (out / "metrics.txt").write_text(text)
             text_png(text, out / "metrics.png", f"the sweep's metrics at {metrics_url} (ray_ prefix dropped)")
             taken += ["metrics.txt", "metrics.png"]
-            with submit.lock:
-                screen = submit.screen.text()
-            (out / "terminal.txt").write_text(screen)
-            text_png(screen, out / "terminal.png", "$ orchestrate submit quickstart.yaml --metrics")
-            taken += ["terminal.txt", "terminal.png"]
         finally:
             submit.stop()
     for name in taken:
