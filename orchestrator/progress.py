@@ -15,7 +15,7 @@ Elsewhere (a log file, a CI job) the output is one line per finished stage plus 
 """
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -50,6 +50,14 @@ class RunningStage:
     epoch: tuple[str, float] | None = None   # (phase, epoch) of the last epoch it finished
     epochs_seen: float = 0.0                 # epochs counted into the sweep's epoch count so far
     phase_high: float = 0.0                  # the highest epoch seen of the current phase
+
+
+def _terminal_width() -> int:
+    """Columns of the terminal the bar is drawn on (stderr, where stdout may be redirected)."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 100
+    except (OSError, ValueError, AttributeError):
+        return 100
 
 
 def running_line(running: list[RunningStage], width: int) -> str:
@@ -149,7 +157,7 @@ class Progress:
         self.running: dict[str, RunningStage] = {}
         self.epochs = 0.0          # epochs the trial actors reported, or finished stages' planned epochs
         self.metrics = metrics     # SweepMetrics, or None
-        self.width = width or (lambda: shutil.get_terminal_size((100, 24)).columns)
+        self.width = width or _terminal_width
         self.bar = self.status = None
         self.last: str | None = None   # the bar's note on the stage that finished last
         if tty and bar:
