@@ -259,7 +259,7 @@ def main() -> int:
             metrics_url = submit.wait_for(r"Ray metrics \(Prometheus\): (http://\S+)", args.timeout).group(1)
             token = token or (Path.home() / ".ray" / "auth_token").read_text().strip()
             # Well into the sweep, the terminal as it is while stages train, named with their epoch.
-            screen = submit.wait_for_screen(r"running: .*epoch [2-9]", args.timeout)
+            screen = submit.wait_for_screen(r"running: .*ltr s=0 L=[2-9] epoch [2-9]", args.timeout)
             (out / "terminal.txt").write_text(screen)
             text_png(screen, out / "terminal.png", "$ orchestrate submit quickstart.yaml --metrics")
             taken += ["terminal.txt", "terminal.png"]
