@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -50,7 +51,10 @@ class Chromium:
                 f"--window-size={self.width},{self.height}", "--hide-scrollbars", "about:blank"]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to start its sandbox as root
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own process group: Debian's binary is a shell script that starts the browser as its child, and
+        # the browser starts more; ending the group ends them all.
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
         try:
             self.loop.run_until_complete(self._connect())
         except BaseException:
@@ -64,7 +68,10 @@ class Chromium:
         if self.session is not None:
             self.loop.run_until_complete(self.session.close())
         if self.process is not None:
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.process.wait()
         self.loop.close()
         shutil.rmtree(self.profile, ignore_errors=True)
