@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import time
 
-from orchestrator import plans
-from orchestrator.driver import run_plan
-from orchestrator.plan import build_plan
-from orchestrator.spec import load_spec
-from orchestrator.store import ResultsStore
+from orchestrator.store import plan_manifests as plans
+from orchestrator.run.driver import run_plan
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import load_spec
+from orchestrator.store.results_store import ResultsStore
 
 
 def run_spec(spec_path: str, store_location: str | None = None):

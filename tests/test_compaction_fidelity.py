@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.store import ROW_IDENTITY, ResultsStore
+from orchestrator.store.results_store import ROW_IDENTITY, ResultsStore
 from store_cli import orchestrate, submit, write_spec
 
 SPEC = {

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from data_writers import write_cifar, write_mnist
 
-from orchestrator import datafetch
+from orchestrator.data import fetch as datafetch
 from orchestrator.cli import main
-from orchestrator.datafetch import MANIFESTS, PARTIAL_DIR, Archive, FetchError, fetch
+from orchestrator.data.fetch import MANIFESTS, PARTIAL_DIR, Archive, FetchError, fetch
 from workers.data import load_dataset
 
 

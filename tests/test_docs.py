@@ -4,7 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
-from orchestrator.spec import describe, load_spec
+from orchestrator.spec.sweep_spec import describe, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ def test_every_using_it_command_and_the_pandas_example_work(ray_cluster, tmp_pat
     from data_writers import write_mnist
 
     from orchestrator.cli import main
-    from orchestrator.datafetch import MANIFESTS
+    from orchestrator.data.fetch import MANIFESTS
 
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "quickstart.yaml").write_text(yaml.safe_dump(TINY_QUICKSTART))

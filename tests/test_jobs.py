@@ -26,11 +26,12 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from orchestrator import jobs, stage_logs
+from orchestrator.deploy import detached as jobs
+from orchestrator.store import stage_logs
 from orchestrator.cli import main
-from orchestrator.plan import build_plan
-from orchestrator.spec import parse_spec
-from orchestrator.store import ResultsStore
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import parse_spec
+from orchestrator.store.results_store import ResultsStore
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -269,7 +270,7 @@ def test_a_job_its_driver_ended_on_the_stores_stop_request_reads_cancelled(head,
     """The path that raced `cancel` into saying FAILED: the driver sees the stop request in the store before
     Ray's stop arrives and ends as on Ctrl-C (exit 130), which Ray calls FAILED. Here only the store's request
     is made, so the job ends that way for certain."""
-    from orchestrator.lease import request_stop
+    from orchestrator.store.lease import request_stop
 
     url, _ = head
     store = tmp_path / "store"

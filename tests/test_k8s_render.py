@@ -12,10 +12,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator import k8s_render
+from orchestrator.deploy import k8s as k8s_render
 from orchestrator.cli import main
-from orchestrator.k8s_render import RenderError, RenderOptions, render
-from orchestrator.spec import load_spec, parse_spec
+from orchestrator.deploy.k8s import RenderError, RenderOptions, render
+from orchestrator.spec.sweep_spec import load_spec, parse_spec
 from test_deploy import OBJECT_META, _mounts, crd_errors, ray_container, ray_pin
 
 STORE = "s3://results-bucket/ticketsweep"

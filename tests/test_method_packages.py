@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from orchestrator.plan import build_plan
-from orchestrator.spec import SpecError, parse_spec
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import SpecError, parse_spec
 from workers import masks
 from workers.data import dataset_from_config
 from workers.methods import KINDS, RUNNERS

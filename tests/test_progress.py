@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from orchestrator.progress import Progress, StageRates, duration
+from orchestrator.run.progress import Progress, StageRates, duration
 
 
 class FakeClock:

@@ -18,9 +18,9 @@ def test_dataset_names_match_the_loaders():
 
 def test_driver_modules_import_neither_torch_nor_pandas():
     code = ("import sys\n"
-            "import orchestrator.cli, orchestrator.driver, orchestrator.plan, orchestrator.spec, orchestrator.resume\n"
-            "from orchestrator.cluster import local_resources\n"
-            "from orchestrator.versions import versions_json\n"
+            "import orchestrator.cli, orchestrator.run.driver, orchestrator.spec.plan, orchestrator.spec.sweep_spec, orchestrator.store.health\n"
+            "from orchestrator.deploy.cluster import local_resources\n"
+            "from orchestrator.run.versions import versions_json\n"
             "local_resources(); versions_json()\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator import artifacts, resume
-from orchestrator.lease import Lease, LeaseHeld
-from orchestrator.store import ResultsStore
+from orchestrator.store import artifacts
+from orchestrator.store import health as resume
+from orchestrator.store.lease import Lease, LeaseHeld
+from orchestrator.store.results_store import ResultsStore
 
 moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (in the test extra)")
 boto3 = pytest.importorskip("boto3")

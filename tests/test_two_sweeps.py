@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import resume
-from orchestrator.lease import Lease
-from orchestrator.store import ResultsStore
+from orchestrator.store import health as resume
+from orchestrator.store.lease import Lease
+from orchestrator.store.results_store import ResultsStore
 from store_cli import ORCHESTRATE, env_without_ray_address
 from store_cli import SPEC, write_spec
 

@@ -8,9 +8,10 @@ from urllib.parse import urlparse
 
 import click
 
-from orchestrator import jobs, stage_logs
+from orchestrator.deploy import detached as jobs
+from orchestrator.store import stage_logs
 from orchestrator.cli.common import SWEEP_BUSY, fail, plan_of, spec_from, store_at
-from orchestrator.store import StoreError
+from orchestrator.store.results_store import StoreError
 
 
 def _head_store(location: str) -> str:
@@ -159,7 +160,7 @@ def render(spec_path: str, image: str, gpu_image: str | None, store_location: st
            namespace: str | None, service_account: str, aws_role_arn: str | None, gcp_service_account: str | None,
            auth_secret: str, worker_cpus: int, worker_memory_gb: float, output: str | None) -> None:
     """Write the RayJob of a spec: the spec in a ConfigMap, the store on object storage, token auth on."""
-    from orchestrator import k8s_render
+    from orchestrator.deploy import k8s as k8s_render
 
     spec = spec_from(spec_path)
     opts = k8s_render.RenderOptions(image=image, gpu_image=gpu_image, store=store_location, name=name,

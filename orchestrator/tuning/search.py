@@ -21,7 +21,7 @@ import re
 import tempfile
 import time
 
-from orchestrator.trial_actor import TrialActorBody, _now
+from orchestrator.run.trial_actor import TrialActorBody, _now
 from workers.methods.base import TRAINING_PREFIX
 
 
@@ -75,7 +75,7 @@ class TuneActorBody(TrialActorBody):
         from ray import tune
         from ray.tune.search import BasicVariantGenerator
 
-        from orchestrator.scheduler import ACTOR_START_S, HangPolicy
+        from orchestrator.run.scheduler import ACTOR_START_S, HangPolicy
         from orchestrator.tuning.trial import method_plan, run_trial
         from orchestrator.tuning.tune_hooks import FirstFailureStops, RecordingASHA, Watcher
         from orchestrator.tuning.watch import TrialWatch
@@ -131,8 +131,8 @@ class TuneActorBody(TrialActorBody):
         import io
         import traceback
 
-        from orchestrator import artifacts
-        from orchestrator.trial_actor import ARTIFACT, classify
+        from orchestrator.store import artifacts
+        from orchestrator.run.trial_actor import ARTIFACT, classify
         from workers import liveness
 
         liveness.beat()

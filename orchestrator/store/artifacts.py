@@ -20,7 +20,7 @@ import zipfile
 
 import pyarrow.fs as pafs
 
-from orchestrator.store import layout_path, one_line, open_store
+from orchestrator.store.results_store import layout_path, one_line, open_store
 
 MISSING = "missing"  # what `problem` says of an artifact that is not there
 

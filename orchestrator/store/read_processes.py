@@ -5,7 +5,7 @@ local disk one process reads on one core whatever its thread count. A sweep befo
 thousands of such files, and `results`, `status` and a resubmit read all of them; in worker processes they read
 on every core (measured on 2 cores: `results` on a 20 000-stage store in about half the time).
 
-A worker is a fresh interpreter running this module (`python -m orchestrator.read_processes`), never a fork of
+A worker is a fresh interpreter running this module (`python -m orchestrator.store.read_processes`), never a fork of
 the caller (which may be a Ray driver, with threads of its own) and never a re-import of the caller's main
 script, as multiprocessing's spawn and forkserver do (a user's script without a main guard would run again in
 every worker). Each chunk's answer is the same as reading it in the caller, so when a worker cannot start or
@@ -20,7 +20,7 @@ import sys
 
 MIN_FILES = 2000   # below this, starting fresh interpreters costs about what the second core saves
 MAX_WORKERS = 4    # each holds pyarrow (about 100 MB): a cap on what one read costs in memory
-WORKER = [sys.executable, "-m", "orchestrator.read_processes"]
+WORKER = [sys.executable, "-m", "orchestrator.store.read_processes"]
 
 _stores: dict[str, object] = {}  # a worker's store per location, opened once
 
@@ -35,7 +35,7 @@ def worth_it(files: int) -> bool:
 
 
 def _store(location: str):
-    from orchestrator.store import ResultsStore
+    from orchestrator.store.results_store import ResultsStore
 
     if location not in _stores:
         _stores[location] = ResultsStore(location)

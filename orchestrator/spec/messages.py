@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.suggest import suggest
+from orchestrator.spec.suggest import suggest
 
 _NONE = type(None)
 

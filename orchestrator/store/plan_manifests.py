@@ -14,8 +14,8 @@ import uuid
 
 import pyarrow.fs as pafs
 
-from orchestrator.plan import Plan
-from orchestrator.store import PLANS, ResultsStore, _table, classify
+from orchestrator.spec.plan import Plan
+from orchestrator.store.results_store import PLANS, ResultsStore, _table, classify
 
 DIGEST_KEY = b"ticketsweep.plan_digest"
 

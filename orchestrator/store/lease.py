@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 
 import pyarrow.fs as pafs
 
-from orchestrator.store import ResultsStore, StoreError
+from orchestrator.store.results_store import ResultsStore, StoreError
 
 TTL_SECONDS = 30.0
 RENEW_SECONDS = TTL_SECONDS / 3

@@ -1,7 +1,7 @@
 """Paired comparison of two methods of a sweep, target sparsity by target sparsity, as a frame and as text.
 
 Every method of a seed shares the initial weights, rewind weights and data order, so the seeds of A and B
-are paired: the statistics (orchestrator.stats.paired_difference) work on the per-seed differences B - A,
+are paired: the statistics (orchestrator.analysis.stats.paired_difference) work on the per-seed differences B - A,
 on the integer counts of correct examples where the store has them (`test_on` says "counts" or "floats").
 A seed only one side has at a sparsity cannot be paired; it is left out and counted (unpaired_a,
 unpaired_b). Pairs are formed within a sweep: two sweeps may use the same seed numbers for different
@@ -33,11 +33,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from orchestrator.report import DENSE, finished, never_finished
-from orchestrator.stats import (A_BETTER, ADJUSTMENTS, B_BETTER, DEFAULT_ADJUST, DEFAULT_MIN_EFFECT_POINTS, FAILURES,
+from orchestrator.analysis.frontier import DENSE, finished, never_finished
+from orchestrator.analysis.stats import (A_BETTER, ADJUSTMENTS, B_BETTER, DEFAULT_ADJUST, DEFAULT_MIN_EFFECT_POINTS, FAILURES,
                                 NO_DIFFERENCE, POWER_SEARCH_LIMIT, TOO_FEW, PairedResult, adjust, mean_interval,
                                 paired_difference, power_level, smallest_rejecting_n)
-from orchestrator.text_tables import records, render
+from orchestrator.analysis.text_tables import records, render
 
 DEFAULT_METRIC = "selected_test_accuracy"
 # The count of correct examples and the example count behind each accuracy column.
@@ -159,7 +159,7 @@ def _accuracy_columns(df: pd.DataFrame) -> str:
 def _check_method(df: pd.DataFrame, method: str) -> None:
     methods = df["method"].unique()
     if method not in methods:
-        from orchestrator.suggest import suggest
+        from orchestrator.spec.suggest import suggest
 
         raise CompareError(f"no method {method!r} in the finished points"
                            + suggest(method, sorted(methods), list_known=True))
@@ -557,7 +557,7 @@ def compare_changes(points: pd.DataFrame, pairs: list[tuple[tuple[str, str], tup
     (on correct-example counts where all four have them with one example count), the family being every row.
     A flip is a change the adjusted test detects (`changed`), not two verdicts on either side of a threshold.
     Seeds that failed on any of the four are left out. CHANGE_COLUMNS."""
-    from orchestrator.stats import exact_sign_flip_pvalue, sign_flip_pvalues
+    from orchestrator.analysis.stats import exact_sign_flip_pvalue, sign_flip_pvalues
 
     Options(alpha, adjust_by, None, "exclude").check()
     df = finished(points, all_levels=all_levels)

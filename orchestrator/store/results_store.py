@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator import read_processes
+from orchestrator.store import read_processes
 
 SCHEMA_VERSION = 3
 if TYPE_CHECKING:  # pandas is imported by read() alone: the driver never needs its ~40 MB
@@ -228,7 +228,7 @@ POINTS = pa.schema([
     # The evaluation with the best validation accuracy (earliest on ties): its epoch, validation accuracy and
     # test accuracy. Without a validation split, the last evaluation.
     ("val_accuracy", pa.float64()), ("selected_epoch", pa.float64()), ("selected_test_accuracy", pa.float64()),
-    # The accuracies as counts (exact paired tests: orchestrator/stats.py): correct examples at the end, at the
+    # The accuracies as counts (exact paired tests: orchestrator/analysis/stats.py): correct examples at the end, at the
     # selected evaluation, and on the validation split there, out of test_examples / val_examples; and the
     # class count (chance accuracy is 1 / num_classes). Null in stores written before they existed, and for a
     # split that is absent.
@@ -284,7 +284,7 @@ STAGES = pa.schema([
     ("trials", pa.list_(pa.struct(list(TUNING)))),
 ])
 
-# A sweep's plan as submitted: one row per stage (orchestrator/plans.py); the newest file is the current plan.
+# A sweep's plan as submitted: one row per stage (orchestrator/store/plan_manifests.py); the newest file is the current plan.
 PLANS = pa.schema([
     ("stage_key", pa.string()), ("kind", pa.string()), ("method", pa.string()), ("target_sparsity", pa.float64()),
     ("seed", pa.int64()), ("requested", pa.bool_()), ("planned_at", _UTC),
@@ -553,7 +553,7 @@ class ResultsStore:
         scan lists again and starts over (with an explicit `files` list it is simply left out).
         Per-file reads concatenated in chunks beat a pyarrow dataset scan over thousands of tiny files in both
         time and peak memory (measured: 1.0 s / +140 MB vs 1.7 s / +400 MB for 3 000 files); a large local scan
-        reads its chunks in worker processes (orchestrator/read_processes.py), object storage in threads.
+        reads its chunks in worker processes (orchestrator/store/read_processes.py), object storage in threads.
         """
         schema = TABLES[table]
         wanted = [c for c in (columns or schema.names) if c in schema.names]

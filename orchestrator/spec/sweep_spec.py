@@ -14,8 +14,8 @@ from typing import Annotated, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.sequential import MAX_SEEDS as MAX_LOOK_SEEDS
-from orchestrator.spec_messages import field_line, format_errors
+from orchestrator.analysis.sequential import MAX_SEEDS as MAX_LOOK_SEEDS
+from orchestrator.spec.messages import field_line, format_errors
 from workers.methods import CONFIGS
 from workers.methods.base import MethodResources, Strict
 from workers.registry import DATASETS, MODEL_NAMES, REWIND_PATTERN, unknown_model_options

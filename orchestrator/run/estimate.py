@@ -12,9 +12,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from orchestrator.plan import Plan
-from orchestrator.progress import duration
-from orchestrator.store import ResultsStore, StoreError
+from orchestrator.spec.plan import Plan
+from orchestrator.run.progress import duration
+from orchestrator.store.results_store import ResultsStore, StoreError
 
 
 @dataclass(frozen=True)

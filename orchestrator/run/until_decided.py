@@ -1,8 +1,8 @@
 """`submit --until-decided`: run a sweep look by look, adding seeds until every comparison is decided.
 
 Look k runs the first n_k seeds of the spec (only the stages not stored yet), then analyses every undecided
-comparison (orchestrator/sequential.py) on the correct-test-example counts of those seeds and writes the look's
-decision log (orchestrator/decision_log.py). A decided comparison is frozen; a method whose comparisons are all
+comparison (orchestrator/analysis/sequential.py) on the correct-test-example counts of those seeds and writes the look's
+decision log (orchestrator/analysis/decision_log.py). A decided comparison is frozen; a method whose comparisons are all
 decided gets no further seeds (the reference always does, while anything is undecided). The run stops when
 every comparison is decided or the last look (the seed budget) is analysed.
 
@@ -20,11 +20,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from orchestrator import decision_log as dlog
-from orchestrator import sequential
-from orchestrator.plan import Plan, build_plan
-from orchestrator.spec import SweepSpec
-from orchestrator.store import ResultsStore
+from orchestrator.analysis import decision_log as dlog
+from orchestrator.analysis import sequential
+from orchestrator.spec.plan import Plan, build_plan
+from orchestrator.spec.sweep_spec import SweepSpec
+from orchestrator.store.results_store import ResultsStore
 
 _TARGET_DIGITS = 9
 
@@ -125,7 +125,7 @@ def look_plan(spec: SweepSpec, blocks: list[tuple[int, list[str]]]) -> Plan:
 def paired_differences(points, plan: Plan, spec: SweepSpec, family: list[Comparison], n: int) -> np.ndarray:
     """(comparisons x n) int64: correct examples of B minus A on the first n seeds of the spec, from the finished
     rows of this plan's stages. Raises NotDecidable naming what is missing."""
-    from orchestrator.report import finished
+    from orchestrator.analysis.frontier import finished
 
     seeds = list(spec.seeds[:n])
     df = finished(points[points["stage_key"].astype(str).isin(set(plan.stages))], all_levels=False)
@@ -153,7 +153,7 @@ def analyse(diffs: np.ndarray, family: list[Comparison], looks: list[int], k: in
             n_test: int) -> list[dict]:
     """The records of look k (0-based) for the comparisons in `family` (undecided before it), their rows of
     differences holding the first looks[k] seeds."""
-    from orchestrator.stats import t_bounds
+    from orchestrator.analysis.stats import t_bounds
 
     block = spec.until_decided
     level = block.alpha / len(comparisons(spec))

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.compare import LEGEND, compare_all, comparison_cells, comparison_footer, family_line
-from orchestrator.plan import sweep_plan
-from orchestrator.report import DENSE, FRONTIER_HEADER, frontier, frontier_cells, plot_frontier, write_text
-from orchestrator.text_tables import render
+from orchestrator.analysis.compare import LEGEND, compare_all, comparison_cells, comparison_footer, family_line
+from orchestrator.spec.plan import sweep_plan
+from orchestrator.analysis.frontier import DENSE, FRONTIER_HEADER, frontier, frontier_cells, plot_frontier, write_text
+from orchestrator.analysis.text_tables import render
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:110em}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:0.25em 0.5em}
@@ -56,7 +56,7 @@ def build_report(spec_path: str, spec, store, points: pd.DataFrame, out_dir: str
 
 def _plot_curves(points: pd.DataFrame, store, sweep: str, path: Path) -> bool:
     """The curves of the frontier's runs (orchestrate curves' default picture); False when none are stored."""
-    from orchestrator.curves import CurveError, curve_rows, plot_curves, summarize
+    from orchestrator.analysis.curves import CurveError, curve_rows, plot_curves, summarize
 
     try:
         plot_curves(summarize(curve_rows(points, store.read("curves", sweep))), path)
@@ -87,7 +87,7 @@ def _sections(spec_path, spec, store, points, table, comparison, reference) -> d
 
 def _decisions(store, sweep: str) -> dict | None:
     """The `submit --until-decided` decisions, as `compare` prints them; None without a decision log."""
-    from orchestrator.decision_log import decision_cells, describe_design, read_looks, state
+    from orchestrator.analysis.decision_log import decision_cells, describe_design, read_looks, state
 
     log = state(read_looks(store, sweep))
     if log is None:

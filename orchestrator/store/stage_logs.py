@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from orchestrator.store import StoreError, open_store
+from orchestrator.store.results_store import StoreError, open_store
 
 
 class LogNotFound(ValueError):

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
-from orchestrator.lease import StopRequested
-from orchestrator.plan import Plan
-from orchestrator.recorder import Recorder, now
-from orchestrator.trial_actor import ARTIFACT
+from orchestrator.store.lease import StopRequested
+from orchestrator.spec.plan import Plan
+from orchestrator.run.recorder import Recorder, now
+from orchestrator.run.trial_actor import ARTIFACT
 
 Shape = tuple[float, float, float | None]
 TICK_S = 1.0                 # how often running stages are pinged and progress may print

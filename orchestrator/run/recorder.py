@@ -9,11 +9,11 @@ import hashlib
 import json
 from datetime import datetime, timezone
 
-from orchestrator.plan import Plan, Stage
-from orchestrator.resume import StoreState
-from orchestrator.spec import SweepSpec
-from orchestrator.store import ResultsStore
-from orchestrator.versions import versions_json
+from orchestrator.spec.plan import Plan, Stage
+from orchestrator.store.health import StoreState
+from orchestrator.spec.sweep_spec import SweepSpec
+from orchestrator.store.results_store import ResultsStore
+from orchestrator.run.versions import versions_json
 
 _COMMON = ("host", "device", "status", "error_type", "error", "started_at", "finished_at", "peak_rss_mb",
            "cuda_peak_mb")
@@ -59,7 +59,7 @@ class Recorder:
             curve_rows, stage_row["error"] = [], "re-run to restore its missing artifact"
         elif stage.produces_point:
             # Failed, diverged and skipped attempts get a point row too (status says which): a comparison
-            # counts a seed whose run never finished instead of losing it (orchestrator/compare.py).
+            # counts a seed whose run never finished instead of losing it (orchestrator/analysis/compare.py).
             if stage.kind == "dense" and ok:
                 self.dense_accuracy[key] = meta["point"]["selected_test_accuracy"]
             points.append(self.point_row(key, meta, common))

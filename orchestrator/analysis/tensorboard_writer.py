@@ -1,4 +1,4 @@
-"""Writes TensorBoard event files in a child process: `python -m orchestrator.tensorboard_writer < runs.json`.
+"""Writes TensorBoard event files in a child process: `python -m orchestrator.analysis.tensorboard_writer < runs.json`.
 
 A child, because every TensorBoard writer imports torch (tensorboardX's writer module does, and
 torch.utils.tensorboard is torch), and the driver never does. Input on stdin: {"dir": folder, "runs": {run:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.text_tables import percent, records, render
+from orchestrator.analysis.text_tables import percent, records, render
 
 DENSE = "dense"
 ACCURACY = "selected_test_accuracy"  # what tables, plots and comparisons report: chosen by validation, never by test
@@ -46,7 +46,7 @@ def finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
 
     A stage that was run again after succeeding has two ok attempts; only the newer one describes the code
     that produced the result. A failed later attempt does not hide an earlier success. Rows marked
-    `superseded` (their stage is no longer in the sweep's plan: see orchestrator.plans) are left out.
+    `superseded` (their stage is no longer in the sweep's plan: see orchestrator.store.plan_manifests) are left out.
     """
     df = points.copy()
     for col in ("sweep", "method"):
@@ -71,7 +71,7 @@ FAILED = ("failed", "diverged", "skipped")
 def never_finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
     """The stages of the current plans that have no ok attempt and whose latest attempt failed, diverged or
     was skipped (a parent failed): one row each, its latest attempt; with `finished`'s columns and filters.
-    A comparison counts these seeds instead of losing them (orchestrator/compare.py)."""
+    A comparison counts these seeds instead of losing them (orchestrator/analysis/compare.py)."""
     df = points.copy()
     for col in ("sweep", "method"):
         df[col] = df[col].astype(str) if col in df else ""
@@ -93,7 +93,7 @@ def frontier(points: pd.DataFrame, all_levels: bool = False) -> pd.DataFrame:
     """One row per (sweep, method, target_sparsity): seed count, mean measured sparsity, the validation-selected
     test accuracy's mean, std (ddof=1) and 95 % t interval over seeds (clipped to [0, 1]; NaN for a single seed),
     the final test and validation accuracy means, and mean costs in seconds. Dense baselines come first."""
-    from orchestrator.stats import mean_interval
+    from orchestrator.analysis.stats import mean_interval
 
     df = finished(points, all_levels=all_levels)
     if df.empty:

@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
-from orchestrator.jobs import STOP_ENV
-from orchestrator.spec import SweepSpec
+from orchestrator.deploy.detached import STOP_ENV
+from orchestrator.spec.sweep_spec import SweepSpec
 
 OBJECT_STORES = ("s3://", "gs://")
 CREDENTIAL_PARAMS = {"access_key", "secret_key", "session_token"}

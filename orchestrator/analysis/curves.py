@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.report import DENSE, finished, percent_label
+from orchestrator.analysis.frontier import DENSE, finished, percent_label
 
 # The last two are a CTS search's (phase "search"): its objective and expected kept fraction Σσ(s)/d.
 METRICS = ("val_accuracy", "test_accuracy", "val_loss", "test_loss", "train_loss", "objective",
@@ -37,7 +37,7 @@ def curve_rows(points: pd.DataFrame, curves: pd.DataFrame, methods=(), sparsitie
     """The curve rows (one per stage, phase and epoch) of the frontier's stage attempts, each with the point's
     method, target sparsity and seed; with `methods` or `sparsities`, only those (and dense training). Raises
     CurveError naming a method or sparsity the sweep's points do not have."""
-    from orchestrator.suggest import suggest
+    from orchestrator.spec.suggest import suggest
 
     chosen = finished(points, all_levels=all_levels)
     if chosen.empty:
@@ -75,7 +75,7 @@ def curve_rows(points: pd.DataFrame, curves: pd.DataFrame, methods=(), sparsitie
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (sweep, method, target sparsity, phase, epoch, metric): n, mean and 95 % t interval over seeds."""
-    from orchestrator.stats import t_bounds
+    from orchestrator.analysis.stats import t_bounds
 
     long = rows.melt(id_vars=["sweep", "method", "target_sparsity", "phase", "epoch", "seed"],
                      value_vars=list(METRICS), var_name="metric", value_name="value").dropna(subset=["value"])
@@ -103,7 +103,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 def export_curves(table: pd.DataFrame, fmt: str) -> str:
     """The tidy table as csv or json, accuracies in percent like every table (metric names `..._pct`)."""
-    from orchestrator.text_tables import records
+    from orchestrator.analysis.text_tables import records
 
     out = table.copy()
     acc = out["metric"].isin(ACCURACIES)

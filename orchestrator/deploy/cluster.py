@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ray
 
-from orchestrator import cluster_address
+from orchestrator.deploy import cluster_address
 
 CONNECT_TIMEOUT_S = 60.0
 LOOPBACK = "127.0.0.1"

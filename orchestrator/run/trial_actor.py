@@ -15,7 +15,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-from orchestrator import artifacts
+from orchestrator.store import artifacts
 
 ARTIFACT = "artifact:"  # marks an input that the actor loads from the store instead of the object store
 LOG_LIMIT = 200_000     # characters of a stage's output kept in its log

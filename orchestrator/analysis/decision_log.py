@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from orchestrator.store import ResultsStore, StoreError, layout_path
+from orchestrator.store.results_store import ResultsStore, StoreError, layout_path
 
 LOG_VERSION = 1
 DECIDED, UNDECIDED, AT_BUDGET = "decided", "undecided", "undecided at budget"
@@ -114,7 +114,7 @@ def describe_design(design: dict) -> str:
 
 
 def format_decisions(log: LogState, markdown: bool = False) -> str:
-    from orchestrator.text_tables import render
+    from orchestrator.analysis.text_tables import render
 
     header, rows, left = decision_cells(log)
     done = log.looks[-1]

@@ -13,14 +13,16 @@ import time
 
 import ray
 
-from orchestrator import cluster, plans, resume
-from orchestrator.lease import Lease
-from orchestrator.plan import Plan
-from orchestrator.recorder import Recorder
-from orchestrator.scheduler import HangPolicy, RunSummary, Scheduler, Shape, descendants
-from orchestrator.spec import SweepSpec
-from orchestrator.store import ResultsStore
-from orchestrator.trial_actor import TrialActorBody
+from orchestrator.deploy import cluster
+from orchestrator.store import plan_manifests as plans
+from orchestrator.store import health as resume
+from orchestrator.store.lease import Lease
+from orchestrator.spec.plan import Plan
+from orchestrator.run.recorder import Recorder
+from orchestrator.run.scheduler import HangPolicy, RunSummary, Scheduler, Shape, descendants
+from orchestrator.spec.sweep_spec import SweepSpec
+from orchestrator.store.results_store import ResultsStore
+from orchestrator.run.trial_actor import TrialActorBody
 from orchestrator.tuning.search import TuneActorBody
 
 TrialActor = ray.remote(TrialActorBody)
@@ -133,7 +135,7 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
         summary.dashboard_url = url
         if url:
             echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")
-        from orchestrator.progress import Progress
+        from orchestrator.run.progress import Progress
 
         reporter = Progress(plan.sweep, [(plan.stages[k].kind, plan.stages[k].work) for k in todo],
                             tty=sys.stderr.isatty(), echo=echo, bar=progress, parallel=spec.resources.max_concurrent)

@@ -55,7 +55,7 @@ DEFAULT_ADJUST = "holm"
 # The effect the power figures of `compare` and `report` plan for, in accuracy points, unless --min-effect
 # names another: a difference smaller than a point rarely changes which method a paper recommends.
 DEFAULT_MIN_EFFECT_POINTS = 1.0
-# What a seed whose run failed, diverged or was skipped counts as in a comparison (orchestrator/compare.py).
+# What a seed whose run failed, diverged or was skipped counts as in a comparison (orchestrator/analysis/compare.py).
 FAILURES = ("chance", "exclude")
 
 A_BETTER, B_BETTER, NO_DIFFERENCE = "A better", "B better", "no difference detected"
@@ -78,7 +78,7 @@ class PairedResult:
     p_value: two-sided sign-flip test (NaN for n < 2), not adjusted for multiplicity. test: "exact",
     "monte-carlo" or "none". test_on: "counts" (integer correct-example counts, exact) or "floats".
     verdict: A_BETTER, B_BETTER, NO_DIFFERENCE or TOO_FEW, from p_value < alpha and the sign of mean_diff
-    (a comparison in a family gets its verdict from the adjusted p-value instead: orchestrator/compare.py).
+    (a comparison in a family gets its verdict from the adjusted p-value instead: orchestrator/analysis/compare.py).
     min_p: the smallest p-value the test can give with these pairs: 2 / 2^m for m nonzero differences (a
     zero difference has no sign to flip), and at least 2 / (n_resamples + 1) Monte Carlo. can_reject:
     min_p < alpha, the verdict's rule.

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from orchestrator.cli.common import INTERRUPTED
-from orchestrator.store import ResultsStore, StoreError, open_store
+from orchestrator.store.results_store import ResultsStore, StoreError, open_store
 
 ACTIVE = ("PENDING", "RUNNING")
 CANCELLED = "CANCELLED"
@@ -270,7 +270,7 @@ def job_line(store_location: str, sweep: str) -> str | None:
 
 
 def _request_stop(record: JobRecord) -> None:
-    from orchestrator.lease import request_stop
+    from orchestrator.store.lease import request_stop
 
     try:
         request_stop(ResultsStore(record.store), record.sweep)
