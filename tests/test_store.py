@@ -4,7 +4,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.store import health as resume
-from orchestrator.store.results_store import ResultsStore, StoreError
+from orchestrator.store.files import StoreError
+from orchestrator.store.results_store import ResultsStore
 
 POINT = {"method": "ltr", "seed": 0, "target_sparsity": 0.5, "sparsity": 0.5, "test_accuracy": 0.9, "status": "ok"}
 STAGE = {"kind": "imp_level", "label": "ltr s=0 L=1", "seed": 0, "parents": "{}", "seconds": 1.5, "status": "ok"}
@@ -166,7 +167,7 @@ def test_compaction_in_another_process_while_a_reader_loops(tmp_path):
 
 
 def test_compaction_merges_in_batches(tmp_path, monkeypatch):
-    import orchestrator.store.results_store as store_mod
+    import orchestrator.store.compaction as store_mod
 
     monkeypatch.setattr(store_mod, "COMPACT_BATCH", 4)
     store = ResultsStore(str(tmp_path / "s"))

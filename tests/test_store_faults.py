@@ -24,7 +24,8 @@ from orchestrator.store import artifacts
 from orchestrator.store import health as resume
 from orchestrator.spec.plan import build_plan
 from orchestrator.spec.sweep_spec import parse_spec
-from orchestrator.store.results_store import COMPACT_FAULT_ENV, ResultsStore
+from orchestrator.store.compaction import COMPACT_FAULT_ENV
+from orchestrator.store.results_store import ResultsStore
 from store_cli import (SPEC, WIDER, env_without_ray_address, finished_store, orchestrate, points_frame, status, submit,
                        write_spec)
 

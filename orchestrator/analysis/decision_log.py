@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from orchestrator.store.results_store import ResultsStore, StoreError, layout_path
+from orchestrator.store.files import StoreError
+from orchestrator.store.layout import layout_path
+from orchestrator.store.results_store import ResultsStore
 
 LOG_VERSION = 1
 DECIDED, UNDECIDED, AT_BUDGET = "decided", "undecided", "undecided at budget"

@@ -7,7 +7,8 @@ import sys
 import click
 
 from orchestrator.spec.sweep_spec import SpecError, SweepSpec, load_spec
-from orchestrator.store.results_store import ResultsStore, StoreError
+from orchestrator.store.files import StoreError
+from orchestrator.store.results_store import ResultsStore
 
 BAD_INPUT = 2
 SWEEP_BUSY = 3  # another driver holds the sweep's lease

@@ -11,7 +11,7 @@ import click
 from orchestrator.deploy import detached as jobs
 from orchestrator.store import stage_logs
 from orchestrator.cli.common import SWEEP_BUSY, fail, plan_of, spec_from, store_at
-from orchestrator.store.results_store import StoreError
+from orchestrator.store.files import StoreError
 
 
 def _head_store(location: str) -> str:

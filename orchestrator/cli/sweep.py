@@ -12,7 +12,8 @@ import click
 from orchestrator.cli.common import (BAD_INPUT, CLUSTER_DID_NOT_START, INTERRUPTED, SWEEP_BUSY, fail, plan_of,
                                      spec_from, store_at)
 from orchestrator.spec.sweep_spec import SweepSpec, describe
-from orchestrator.store.results_store import ResultsStore, StoreError
+from orchestrator.store.files import StoreError
+from orchestrator.store.results_store import ResultsStore
 
 
 def check_inputs(spec: SweepSpec) -> None:

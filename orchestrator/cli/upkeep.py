@@ -8,7 +8,8 @@ from collections import Counter
 import click
 
 from orchestrator.cli.common import fail, plan_of, spec_from, store_at
-from orchestrator.store.results_store import ResultsStore, StoreError
+from orchestrator.store.files import StoreError
+from orchestrator.store.results_store import ResultsStore
 from orchestrator.spec.suggest import suggest
 
 CLEAN_AFTER_S = 3600  # a temporary file younger than this may belong to a write still in progress

@@ -34,7 +34,9 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from orchestrator.cli.common import INTERRUPTED
-from orchestrator.store.results_store import ResultsStore, StoreError, open_store
+from orchestrator.store.files import StoreError, open_store
+from orchestrator.store.layout import layout_path
+from orchestrator.store.results_store import ResultsStore
 
 ACTIVE = ("PENDING", "RUNNING")
 CANCELLED = "CANCELLED"
@@ -73,7 +75,7 @@ def _one_line(err: BaseException) -> str:
 # ------------------------------------------------------------------ the record in the store
 
 def record_path(root: str, sweep: str) -> str:
-    return f"{root}/jobs/{sweep}.json"
+    return layout_path(root, "job", sweep=sweep)
 
 
 def read_record(location: str, sweep: str) -> JobRecord | None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from orchestrator.spec.plan import Plan
 from orchestrator.run.progress import duration
-from orchestrator.store.results_store import ResultsStore, StoreError
+from orchestrator.store.files import StoreError
+from orchestrator.store.results_store import ResultsStore
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ import hashlib
 import io
 import json
 import re
-import uuid
 import zipfile
 
 import pyarrow.fs as pafs
 
-from orchestrator.store.results_store import layout_path, one_line, open_store
+from orchestrator.store.files import one_line, open_store
+from orchestrator.store.layout import layout_path, temporary_name
 
 MISSING = "missing"  # what `problem` says of an artifact that is not there
 
@@ -57,7 +57,7 @@ def checksum_path(root: str, key: str) -> str:
 def _put(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     """Write in one step: a hidden temporary, then a rename (a reader never sees half a file)."""
     directory = path.rsplit("/", 1)[0]
-    tmp = f"{directory}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+    tmp = f"{directory}/{temporary_name(path.rsplit('/', 1)[1])}"
     with fs.open_output_stream(tmp) as f:
         f.write(data)
     fs.move(tmp, path)

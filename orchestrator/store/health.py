@@ -12,11 +12,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from orchestrator.store import artifacts
-from orchestrator.store.lease import Lease, LeaseHeld
 from orchestrator.spec.plan import Plan
-from orchestrator.store.results_store import (FOREIGN, TABLE_KINDS, TABLES, TEMPORARY, ResultsStore, attempt_name, claimed_sweeps,
-                                utc_stamp)
+from orchestrator.store import artifacts
+from orchestrator.store.layout import FOREIGN, TABLE_KINDS, TEMPORARY, attempt_name, claimed_sweeps, utc_stamp
+from orchestrator.store.lease import Lease, LeaseHeld
+from orchestrator.store.results_store import ResultsStore
+from orchestrator.store.schemas import TABLES
 
 _CHECK_THREADS = 16  # artifact checks: one or two small reads each, latency-bound on object storage
 

@@ -19,7 +19,9 @@ from datetime import datetime, timezone
 
 import pyarrow.fs as pafs
 
-from orchestrator.store.results_store import ResultsStore, StoreError
+from orchestrator.store.files import StoreError
+from orchestrator.store.layout import layout_path
+from orchestrator.store.results_store import ResultsStore
 
 TTL_SECONDS = 30.0
 RENEW_SECONDS = TTL_SECONDS / 3
@@ -53,7 +55,7 @@ class StopRequested(KeyboardInterrupt):
 
 
 def stop_path(store: ResultsStore, sweep: str) -> str:
-    return f"{store.root}/leases/{sweep}.stop"
+    return layout_path(store.root, "stop request", sweep=sweep)
 
 
 def _stop_token(store: ResultsStore, sweep: str) -> str | None:
@@ -90,7 +92,7 @@ class Lease:
 
     @property
     def path(self) -> str:
-        return f"{self.store.root}/leases/{self.sweep}.json"
+        return layout_path(self.store.root, "lease", sweep=self.sweep)
 
     def stop_requested(self, every_s: float = 1.0) -> bool:
         """Whether `orchestrate cancel` asked this driver to stop (looked up at most once every `every_s`).

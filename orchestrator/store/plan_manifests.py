@@ -15,7 +15,9 @@ import uuid
 import pyarrow.fs as pafs
 
 from orchestrator.spec.plan import Plan
-from orchestrator.store.results_store import PLANS, ResultsStore, _table, classify
+from orchestrator.store.layout import classify, layout_dir, layout_path
+from orchestrator.store.results_store import ResultsStore
+from orchestrator.store.schemas import PLANS, to_table
 
 DIGEST_KEY = b"ticketsweep.plan_digest"
 
@@ -26,8 +28,8 @@ def digest(keys) -> str:
 
 def _latest(store: ResultsStore, sweep: str):
     """The newest manifest of the sweep (names sort by the time they were written), or None."""
-    files = [f for f in store.list_dir(store._dir("plans", sweep))
-             if f.type == pafs.FileType.File and classify(store._rel(f.path), False)[0] == "plan"]
+    files = [f for f in store.list_dir(layout_dir(store.root, "plan", sweep=sweep))
+             if f.type == pafs.FileType.File and classify(store.rel(f.path), False)[0] == "plan"]
     return max(files, key=lambda f: f.base_name) if files else None
 
 
@@ -48,9 +50,10 @@ def record(store: ResultsStore, plan: Plan) -> bool:
     rows = [{"stage_key": k, "kind": s.kind, "method": s.meta.get("method"),
              "target_sparsity": s.params.get("target_sparsity"), "seed": s.seed,
              "requested": s.meta.get("requested", True), "planned_at": planned_at} for k, s in plan.stages.items()]
-    table = _table(rows, PLANS).replace_schema_metadata({DIGEST_KEY: want})
-    name = f"plan-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-    store._put_table(f"{store._dir('plans', plan.sweep)}/{name}", table, small=False)
+    table = to_table(rows, PLANS).replace_schema_metadata({DIGEST_KEY: want})
+    path = layout_path(store.root, "plan", sweep=plan.sweep, attempt=f"{time.time_ns():020d}",
+                       token=uuid.uuid4().hex[:8])
+    store.put_table(path, table, small=False)
     return True
 
 

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from orchestrator.store.results_store import StoreError, open_store
+from orchestrator.store.files import StoreError, open_store
+from orchestrator.store.layout import layout_dir
 
 
 class LogNotFound(ValueError):
@@ -21,7 +22,7 @@ class StageLog:
 
 
 def logs_dir(root: str, sweep: str) -> str:
-    return f"{root}/logs/sweep={sweep}"
+    return layout_dir(root, "log", sweep=sweep)
 
 
 def attempts(location: str, sweep: str) -> dict[str, dict[int, str]]:
