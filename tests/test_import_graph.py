@@ -102,3 +102,43 @@ def test_the_graph_sees_the_packages_modules_and_their_imports():
 def test_no_import_circle_among_orchestrator_and_workers_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+# orchestrator/'s packages, each importing only those before it (docs/architecture.md); cli imports them all.
+LAYERS = ("orchestrator.spec", "orchestrator.store", "orchestrator.analysis", "orchestrator.deploy",
+          {"orchestrator.run", "orchestrator.tuning"}, "orchestrator.cli")
+# The edges that go against LAYERS, each named in docs/architecture.md.
+UPWARD = {("orchestrator.spec.sweep_spec", "orchestrator.analysis.sequential"),
+          ("orchestrator.deploy.detached", "orchestrator.cli.common")}
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def _layer(package: str) -> int | None:
+    return next((i for i, layer in enumerate(LAYERS) if package in ({layer} if isinstance(layer, str) else layer)),
+                None)
+
+
+def test_orchestrator_packages_import_only_the_packages_below_them():
+    against = []
+    for module, targets in import_graph().items():
+        here = _layer(_package(module))
+        for target in targets:
+            there = _layer(_package(target))
+            if here is not None and there is not None and there > here and (module, target) not in UPWARD:
+                against.append(f"{module} -> {target}")
+    assert against == []
+
+
+def test_workers_import_neither_ray_nor_the_orchestrator():
+    found = []
+    for name, path in _modules().items():
+        if not name.startswith("workers"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            found += [f"{name} imports {n}" for n in names if n.split(".")[0] in ("ray", "orchestrator")]
+    assert found == []
