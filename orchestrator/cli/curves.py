@@ -47,7 +47,7 @@ def _rows(spec_path, store_location, sweep, methods=(), sparsities=(), all_level
 def curves(spec_path, store_location, sweep, methods, sparsities, all_levels, fmt, output) -> None:
     """Per-epoch validation and test accuracy and loss, per method and target sparsity: the mean over seeds
     and its 95 % t interval, of the same runs as the frontier."""
-    from orchestrator.cli.tables import _emit
+    from orchestrator.cli.tables import emit
     from orchestrator.analysis.curves import CurveError, export_curves, plot_curves, summarize
 
     if fmt == "png":
@@ -56,7 +56,7 @@ def curves(spec_path, store_location, sweep, methods, sparsities, all_levels, fm
         check_output(output)
     table = summarize(_rows(spec_path, store_location, sweep, methods, sparsities, all_levels))
     if fmt != "png":
-        _emit(export_curves(table, fmt), output)
+        emit(export_curves(table, fmt), output)
         return
     chosen = sorted({float(s) for s in sparsities}) or None
     try:

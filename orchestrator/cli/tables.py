@@ -31,7 +31,7 @@ def current_points(store_location: str | None, sweep: str | None, spec=None):
     return plans.mark_superseded(points, keys)
 
 
-def _emit(text: str, output: str | None) -> None:
+def emit(text: str, output: str | None) -> None:
     from orchestrator.analysis.frontier import write_text
 
     if not output:
@@ -61,7 +61,7 @@ def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output)
         check_output(output)
     spec = spec_from(spec_path) if spec_path else None
     points = current_points(store_location, sweep, spec)
-    _emit(export_frontier(frontier(points, all_levels=all_levels), "markdown" if markdown else (fmt or "table")),
+    emit(export_frontier(frontier(points, all_levels=all_levels), "markdown" if markdown else (fmt or "table")),
           output)
 
 
@@ -136,7 +136,7 @@ def compare(spec_path, methods, reference, every, metric, alpha, adjust, min_eff
         fail(f"compare: {err}")
     if fmt in ("table", "markdown"):
         text += _decisions_text(store_location or spec.store, spec.name, fmt == "markdown")
-    _emit(text, output)
+    emit(text, output)
 
 
 def _decisions_text(location: str, sweep: str, markdown: bool) -> str:
@@ -201,7 +201,7 @@ def tuning(spec_path, store_location, fmt, output) -> None:
     tune_keys = {k for k, s in plan_of(spec).stages.items() if s.kind == "tune"}
     if not tune_keys:
         fail(f"{spec_path}: no method of sweep {spec.name} is tuned (give a method a `tune` search space)")
-    _emit(format_summary(summarize(store.read("tuning", spec.name), tune_keys), fmt), output)
+    emit(format_summary(summarize(store.read("tuning", spec.name), tune_keys), fmt), output)
 
 
 COMMANDS = (results, plot, compare, report, tuning)
