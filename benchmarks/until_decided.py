@@ -71,7 +71,7 @@ def stage_count(store: str, sweep: str) -> tuple[int, float]:
 
 def fixed_analysis(spec_dict: dict, sequential_dict: dict) -> None:
     """The fixed design on the fixed sweep (exact test at all seeds, alpha/m), and the sequential rule on it."""
-    from orchestrator.store import plan_manifests as plans
+    from orchestrator.store import plan_manifests
     from orchestrator.analysis import sequential as seq
     from orchestrator.spec.plan import build_plan
     from orchestrator.spec.sweep_spec import parse_spec
@@ -82,7 +82,7 @@ def fixed_analysis(spec_dict: dict, sequential_dict: dict) -> None:
     as_sequential = parse_spec({**sequential_dict, "name": fixed.name, "store": fixed.store})
     store = ResultsStore(fixed.store)
     plan = build_plan(fixed)
-    points = plans.mark_superseded(store.read("points", fixed.name), {fixed.name: set(plan.stages)})
+    points = plan_manifests.mark_superseded(store.read("points", fixed.name), {fixed.name: set(plan.stages)})
     family = comparisons(as_sequential)
     looks = list(as_sequential.until_decided.looks)
     level = as_sequential.until_decided.alpha / len(family)

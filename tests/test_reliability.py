@@ -21,7 +21,7 @@ import ray
 import yaml
 
 from orchestrator.run import driver
-from orchestrator.store import health as resume
+from orchestrator.store import health
 from orchestrator.spec.plan import build_plan
 from orchestrator.spec.sweep_spec import parse_spec
 from orchestrator.store.results_store import ResultsStore
@@ -128,7 +128,7 @@ def test_crash_at_each_point_of_the_commit_sequence_never_blocks_resume(ray_clus
     before = commits(store)
     finished = set(before.loc[before["status"] == "ok", "stage_key"])
 
-    state = resume.inspect(ResultsStore(str(store)), None, "faults")
+    state = health.inspect(ResultsStore(str(store)), None, "faults")
     assert state.orphans == [] and state.unreadable == []  # a raw pandas read never sees uncommitted rows
     if after in (1, 2):
         assert len(state.unmaterialized) == 1  # committed, views not all written yet: re-made, not recomputed

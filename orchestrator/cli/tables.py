@@ -15,7 +15,7 @@ FORMATS = click.Choice(["table", "markdown", "csv", "json"])
 def current_points(store_location: str | None, sweep: str | None, spec=None):
     """The sweep's points (every sweep's, without one) with `superseded` marked: against the spec's plan when a
     spec is given, else against each sweep's newest recorded plan."""
-    from orchestrator.store import plan_manifests as plans
+    from orchestrator.store import plan_manifests
     from orchestrator.spec.suggest import suggest
 
     store = store_at(store_location or (spec.store if spec else "./ticketsweep-store"))
@@ -25,10 +25,10 @@ def current_points(store_location: str | None, sweep: str | None, spec=None):
         hint = suggest(sweep, store.sweeps(), list_known=True) if sweep else ""
         fail(f"store {store.location}: no results" + (f" for sweep {sweep}" if sweep else "") + hint)
     names = sorted(set(points["sweep"].astype(str)))
-    keys = {name: plans.current_keys(store, name) for name in names}
+    keys = {name: plan_manifests.current_keys(store, name) for name in names}
     if spec is not None and spec.name in keys:
         keys[spec.name] = set(plan_of(spec).stages)
-    return plans.mark_superseded(points, keys)
+    return plan_manifests.mark_superseded(points, keys)
 
 
 def emit(text: str, output: str | None) -> None:

@@ -59,10 +59,10 @@ def _driver_line(store: ResultsStore, sweep: str) -> str:
 
 def _job_line(location: str, sweep: str) -> str | None:
     try:
-        from orchestrator.deploy import detached as jobs
+        from orchestrator.deploy import detached
     except ImportError:
         return None
-    return jobs.job_line(location, sweep)
+    return detached.job_line(location, sweep)
 
 
 @click.command()
@@ -71,7 +71,7 @@ def _job_line(location: str, sweep: str) -> str | None:
 @click.option("--sweep", help="Only this sweep (default: the spec's, else every sweep in the store).")
 def status(spec_path: str | None, store_location: str | None, sweep: str | None) -> None:
     """Progress of a sweep, and anything wrong in the store: unreadable files, missing artifacts, leftovers."""
-    from orchestrator.store import health as resume
+    from orchestrator.store import health
 
     spec = spec_from(spec_path) if spec_path else None
     if not (store_location or spec):
@@ -92,7 +92,7 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
         if spec is None:
             _sweep_or_fail(store, sweep)
         plan = plan_of(spec) if spec is not None and spec.name == sweep else None
-        state = resume.inspect(store, plan, sweep)
+        state = health.inspect(store, plan, sweep)
         counts = _state_counts(state)
     except StoreError as err:
         fail(str(err))

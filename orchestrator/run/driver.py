@@ -1,8 +1,8 @@
 """Runs a plan on Ray: checks what the store really holds, takes the sweep's lease, runs what is missing.
 
-The pieces: `resume` (what is done, what needs repair), `lease` (one driver per sweep), `cluster` (a private
-Ray unless an address is given), `scheduler` (ready queue, actor pools, retries) and `recorder` (one atomic
-commit per stage attempt). Stage outputs travel to dependants as Ray object references and are also
+The pieces: `store.health` (what is done, what needs repair), `store.lease` (one driver per sweep),
+`deploy.cluster` (a private Ray unless an address is given), `scheduler` (ready queue, actor pools, retries)
+and `recorder` (one atomic commit per stage attempt). Stage outputs travel to dependants as Ray object references and are also
 persisted under <store>/artifacts by the actor, so a later submit resumes from them.
 """
 from __future__ import annotations
@@ -14,8 +14,7 @@ import time
 import ray
 
 from orchestrator.deploy import cluster
-from orchestrator.store import plan_manifests as plans
-from orchestrator.store import health as resume
+from orchestrator.store import health, plan_manifests
 from orchestrator.store.lease import Lease
 from orchestrator.spec.plan import Plan
 from orchestrator.run.recorder import Recorder
@@ -59,7 +58,7 @@ def tune_actor_factory(spec: SweepSpec, store_location: str):
     return make
 
 
-def _todo(plan: Plan, state: resume.StoreState, retry_diverged: bool) -> tuple[list[str], set[str]]:
+def _todo(plan: Plan, state: health.StoreState, retry_diverged: bool) -> tuple[list[str], set[str]]:
     """Stages to run, and those held back because a stage they depend on diverged earlier."""
     blocked: set[str] = set()
     if not retry_diverged:
@@ -94,11 +93,11 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     the data root there).
     """
     Lease(store, plan.sweep).check(take_over)  # a busy sweep is refused before anything slow (acquire settles it)
-    state = resume.inspect(store, plan, plan.sweep)
+    state = health.inspect(store, plan, plan.sweep)
     todo, blocked = _todo(plan, state, retry_diverged)
     summary = RunSummary(planned=len(plan.stages), skipped_done=len(state.done), not_retried=len(blocked))
     if not todo and not state.needs_repair:
-        plans.record(store, plan)  # the plan may have lost stages: their rows are superseded now
+        plan_manifests.record(store, plan)  # the plan may have lost stages: their rows are superseded now
         return summary
     joining = bool(address or os.environ.get("RAY_ADDRESS")) or ray.is_initialized()
     url, started, prepared = None, False, bool(todo)
@@ -116,13 +115,13 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
         if state.needs_repair:
             # Repair acts only on what it sees under the lease: before it, another driver may have written or
             # repaired anything (the look above only decided whether there is work).
-            state = resume.inspect(store, plan, plan.sweep)
+            state = health.inspect(store, plan, plan.sweep)
             if state.needs_repair:
-                resume.repair(store, state, echo)
-                state = resume.inspect(store, plan, plan.sweep)
+                health.repair(store, state, echo)
+                state = health.inspect(store, plan, plan.sweep)
             todo, blocked = _todo(plan, state, retry_diverged)
             summary = RunSummary(planned=len(plan.stages), skipped_done=len(state.done), not_retried=len(blocked))
-        plans.record(store, plan)
+        plan_manifests.record(store, plan)
         if not todo:
             return summary
         if not prepared:  # work that only the look under the lease found: check inputs and resources now
