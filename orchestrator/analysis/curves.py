@@ -1,6 +1,6 @@
 """Per-epoch learning curves over seeds: the tidy table behind `orchestrate curves`, and its panel grid PNG.
 
-The curves are those of the stage attempts whose points the frontier reports (`report.finished`: the latest ok
+The curves are those of the stage attempts whose points the frontier reports (`frontier.finished`: the latest ok
 attempt of each stage of the current plan), joined on (sweep, stage_key, attempt), so a curve and a frontier
 row always describe the same runs; the method and target sparsity come from the point row. Per (method,
 target sparsity, phase, epoch, metric): the seed count, the mean and the 95 % t interval over seeds (NaN for a

@@ -48,7 +48,7 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("decision log", "decisions/sweep=<sweep>/look-<attempt>.json"),  # analysis/decision_log.py: one file per look
     ("quarantine", "quarantine/**"),                           # files moved aside, never deleted
 )
-_PARTS = {"sweep": r"[A-Za-z0-9_.-]+",  # spec.py's rule for sweep names
+_PARTS = {"sweep": r"[A-Za-z0-9_.-]+",  # sweep_spec.py's rule for sweep names
           "key": r"[^/.][^/]*",           # stage keys are hex; the store itself takes any name
           "method": r"[^/]+", "attempt": r"[0-9]+", "token": r"[0-9a-f]+",
           "name": r"[^/.][^/]*"}          # any other file name part (not hidden)
