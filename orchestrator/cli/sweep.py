@@ -13,6 +13,7 @@ from orchestrator.cli.common import (BAD_INPUT, CLUSTER_DID_NOT_START, INTERRUPT
                                      spec_from, store_at)
 from orchestrator.spec.sweep_spec import SweepSpec, describe
 from orchestrator.store.files import StoreError
+from orchestrator.store.layout import layout_dir, table_dir
 from orchestrator.store.results_store import ResultsStore
 
 
@@ -223,7 +224,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
                    f"that did (--retry-diverged runs them)")
     for f in summary.failures:
         click.echo(f"  {f}", err=True)
-    click.echo(f"results: {store.location}/points  (orchestrate results --store {store.location})")
+    click.echo(f"results: {table_dir(store.location, 'points')}  (orchestrate results --store {store.location})")
     if summary.failed or summary.diverged:
         sys.exit(1)
 
@@ -299,7 +300,7 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
             ray.shutdown()
     click.echo(format_decisions(outcome.log))
     click.echo(f"{outcome.stages_ran} stage(s) ran in this submit ({outcome.seconds:.1f} s); "
-               f"decision log: {store.location}/decisions/sweep={spec.name}")
+               f"decision log: {layout_dir(store.location, 'decision log', sweep=spec.name)}")
 
 
 COMMANDS = (validate, plan, submit)
