@@ -42,7 +42,7 @@ from typing import Callable
 if __package__ in (None, ""):  # run as a script: the repository root, for `orchestrator` and `workers`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.trial_actor import TrialActorBody  # torch-free at import
+from orchestrator.run.trial_actor import TrialActorBody  # torch-free at import
 
 # resnet20 before actors: it reads the CUDA context size off the GPU's used memory, which the actor parts'
 # processes would still hold for a moment after they are killed.
@@ -198,8 +198,8 @@ def stage_spec(model: str, sizes: Sizes, gpus_per_trial: float = 1.0) -> dict:
 
 
 def plan_of(spec: dict):
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.spec.sweep_spec import parse_spec
 
     return build_plan(parse_spec(spec))
 
@@ -292,7 +292,7 @@ def _sync(device) -> None:
 def part_gpus(r: Runner) -> None:
     import torch
 
-    from orchestrator.cluster import _local_gpus
+    from orchestrator.deploy.cluster import _local_gpus
 
     nvml, torch_count = _local_gpus(), torch.cuda.device_count()
     names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch_count))
@@ -440,7 +440,7 @@ class PrivateRay:
         if self.ray is None:
             import ray
 
-            from orchestrator import cluster
+            from orchestrator.deploy import cluster
 
             os.environ.pop("RAY_ADDRESS", None)  # this benchmark's own cluster, never a shared one
             cluster.connect(None, dashboard=False)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.compare import compare_all, format_comparison
-from orchestrator.report import format_frontier, frontier, plot_frontier
+from orchestrator.analysis.compare import compare_all, format_comparison
+from orchestrator.analysis.frontier import format_frontier, frontier, plot_frontier
 from sweep_run import run_spec  # benchmarks/sweep_run.py
 
 

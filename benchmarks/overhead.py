@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from orchestrator.cluster import connect
-from orchestrator.driver import run_plan
-from orchestrator.plan import build_plan
-from orchestrator.spec import load_spec
-from orchestrator.store import ResultsStore
+from orchestrator.deploy.cluster import connect
+from orchestrator.run.driver import run_plan
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import load_spec
+from orchestrator.store.results_store import ResultsStore
 from workers.data.dataset import dataset_from_config
 from workers.stages.dispatch import run_stage
 

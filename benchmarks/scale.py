@@ -24,7 +24,7 @@ def _peak_mb() -> float:
 
 
 def _spec(points: int, sweep: str, hidden: list[int]):
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.sweep_spec import parse_spec
 
     sparsities = 50
     seeds = max(1, round(points / sparsities))
@@ -68,15 +68,15 @@ def part_plan(points: int) -> dict:
 def part_driver(stages: int) -> dict:
     import ray
 
-    from orchestrator.driver import run_plan
-    from orchestrator.plan import build_plan
-    from orchestrator.store import ResultsStore
+    from orchestrator.run.driver import run_plan
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.store.results_store import ResultsStore
 
     # ~1.2 MB of weights per stage output, so the object store (not the driver's inline store) holds them.
     spec = _spec(round(stages / 1.06), "driver", [1024, 256])
     plan = build_plan(spec)
     store = ResultsStore(tempfile.mkdtemp(prefix="ts-scale-"))
-    from orchestrator.cluster import connect
+    from orchestrator.deploy.cluster import connect
     connect(None, dashboard=False, num_cpus=2)  # private and loopback-only, as `submit` starts it
     from ray._private.internal_api import memory_summary
 
@@ -132,8 +132,8 @@ def _fill_store(location: str, stages: int):
     """A store holding a finished sweep of `stages` stages, written through the real commit path."""
     from datetime import datetime, timezone
 
-    from orchestrator.plan import build_plan
-    from orchestrator.store import ResultsStore
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.store.results_store import ResultsStore
 
     spec = _spec(round(stages / 1.06), "store", [8])
     plan = build_plan(spec)
@@ -154,7 +154,7 @@ def part_store(stages: int) -> dict:
     from click.testing import CliRunner
 
     from orchestrator.cli import main
-    from orchestrator.driver import run_plan
+    from orchestrator.run.driver import run_plan
 
     location = tempfile.mkdtemp(prefix="ts-store-")
     t0 = time.perf_counter()

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import time
 
-from orchestrator import plans
-from orchestrator.driver import run_plan
-from orchestrator.plan import build_plan
-from orchestrator.spec import load_spec
-from orchestrator.store import ResultsStore
+from orchestrator.store import plan_manifests
+from orchestrator.run.driver import run_plan
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import load_spec
+from orchestrator.store.results_store import ResultsStore
 
 
 def run_spec(spec_path: str, store_location: str | None = None):
@@ -19,5 +19,5 @@ def run_spec(spec_path: str, store_location: str | None = None):
     summary = run_plan(plan, spec, store)
     print(f"{summary.ran} stages ran in {time.perf_counter() - t0:.0f} s ({summary.skipped_done} were stored, "
           f"{summary.failed} failed)\n")
-    points = plans.mark_superseded(store.read("points", spec.name), {spec.name: set(plan.stages)})
+    points = plan_manifests.mark_superseded(store.read("points", spec.name), {spec.name: set(plan.stages)})
     return spec, store, plan, points

@@ -15,9 +15,9 @@ import itertools
 
 from scipy.stats import kendalltau
 
-from orchestrator.compare import compare_changes
-from orchestrator.report import DENSE, finished, format_frontier, frontier
-from orchestrator.stats import smallest_rejecting_n
+from orchestrator.analysis.compare import compare_changes
+from orchestrator.analysis.frontier import DENSE, finished, format_frontier, frontier
+from orchestrator.analysis.stats import smallest_rejecting_n
 from orchestrator.tuning.summary import format_summary, summarize
 from sweep_run import run_spec  # benchmarks/sweep_run.py
 

@@ -63,7 +63,7 @@ def submit(spec: dict, root: Path, *extra: str) -> float:
 
 def stage_count(store: str, sweep: str) -> tuple[int, float]:
     """Stage attempts stored and their summed seconds (all of them: every attempt was paid for)."""
-    from orchestrator.store import ResultsStore
+    from orchestrator.store.results_store import ResultsStore
 
     log = ResultsStore(store).committed(sweep, ["stage_key", "seconds"]).table.to_pylist()
     return len(log), float(sum(r["seconds"] or 0.0 for r in log))
@@ -71,17 +71,18 @@ def stage_count(store: str, sweep: str) -> tuple[int, float]:
 
 def fixed_analysis(spec_dict: dict, sequential_dict: dict) -> None:
     """The fixed design on the fixed sweep (exact test at all seeds, alpha/m), and the sequential rule on it."""
-    from orchestrator import plans, sequential as seq
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import parse_spec
-    from orchestrator.store import ResultsStore
-    from orchestrator.until_decided import analyse, comparisons, paired_differences, n_test_examples
+    from orchestrator.store import plan_manifests
+    from orchestrator.analysis import sequential as seq
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.spec.sweep_spec import parse_spec
+    from orchestrator.store.results_store import ResultsStore
+    from orchestrator.run.until_decided import analyse, comparisons, paired_differences, n_test_examples
 
     fixed = parse_spec(spec_dict)
     as_sequential = parse_spec({**sequential_dict, "name": fixed.name, "store": fixed.store})
     store = ResultsStore(fixed.store)
     plan = build_plan(fixed)
-    points = plans.mark_superseded(store.read("points", fixed.name), {fixed.name: set(plan.stages)})
+    points = plan_manifests.mark_superseded(store.read("points", fixed.name), {fixed.name: set(plan.stages)})
     family = comparisons(as_sequential)
     looks = list(as_sequential.until_decided.looks)
     level = as_sequential.until_decided.alpha / len(family)
@@ -126,8 +127,8 @@ def main() -> None:
     if args.only in (None, "sequential"):
         print("\n== submit --until-decided ==")
         timing["sequential"] = submit(sequential, root, "--until-decided")
-        from orchestrator.decision_log import read_looks
-        from orchestrator.store import ResultsStore
+        from orchestrator.analysis.decision_log import read_looks
+        from orchestrator.store.results_store import ResultsStore
 
         for look in read_looks(ResultsStore(sequential["store"]), sequential["name"]):
             print(f"look {look['look']}: {look['seeds_used']} seeds, methods run for its new seeds: "

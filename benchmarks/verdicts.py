@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.compare import compare_all, format_comparison
-from orchestrator.report import format_frontier, frontier
-from orchestrator.report_page import build_report
+from orchestrator.analysis.compare import compare_all, format_comparison
+from orchestrator.analysis.frontier import format_frontier, frontier
+from orchestrator.analysis.report import build_report
 from sweep_run import run_spec  # benchmarks/sweep_run.py
 
 

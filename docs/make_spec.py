@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.spec import describe  # noqa: E402
+from orchestrator.spec.sweep_spec import describe  # noqa: E402
 
 SPEC_MD = ROOT / "docs" / "spec.md"
 FIELD_LIST = re.compile(r"(```\n)(.*?)(```)", flags=re.S)

@@ -42,7 +42,7 @@ def ray_cluster():
     as `submit` starts its private cluster, so it too listens on loopback only."""
     import ray
 
-    from orchestrator.cluster import connect
+    from orchestrator.deploy.cluster import connect
 
     connect(None, dashboard=False, num_cpus=2)
     yield ray

@@ -24,7 +24,7 @@ import psutil
 import pytest
 import yaml
 
-from orchestrator.cluster_address import AddressError, parse
+from orchestrator.deploy.cluster_address import AddressError, parse
 
 ORCHESTRATE = [sys.executable, "-m", "orchestrator.cli"]
 SPEC = {
@@ -49,7 +49,7 @@ def _env(**extra) -> dict:
 PRIVATE_CLUSTER = textwrap.dedent('''
     import json, os, sys
     import ray
-    from orchestrator import cluster
+    from orchestrator.deploy import cluster
 
     url, started = cluster.connect(None, dashboard=True, num_cpus=1)
 
@@ -370,7 +370,7 @@ def _target(port: int):
 def test_a_loopback_only_cluster_is_refused_in_one_line_where_ray_would_go_elsewhere(monkeypatch):
     """Ray joins 127.0.0.1 through the machine's own address; stand that address in with 127.0.0.2 (loopback
     too), where nothing listens on the port."""
-    from orchestrator import cluster
+    from orchestrator.deploy import cluster
 
     monkeypatch.setattr("ray._private.services.resolve_ip_for_localhost", lambda host: "127.0.0.2")
     port = _closed_loopback_port()
@@ -383,7 +383,7 @@ def test_a_loopback_only_cluster_is_refused_in_one_line_where_ray_would_go_elsew
 
 
 def test_a_cluster_that_answers_where_ray_goes_passes(monkeypatch):
-    from orchestrator import cluster
+    from orchestrator.deploy import cluster
 
     with socket.socket() as server:
         server.bind(("127.0.0.2", 0))
@@ -478,7 +478,7 @@ def test_a_private_clusters_new_auth_token_is_private_to_its_user(tmp_path):
     script = textwrap.dedent('''
         import ray
         from ray._raylet import AuthenticationTokenLoader
-        from orchestrator import cluster
+        from orchestrator.deploy import cluster
 
         cluster.connect(None, dashboard=False, num_cpus=1)
         print(AuthenticationTokenLoader.instance().get_raw_token(ignore_auth_mode=True), flush=True)
@@ -501,7 +501,7 @@ def test_a_private_clusters_new_auth_token_is_private_to_its_user(tmp_path):
 
 
 def test_an_existing_auth_token_is_left_as_it_is(tmp_path, monkeypatch):
-    from orchestrator import cluster
+    from orchestrator.deploy import cluster
 
     (tmp_path / ".ray").mkdir(mode=0o755)
     (tmp_path / ".ray" / "auth_token").write_text("mine")
@@ -636,9 +636,9 @@ def test_a_private_cluster_whose_first_start_fails_is_started_again_and_the_swee
         assert out.returncode == 0, out.stderr[-3000:]
         assert "Traceback" not in out.stderr and "0 failed" in out.stdout, out.stdout + out.stderr[-3000:]
         _assert_started_again_with_40_s_after_ending_the_first(staller)
-        from orchestrator.plan import build_plan
-        from orchestrator.spec import parse_spec
-        from orchestrator.store import ResultsStore
+        from orchestrator.spec.plan import build_plan
+        from orchestrator.spec.sweep_spec import parse_spec
+        from orchestrator.store.results_store import ResultsStore
 
         assert ResultsStore(str(tmp_path / "store")).done_keys("addr") == set(build_plan(parse_spec(SPEC)).stages)
     finally:

@@ -11,7 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.store import ROW_IDENTITY, ResultsStore
+from orchestrator.store.results_store import ResultsStore
+from orchestrator.store.schemas import ROW_IDENTITY
 from store_cli import orchestrate, submit, write_spec
 
 SPEC = {

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.compare import (COMPARE_COLUMNS, CompareError, compare_all, compare_methods,
+from orchestrator.analysis.compare import (COMPARE_COLUMNS, CompareError, compare_all, compare_methods,
                                   format_comparison)
-from orchestrator.stats import B_BETTER, NO_DIFFERENCE, TOO_FEW
+from orchestrator.analysis.stats import B_BETTER, NO_DIFFERENCE, TOO_FEW
 
 SWEEP = "s"
 A5 = [0.80 + 0.01 * i for i in range(7)]              # ltr at 0.5, seeds 0-6
@@ -253,7 +253,7 @@ def test_markdown_table(points):
 
 
 def test_csv_and_json_carry_the_columns_with_accuracies_in_percent(points):
-    from orchestrator.compare import COMPARE_PERCENT
+    from orchestrator.analysis.compare import COMPARE_PERCENT
 
     exported = [c + "_pct" if c in COMPARE_PERCENT else c for c in COMPARE_COLUMNS]
     fr = compare_methods(points, "ltr", "cts-kl")
@@ -290,7 +290,7 @@ def test_json_has_no_infinity_and_empty_frames_format(points):
 
     empty = pd.DataFrame(columns=COMPARE_COLUMNS)
     assert format_comparison(empty, "table") == "no comparison"
-    from orchestrator.compare import COMPARE_PERCENT
+    from orchestrator.analysis.compare import COMPARE_PERCENT
     assert format_comparison(empty, "csv") == ",".join(c + "_pct" if c in COMPARE_PERCENT else c
                                                        for c in COMPARE_COLUMNS)
     assert json.loads(format_comparison(empty, "json")) == []
@@ -371,7 +371,7 @@ def test_a_failed_seed_counts_at_chance_unless_excluded(status):
 
 
 def exact_p(diffs):
-    from orchestrator.stats import exact_sign_flip_pvalue
+    from orchestrator.analysis.stats import exact_sign_flip_pvalue
     return exact_sign_flip_pvalue(diffs)
 
 
@@ -427,7 +427,7 @@ def test_a_flip_between_two_settings_is_a_paired_test_of_the_change():
                  # tuned: b gains 2 points on every seed; a stays
                  _row("a[tuned]", 0.5, seed, 0.700), _row("b[tuned]", 0.5, seed, 0.720 + 0.001 * (seed % 3)),
                  _row("c", 0.5, seed, 0.690), _row("c[tuned]", 0.5, seed, 0.690 + 0.001 * (seed % 2))]
-    from orchestrator.compare import compare_changes
+    from orchestrator.analysis.compare import compare_changes
     changes = compare_changes(pd.DataFrame(rows), [(("a", "b"), ("a[tuned]", "b[tuned]")),
                                                    (("a", "c"), ("a[tuned]", "c[tuned]"))])
     assert list(changes["family_size"]) == [2, 2] and list(changes["test_on"]) == ["counts", "counts"]

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.curves import CURVE_COLUMNS
-from orchestrator.store import ResultsStore
+from orchestrator.analysis.curves import CURVE_COLUMNS
+from orchestrator.store.results_store import ResultsStore
 
 SWEEP = "s"
 T = 4.302652729911275  # t(0.975, 2): the 95 % interval of a mean over 3 seeds is mean ± T · sd / √3
@@ -129,7 +129,7 @@ def test_png_is_written_and_is_a_valid_png(store_dir, tmp_path):
 
 
 def test_many_sparsities_are_spread_over_at_most_four_columns():
-    from orchestrator.curves import shown_sparsities
+    from orchestrator.analysis.curves import shown_sparsities
 
     table = pd.DataFrame({"method": ["a"] * 9, "target_sparsity": [0.1 * i for i in range(1, 10)]})
     assert shown_sparsities(table) == pytest.approx([0.1, 0.4, 0.6, 0.9])
@@ -187,7 +187,7 @@ def test_tensorboard_export_reads_back(store_dir, tmp_path):
 
 
 def test_tensorboard_export_without_a_writer_names_the_package(store_dir, tmp_path, monkeypatch):
-    from orchestrator import tensorboard_writer
+    from orchestrator.analysis import tensorboard_writer
 
     monkeypatch.setattr(tensorboard_writer, "available", lambda: None)
     r = CliRunner().invoke(main, ["export", "tensorboard", str(tmp_path / "tb"), "--store", str(store_dir)])

@@ -25,12 +25,13 @@ SCRIPT = textwrap.dedent('''
     sys.path.insert(0, sys.argv[2])
     from pathlib import Path
     import ray
-    from orchestrator import cluster, driver
-    from orchestrator.driver import run_plan
-    from orchestrator.plan import build_plan
-    from orchestrator.scheduler import task_name
-    from orchestrator.spec import parse_spec
-    from orchestrator.store import ResultsStore
+    from orchestrator.deploy import cluster
+    from orchestrator.run import driver
+    from orchestrator.run.driver import run_plan
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.run.scheduler import task_name
+    from orchestrator.spec.sweep_spec import parse_spec
+    from orchestrator.store.results_store import ResultsStore
 
     def get(url, token=None):
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -169,12 +170,12 @@ def test_the_metrics_endpoint_listens_on_loopback_only(watched):
 def test_the_grafana_dashboard_reads_only_metrics_the_sweep_records():
     import re
 
-    from orchestrator.sweep_metrics import grafana_dashboard
+    from orchestrator.run.sweep_metrics import grafana_dashboard
 
     dashboard = grafana_dashboard()
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {re.sub("_total$", "", m) for e in exprs for m in re.findall(r"ray_(ticketsweep_\w+)", e)}
-    recorded = set(re.findall(r'"(ticketsweep_\w+)"', (ROOT / "orchestrator" / "sweep_metrics.py").read_text()))
+    recorded = set(re.findall(r'"(ticketsweep_\w+)"', (ROOT / "orchestrator" / "run" / "sweep_metrics.py").read_text()))
     assert used and used <= recorded
     assert recorded <= used | {m for v in dashboard["templating"]["list"]
                                for m in re.findall(r"ray_(ticketsweep_\w+)", json.dumps(v))}

@@ -90,8 +90,8 @@ def test_a_file_changed_moments_ago_is_hashed_but_not_cached(tmp_path, cache, mo
 
 
 def test_keys_of_file_datasets_hash_the_content_and_generated_ones_keep_their_keys(tmp_path, cache):
-    from orchestrator.plan import build_plan, sweep_plan
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.plan import build_plan, sweep_plan
+    from orchestrator.spec.sweep_spec import parse_spec
 
     write_mnist(tmp_path / "a", n_train=20)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
@@ -106,8 +106,8 @@ def test_keys_of_file_datasets_hash_the_content_and_generated_ones_keep_their_ke
 
 
 def test_a_worker_refuses_files_that_changed_after_planning(tmp_path, cache):
-    from orchestrator.plan import sweep_plan
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.plan import sweep_plan
+    from orchestrator.spec.sweep_spec import parse_spec
     from workers.data.dataset import DataError, dataset_from_config
 
     write_mnist(tmp_path / "a", n_train=20)

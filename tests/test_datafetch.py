@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from data_writers import write_cifar, write_mnist
 
-from orchestrator import datafetch
+from orchestrator.data import fetch as datafetch
 from orchestrator.cli import main
-from orchestrator.datafetch import PARTIAL_DIR, Archive, FetchError, fetch, fetchable, manifest_of
+from orchestrator.data.fetch import PARTIAL_DIR, Archive, FetchError, fetch, fetchable, manifest_of
 from workers.data.dataset import load_dataset
 
 

@@ -495,7 +495,7 @@ def test_rayjob_runs_a_sweep_with_the_orchestrate_script():
         assert spec_path.startswith(workdir + "/"), f"{spec_path} is not under the image's WORKDIR {workdir}"
         spec_path = spec_path[len(workdir) + 1:]
     assert spec_path.startswith("specs/") and (REPO / spec_path).is_file(), f"{spec_path}: no such spec in specs/"
-    from orchestrator.spec import load_spec
+    from orchestrator.spec.sweep_spec import load_spec
 
     load_spec(str(REPO / spec_path))  # a valid spec
 

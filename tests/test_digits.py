@@ -8,8 +8,8 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.plan import build_plan
-from orchestrator.spec import parse_spec
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import parse_spec
 from workers.data import digits
 from workers.data.dataset import dataset_from_config, load_dataset
 

@@ -4,7 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
-from orchestrator.spec import describe, load_spec
+from orchestrator.spec.sweep_spec import describe, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,10 +5,10 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.driver import run_plan
-from orchestrator.plan import build_plan
-from orchestrator.spec import parse_spec
-from orchestrator.store import ResultsStore
+from orchestrator.run.driver import run_plan
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import parse_spec
+from orchestrator.store.results_store import ResultsStore
 
 TINY = {
     "name": "tiny",
@@ -141,7 +141,7 @@ def test_more_gpus_than_the_cluster_has_exits_2(ray_cluster, tmp_path):
 
 
 def test_submit_compacts_a_deep_sweep_and_resumes_from_it(ray_cluster, tmp_path, monkeypatch):
-    from orchestrator import driver
+    from orchestrator.run import driver
 
     monkeypatch.setattr(driver, "AUTO_COMPACT_FILES", 3)
     spec = {**TINY, "name": "deep", "methods": [{"kind": "oneshot", "criterion": "random"}]}

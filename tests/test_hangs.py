@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import ray
 
-from orchestrator import driver
-from orchestrator.plan import build_plan
-from orchestrator.scheduler import STARTUP_FACTOR, HangPolicy
-from orchestrator.spec import parse_spec
-from orchestrator.store import ResultsStore
+from orchestrator.run import driver
+from orchestrator.spec.plan import build_plan
+from orchestrator.run.scheduler import STARTUP_FACTOR, HangPolicy
+from orchestrator.spec.sweep_spec import parse_spec
+from orchestrator.store.results_store import ResultsStore
 from workers import liveness
 
 FLOOR_S = 3.0

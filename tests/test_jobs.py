@@ -26,11 +26,12 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from orchestrator import jobs, stage_logs
+from orchestrator.deploy import detached
+from orchestrator.store import stage_logs
 from orchestrator.cli import main
-from orchestrator.plan import build_plan
-from orchestrator.spec import parse_spec
-from orchestrator.store import ResultsStore
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import parse_spec
+from orchestrator.store.results_store import ResultsStore
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -169,7 +170,7 @@ def test_detached_submit_status_and_logs(head, tmp_path, monkeypatch):
     record = json.loads((store / "jobs" / "jobquick.json").read_text())
     assert (record["job_id"], record["address"], record["store"]) == (job_id, url, str(store))
     # It returned at once: the job has not even finished its setup (a driver needs > 5 s to import torch).
-    line = jobs.job_line(str(store), "jobquick")
+    line = detached.job_line(str(store), "jobquick")
     assert line.startswith(f"job {job_id} at {url}") and line.endswith(("PENDING", "RUNNING")), line
     print(f"detached submit returned in {seconds:.2f} s; then: {line}")
 
@@ -215,7 +216,7 @@ def test_detached_submit_status_and_logs(head, tmp_path, monkeypatch):
     assert missing.returncode == 2 and "requires Ray's auth token and none was found" in missing.stderr, \
         missing.stdout + missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
-    monkeypatch.setattr(jobs, "auth_headers", lambda: {"authorization": "Bearer wrong"})
+    monkeypatch.setattr(detached, "auth_headers", lambda: {"authorization": "Bearer wrong"})
     wrong = _invoke("cancel", spec_path)
     assert wrong.exit_code == 2 and "rejected the auth token" in wrong.stderr, wrong.stderr
 
@@ -248,13 +249,13 @@ def test_cancel_stops_the_job_and_keeps_finished_rows(head, tmp_path):
     # The driver took the Ctrl-C path (SIGINT), not a kill: it released the sweep's lease on its way out.
     assert not (store / "leases" / "joblong.json").exists()
     job_id = submitted.stdout.splitlines()[0]
-    assert "interrupted: finished stages are stored" in jobs.client(url).get_job_logs(job_id)
+    assert "interrupted: finished stages are stored" in detached.client(url).get_job_logs(job_id)
     _assert_reads_cancelled(spec_path, store, job_id)
 
 
 def _assert_reads_cancelled(spec_path: str, store: Path, job_id: str) -> None:
     """status, logs and a second cancel all say CANCELLED, and exit 0."""
-    assert jobs.job_line(str(store), "joblong").endswith(": CANCELLED")
+    assert detached.job_line(str(store), "joblong").endswith(": CANCELLED")
     status = _invoke("status", spec_path)
     assert status.exit_code == 0 and f"job {job_id} at" in status.stdout and ": CANCELLED" in status.stdout, \
         status.output
@@ -269,7 +270,7 @@ def test_a_job_its_driver_ended_on_the_stores_stop_request_reads_cancelled(head,
     """The path that raced `cancel` into saying FAILED: the driver sees the stop request in the store before
     Ray's stop arrives and ends as on Ctrl-C (exit 130), which Ray calls FAILED. Here only the store's request
     is made, so the job ends that way for certain."""
-    from orchestrator.lease import request_stop
+    from orchestrator.store.lease import request_stop
 
     url, _ = head
     store = tmp_path / "store"
@@ -283,7 +284,7 @@ def test_a_job_its_driver_ended_on_the_stores_stop_request_reads_cancelled(head,
         assert time.monotonic() < deadline, "the job committed no stage in 300 s"
         time.sleep(0.5)
     assert request_stop(results, "joblong")
-    api = jobs.client(url)
+    api = detached.client(url)
     deadline = time.monotonic() + 120
     while (info := api.get_job_info(job_id)).status not in ("SUCCEEDED", "FAILED", "STOPPED"):
         assert time.monotonic() < deadline, f"still {info.status} 120 s after the stop request"

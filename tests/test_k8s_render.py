@@ -12,10 +12,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator import k8s_render
+from orchestrator.deploy import k8s
 from orchestrator.cli import main
-from orchestrator.k8s_render import RenderError, RenderOptions, render
-from orchestrator.spec import load_spec, parse_spec
+from orchestrator.deploy.k8s import RenderError, RenderOptions, render
+from orchestrator.spec.sweep_spec import load_spec, parse_spec
 from test_deploy import OBJECT_META, _mounts, crd_errors, ray_container, ray_pin
 
 STORE = "s3://results-bucket/ticketsweep"
@@ -89,9 +89,9 @@ def test_the_spec_travels_in_a_configmap_mounted_on_the_head(tmp_path):
     with main.commands["submit"].make_context("orchestrate submit", argv[2:]) as ctx:
         params = ctx.params
     assert (params["address"], params["store_location"], params["progress"]) == ("auto", STORE, False)
-    assert params["spec_path"] == f"{k8s_render.SPEC_DIR}/spec.yaml"
+    assert params["spec_path"] == f"{k8s.SPEC_DIR}/spec.yaml"
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
-    mount, volume = _mounts(head)[k8s_render.SPEC_DIR]
+    mount, volume = _mounts(head)[k8s.SPEC_DIR]
     assert mount["readOnly"] and volume["configMap"]["name"] == config_map["metadata"]["name"]
     # What the head will read back is the same sweep.
     (tmp_path / "mounted").mkdir()

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from orchestrator import lease as lease_mod
-from orchestrator.lease import Lease, LeaseHeld
-from orchestrator.store import ResultsStore
+from orchestrator.store import lease as lease_mod
+from orchestrator.store.lease import Lease, LeaseHeld
+from orchestrator.store.results_store import ResultsStore
 
 
 def test_second_holder_is_refused_with_the_holder_named(tmp_path):

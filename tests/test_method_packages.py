@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from orchestrator.plan import build_plan
-from orchestrator.spec import SpecError, parse_spec
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import SpecError, parse_spec
 from workers import masks
 from workers.data.dataset import dataset_from_config
 from workers.methods import KINDS, RUNNERS

@@ -14,11 +14,11 @@ SCRIPT = textwrap.dedent('''
     import ray
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
-    from orchestrator.cluster import WORKER_NICENESS
-    from orchestrator.driver import run_plan
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import parse_spec
-    from orchestrator.store import ResultsStore
+    from orchestrator.deploy.cluster import WORKER_NICENESS
+    from orchestrator.run.driver import run_plan
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.spec.sweep_spec import parse_spec
+    from orchestrator.store.results_store import ResultsStore
 
     with socket.socket() as s:  # no fixed port: another Ray on this machine may hold 8265
         s.bind(("127.0.0.1", 0))

@@ -1,8 +1,8 @@
 import pytest
 
-from orchestrator.plan import build_plan
+from orchestrator.spec.plan import build_plan
 from workers.methods.imp import ltr_schedule
-from orchestrator.spec import parse_spec
+from orchestrator.spec.sweep_spec import parse_spec
 
 BASE = {
     "name": "t",

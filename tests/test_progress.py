@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from orchestrator.progress import Progress, StageRates, duration
+from orchestrator.run.progress import Progress, StageRates, duration
 
 
 class FakeClock:
@@ -288,7 +288,7 @@ def test_replayed_quickstart_eta_converges_and_beats_a_global_rate(seed):
 
 
 def test_the_running_line_names_each_stage_and_its_epoch_oldest_first_cut_to_the_width():
-    from orchestrator.progress import RunningStage, running_line
+    from orchestrator.run.progress import RunningStage, running_line
 
     stages = [RunningStage("snip s=1 sp=0.9000", "oneshot", "snip", started=2.0),
               RunningStage("ltr s=0 L=3", "imp_level", "ltr", started=1.0, epoch=("train", 4.0)),

@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = textwrap.dedent('''
     import sys, time
     import ray
-    from orchestrator import driver
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import parse_spec
-    from orchestrator.store import ResultsStore
+    from orchestrator.run import driver
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.spec.sweep_spec import parse_spec
+    from orchestrator.store.results_store import ResultsStore
 
     class Slow(driver.TrialActorBody):
         """The dense stage's epochs take a second each: long enough for the pings to see each one."""

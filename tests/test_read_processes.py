@@ -6,8 +6,8 @@ import sys
 import pandas as pd
 import pytest
 
-from orchestrator import read_processes
-from orchestrator.store import ResultsStore
+from orchestrator.store import read_processes
+from orchestrator.store.results_store import ResultsStore
 
 POINT = {"method": "ltr", "seed": 0, "target_sparsity": 0.5, "sparsity": 0.5, "test_accuracy": 0.9, "status": "ok"}
 STAGE = {"kind": "imp_level", "label": "ltr", "seed": 0, "parents": "{}", "seconds": 1.5, "status": "ok"}
@@ -86,8 +86,8 @@ def test_a_script_without_a_main_guard_is_not_run_again_by_the_workers(store, tm
     script = tmp_path / "unguarded.py"
     marker = tmp_path / "runs"
     script.write_text(f"""
-from orchestrator import read_processes
-from orchestrator.store import ResultsStore
+from orchestrator.store import read_processes
+from orchestrator.store.results_store import ResultsStore
 read_processes.MIN_FILES, read_processes.workers = 1, lambda: 2
 with open({str(marker)!r}, "a") as f:
     f.write("run\\n")

@@ -52,10 +52,10 @@ def test_a_name_already_registered_is_refused_on_one_line():
 
 def test_driver_modules_import_neither_torch_nor_pandas():
     code = ("import sys\n"
-            "import orchestrator.cli, orchestrator.driver, orchestrator.plan, orchestrator.spec, orchestrator.resume\n"
-            "from orchestrator.cluster import local_resources\n"
-            "from orchestrator.versions import versions_json\n"
-            "from orchestrator.spec import describe_registries\n"
+            "import orchestrator.cli, orchestrator.run.driver, orchestrator.spec.plan, orchestrator.spec.sweep_spec, orchestrator.store.health\n"
+            "from orchestrator.deploy.cluster import local_resources\n"
+            "from orchestrator.run.versions import versions_json\n"
+            "from orchestrator.spec.sweep_spec import describe_registries\n"
             "local_resources(); versions_json(); describe_registries()\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas', 'sklearn')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -20,10 +20,11 @@ import pytest
 import ray
 import yaml
 
-from orchestrator import driver, resume
-from orchestrator.plan import build_plan
-from orchestrator.spec import parse_spec
-from orchestrator.store import ResultsStore
+from orchestrator.run import driver
+from orchestrator.store import health
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import parse_spec
+from orchestrator.store.results_store import ResultsStore
 from store_cli import ORCHESTRATE, env_without_ray_address
 
 SPEC = {
@@ -91,7 +92,7 @@ def test_unreachable_address_fails_fast_naming_it(tmp_path):
 
 CRASHING_DRIVER = textwrap.dedent('''
     import os, sys
-    from orchestrator import store as st
+    from orchestrator.store import results_store as st
     nth, after = int(sys.argv[1]), int(sys.argv[2])
     commit, put = st.ResultsStore.commit, st.ResultsStore.put_bytes
     seen = {"commits": 0, "files": 0}
@@ -127,7 +128,7 @@ def test_crash_at_each_point_of_the_commit_sequence_never_blocks_resume(ray_clus
     before = commits(store)
     finished = set(before.loc[before["status"] == "ok", "stage_key"])
 
-    state = resume.inspect(ResultsStore(str(store)), None, "faults")
+    state = health.inspect(ResultsStore(str(store)), None, "faults")
     assert state.orphans == [] and state.unreadable == []  # a raw pandas read never sees uncommitted rows
     if after in (1, 2):
         assert len(state.unmaterialized) == 1  # committed, views not all written yet: re-made, not recomputed
@@ -172,8 +173,8 @@ def test_a_stop_request_in_the_store_stops_the_driver_like_ctrl_c(tmp_path):
     """What `orchestrate cancel` leaves in the store stops a real driver, no signal involved: it exits as on
     Ctrl-C, keeps every committed row, and removes its lease and the request; a request naming another
     driver's lease stops nothing."""
-    from orchestrator.lease import Lease, request_stop, stop_path
-    from orchestrator.store import ResultsStore
+    from orchestrator.store.lease import Lease, request_stop, stop_path
+    from orchestrator.store.results_store import ResultsStore
 
     spec = {**SPEC, "name": "stopped", "methods": [{"kind": "ltr"}], "sparsities": [0.5, 0.8, 0.9, 0.95],
             "seeds": list(range(100))}

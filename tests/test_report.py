@@ -5,9 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from orchestrator.report import (FRONTIER_COLUMNS, FRONTIER_PERCENT, cost_summary, density_ticks, export_frontier, format_frontier,
+from orchestrator.analysis.frontier import (FRONTIER_COLUMNS, FRONTIER_PERCENT, cost_summary, density_ticks, export_frontier, format_frontier,
                                  frontier, percent_label, plot_frontier)
-from orchestrator.store import ResultsStore
+from orchestrator.store.results_store import ResultsStore
 
 SWEEP = "tiny"
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import ray
 
-from orchestrator import driver
-from orchestrator.plan import build_plan
-from orchestrator.spec import parse_spec
-from orchestrator.store import ResultsStore
+from orchestrator.run import driver
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import parse_spec
+from orchestrator.store.results_store import ResultsStore
 
 SPEC = {
     "name": "shapes",

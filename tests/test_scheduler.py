@@ -1,7 +1,7 @@
 """Task names shown in the Ray dashboard: readable, and bounded by the spec's methods and sparsities, not seeds."""
-from orchestrator.plan import build_plan
-from orchestrator.scheduler import task_name
-from orchestrator.spec import parse_spec
+from orchestrator.spec.plan import build_plan
+from orchestrator.run.scheduler import task_name
+from orchestrator.spec.sweep_spec import parse_spec
 
 SPEC = {
     "name": "names",

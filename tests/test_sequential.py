@@ -1,4 +1,4 @@
-"""The group-sequential sign-flip rule of `submit --until-decided` (orchestrator/sequential.py): exact against
+"""The group-sequential sign-flip rule of `submit --until-decided` (orchestrator/analysis/sequential.py): exact against
 brute-force enumeration, and proven on simulated sweeps with known answers (the `slow` tier: >= 10 000 sweeps
 where a rate is asserted; `pytest -m slow -s tests/test_sequential.py` prints the figures the README quotes)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from orchestrator import sequential as seq
+from orchestrator.analysis import sequential as seq
 
 LOOKS, ALPHA, FAMILY = [6, 10, 15, 20], 0.05, 6  # the verdicts setting: 2 methods x 3 sparsities against LTR
 LEVEL = ALPHA / FAMILY

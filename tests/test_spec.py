@@ -4,8 +4,8 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.plan import build_plan
-from orchestrator.spec import SpecError, load_spec, parse_spec
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import SpecError, load_spec, parse_spec
 from workers.data.registry import dataset_names, get_dataset_descriptor
 from workers.methods.oneshot.criteria import CRITERIA
 from workers.models.registry import get_model_descriptor, model_names
@@ -268,7 +268,7 @@ def test_relative_store_is_taken_from_the_spec_folder(tmp_path, monkeypatch):
 
 
 def test_explain_lists_allowed_values_and_never_says_default_twice():
-    from orchestrator.spec import describe
+    from orchestrator.spec.sweep_spec import describe
     text = describe()
     lines = {line.split(":")[0].strip(): line for line in text.splitlines()}
     assert "[allowed: the criteria listed by validate --explain] (required)" in lines["criterion"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plan import build_plan
-from orchestrator.spec import load_spec, parse_spec
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import load_spec, parse_spec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

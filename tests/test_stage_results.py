@@ -7,8 +7,8 @@ import hashlib
 
 import torch
 
-from orchestrator.plan import build_plan
-from orchestrator.spec import parse_spec
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import parse_spec
 from workers.data.dataset import dataset_from_config
 from workers.stages.dispatch import run_stage
 

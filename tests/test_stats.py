@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from orchestrator.stats import (A_BETTER, B_BETTER, NO_DIFFERENCE, POWER_SEARCH_LIMIT, TOO_FEW, adjust,
+from orchestrator.analysis.stats import (A_BETTER, B_BETTER, NO_DIFFERENCE, POWER_SEARCH_LIMIT, TOO_FEW, adjust,
                                 bootstrap_bounds, bootstrap_interval, exact_sign_flip_fraction,
                                 exact_sign_flip_pvalue, exact_sign_flip_pvalues, holm, mean_interval,
                                 paired_difference, seeds_for_power, seeds_for_power_range, sign_flip_bounds,
@@ -29,7 +29,7 @@ def _report(label: str, value: float) -> None:
 
 
 def test_importing_stats_pulls_in_neither_pandas_nor_scipy():
-    code = ("import sys, orchestrator.stats\n"
+    code = ("import sys, orchestrator.analysis.stats\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'scipy'}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

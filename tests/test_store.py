@@ -3,8 +3,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import resume
-from orchestrator.store import ResultsStore, StoreError
+from orchestrator.store import health
+from orchestrator.store.files import StoreError
+from orchestrator.store.results_store import ResultsStore
 
 POINT = {"method": "ltr", "seed": 0, "target_sparsity": 0.5, "sparsity": 0.5, "test_accuracy": 0.9, "status": "ok"}
 STAGE = {"kind": "imp_level", "label": "ltr s=0 L=1", "seed": 0, "parents": "{}", "seconds": 1.5, "status": "ok"}
@@ -72,12 +73,12 @@ def test_missing_views_are_remade_from_the_commit(tmp_path):
     original = pq.read_table(view).to_pylist()
     view.unlink()
     (tmp_path / "s" / "curves" / "sweep=sw" / f"{name}.parquet").unlink()
-    state = resume.inspect(store, None, "sw")
+    state = health.inspect(store, None, "sw")
     assert state.unmaterialized == {name} and state.done == {"k1"}
-    resume.repair(store, state, echo=lambda *_: None)
+    health.repair(store, state, echo=lambda *_: None)
     assert pq.read_table(view).to_pylist() == original
     assert len(store.read("curves", "sw")) == 2
-    assert not resume.inspect(store, None, "sw").needs_repair
+    assert not health.inspect(store, None, "sw").needs_repair
 
 
 def test_views_without_a_commit_are_invisible_to_the_store_and_quarantined(tmp_path):
@@ -86,11 +87,11 @@ def test_views_without_a_commit_are_invisible_to_the_store_and_quarantined(tmp_p
     commit_file = tmp_path / "s" / "stages" / "sweep=sw" / f"{name}.parquet"
     commit_file.write_bytes(commit_file.read_bytes()[:40])  # truncated commit
     assert store.read("points", "sw").empty  # its view rows are no longer committed
-    state = resume.inspect(store, None, "sw")
+    state = health.inspect(store, None, "sw")
     assert [p for p, _ in state.unreadable] == [str(commit_file)]
     assert len(state.orphans) == 2 and "k1" not in state.done
     messages = []
-    resume.repair(store, state, echo=messages.append)
+    health.repair(store, state, echo=messages.append)
     assert len(messages) == 3 and all("quarantined" in m for m in messages)
     assert not list((tmp_path / "s" / "points").rglob("*.parquet"))
     assert len(list((tmp_path / "s" / "quarantine").rglob("*.parquet"))) == 3  # moved aside, never deleted
@@ -108,7 +109,7 @@ def test_compaction_keeps_every_row_and_readers_never_see_duplicates(tmp_path):
     pd.testing.assert_frame_equal(before, after)
     assert len(pd.read_parquet(tmp_path / "s" / "points")) == 6
     assert len(store.read("curves", "sw")) == 12
-    state = resume.inspect(store, None, "sw")
+    state = health.inspect(store, None, "sw")
     assert not state.needs_repair and state.done == {f"k{i}" for i in range(1, 6)}
     # new commits after compaction, then compaction again: still one row per attempt
     commit(store, "k0", 2)
@@ -129,7 +130,7 @@ def test_compacted_and_source_files_side_by_side_read_once(tmp_path):
         target = tmp_path / "s" / "points" / f.relative_to(copy)
         target.write_bytes(f.read_bytes())
     assert len(store.read("points", "sw")) == 3
-    assert not resume.inspect(store, None, "sw").orphans
+    assert not health.inspect(store, None, "sw").orphans
 
 
 def test_store_io_errors_are_one_line_store_errors(tmp_path):
@@ -166,7 +167,7 @@ def test_compaction_in_another_process_while_a_reader_loops(tmp_path):
 
 
 def test_compaction_merges_in_batches(tmp_path, monkeypatch):
-    import orchestrator.store as store_mod
+    import orchestrator.store.compaction as store_mod
 
     monkeypatch.setattr(store_mod, "COMPACT_BATCH", 4)
     store = ResultsStore(str(tmp_path / "s"))

@@ -20,10 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import artifacts, resume
-from orchestrator.plan import build_plan
-from orchestrator.spec import parse_spec
-from orchestrator.store import COMPACT_FAULT_ENV, ResultsStore
+from orchestrator.store import artifacts
+from orchestrator.store import health
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import parse_spec
+from orchestrator.store.compaction import COMPACT_FAULT_ENV
+from orchestrator.store.results_store import ResultsStore
 from store_cli import (SPEC, WIDER, env_without_ray_address, finished_store, orchestrate, points_frame, status, submit,
                        write_spec)
 
@@ -109,11 +111,11 @@ def test_the_driver_checks_artifacts_without_torch(store):
     artifact.write_bytes(artifact.read_bytes()[:-200])
     code = ("import sys, json\n"
             "from orchestrator import resume\n"
-            "from orchestrator.plan import build_plan\n"
-            "from orchestrator.spec import parse_spec\n"
-            "from orchestrator.store import ResultsStore\n"
+            "from orchestrator.spec.plan import build_plan\n"
+            "from orchestrator.spec.sweep_spec import parse_spec\n"
+            "from orchestrator.store.results_store import ResultsStore\n"
             f"spec = parse_spec(json.loads({json.dumps(json.dumps(WIDER))}))\n"
-            f"state = resume.inspect(ResultsStore({str(store)!r}), build_plan(spec), 'heal')\n"
+            f"state = health.inspect(ResultsStore({str(store)!r}), build_plan(spec), 'heal')\n"
             "print(json.dumps([[d.path for d in state.damaged_artifacts], 'torch' in sys.modules]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [[str(artifact)], False]
@@ -122,7 +124,7 @@ def test_the_driver_checks_artifacts_without_torch(store):
 def test_loading_a_damaged_artifact_names_the_file_and_is_an_artifact_failure(tmp_path):
     import torch
 
-    from orchestrator.trial_actor import classify
+    from orchestrator.run.trial_actor import classify
 
     location = str(tmp_path / "s")
     artifacts.save(location, "k1", {"w": torch.arange(4.0)})
@@ -271,9 +273,9 @@ def test_a_merged_file_is_deleted_only_if_every_row_is_in_the_compacted_file(tmp
     grown = pa.concat_tables([sources[second], sources[second].set_column(
         sources[second].column_names.index("epoch"), "epoch", pa.array([2.0]))])
     pq.write_table(grown, second)  # one row more than was merged: kept
-    state = resume.inspect(store, None, "sw")
+    state = health.inspect(store, None, "sw")
     assert sorted(p for p, _ in state.merged) == sorted([str(first), str(second)])
-    resume.repair(store, state, echo=lambda *_: None)
+    health.repair(store, state, echo=lambda *_: None)
     assert not first.exists() and second.exists()
     assert len(store.read("curves", "sw")) == 4
 

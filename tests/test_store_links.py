@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.store import ResultsStore
+from orchestrator.store.results_store import ResultsStore
 from store_cli import SPEC, finished_store, orchestrate, points_frame, status, submit
 
 SWEEP = SPEC["name"]

@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator import artifacts, resume
-from orchestrator.lease import Lease, LeaseHeld
-from orchestrator.store import ResultsStore
+from orchestrator.store import artifacts
+from orchestrator.store import health
+from orchestrator.store.lease import Lease, LeaseHeld
+from orchestrator.store.results_store import ResultsStore
 
 moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (in the test extra)")
 boto3 = pytest.importorskip("boto3")
@@ -51,10 +52,10 @@ def test_commit_views_resume_and_compaction_on_s3(location, s3_endpoint):
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/points/")["Contents"]
             if o["Key"].endswith(".parquet")]
     s3.delete_object(Bucket=bucket, Key=keys[0])
-    state = resume.inspect(store, None, "sw")
+    state = health.inspect(store, None, "sw")
     assert len(state.unmaterialized) == 1
-    resume.repair(store, state, echo=lambda *_: None)
-    assert len(store.read("points", "sw")) == 4 and not resume.inspect(store, None, "sw").needs_repair
+    health.repair(store, state, echo=lambda *_: None)
+    assert len(store.read("points", "sw")) == 4 and not health.inspect(store, None, "sw").needs_repair
 
     before = store.read("points", "sw").sort_values("stage_key").reset_index(drop=True)
     merged = store.compact("sw")
@@ -62,7 +63,7 @@ def test_commit_views_resume_and_compaction_on_s3(location, s3_endpoint):
     after = store.read("points", "sw").sort_values("stage_key").reset_index(drop=True)
     pd.testing.assert_frame_equal(before, after)
     assert len(store.read("curves", "sw")) == 8
-    assert not resume.inspect(store, None, "sw").needs_repair
+    assert not health.inspect(store, None, "sw").needs_repair
 
 
 def test_lease_on_s3(location):
@@ -101,15 +102,15 @@ def test_foreign_objects_and_an_interrupted_compaction_on_s3_are_named_and_repai
     for key in foreign:
         s3.put_object(Bucket=bucket, Key=key, Body=b"not the store's")
 
-    state = resume.inspect(store, None, "sw")
+    state = health.inspect(store, None, "sw")
     problems = "\n".join(state.problems())
     for path in (f"{bucket}/{prefix}/points/stray.parquet", f"{bucket}/{prefix}/junk",
                  f"{bucket}/{prefix}/stages/sweep=sw/notes.txt"):
         assert f"{path} (" in problems, problems
     assert len(state.merged) == 3 and "interrupted compaction" in problems
-    resume.repair(store, state, echo=lambda *_: None)
+    health.repair(store, state, echo=lambda *_: None)
 
-    after = resume.inspect(store, None, "sw")
+    after = health.inspect(store, None, "sw")
     assert after.problems() == []
     left = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/")["Contents"]]
     assert not set(sources) & set(left) and not set(foreign) & set(left)

@@ -201,8 +201,8 @@ def test_a_recipe_key_that_training_does_not_know_is_an_error_not_dropped():
 
 
 def test_the_specs_training_field_is_the_recipe_training_receives():
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import parse_spec
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.spec.sweep_spec import parse_spec
 
     spec = parse_spec({"name": "r", "model": {"name": "mlp"}, "dataset": {"name": "synthetic"},
                        "training": {"epochs": 3, "milestones": [2], "rewind": "1ep"}, "methods": [{"kind": "ltr"}],

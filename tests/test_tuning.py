@@ -13,11 +13,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator import driver
+from orchestrator.run import driver
 from orchestrator.cli import main
-from orchestrator.plan import build_plan
-from orchestrator.spec import SpecError, parse_spec
-from orchestrator.store import ResultsStore
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import SpecError, parse_spec
+from orchestrator.store.results_store import ResultsStore
 
 SPEC = {
     "name": "tuned",
@@ -168,7 +168,7 @@ def test_the_test_set_is_never_read_while_tuning(ray_cluster, tuned_store, tmp_p
 
 KILLED_DRIVER = textwrap.dedent('''
     import os, sys
-    from orchestrator import recorder
+    from orchestrator.run import recorder
     record = recorder.Recorder.record
 
     def dying(self, key, meta):

@@ -18,12 +18,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator import driver
+from orchestrator.run import driver
 from orchestrator.cli import main
-from orchestrator.plan import build_plan
-from orchestrator.scheduler import STARTUP_FACTOR, HangPolicy
-from orchestrator.spec import parse_spec
-from orchestrator.store import ResultsStore
+from orchestrator.spec.plan import build_plan
+from orchestrator.run.scheduler import STARTUP_FACTOR, HangPolicy
+from orchestrator.spec.sweep_spec import parse_spec
+from orchestrator.store.results_store import ResultsStore
 
 FLOOR_S = 10
 SPEC = {

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator import resume
-from orchestrator.lease import Lease
-from orchestrator.store import ResultsStore
+from orchestrator.store import health
+from orchestrator.store.lease import Lease
+from orchestrator.store.results_store import ResultsStore
 from store_cli import ORCHESTRATE, env_without_ray_address
 from store_cli import SPEC, write_spec
 
@@ -96,18 +96,18 @@ def test_partitions_of_no_sweep_are_moved_only_under_that_sweeps_lease(tmp_path)
     stray = tmp_path / "s" / "points" / "sweep=starting" / "method=m"
     stray.mkdir(parents=True)
     (stray / "notes.txt").write_text("x")
-    state = resume.inspect(store, None, "mine")
+    state = health.inspect(store, None, "mine")
     assert [p for p, _ in state.unclaimed["starting"]] == [str(stray.parent)]
-    assert any(str(stray.parent) in line for line in resume.inspect(store, None, "mine").problems())
+    assert any(str(stray.parent) in line for line in health.inspect(store, None, "mine").problems())
 
     held = Lease(store, "starting").acquire()
     said = []
     try:
-        resume.repair(store, resume.inspect(store, None, "mine"), said.append)
+        health.repair(store, health.inspect(store, None, "mine"), said.append)
         assert (stray / "notes.txt").read_text() == "x"
         assert any("left 1 file(s) of sweep starting in place" in line for line in said), said
     finally:
         held.release()
-    resume.repair(store, resume.inspect(store, None, "mine"), said.append)
+    health.repair(store, health.inspect(store, None, "mine"), said.append)
     assert not stray.exists() and list((tmp_path / "s" / "quarantine").rglob("sweep=starting/method=m/notes.txt"))
     assert Lease(store, "starting").read() is None  # the lease taken to move them is given back

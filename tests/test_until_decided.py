@@ -1,4 +1,4 @@
-"""`submit --until-decided` (orchestrator/until_decided.py): the spec section, the look-by-look loop on a store
+"""`submit --until-decided` (orchestrator/run/until_decided.py): the spec section, the look-by-look loop on a store
 (decisions, frozen comparisons, methods dropped once decided, resume, a changed result caught), and a real
 driver killed with SIGKILL mid-look and submitted again."""
 from __future__ import annotations
@@ -18,12 +18,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator import decision_log as dlog
+from orchestrator.analysis import decision_log as dlog
 from orchestrator.cli import main
-from orchestrator.scheduler import RunSummary
-from orchestrator.spec import SpecError, parse_spec
-from orchestrator.store import ResultsStore
-from orchestrator.until_decided import idle_looks, look_plan, run
+from orchestrator.run.scheduler import RunSummary
+from orchestrator.spec.sweep_spec import SpecError, parse_spec
+from orchestrator.store.results_store import ResultsStore
+from orchestrator.run.until_decided import idle_looks, look_plan, run
 
 BASE = {
     "name": "ud",
@@ -203,7 +203,7 @@ def test_a_log_made_under_another_design_is_not_continued(tmp_path):
 
 
 def test_accuracies_that_are_not_counts_are_refused(tmp_path):
-    from orchestrator.until_decided import NotDecidable, correct_counts
+    from orchestrator.run.until_decided import NotDecidable, correct_counts
 
     spec = parse_spec(BASE)
     rows = pd.DataFrame({"selected_test_accuracy": [33 / 64, 0.5001], "stage_key": ["a", "b"]})
@@ -269,7 +269,7 @@ def test_a_driver_killed_mid_look_resumes_to_the_same_decisions(tmp_path):
         assert again.returncode == 0, again.stderr[-3000:]
         assert _log(ResultsStore(str(store)), "udreal") == _log(ResultsStore(str(tmp_path / "whole")), "udreal")
         # no seed lost or duplicated: one finished row per (method, target, seed), the same rows as unkilled
-        from orchestrator.report import finished
+        from orchestrator.analysis.frontier import finished
 
         def rows(location):
             df = finished(ResultsStore(str(location)).read("points", "udreal"), all_levels=False)

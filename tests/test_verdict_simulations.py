@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.stats import (adjust, exact_sign_flip_pvalue, exact_sign_flip_pvalues, paired_difference,
+from orchestrator.analysis.stats import (adjust, exact_sign_flip_pvalue, exact_sign_flip_pvalues, paired_difference,
                                 seeds_for_power, seeds_for_power_range, sign_flip_bounds, t_bounds)
 
 SWEEPS = 10_000
@@ -47,7 +47,7 @@ def _false_alarm_rates(kind: str, methods: int, n: int, seed: int) -> dict[str, 
 
 
 def _holm_rows(p: np.ndarray) -> np.ndarray:
-    """Holm over each row, vectorised (the same rule as orchestrator.stats.holm, checked below)."""
+    """Holm over each row, vectorised (the same rule as orchestrator.analysis.stats.holm, checked below)."""
     m = p.shape[1]
     order = np.argsort(p, axis=1, kind="stable")
     stepped = np.minimum(1.0, np.maximum.accumulate(np.take_along_axis(p, order, 1) * (m - np.arange(m)), axis=1))

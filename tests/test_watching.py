@@ -14,10 +14,10 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.estimate import Estimate, estimate
-from orchestrator.plan import build_plan
-from orchestrator.spec import load_spec
-from orchestrator.store import ResultsStore
+from orchestrator.run.estimate import Estimate, estimate
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import load_spec
+from orchestrator.store.results_store import ResultsStore
 
 SPEC = {
     "name": "watched",
@@ -58,7 +58,7 @@ def test_stage_logs_show_validation_accuracy_and_take_a_label(sweep):
 
 
 def test_status_says_which_driver_holds_the_lease(sweep):
-    from orchestrator.lease import Lease
+    from orchestrator.store.lease import Lease
 
     spec, folder = sweep
     assert "\n  no driver is running\n" in run("status", spec).output

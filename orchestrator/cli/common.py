@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from orchestrator.spec import SpecError, SweepSpec, load_spec
-from orchestrator.store import ResultsStore, StoreError
+from orchestrator.spec.sweep_spec import SpecError, SweepSpec, load_spec
+from orchestrator.store.files import StoreError
+from orchestrator.store.results_store import ResultsStore
 
 BAD_INPUT = 2
 SWEEP_BUSY = 3  # another driver holds the sweep's lease
@@ -36,7 +37,7 @@ def store_at(location: str) -> ResultsStore:
 
 def plan_of(spec: SweepSpec):
     """The sweep's plan, its keys including the data's content; unreadable data files fail on one line."""
-    from orchestrator.plan import sweep_plan
+    from orchestrator.spec.plan import sweep_plan
     from workers.data.files import DataError
 
     try:

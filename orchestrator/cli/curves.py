@@ -8,9 +8,9 @@ from orchestrator.cli.common import check_output, fail, spec_from, store_at
 
 
 def _rows(spec_path, store_location, sweep, methods=(), sparsities=(), all_levels=False):
-    """The frontier's curve rows of one sweep (orchestrator/curves.py), or a one-line error and exit 2."""
+    """The frontier's curve rows of one sweep (orchestrator/analysis/curves.py), or a one-line error and exit 2."""
     from orchestrator.cli.tables import current_points
-    from orchestrator.curves import CurveError, curve_rows
+    from orchestrator.analysis.curves import CurveError, curve_rows
 
     values = []
     for s in sparsities:
@@ -47,8 +47,8 @@ def _rows(spec_path, store_location, sweep, methods=(), sparsities=(), all_level
 def curves(spec_path, store_location, sweep, methods, sparsities, all_levels, fmt, output) -> None:
     """Per-epoch validation and test accuracy and loss, per method and target sparsity: the mean over seeds
     and its 95 % t interval, of the same runs as the frontier."""
-    from orchestrator.cli.tables import _emit
-    from orchestrator.curves import CurveError, export_curves, plot_curves, summarize
+    from orchestrator.cli.tables import emit
+    from orchestrator.analysis.curves import CurveError, export_curves, plot_curves, summarize
 
     if fmt == "png":
         output = output or "curves.png"
@@ -56,7 +56,7 @@ def curves(spec_path, store_location, sweep, methods, sparsities, all_levels, fm
         check_output(output)
     table = summarize(_rows(spec_path, store_location, sweep, methods, sparsities, all_levels))
     if fmt != "png":
-        _emit(export_curves(table, fmt), output)
+        emit(export_curves(table, fmt), output)
         return
     chosen = sorted({float(s) for s in sparsities}) or None
     try:
@@ -86,8 +86,8 @@ def tensorboard(out_dir, spec_path, store_location, sweep, all_levels) -> None:
     import subprocess
     import sys
 
-    from orchestrator import tensorboard_writer
-    from orchestrator.curves import METRICS
+    from orchestrator.analysis import tensorboard_writer
+    from orchestrator.analysis.curves import METRICS
 
     if tensorboard_writer.available() is None:
         fail(f"export tensorboard: {tensorboard_writer.MISSING}")
@@ -106,7 +106,7 @@ def tensorboard(out_dir, spec_path, store_location, sweep, all_levels) -> None:
             value = getattr(r, metric)
             if value == value and r.iteration == r.iteration:
                 runs.setdefault(run, []).append([f"{r.phase}/{metric}", float(value), int(r.iteration)])
-    child = subprocess.run([sys.executable, "-m", "orchestrator.tensorboard_writer"], text=True,
+    child = subprocess.run([sys.executable, "-m", "orchestrator.analysis.tensorboard_writer"], text=True,
                            capture_output=True, input=json.dumps({"dir": os.path.abspath(out_dir), "runs": runs}))
     if child.returncode != 0:
         raise click.ClickException(f"writing the event files failed:\n{child.stderr[-2000:]}")

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from orchestrator.cli.common import BAD_INPUT, fail
-from orchestrator.datafetch import FetchError, fetch, fetchable
-from orchestrator.suggest import suggest
+from orchestrator.data.fetch import FetchError, fetch, fetchable
+from orchestrator.spec.suggest import suggest
 
 
 @click.group()

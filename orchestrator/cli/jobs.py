@@ -8,9 +8,10 @@ from urllib.parse import urlparse
 
 import click
 
-from orchestrator import jobs, stage_logs
+from orchestrator.deploy import detached
+from orchestrator.store import stage_logs
 from orchestrator.cli.common import SWEEP_BUSY, fail, plan_of, spec_from, store_at
-from orchestrator.store import StoreError
+from orchestrator.store.files import StoreError
 
 
 def _head_store(location: str) -> str:
@@ -24,8 +25,8 @@ def submit_detached(spec_path: str, store_location: str | None, address: str | N
     spec = spec_from(spec_path)
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS")
     try:
-        address = jobs.dashboard_address(address)
-    except jobs.JobError as err:
+        address = detached.dashboard_address(address)
+    except detached.JobError as err:
         fail(str(err))
     if spec.dataset.root and not os.path.isabs(spec.dataset.root):
         fail(f"{spec_path}: dataset.root: {spec.dataset.root!r} must be an absolute path on the cluster "
@@ -33,14 +34,14 @@ def submit_detached(spec_path: str, store_location: str | None, address: str | N
     location = _head_store(store_location or spec.store)
     store = store_at(location)
     try:
-        api = jobs.client(address)  # an unreachable or refusing cluster fails before the store is touched
+        api = detached.client(address)  # an unreachable or refusing cluster fails before the store is touched
         store.check_writable()      # the job's record goes there: fail before the cluster runs anything
         extra = (["--take-over"] if take_over else []) + (["--retry-diverged"] if retry_diverged else [])
-        record = jobs.submit(api, spec_path, spec.name, location, extra)
-    except jobs.JobBusy as err:
+        record = detached.submit(api, spec_path, spec.name, location, extra)
+    except detached.JobBusy as err:
         click.echo(str(err), err=True)
         sys.exit(SWEEP_BUSY)
-    except (jobs.JobError, StoreError) as err:
+    except (detached.JobError, StoreError) as err:
         fail(str(err))
     if "://" not in location and urlparse(address).hostname not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"note: the store {location} is a local path: the head must see this same filesystem "
@@ -52,11 +53,11 @@ def submit_detached(spec_path: str, store_location: str | None, address: str | N
                f"  progress:   orchestrate status {same}\n  stop it:    orchestrate cancel {same}", err=True)
 
 
-def _recorded(spec_path: str, store_location: str | None) -> jobs.JobRecord:
+def _recorded(spec_path: str, store_location: str | None) -> detached.JobRecord:
     spec = spec_from(spec_path)
     try:
-        return jobs.recorded(_head_store(store_location or spec.store), spec.name)
-    except (jobs.JobError, StoreError) as err:
+        return detached.recorded(_head_store(store_location or spec.store), spec.name)
+    except (detached.JobError, StoreError) as err:
         fail(str(err))
 
 
@@ -67,11 +68,11 @@ def cancel(spec_path: str, store_location: str | None) -> None:
     """Stop the sweep's detached job; every finished stage stays in the store (submit again to resume)."""
     record = _recorded(spec_path, store_location)
     try:
-        was_running, state = jobs.cancel(record)
-    except jobs.JobError as err:
+        was_running, state = detached.cancel(record)
+    except detached.JobError as err:
         fail(str(err))
-    if state not in jobs.TERMINAL:
-        click.echo(f"job {record.job_id}: still {state} {jobs.STOP_WAIT_S + 30} s after the stop request", err=True)
+    if state not in detached.TERMINAL:
+        click.echo(f"job {record.job_id}: still {state} {detached.STOP_WAIT_S + 30} s after the stop request", err=True)
         sys.exit(1)
     if not was_running:
         click.echo(f"job {record.job_id} had already ended: {state}")
@@ -97,15 +98,15 @@ def logs(spec_path: str, store_location: str | None, stage_prefix: str | None, a
         return
     record = _recorded(spec_path, store_location)
     try:
-        state = jobs.follow(record, lambda chunk: click.echo(chunk, nl=False))
-    except jobs.JobError as err:
+        state = detached.follow(record, lambda chunk: click.echo(chunk, nl=False))
+    except detached.JobError as err:
         fail(str(err))
     except KeyboardInterrupt:
         click.echo(f"\nstopped following; job {record.job_id} keeps running "
                    f"(orchestrate cancel {spec_path} stops it)", err=True)
         sys.exit(130)
     click.echo(f"job {record.job_id}: {state}", err=True)
-    if state not in ("SUCCEEDED", jobs.CANCELLED):
+    if state not in ("SUCCEEDED", detached.CANCELLED):
         sys.exit(1)
 
 
@@ -159,16 +160,16 @@ def render(spec_path: str, image: str, gpu_image: str | None, store_location: st
            namespace: str | None, service_account: str, aws_role_arn: str | None, gcp_service_account: str | None,
            auth_secret: str, worker_cpus: int, worker_memory_gb: float, output: str | None) -> None:
     """Write the RayJob of a spec: the spec in a ConfigMap, the store on object storage, token auth on."""
-    from orchestrator import k8s_render
+    from orchestrator.deploy import k8s
 
     spec = spec_from(spec_path)
-    opts = k8s_render.RenderOptions(image=image, gpu_image=gpu_image, store=store_location, name=name,
+    opts = k8s.RenderOptions(image=image, gpu_image=gpu_image, store=store_location, name=name,
                                     namespace=namespace, service_account=service_account, aws_role_arn=aws_role_arn,
                                     gcp_service_account=gcp_service_account, auth_secret=auth_secret,
                                     worker_cpus=worker_cpus, worker_memory_gb=worker_memory_gb)
     try:
-        text = k8s_render.to_yaml(k8s_render.render(spec_path, spec, opts), spec_path)
-    except k8s_render.RenderError as err:
+        text = k8s.to_yaml(k8s.render(spec_path, spec, opts), spec_path)
+    except k8s.RenderError as err:
         fail(str(err))
     if output is None:
         click.echo(text, nl=False)

@@ -11,8 +11,10 @@ import click
 
 from orchestrator.cli.common import (BAD_INPUT, CLUSTER_DID_NOT_START, INTERRUPTED, SWEEP_BUSY, fail, plan_of,
                                      spec_from, store_at)
-from orchestrator.spec import SweepSpec, describe, describe_registries
-from orchestrator.store import ResultsStore, StoreError
+from orchestrator.spec.sweep_spec import SweepSpec, describe, describe_registries
+from orchestrator.store.results_store import ResultsStore
+from orchestrator.store.files import StoreError
+from orchestrator.store.layout import layout_dir, table_dir
 
 
 def check_inputs(spec: SweepSpec) -> None:
@@ -84,7 +86,7 @@ def _until_decided_lines(spec: SweepSpec) -> list[str]:
     block = spec.until_decided
     if block is None:
         return []
-    from orchestrator.until_decided import comparisons
+    from orchestrator.run.until_decided import comparisons
 
     family = comparisons(spec)
     return [f"  until decided (submit --until-decided): {len(family)} comparison(s) of "
@@ -93,7 +95,7 @@ def _until_decided_lines(spec: SweepSpec) -> list[str]:
 
 
 def _estimate(plan, spec: SweepSpec, store, done: set[str] | None = None) -> str:
-    from orchestrator.estimate import estimate_line
+    from orchestrator.run.estimate import estimate_line
 
     return "  " + estimate_line(plan, store, spec.resources.max_concurrent, done)
 
@@ -136,7 +138,7 @@ def validate_spec(spec_path: str, check_data: bool = True):
     """What `validate` checks, as (spec, plan); a problem exits 2 on one line. The data and model are checked in
     a child process while this one plans. benchmarks/scale.py times this function: the figure it prints is
     `validate`'s."""
-    from orchestrator.plan import build_plan
+    from orchestrator.spec.plan import build_plan
 
     spec = spec_from(spec_path)
     _check_store_location(spec.store)
@@ -204,15 +206,15 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
         from orchestrator.cli.jobs import submit_detached
 
         return submit_detached(spec_path, store_location, address, take_over, retry_diverged)
-    from orchestrator.lease import Lease
+    from orchestrator.store.lease import Lease
 
     spec = spec_from(spec_path)
     store = store_at(store_location or spec.store)
     interrupted = "interrupted: finished stages are stored; submit again to resume"
     with _run_errors(interrupted):  # first: a busy sweep is refused before the data check, the plan or Ray
         Lease(store, spec.name).check(take_over)
-    from orchestrator.driver import run_plan
-    from orchestrator.scheduler import LeaseLost
+    from orchestrator.run.driver import run_plan
+    from orchestrator.run.scheduler import LeaseLost
 
     with _run_errors(interrupted, LeaseLost):
         summary = run_plan(plan_of(spec), spec, store, address=address, progress=progress, echo=click.echo,
@@ -226,7 +228,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
                    f"that did (--retry-diverged runs them)")
     for f in summary.failures:
         click.echo(f"  {f}", err=True)
-    click.echo(f"results: {store.location}/points  (orchestrate results --store {store.location})")
+    click.echo(f"results: {table_dir(store.location, 'points')}  (orchestrate results --store {store.location})")
     if summary.failed or summary.diverged:
         sys.exit(1)
 
@@ -242,14 +244,14 @@ def _run_errors(interrupted: str, *failures: type[Exception]):
         click.echo(interrupted, err=True)
         sys.exit(INTERRUPTED)
     except Exception as err:
-        from orchestrator.lease import LeaseHeld
+        from orchestrator.store.lease import LeaseHeld
 
         if isinstance(err, LeaseHeld):
             code = SWEEP_BUSY
         elif isinstance(err, (StoreError, *failures)):
             code = 1
-        else:  # only now: orchestrator.cluster imports Ray, which a refused submit never needs
-            from orchestrator.cluster import ClusterError, ClusterStartError
+        else:  # only now: orchestrator.deploy.cluster imports Ray, which a refused submit never needs
+            from orchestrator.deploy.cluster import ClusterError, ClusterStartError
 
             if isinstance(err, ClusterError):
                 fail(str(err))
@@ -262,11 +264,11 @@ def _run_errors(interrupted: str, *failures: type[Exception]):
 
 def _submit_until_decided(spec_path, store_location, address, progress, dashboard, take_over, retry_diverged,
                           metrics=False):
-    """`submit --until-decided`: the looks of orchestrator/until_decided.py, each run like a plain submit."""
-    from orchestrator.decision_log import DecisionLogError, format_decisions
-    from orchestrator.driver import metrics_line, run_plan, shapes_by_source
-    from orchestrator.scheduler import LeaseLost
-    from orchestrator.until_decided import NotDecidable, run
+    """`submit --until-decided`: the looks of orchestrator/run/until_decided.py, each run like a plain submit."""
+    from orchestrator.analysis.decision_log import DecisionLogError, format_decisions
+    from orchestrator.run.driver import metrics_line, run_plan, shapes_by_source
+    from orchestrator.run.scheduler import LeaseLost
+    from orchestrator.run.until_decided import NotDecidable, run
 
     spec = spec_from(spec_path)
     if spec.until_decided is None:
@@ -279,7 +281,7 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
 
         import ray
 
-        from orchestrator import cluster
+        from orchestrator.deploy import cluster
 
         if not started:  # the first look with work: check the data, then one private cluster for every look
             check_inputs(spec)
@@ -305,7 +307,7 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
             ray.shutdown()
     click.echo(format_decisions(outcome.log))
     click.echo(f"{outcome.stages_ran} stage(s) ran in this submit ({outcome.seconds:.1f} s); "
-               f"decision log: {store.location}/decisions/sweep={spec.name}")
+               f"decision log: {layout_dir(store.location, 'decision log', sweep=spec.name)}")
 
 
 COMMANDS = (validate, plan, submit)

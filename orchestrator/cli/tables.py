@@ -1,7 +1,7 @@
 """`orchestrate results`, `plot`, `compare` and `report`: what a sweep found, as tables, pictures and verdicts.
 
 Every verb reads the frontier of the sweep's current plan: rows whose stage is no longer planned (the spec
-changed since) stay in the store but are left out (orchestrator/plans.py).
+changed since) stay in the store but are left out (orchestrator/store/plan_manifests.py).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ FORMATS = click.Choice(["table", "markdown", "csv", "json"])
 def current_points(store_location: str | None, sweep: str | None, spec=None):
     """The sweep's points (every sweep's, without one) with `superseded` marked: against the spec's plan when a
     spec is given, else against each sweep's newest recorded plan."""
-    from orchestrator import plans
-    from orchestrator.suggest import suggest
+    from orchestrator.store import plan_manifests
+    from orchestrator.spec.suggest import suggest
 
     store = store_at(store_location or (spec.store if spec else "./ticketsweep-store"))
     sweep = sweep or (spec.name if spec else None)
@@ -25,14 +25,14 @@ def current_points(store_location: str | None, sweep: str | None, spec=None):
         hint = suggest(sweep, store.sweeps(), list_known=True) if sweep else ""
         fail(f"store {store.location}: no results" + (f" for sweep {sweep}" if sweep else "") + hint)
     names = sorted(set(points["sweep"].astype(str)))
-    keys = {name: plans.current_keys(store, name) for name in names}
+    keys = {name: plan_manifests.current_keys(store, name) for name in names}
     if spec is not None and spec.name in keys:
         keys[spec.name] = set(plan_of(spec).stages)
-    return plans.mark_superseded(points, keys)
+    return plan_manifests.mark_superseded(points, keys)
 
 
-def _emit(text: str, output: str | None) -> None:
-    from orchestrator.report import write_text
+def emit(text: str, output: str | None) -> None:
+    from orchestrator.analysis.frontier import write_text
 
     if not output:
         click.echo(text)
@@ -53,7 +53,7 @@ def _emit(text: str, output: str | None) -> None:
 def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output) -> None:
     """Print the accuracy-vs-sparsity frontier: the validation-selected test accuracy, mean ± std and 95 %
     interval over seeds, the final test and validation accuracy, and costs."""
-    from orchestrator.report import export_frontier, frontier
+    from orchestrator.analysis.frontier import export_frontier, frontier
 
     if markdown and fmt not in (None, "markdown"):
         fail(f"--markdown conflicts with --format {fmt}")
@@ -61,7 +61,7 @@ def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output)
         check_output(output)
     spec = spec_from(spec_path) if spec_path else None
     points = current_points(store_location, sweep, spec)
-    _emit(export_frontier(frontier(points, all_levels=all_levels), "markdown" if markdown else (fmt or "table")),
+    emit(export_frontier(frontier(points, all_levels=all_levels), "markdown" if markdown else (fmt or "table")),
           output)
 
 
@@ -72,7 +72,7 @@ def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output)
 @click.option("-o", "--output", default="frontier.png", show_default=True, help="PNG to write.")
 def plot(store_location, sweep, spec_path, output) -> None:
     """Plot accuracy vs fraction of weights remaining (95 % interval bands), and the cost-accuracy frontier."""
-    from orchestrator.report import frontier, plot_frontier
+    from orchestrator.analysis.frontier import frontier, plot_frontier
 
     check_output(output)
     spec = spec_from(spec_path) if spec_path else None
@@ -81,8 +81,8 @@ def plot(store_location, sweep, spec_path, output) -> None:
 
 
 def judging_options(command):
-    """--adjust, --min-effect and --failures, which `compare` and `report` share (orchestrator/compare.py)."""
-    from orchestrator.stats import ADJUSTMENTS, DEFAULT_ADJUST, DEFAULT_MIN_EFFECT_POINTS, FAILURES
+    """--adjust, --min-effect and --failures, which `compare` and `report` share (orchestrator/analysis/compare.py)."""
+    from orchestrator.analysis.stats import ADJUSTMENTS, DEFAULT_ADJUST, DEFAULT_MIN_EFFECT_POINTS, FAILURES
 
     command = click.option("--failures", type=click.Choice(FAILURES), default="chance", show_default=True,
                            help="A seed that failed, diverged or was skipped counts at chance accuracy, or is "
@@ -113,7 +113,7 @@ def compare(spec_path, methods, reference, every, metric, alpha, adjust, min_eff
     mean difference B − A with the 95 % interval that inverts the test, an exact sign-flip test on
     correct-example counts, its Holm-adjusted p and Benjamini-Hochberg q over the rows (the family), a
     verdict, the paired cost ratio, and the seeds a difference of --min-effect points needs."""
-    from orchestrator.compare import CompareError, compare_all, compare_methods, format_comparison
+    from orchestrator.analysis.compare import CompareError, compare_all, compare_methods, format_comparison
 
     if every != bool(reference):
         fail("compare: --all and --reference go together (--reference A --all)")
@@ -136,12 +136,12 @@ def compare(spec_path, methods, reference, every, metric, alpha, adjust, min_eff
         fail(f"compare: {err}")
     if fmt in ("table", "markdown"):
         text += _decisions_text(store_location or spec.store, spec.name, fmt == "markdown")
-    _emit(text, output)
+    emit(text, output)
 
 
 def _decisions_text(location: str, sweep: str, markdown: bool) -> str:
     """The sweep's `submit --until-decided` decisions after a blank line; "" when it has no decision log."""
-    from orchestrator.decision_log import DecisionLogError, format_decisions, read_looks, state
+    from orchestrator.analysis.decision_log import DecisionLogError, format_decisions, read_looks, state
 
     try:
         log = state(read_looks(store_at(location), sweep))
@@ -162,8 +162,8 @@ def report(spec_path, out_dir, reference, adjust, min_effect, failures, store_lo
     reference, stage counts by status, and total compute."""
     import os
 
-    from orchestrator.compare import CompareError
-    from orchestrator.report_page import build_report
+    from orchestrator.analysis.compare import CompareError
+    from orchestrator.analysis.report import build_report
 
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         fail(f"-o {out_dir}: is a file, expected a folder")
@@ -201,7 +201,7 @@ def tuning(spec_path, store_location, fmt, output) -> None:
     tune_keys = {k for k, s in plan_of(spec).stages.items() if s.kind == "tune"}
     if not tune_keys:
         fail(f"{spec_path}: no method of sweep {spec.name} is tuned (give a method a `tune` search space)")
-    _emit(format_summary(summarize(store.read("tuning", spec.name), tune_keys), fmt), output)
+    emit(format_summary(summarize(store.read("tuning", spec.name), tune_keys), fmt), output)
 
 
 COMMANDS = (results, plot, compare, report, tuning)

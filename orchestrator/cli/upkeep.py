@@ -8,8 +8,9 @@ from collections import Counter
 import click
 
 from orchestrator.cli.common import fail, plan_of, spec_from, store_at
-from orchestrator.store import ResultsStore, StoreError
-from orchestrator.suggest import suggest
+from orchestrator.store.files import StoreError
+from orchestrator.store.results_store import ResultsStore
+from orchestrator.spec.suggest import suggest
 
 CLEAN_AFTER_S = 3600  # a temporary file younger than this may belong to a write still in progress
 
@@ -35,10 +36,10 @@ def _counts(store: ResultsStore, sweep: str) -> tuple[Counter, object]:
 
 
 def _driver_line(store: ResultsStore, sweep: str) -> str:
-    """Whether a driver holds the sweep's lease now (orchestrator/lease.py), and which."""
+    """Whether a driver holds the sweep's lease now (orchestrator/store/lease.py), and which."""
     from datetime import datetime, timezone
 
-    from orchestrator.lease import Lease, stale
+    from orchestrator.store.lease import Lease, stale
 
     try:
         holder = Lease(store, sweep).read()
@@ -58,10 +59,10 @@ def _driver_line(store: ResultsStore, sweep: str) -> str:
 
 def _job_line(location: str, sweep: str) -> str | None:
     try:
-        from orchestrator import jobs
+        from orchestrator.deploy import detached
     except ImportError:
         return None
-    return jobs.job_line(location, sweep)
+    return detached.job_line(location, sweep)
 
 
 @click.command()
@@ -70,7 +71,7 @@ def _job_line(location: str, sweep: str) -> str | None:
 @click.option("--sweep", help="Only this sweep (default: the spec's, else every sweep in the store).")
 def status(spec_path: str | None, store_location: str | None, sweep: str | None) -> None:
     """Progress of a sweep, and anything wrong in the store: unreadable files, missing artifacts, leftovers."""
-    from orchestrator import resume
+    from orchestrator.store import health
 
     spec = spec_from(spec_path) if spec_path else None
     if not (store_location or spec):
@@ -91,7 +92,7 @@ def status(spec_path: str | None, store_location: str | None, sweep: str | None)
         if spec is None:
             _sweep_or_fail(store, sweep)
         plan = plan_of(spec) if spec is not None and spec.name == sweep else None
-        state = resume.inspect(store, plan, sweep)
+        state = health.inspect(store, plan, sweep)
         counts = _state_counts(state)
     except StoreError as err:
         fail(str(err))

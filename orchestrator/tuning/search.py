@@ -21,7 +21,8 @@ import re
 import tempfile
 import time
 
-from orchestrator.trial_actor import TrialActorBody, _now
+from orchestrator.run.recorder import now
+from orchestrator.run.trial_actor import TrialActorBody
 from workers.methods.base import TRAINING_PREFIX
 
 
@@ -75,7 +76,7 @@ class TuneActorBody(TrialActorBody):
         from ray import tune
         from ray.tune.search import BasicVariantGenerator
 
-        from orchestrator.scheduler import ACTOR_START_S, HangPolicy
+        from orchestrator.run.scheduler import ACTOR_START_S, HangPolicy
         from orchestrator.tuning.trial import method_plan, run_trial
         from orchestrator.tuning.tune_hooks import FirstFailureStops, RecordingASHA, Watcher
         from orchestrator.tuning.watch import TrialWatch
@@ -131,13 +132,13 @@ class TuneActorBody(TrialActorBody):
         import io
         import traceback
 
-        from orchestrator import artifacts
-        from orchestrator.trial_actor import ARTIFACT, classify
+        from orchestrator.store import artifacts
+        from orchestrator.run.trial_actor import ARTIFACT, classify
         from workers import liveness
 
         liveness.beat()
         self._running = True
-        meta = {"host": self.host, "device": self.device, "started_at": _now()}
+        meta = {"host": self.host, "device": self.device, "started_at": now()}
         log, outputs = io.StringIO(), None
         try:
             inputs = {role: artifacts.load(self.store_location, out[len(ARTIFACT):])
@@ -158,9 +159,9 @@ class TuneActorBody(TrialActorBody):
             status, error_type = classify(err)
             traceback.print_exc(file=log)
             meta.update(status=status, error_type=error_type, error=f"{type(err).__name__}: {err}"[:2000],
-                        seconds=(_now() - meta["started_at"]).total_seconds())
+                        seconds=(now() - meta["started_at"]).total_seconds())
         self._running = False
-        meta.update(finished_at=_now(), log=log.getvalue(), slowest_epoch_s=0.0)
+        meta.update(finished_at=now(), log=log.getvalue(), slowest_epoch_s=0.0)
         return meta, outputs
 
 

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from orchestrator.text_tables import percent, records, render
+from orchestrator.analysis.text_tables import percent, records, render
 
 SUMMARY_COLUMNS = ["sweep", "method", "chosen", "configurations", "completed", "diverged", "epochs_run",
                    "epochs_budget", "trial_seconds", "work_seconds", "first_val_min", "first_val_q25", "first_val_median",

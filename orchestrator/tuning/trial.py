@@ -20,8 +20,8 @@ def method_plan(spec_dict: dict, settings: dict, values: dict):
     """The stages of the method with `values` applied, on the tuning seeds at the tuning sparsities (shared
     stages included: their keys match the sweep's tuning-seed stages). Torch-free: also used for work
     estimates."""
-    from orchestrator.plan import build_plan
-    from orchestrator.spec import SweepSpec
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.spec.sweep_spec import SweepSpec
     from workers.methods import config_from
 
     spec = SweepSpec.model_validate(spec_dict)

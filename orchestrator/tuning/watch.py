@@ -70,7 +70,7 @@ class _Heard:
 class TrialWatch:
     """The beats of a search's trials and the faults seen so far; thread-safe (beats arrive on the tune actor's
     second thread, the checks run in Tune's control loop)."""
-    policy: object             # orchestrator.scheduler.HangPolicy
+    policy: object             # orchestrator.run.scheduler.HangPolicy
     max_retries: int
     # Added to the limit until a trial's first beat, as the scheduler adds it until a new actor first answers: a
     # trial's process fetches its inputs (importing torch) before it can beat.

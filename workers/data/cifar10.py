@@ -66,26 +66,6 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch: a dict with 'data' (N, 3072) uint8 rows (R, G, B planes of 32x32) and 'labels'."""
-    try:
-        with open(path, "rb") as f:
-            batch = _ArrayUnpickler(f, encoding="bytes").load()
-        data = batch.get(b"data", batch.get("data"))
-        labels = batch.get(b"labels", batch.get("labels"))
-        data = np.asarray(data, dtype=np.uint8)
-        labels = np.asarray(labels, dtype=np.int64)
-    except Exception as err:  # any unpickling failure means the same thing: not a CIFAR batch
-        raise DataError(f"{path}: cannot read as a CIFAR-10 python batch ({type(err).__name__}: {err})") from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
-        raise DataError(f"{path}: data {data.shape} / labels {labels.shape}, expected (N, 3072) / (N,); "
-                        f"CIFAR-10 python batch expected")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{path}: labels outside 0-9")
-    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
-
-
-
 def _read_batch(path: Path):
     """One batch: a dict with 'data' (N, 3072) uint8 rows (R, G, B planes of 32x32) and 'labels'."""
     import torch
@@ -107,7 +87,6 @@ def _read_batch(path: Path):
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise DataError(f"{path}: labels outside 0-9")
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
-
 
 
 DESCRIPTOR = register_dataset_descriptor(DatasetDescriptor(

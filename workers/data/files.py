@@ -2,7 +2,7 @@
 their content; torch-free.
 
 The loaders find their files here, and the planner puts the fingerprint of the same files
-in the stage keys (`orchestrator/plan.py`), so changed data runs again and the same data under another path
+in the stage keys (`orchestrator/spec/plan.py`), so changed data runs again and the same data under another path
 does not. The fingerprint is the SHA-256 of each file's name and the SHA-256 of its content as the loader
 reads it (a `.gz` file decompressed): the same whether a dataset sits in the root or its subfolder, plain or
 gzipped, at one path or another.

@@ -184,7 +184,7 @@ def _text(value) -> str:
 
 
 class StageRef(Protocol):
-    """A planned stage as a family sees it (orchestrator.plan.Stage)."""
+    """A planned stage as a family sees it (orchestrator.spec.plan.Stage)."""
     kind: str
     key: str
     seed: int
@@ -205,7 +205,7 @@ class SeedStages(Protocol):
 
 
 class Planner(Protocol):
-    """The planning surface (orchestrator.plan.Planner) a family adds its stages through."""
+    """The planning surface (orchestrator.spec.plan.Planner) a family adds its stages through."""
     targets: list[float]          # sorted target sparsities
     training_epochs: int
     warmup_work: float            # epochs 0 -> k

@@ -1,0 +1,206 @@
+"""`orchestrate report`: one self-contained HTML page (images embedded) and the same content as Markdown, for
+attaching to a paper or a review: the spec and versions, the frontier and cost-accuracy plots, the frontier
+table, the learning curves, every method compared with a reference, stage counts by status and total compute.
+
+Every number comes from the same cell functions as `results` and `compare`, so the page and the CLI agree.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from orchestrator.analysis.compare import LEGEND, compare_all, comparison_cells, comparison_footer, family_line
+from orchestrator.spec.plan import sweep_plan
+from orchestrator.analysis.frontier import DENSE, FRONTIER_HEADER, frontier, frontier_cells, plot_frontier, write_text
+from orchestrator.analysis.text_tables import render
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:110em}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:0.25em 0.5em}
+td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}img{max-width:100%}
+pre{background:#f7f7f7;padding:1em;overflow:auto}caption{text-align:left;font-style:italic;padding:0.3em 0}"""
+
+
+def build_report(spec_path: str, spec, store, points: pd.DataFrame, out_dir: str,
+                 reference: str | None = None, judging: dict | None = None) -> list[str]:
+    """Write report.html, report.md and the plots they show (the frontier, the cost-accuracy frontier, and the
+    learning curves when the store has them) into `out_dir`; returns the paths written.
+    `judging`: compare_all's adjust / min_effect / failures (its defaults when None). Raises CompareError when
+    `reference` names no method of the sweep."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = frontier(points)
+    methods = [m for m in table["method"].astype(str).unique() if m != DENSE]
+    if reference is None:
+        reference = "ltr" if "ltr" in methods else (methods[0] if methods else None)
+    comparison = compare_all(points, reference, **(judging or {})) if reference and len(methods) > 1 else None
+    images = {"frontier.png": ("accuracy vs density", ("density",)),
+              "cost.png": ("cost-accuracy frontier", ("cost",))}
+    for name, (_, panels) in images.items():
+        plot_frontier(table, out / name, panels=panels)
+    if _plot_curves(points, store, spec.name, out / CURVES):
+        images[CURVES] = ("learning curves: mean over seeds and 95 % interval, per target sparsity", ())
+    sections = _sections(spec_path, spec, store, points, table, comparison, reference)
+    md = _markdown(spec, sections, images)
+    page = _html(spec, sections, {name: (title, out / name) for name, (title, _) in images.items()})
+    write_text(out / "report.md", md)
+    write_text(out / "report.html", page)
+    return [str(out / "report.html"), str(out / "report.md"), *(str(out / n) for n in images)]
+
+
+def _plot_curves(points: pd.DataFrame, store, sweep: str, path: Path) -> bool:
+    """The curves of the frontier's runs (orchestrate curves' default picture); False when none are stored."""
+    from orchestrator.analysis.curves import CurveError, curve_rows, plot_curves, summarize
+
+    try:
+        plot_curves(summarize(curve_rows(points, store.read("curves", sweep))), path)
+    except CurveError:
+        return False
+    return True
+
+
+def _sections(spec_path, spec, store, points, table, comparison, reference) -> dict:
+    stage_counts, attempts, seconds = _stage_counts(store, spec)
+    versions = sorted({v for v in points.get("versions", pd.Series(dtype=object)).dropna().astype(str)})
+    compare_section = None
+    if comparison is not None:
+        header, rows, left = comparison_cells(comparison)
+        compare_section = {"reference": reference, "header": header, "rows": rows, "left": left,
+                           "family": family_line(comparison), "footer": comparison_footer(comparison)}
+    return {
+        "spec": Path(spec_path).read_text(),
+        "versions": [json.loads(v) for v in versions],
+        "frontier": {"header": FRONTIER_HEADER, "rows": [frontier_cells(r) for r in table.itertuples(index=False)],
+                     "left": {0}},
+        "comparison": compare_section,
+        "decisions": _decisions(store, spec.name),
+        "stages": stage_counts,
+        "compute": {"attempts": attempts, "seconds": seconds},
+    }
+
+
+def _decisions(store, sweep: str) -> dict | None:
+    """The `submit --until-decided` decisions, as `compare` prints them; None without a decision log."""
+    from orchestrator.analysis.decision_log import decision_cells, describe_design, read_looks, state
+
+    log = state(read_looks(store, sweep))
+    if log is None:
+        return None
+    header, rows, left = decision_cells(log)
+    return {"header": header, "rows": rows, "left": left, "design": describe_design(log.design),
+            "after": f"after look {log.looks[-1]['look']} ({log.looks[-1]['seeds_used']} seeds)"}
+
+
+def _stage_counts(store, spec) -> tuple[dict[str, int], int, float]:
+    """Latest status of every stage of the spec's plan (a stage that once succeeded counts as ok), stages not
+    yet run as "to run"; and every attempt's count and seconds, failed ones included (they were paid for)."""
+    keys = set(sweep_plan(spec).stages)
+    log = store.committed(spec.name, ["stage_key", "attempt", "status", "seconds"]).table.to_pylist()
+    latest: dict[str, str] = {}
+    for row in sorted(log, key=lambda r: r["attempt"]):
+        if row["stage_key"] in keys and latest.get(row["stage_key"]) != "ok":
+            latest[row["stage_key"]] = row["status"]
+    counts = Counter(latest.values())
+    counts["to run"] = len(keys) - len(latest)
+    attempts = [r for r in log if r["stage_key"] in keys]
+    return dict(sorted(counts.items())), len(attempts), float(sum(r["seconds"] or 0.0 for r in attempts))
+
+
+def _markdown(spec, s: dict, images: dict) -> str:
+    lines = [f"# ticketsweep report: sweep {spec.name}", "", _generated(), "", "## Spec", "", "```yaml",
+             s["spec"].rstrip(), "```", "", "## Versions", ""]
+    lines += [f"- {_version_text(v)}" for v in s["versions"]] or ["- (no finished results)"]
+    lines += ["", "## Frontier", ""]
+    lines += [f"![{title}]({name})" + "\n" for name, (title, _) in images.items() if name != CURVES]
+    lines += [_FRONTIER_NOTE, "", render(s["frontier"]["header"], s["frontier"]["rows"], left=s["frontier"]["left"],
+                                         markdown=True), ""]
+    if CURVES in images:
+        lines += ["## Learning curves", "", _CURVES_NOTE, "", f"![{images[CURVES][0]}]({CURVES})", ""]
+    c = s["comparison"]
+    lines += ["## Comparisons", ""]
+    if c is None:
+        lines += ["Fewer than two methods: nothing to compare.", ""]
+    else:
+        lines += [f"Every method (B) against `{c['reference']}` (A). {LEGEND}.", "", c["family"] + ".", "",
+                  render(c["header"], c["rows"], left=c["left"], markdown=True, footer=c["footer"]), ""]
+    d = s.get("decisions")
+    if d is not None:
+        lines += ["## Sequential decisions (submit --until-decided)", "", f"{d['after']}: {d['design']}.", "",
+                  render(d["header"], d["rows"], left=d["left"], markdown=True), ""]
+    lines += ["## Stages", "", render(["status", "stages"], [[k, str(v)] for k, v in s["stages"].items()],
+                                      left={0}, markdown=True), "",
+              f"Total compute: {s['compute']['seconds']:.1f} s of stage time in {s['compute']['attempts']} stage "
+              f"attempt(s), failed attempts included.", ""]
+    return "\n".join(lines)
+
+
+CURVES = "curves.png"
+_CURVES_NOTE = ("Per-epoch validation and test accuracy and loss of the runs in the frontier table: the mean over "
+                "seeds with its 95 % t interval as a band, dense training dashed; `orchestrate curves` draws any "
+                "method and sparsity, and gives the numbers as csv.")
+_FRONTIER_NOTE = ("acc %: test accuracy at the evaluation with the best validation accuracy, mean ± std over "
+                  "seeds, and its 95 % t interval; final acc %: at the end of training; val acc %: the best "
+                  "validation accuracy; standalone s: the whole cost of one point from scratch.")
+
+
+def _html(spec, s: dict, images: dict) -> str:
+    body = [f"<h1>ticketsweep report: sweep {_e(spec.name)}</h1>", f"<p>{_e(_generated())}</p>",
+            "<h2>Spec</h2>", f"<pre>{_e(s['spec'])}</pre>", "<h2>Versions</h2><ul>"]
+    body += [f"<li>{_e(_version_text(v))}</li>" for v in s["versions"]] or ["<li>(no finished results)</li>"]
+    body += ["</ul>", "<h2>Frontier</h2>"]
+    body += [_figure(title, path) for name, (title, path) in images.items() if name != CURVES]
+    f = s["frontier"]
+    body += [f"<p>{_e(_FRONTIER_NOTE)}</p>", _html_table("frontier", f["header"], f["rows"], f["left"])]
+    if CURVES in images:
+        body += ["<h2>Learning curves</h2>", f"<p>{_e(_CURVES_NOTE)}</p>", _figure(*images[CURVES])]
+    c = s["comparison"]
+    body.append("<h2>Comparisons</h2>")
+    if c is None:
+        body.append("<p>Fewer than two methods: nothing to compare.</p>")
+    else:
+        body += [f"<p>Every method (B) against <code>{_e(c['reference'])}</code> (A). {_e(LEGEND)}.</p>",
+                 f"<p>{_e(c['family'])}.</p>",
+                 _html_table("comparison", c["header"], c["rows"], c["left"])]
+        body += [f"<p>{_e(line)}</p>" for line in c["footer"]]
+    d = s.get("decisions")
+    if d is not None:
+        body += ["<h2>Sequential decisions (submit --until-decided)</h2>",
+                 f"<p>{_e(d['after'])}: {_e(d['design'])}.</p>", _html_table("decisions", d["header"], d["rows"], d["left"])]
+    body += ["<h2>Stages</h2>", _html_table("stages", ["status", "stages"],
+                                            [[k, str(v)] for k, v in s["stages"].items()], {0}),
+             f"<p>Total compute: {s['compute']['seconds']:.1f} s of stage time in {s['compute']['attempts']} stage "
+             f"attempt(s), failed attempts included.</p>"]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>ticketsweep report: {_e(spec.name)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _figure(title: str, path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _html_table(name: str, header, rows, left: set[int]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    number = ' class="num"'
+    body = "".join("<tr>" + "".join(f"<td{'' if i in left else number}>{_e(c)}</td>" for i, c in enumerate(row))
+                   + "</tr>" for row in rows)
+    return f'<table id="{name}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _version_text(v: dict) -> str:
+    return ", ".join(f"{k} {v[k]}" for k in sorted(v))
+
+
+def _generated() -> str:
+    return f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} on {os.uname().nodename}."
+
+
+def _e(text) -> str:
+    return html.escape(str(text))

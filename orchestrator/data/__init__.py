@@ -1,0 +1,1 @@
+"""Data the workers read, fetched on the driver side (no torch): `orchestrate data fetch`."""

@@ -1,0 +1,195 @@
+"""The trial actor: a long-lived process that runs stages, keeping torch imported and datasets on its device.
+
+A stage's exception never kills the actor: it becomes a failure meta with an `error_type` class. What the
+stage printed (and its traceback) comes back in the meta, so the driver can keep it in the store.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import sys
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+
+from orchestrator.store import artifacts
+
+ARTIFACT = "artifact:"  # marks an input that the actor loads from the store instead of the object store
+LOG_LIMIT = 200_000     # characters of a stage's output kept in its log
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def classify(err: BaseException) -> tuple[str, str]:
+    """(status, error_type) of a stage exception.
+
+    diverged: the training loss became non-finite (not retried: the same inputs diverge again);
+    oom: out of memory; data: an unusable dataset; artifact: a parent's stored output is missing;
+    error: any other exception in the code.
+    """
+    from workers.data.files import DataError
+    from workers.training.loop import Diverged
+
+    if isinstance(err, Diverged):
+        return "diverged", "diverged"
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return "failed", "oom"
+    if isinstance(err, DataError):
+        return "failed", "data"
+    if isinstance(err, artifacts.ArtifactMissing):
+        return "failed", "artifact"
+    return "failed", "error"
+
+
+def _print_epoch(row: dict) -> None:
+    """One line per epoch in the stage's log: what a user looks for when a stage misbehaves."""
+    fields = [f"{row.get('phase', 'train')} epoch {row.get('epoch', 0):g}"]
+    for name in ("train_loss", "objective", "expected_kept_fraction", "val_accuracy", "val_loss", "test_accuracy",
+                 "test_loss", "lr"):
+        if row.get(name) is not None:
+            fields.append(f"{name} {row[name]:.4g}")
+    print("  ".join(fields))
+
+
+def _outcome(point: dict) -> str:
+    """The stage's result as its row records it: the evaluation chosen by validation accuracy, and the last."""
+    def number(name: str) -> str:
+        value = point.get(name)
+        return "—" if value is None or value != value else f"{value:.4f}"
+
+    chosen = point.get("selected_epoch")
+    where = f" at epoch {chosen:g}" if chosen is not None and chosen == chosen else ""
+    return (f", best validation accuracy {number('val_accuracy')}{where} (test accuracy there "
+            f"{number('selected_test_accuracy')}), final test accuracy {number('test_accuracy')}")
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the actor's own stream (Ray's worker log) and to the stage's captured log."""
+
+    def __init__(self, stream, sink: io.StringIO):
+        self.stream, self.sink = stream, sink
+
+    def write(self, text: str) -> int:
+        self.sink.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class _PeakRSS:
+    """Samples this process's resident memory while a stage runs (the OS keeps only a lifetime peak)."""
+
+    def __init__(self, every_s: float = 0.05):
+        import psutil
+
+        self.process, self.every_s, self.peak = psutil.Process(), every_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> "_PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+class TrialActorBody:
+    def __init__(self, num_cpus: float, gpu_fraction: float, store_location: str):
+        import torch
+
+        torch.set_num_threads(max(1, int(num_cpus)))
+        self.device = "cpu"
+        if gpu_fraction > 0 and torch.cuda.is_available():
+            self.device = "cuda"
+            # Fractional GPUs pack several trials on one card: keep each within its share.
+            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_fraction))
+        self.store_location = store_location
+        self.datasets: dict[str, object] = {}
+        self.host = socket.gethostname()
+        self._epoch_at = 0.0
+        self._slowest_epoch = 0.0
+        self._running = False
+        self._epoch: tuple[str, float] | None = None  # (phase, epoch) of the running stage's last epoch
+
+    def heartbeat(self) -> dict:
+        """Answered from the actor's second thread while a stage runs: how long the stage has been silent, its
+        slowest epoch so far (the scale of its hang limit), and the last epoch it finished (what the terminal
+        and the sweep's metrics show of a running stage)."""
+        from workers import liveness
+
+        # Between stages nothing is expected of it: an idle actor is never silent.
+        silent = liveness.silent_for() if self._running else 0.0
+        return {"silent_s": silent, "slowest_epoch_s": self._slowest_epoch, "epoch": self._epoch}
+
+    def _on_epoch(self, row: dict) -> None:
+        t = time.monotonic()
+        self._slowest_epoch = max(self._slowest_epoch, t - self._epoch_at)
+        self._epoch_at = t
+        self._epoch = (str(row.get("phase", "train")), float(row.get("epoch", 0)))
+        _print_epoch(row)
+
+    def _dataset(self, cfg: dict):
+        from workers.data.dataset import dataset_from_config
+
+        name = json.dumps(cfg, sort_keys=True)
+        if name not in self.datasets:
+            self.datasets[name] = dataset_from_config(cfg).to(self.device)
+        return self.datasets[name]
+
+    def run(self, payload: dict, roles: list[str], *parent_outputs):
+        """Returns (meta, outputs); a stage exception becomes a failure meta, so the actor lives on."""
+        import torch
+
+        from workers.stages.dispatch import run_stage
+
+        from workers import liveness
+
+        started = _now()
+        liveness.beat()
+        self._epoch_at, self._slowest_epoch, self._running, self._epoch = time.monotonic(), 0.0, True, None
+        meta = {"host": self.host, "device": self.device, "started_at": started}
+        log = io.StringIO()
+        cuda = self.device == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        outputs = None
+        with _PeakRSS() as rss, contextlib.redirect_stdout(_Tee(sys.stdout, log)), \
+                contextlib.redirect_stderr(_Tee(sys.stderr, log)):
+            try:
+                inputs = {}
+                for role, out in zip(roles, parent_outputs):
+                    if isinstance(out, str) and out.startswith(ARTIFACT):
+                        out = artifacts.load(self.store_location, out[len(ARTIFACT):])
+                    inputs[role] = out
+                data = self._dataset(payload["config"]["dataset"])
+                print(f"stage {payload['label']} ({payload['kind']}, key {payload['key']}) on {self.host} {self.device}")
+                result = run_stage(payload, inputs, data, on_epoch=self._on_epoch)
+                print(f"finished in {result.seconds:.1f} s" + (_outcome(result.point) if result.point else ""))
+                artifacts.save(self.store_location, payload["key"], result.outputs)
+                outputs = result.outputs
+                meta.update(status="ok", seconds=result.seconds, point=result.point, curve=result.curve)
+            except Exception as err:  # noqa: BLE001 - any stage error becomes a failure row
+                status, error_type = classify(err)
+                traceback.print_exc()
+                meta.update(status=status, error_type=error_type, error=f"{type(err).__name__}: {err}"[:2000],
+                            seconds=(_now() - started).total_seconds())
+        self._running = False
+        meta.update(finished_at=_now(), peak_rss_mb=rss.peak / 2 ** 20, slowest_epoch_s=self._slowest_epoch,
+                    cuda_peak_mb=torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
+                    log=log.getvalue()[-LOG_LIMIT:])
+        return meta, outputs
