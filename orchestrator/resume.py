@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from orchestrator import artifacts
 from orchestrator.lease import Lease, LeaseHeld
 from orchestrator.plan import Plan
-from orchestrator.store import (FOREIGN, TABLE_KINDS, TABLES, TEMPORARY, ResultsStore, attempt_name, claimed_sweeps,
-                                utc_stamp)
+from orchestrator.store import (FOREIGN, TABLE_KINDS, TABLES, TEMPORARY, WORK_SUMMARY, ResultsStore, attempt_name,
+                                claimed_sweeps, utc_stamp)
 
 _CHECK_THREADS = 16  # artifact checks: one or two small reads each, latency-bound on object storage
 
@@ -36,6 +36,7 @@ class StoreState:
     attempts: dict[str, int] = field(default_factory=dict)     # last committed attempt per stage
     status: dict[str, str] = field(default_factory=dict)       # latest committed status per stage
     ok_seconds: dict[str, float] = field(default_factory=dict)  # stage seconds of the ok attempt
+    ok_work: dict[str, dict] = field(default_factory=dict)      # its work columns (None where not counted)
     done: set[str] = field(default_factory=set)
     diverged: set[str] = field(default_factory=set)
     dense_accuracy: dict[str, float] = field(default_factory=dict)
@@ -87,7 +88,7 @@ def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts:
     entries = store.walk(sweep)  # the one listing of the store; every check below reuses it
     files = _sort_listing(entries, state)
     log = store.committed(sweep, ["stage_key", "attempt", "token", "status", "error_type", "seconds", "n_points",
-                                  "n_curve", "n_trials"], files=files["stages"])
+                                  "n_curve", "n_trials", *WORK_SUMMARY], files=files["stages"])
     state.unreadable += log.bad
     state.foreign += log.foreign
     state.merged += log.merged
@@ -101,6 +102,7 @@ def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts:
         latest[key] = r
         if r["status"] == "ok":
             state.ok_seconds[key] = float(r["seconds"] or 0.0)
+            state.ok_work[key] = {c: r[c] for c in WORK_SUMMARY}
 
     views = {}
     for table, count in (("points", "n_points"), ("curves", "n_curve"), ("tuning", "n_trials")):

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from workers import masks
+from workers import masks, work
 from workers.data import Dataset
 from workers.methods import RUNNERS, config_from
 from workers.methods.base import TRAINING_PREFIX, MethodConfig
@@ -37,6 +37,7 @@ class StageResult:
     point: dict | None = None          # what the stage measured for its result row (the recorder builds the row)
     curve: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    work: dict = field(default_factory=dict)  # machine-independent work, by workers.work.COLUMNS
 
 
 # ------------------------------------------------------------------ helpers for method runners
@@ -202,16 +203,18 @@ def runner(kind: str) -> Callable[..., StageResult]:
 
 
 def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | None = None) -> StageResult:
-    """Run one stage; the seconds include everything the stage did (scoring, search, training)."""
+    """Run one stage; the seconds and the work (workers/work.py) include everything the stage did (scoring,
+    search, training, evaluation)."""
     run = runner(stage["kind"])
     tuned = inputs["tuned"]["values"] if "tuned" in inputs else None
     if tuned is not None:
         stage = with_tuned(stage, tuned)
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), work.counting() as meter:
         torch.manual_seed(seed_for(stage["seed"], 8))
         result = run(stage, inputs, data, on_epoch)
     result.seconds = time.perf_counter() - t0
+    result.work = meter.totals()
     if tuned is not None and result.point is not None:
         result.point["tuned"] = tuned  # the values it ran with reach its row
     return result
