@@ -249,8 +249,8 @@ _AXIS_UNITS = {"seconds": "seconds", "epochs": "training and search epochs", "fl
 
 def plot_frontier(frame: pd.DataFrame, path: str | Path, panels: tuple[str, ...] = PANELS, cost: str = DEFAULT_COST):
     """Write a PNG of the frontier (a `frontier` frame made with the same `cost`): accuracy vs fraction of weights
-    remaining ("density"), and accuracy vs standalone cost in `cost` on a log axis with each method's points joined in order of sparsity, the cost-accuracy
-    frontier ("cost"). Accuracies are the validation-selected test accuracy, mean over seeds, with its 95 %
+    remaining ("density"), and accuracy vs standalone cost in `cost` on a log axis with each method's points
+    joined in order of sparsity, the cost-accuracy frontier ("cost"). Accuracies are the validation-selected test accuracy, mean over seeds, with its 95 %
     interval as a band (density) or bars (cost).
 
     Returns the matplotlib Figure (for inspection; it is not shown anywhere)."""
@@ -290,7 +290,8 @@ def plot_frontier(frame: pd.DataFrame, path: str | Path, panels: tuple[str, ...]
         if ax.has_data():
             ax.set_xscale("log")
             _plain_log_labels(ax.xaxis, LogFormatter)
-        ax.set(xlabel=f"standalone cost per point ({_AXIS_UNITS[cost]}, log)", ylabel="test accuracy (%), validation-selected",
+        ax.set(xlabel=f"standalone cost per point ({_AXIS_UNITS[cost]}, log)",
+               ylabel="test accuracy (%), validation-selected",
                title="cost-accuracy frontier (points joined by sparsity)")
         ax.grid(True, which="both", alpha=0.3)
     # One legend for every panel, beside them: with many methods a legend inside covers the curves.

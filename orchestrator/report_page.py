@@ -71,6 +71,7 @@ def _plot_curves(points: pd.DataFrame, store, sweep: str, path: Path) -> bool:
 
 def _sections(spec_path, spec, store, points, table, comparison, reference, cost) -> dict:
     stage_counts, attempts, seconds, log = _stage_counts(store, spec)
+    ran = pd.DataFrame(log, columns=_LOG_COLUMNS)
     versions = sorted({v for v in points.get("versions", pd.Series(dtype=object)).dropna().astype(str)})
     compare_section = None
     if comparison is not None:
@@ -86,8 +87,7 @@ def _sections(spec_path, spec, store, points, table, comparison, reference, cost
         "decisions": _decisions(store, spec.name),
         "stages": stage_counts,
         "compute": {"attempts": attempts, "seconds": seconds, "work": _counted_work(log)},
-        "machines": machine_cells(machines(pd.DataFrame([r for r in log if r["status"] == "ok"],
-                                                        columns=list(log[0]) if log else None))),
+        "machines": machine_cells(machines(ran[ran["status"] == "ok"])),
     }
 
 
@@ -153,8 +153,8 @@ def _markdown(spec, s: dict, images: dict) -> str:
     lines += [f"- {_version_text(v)}" for v in s["versions"]] or ["- (no finished results)"]
     lines += ["", "## Frontier", ""]
     lines += [f"![{title}]({name})" + "\n" for name, (title, _) in images.items() if name != CURVES]
-    lines += [s["frontier"]["note"], "", render(s["frontier"]["header"], s["frontier"]["rows"], left=s["frontier"]["left"],
-                                         markdown=True), ""]
+    f = s["frontier"]
+    lines += [f["note"], "", render(f["header"], f["rows"], left=f["left"], markdown=True), ""]
     if CURVES in images:
         lines += ["## Learning curves", "", _CURVES_NOTE, "", f"![{images[CURVES][0]}]({CURVES})", ""]
     c = s["comparison"]

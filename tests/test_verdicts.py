@@ -148,10 +148,12 @@ def test_report_is_self_contained_and_every_number_equals_the_clis(sweep):
     assert [row[-2] for row in tables.tables["machines"][1:]] == [str(6 * 7)]  # every stage, on this machine
     for cost in ("epochs", "flops"):  # the same check, costs in work units
         where = folder / f"report-{cost}"
-        assert run(main, ["report", str(spec), "-o", str(where), "--reference", "random", "--cost", cost]).exit_code == 0
+        written = run(main, ["report", str(spec), "-o", str(where), "--reference", "random", "--cost", cost])
+        assert written.exit_code == 0, written.output
         in_units = _Tables()
         in_units.feed((where / "report.html").read_text())
-        assert in_units.tables["frontier"][1:] == cells(run(main, ["results", "--spec", str(spec), "--cost", cost]).output)
+        frontier_cli = run(main, ["results", "--spec", str(spec), "--cost", cost]).output
+        assert in_units.tables["frontier"][1:] == cells(frontier_cli)
         assert in_units.tables["comparison"][1:] == cells(run(main, [
             "compare", str(spec), "--reference", "random", "--all", "--cost", cost]).output)
         assert f"cost B/A ({cost})" in in_units.tables["comparison"][0]
