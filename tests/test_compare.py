@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.analysis.compare import (COMPARE_COLUMNS, CompareError, compare_all, compare_methods,
+from orchestrator.analysis.compare import (COMPARE_COLUMNS, CompareError, compare_all, compare_methods, comparison_cells,
                                   format_comparison)
 from orchestrator.analysis.stats import B_BETTER, NO_DIFFERENCE, TOO_FEW
 
@@ -434,3 +434,25 @@ def test_a_flip_between_two_settings_is_a_paired_test_of_the_change():
     ab, ac = changes.iloc[0], changes.iloc[1]
     assert ab.change == pytest.approx(0.02) and ab.p_value == 2 / 1024 and ab.p_holm == 4 / 1024 and ab.changed
     assert ac.p_value == exact_p([(s % 2) for s in range(10)]) and not ac.changed
+
+
+def test_the_cost_ratio_in_work_units_reads_the_counted_columns_and_never_counts_a_missing_count(points):
+    # FLOPs a different ratio from the seconds: cts-kl costs a tenth of ltr's counted work at every seed.
+    points["standalone_flops"] = np.where(points["method"] == "ltr", 1000, 100)
+    points["standalone_epochs"] = np.where(points["method"] == "ltr", 40.0, 8.0)
+    for cost, ratio in (("flops", 0.1), ("epochs", 0.2), ("seconds", math.sqrt(0.25 * 0.5))):
+        r5 = compare_methods(points, "ltr", "cts-kl", cost=cost).iloc[0]
+        assert r5.cost_ratio == pytest.approx(ratio) and r5.cost_pairs == 6 and r5.cost_unit == cost
+    frame = compare_methods(points, "ltr", "cts-kl", cost="flops")
+    header, rows, _ = comparison_cells(frame)
+    assert "cost B/A (flops)" in header and rows[0][header.index("cost B/A (flops)")] == "0.10 [0.10, 0.10]"
+    assert "cost B/A" in comparison_cells(compare_methods(points, "ltr", "cts-kl"))[0]
+    # Seeds stored before the counts existed (null) are left out of the ratio, and counted as such.
+    points.loc[(points["method"] == "cts-kl") & (points["seed"] < 3), "standalone_flops"] = None
+    r5 = compare_methods(points, "ltr", "cts-kl", cost="flops").iloc[0]
+    assert r5.cost_pairs == 3 and r5.cost_ratio == pytest.approx(0.1)
+    points["standalone_flops"] = None
+    r5 = compare_methods(points, "ltr", "cts-kl", cost="flops").iloc[0]
+    assert r5.cost_pairs == 0 and math.isnan(r5.cost_ratio)
+    _one_line_error("cost must be one of seconds, epochs, flops, got 'joules'", compare_methods, points, "ltr",
+                    "cts-kl", cost="joules")

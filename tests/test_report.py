@@ -325,3 +325,74 @@ def test_status_of_a_spec_without_a_store_says_where_it_looked(tmp_path, monkeyp
     named.write_text(spec.read_text() + "store: ./here\n")
     r = CliRunner().invoke(main, ["status", str(named)])
     assert r.exit_code == 0 and "relative to the working directory" not in r.output
+
+
+# ---------------------------------------------------------------- costs in work units
+
+def _with_work(points: pd.DataFrame) -> pd.DataFrame:
+    """The fixture's rows with counted work: each point's epochs and FLOPs a function of its seed."""
+    out = points.copy()
+    out["train_epochs"], out["search_epochs"] = 2.0, out["seed"] * 0.5
+    out["train_flops"], out["search_flops"] = 1000, out["seed"] * 10
+    out["standalone_epochs"] = 3.0 + out["seed"]
+    out["standalone_flops"] = 2000 + 100 * out["seed"]
+    return out
+
+
+@pytest.mark.parametrize("cost, unit", [("epochs", "ep"), ("flops", "FLOPs")])
+def test_the_frontier_in_work_units_keeps_the_standalone_seconds_beside(points, cost, unit):
+    fr = frontier(_with_work(points), cost=cost)
+    row = _by_key(fr)[("cts-kl", 0.9)]                                  # seeds 0, 1, 2
+    standalone = {"epochs": 4.0, "flops": 2100.0}[cost]
+    assert getattr(row, f"standalone_{cost}_mean") == pytest.approx(standalone)
+    assert getattr(row, f"search_{cost}_mean") == pytest.approx({"epochs": 0.5, "flops": 10.0}[cost])
+    assert getattr(row, f"marginal_{cost}_mean") == pytest.approx({"epochs": 2.5, "flops": 1010.0}[cost])
+    assert row.standalone_seconds_mean == pytest.approx(20.0)
+    pd.testing.assert_frame_equal(fr[FRONTIER_COLUMNS[:-4]], frontier(points)[FRONTIER_COLUMNS[:-4]])
+    text = format_frontier(fr, cost=cost)
+    header = text.splitlines()[1]
+    assert f"search {unit}" in header and f"standalone {unit}" in header and header.rstrip().endswith("standalone s")
+    line = next(r for r in text.splitlines() if r.startswith("cts-kl") and "0.9000" in r)
+    cells = line.split()
+    assert cells[-1] == "20.0" and cells[-2] == {"epochs": "4.00", "flops": "2100"}[cost]
+    csv = pd.read_csv(__import__("io").StringIO(export_frontier(fr, "csv", cost)))
+    assert list(csv.columns)[-5:] == [f"standalone_{cost}_mean", f"marginal_{cost}_mean", f"search_{cost}_mean",
+                                      "standalone_seconds_mean", "dense_test_accuracy_mean_pct"]
+
+
+def test_points_without_a_count_are_missing_never_zero(points, tmp_path):
+    # Rows stored before the counts existed have no work columns at all: every work mean is missing.
+    fr = frontier(points, cost="flops")
+    assert fr["standalone_flops_mean"].isna().all() and fr["search_flops_mean"].isna().all()
+    line = next(r for r in format_frontier(fr, cost="flops").splitlines() if r.startswith("ltr") and "0.9000" in r)
+    assert line.split()[-4:] == ["—", "—", "—", "60.0"]
+    # A point whose seeds are partly counted shows no mean: a mean over the counted ones would pass for all n.
+    mixed = _with_work(points)
+    mixed.loc[(mixed["method"] == "ltr") & (mixed["seed"] == 1), "standalone_flops"] = None
+    rows = _by_key(frontier(mixed, cost="flops"))
+    assert math.isnan(rows[("ltr", 0.9)].standalone_flops_mean)
+    assert rows[("cts-kl", 0.9)].standalone_flops_mean == pytest.approx(2100.0)
+    # The same through a store written without the columns (its files lack them): they read as null.
+    store = ResultsStore(str(tmp_path / "store"))
+    for row in _rows()[:3]:
+        point = {k: v for k, v in row.items() if k not in ("stage_key", "attempt")}
+        store.commit(SWEEP, row["stage_key"], row["attempt"], {"kind": "dense", "status": "ok"}, [point], [])
+    read = store.read("points", SWEEP)
+    assert read["standalone_flops"].isna().all() and read["train_epochs"].isna().all()
+    assert store.read("stages", SWEEP)["train_flops"].isna().all()
+
+
+def test_an_unknown_cost_unit_is_refused(points):
+    with pytest.raises(ValueError, match="unknown cost unit 'joules'; known: seconds, epochs, flops"):
+        frontier(points, cost="joules")
+
+
+def test_results_cost_option_is_checked_by_click(store_dir):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    r = CliRunner().invoke(main, ["results", "--store", str(store_dir), "--cost", "joules"])
+    assert r.exit_code == 2 and "'joules' is not one of 'seconds', 'epochs', 'flops'" in r.output
+    flops = CliRunner().invoke(main, ["results", "--store", str(store_dir), "--cost", "flops"])
+    assert flops.exit_code == 0 and "standalone FLOPs" in flops.output and "—" in flops.output

@@ -145,6 +145,19 @@ def test_report_is_self_contained_and_every_number_equals_the_clis(sweep):
     assert tables_bh.tables["comparison"][1:] == cells(run(main, [
         "compare", str(spec), "--reference", "random", "--all", "--adjust", "bh", "--min-effect", "2"]).output)
     assert dict(tables.tables["stages"][1:]) == {"ok": str(6 * 7), "to run": "0"}
+    assert [row[-2] for row in tables.tables["machines"][1:]] == [str(6 * 7)]  # every stage, on this machine
+    for cost in ("epochs", "flops"):  # the same check, costs in work units
+        where = folder / f"report-{cost}"
+        written = run(main, ["report", str(spec), "-o", str(where), "--reference", "random", "--cost", cost])
+        assert written.exit_code == 0, written.output
+        in_units = _Tables()
+        in_units.feed((where / "report.html").read_text())
+        frontier_cli = run(main, ["results", "--spec", str(spec), "--cost", cost]).output
+        assert in_units.tables["frontier"][1:] == cells(frontier_cli)
+        assert in_units.tables["comparison"][1:] == cells(run(main, [
+            "compare", str(spec), "--reference", "random", "--all", "--cost", cost]).output)
+        assert f"cost B/A ({cost})" in in_units.tables["comparison"][0]
+        assert in_units.tables["frontier"][0][-1] == "standalone s"
     md = (out / "report.md").read_text()
     assert "![accuracy vs density](frontier.png)" in md and (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     assert "(curves.png)" in md and (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -17,7 +17,9 @@ MULTIPLICITY: the rows of one frame are one family. Every row carries its raw p-
 p-value (p_holm) and its Benjamini-Hochberg q-value (q_bh); the verdict follows the `adjust` chosen (Holm by
 default), so a table of twelve verdicts has at most a 5 % chance of containing any false one.
 
-The cost column is the paired ratio of standalone seconds, B / A, summarised as the geometric mean of the
+The cost column is the paired ratio of standalone costs, B / A, in seconds (the default) or in the work the
+workers counted (`cost`: epochs or flops, orchestrator/report.py COSTS; a rerun reproduces these exactly),
+summarised as the geometric mean of the
 per-seed ratios, exp(mean(log(b_i / a_i))), with a t interval on the log scale. Chosen over the mean of the
 ratios because it is symmetric (comparing B with A gives exactly the reciprocal of comparing A with B, which
 the arithmetic mean of ratios does not), and over the ratio of the means because it keeps the pairing (a
@@ -33,6 +35,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from orchestrator.analysis.cost_units import COST_COLUMNS, COSTS, DEFAULT_COST
 from orchestrator.analysis.frontier import DENSE, finished, never_finished
 from orchestrator.analysis.stats import (A_BETTER, ADJUSTMENTS, B_BETTER, DEFAULT_ADJUST, DEFAULT_MIN_EFFECT_POINTS, FAILURES,
                                 NO_DIFFERENCE, POWER_SEARCH_LIMIT, TOO_FEW, PairedResult, adjust, mean_interval,
@@ -49,7 +52,7 @@ COMPARE_COLUMNS = (["sweep", "method_a", "method_b", "target_sparsity", "metric"
                     "failed_a", "failed_b", "failures", "mean_a", "mean_b"]
                    + _RESULT_FIELDS
                    + ["adjust", "family_size", "p_holm", "q_bh",
-                      "cost_ratio", "cost_ratio_low", "cost_ratio_high", "cost_pairs"])
+                      "cost_ratio", "cost_ratio_low", "cost_ratio_high", "cost_pairs", "cost_unit"])
 # Accuracies and their differences: fractions here, percent (named ..._pct) in csv and json as in the tables.
 COMPARE_PERCENT = ["mean_a", "mean_b", "mean_diff", "sd_diff", "ci_low", "ci_high", "t_low", "t_high", "min_effect"]
 _REQUIRED = ("status", "stage_key", "method", "target_sparsity", "seed")
@@ -69,8 +72,11 @@ class Options:
     adjust: str = DEFAULT_ADJUST
     min_effect: float | None = DEFAULT_MIN_EFFECT_POINTS / 100
     failures: str = "chance"
+    cost: str = DEFAULT_COST  # the unit of the cost ratio
 
     def check(self) -> None:
+        if self.cost not in COSTS:
+            raise CompareError(f"cost must be one of {', '.join(COSTS)}, got {self.cost!r}")
         if not 0.0 < self.alpha < 1.0:
             raise CompareError(f"alpha must be between 0 and 1, got {self.alpha!r}")
         if self.adjust not in ADJUSTMENTS:
@@ -84,16 +90,16 @@ class Options:
 def compare_methods(points: pd.DataFrame, a: str, b: str, metric: str = DEFAULT_METRIC, alpha: float = 0.05,
                     *, all_levels: bool = False, adjust: str = DEFAULT_ADJUST,
                     min_effect: float | None = DEFAULT_MIN_EFFECT_POINTS / 100,
-                    failures: str = "chance") -> pd.DataFrame:
+                    failures: str = "chance", cost: str = DEFAULT_COST) -> pd.DataFrame:
     """One row per (sweep, target sparsity) where methods `a` and `b` both have results on shared seeds:
     COMPARE_COLUMNS, with mean_a/mean_b the means of `metric` over the paired seeds (so mean_b - mean_a
-    is mean_diff), the PairedResult fields, the family's adjusted p-values and the cost ratio B / A. The
-    rows are one family for `adjust`.
+    is mean_diff), the PairedResult fields, the family's adjusted p-values and the cost ratio B / A in `cost`.
+    The rows are one family for `adjust`.
 
     `points` may be raw (finished rows: each stage's latest ok attempt; failed ones per `failures`);
     `all_levels=False` leaves out intermediate LTR levels, as the frontier does. Raises CompareError.
     """
-    options = Options(alpha, adjust, min_effect, failures)
+    options = Options(alpha, adjust, min_effect, failures, cost)
     df, failed = _prepared(points, metric, all_levels, options)
     return _judged([_pairs(df, failed, str(a), str(b), metric, options)], options)
 
@@ -101,12 +107,12 @@ def compare_methods(points: pd.DataFrame, a: str, b: str, metric: str = DEFAULT_
 def compare_all(points: pd.DataFrame, reference: str, metric: str = DEFAULT_METRIC, alpha: float = 0.05,
                 *, all_levels: bool = False, adjust: str = DEFAULT_ADJUST,
                 min_effect: float | None = DEFAULT_MIN_EFFECT_POINTS / 100,
-                failures: str = "chance") -> pd.DataFrame:
+                failures: str = "chance", cost: str = DEFAULT_COST) -> pd.DataFrame:
     """Every method other than `reference` and the dense baseline, each as B against `reference` as A, in
     one frame, one family. A method that shares no seed and sparsity with the reference is left out of the
     rows and listed in `frame.attrs["skipped"]` (method -> reason); CompareError when no method can be
     compared."""
-    options = Options(alpha, adjust, min_effect, failures)
+    options = Options(alpha, adjust, min_effect, failures, cost)
     df, failed = _prepared(points, metric, all_levels, options)
     reference = str(reference)
     _check_method(df, reference)
@@ -217,8 +223,8 @@ def _pairs(df: pd.DataFrame, failed: pd.DataFrame, a: str, b: str, metric: str, 
                          f"bimodal, and at n={len(shared)} the interval's coverage is unreliable")
         ok = [s for s in shared if s in side_a.index and s in side_b.index]
         keep = [s for s in ok if pd.notna(side_a.loc[s, metric]) and pd.notna(side_b.loc[s, metric])]
-        cost = _cost_ratio(side_a.loc[keep, "standalone_seconds"], side_b.loc[keep, "standalone_seconds"],
-                           1.0 - options.alpha)
+        column = COST_COLUMNS[options.cost]["standalone"]
+        cost = _cost_ratio(side_a.loc[keep, column], side_b.loc[keep, column], 1.0 - options.alpha)
         head = {"sweep": sweep, "method_a": a, "method_b": b, "target_sparsity": float(target), "metric": metric,
                 "unpaired_a": len(seeds_a - seeds_b), "unpaired_b": len(seeds_b - seeds_a),
                 "failed_a": failed_a, "failed_b": failed_b, "failures": options.failures,
@@ -317,7 +323,7 @@ def _judged(families: list[list[_Group]], options: Options) -> pd.DataFrame:
         fields["note"] = "; ".join([n for n in (result.note, *g.notes) if n])
         cost, cost_low, cost_high, cost_pairs = g.cost
         rows.append({**g.head, **fields, "cost_ratio": cost, "cost_ratio_low": cost_low,
-                     "cost_ratio_high": cost_high, "cost_pairs": cost_pairs})
+                     "cost_ratio_high": cost_high, "cost_pairs": cost_pairs, "cost_unit": options.cost})
     out = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
     p = out["p_value"].to_numpy(dtype=float)
     out["p_holm"], out["q_bh"] = adjust(p, "holm"), adjust(p, "bh")
@@ -454,6 +460,13 @@ def _cost(r) -> str:
     return ratio + " " + _interval(r.cost_ratio_low, r.cost_ratio_high, "{:.2f}".format)
 
 
+def cost_header(frame: pd.DataFrame) -> str:
+    """The cost column's header: `cost B/A` in seconds (as it always was), else its unit named."""
+    units = set(frame["cost_unit"].dropna().astype(str)) if "cost_unit" in frame else set()
+    unit = units.pop() if len(units) == 1 else DEFAULT_COST
+    return "cost B/A" if unit == "seconds" else f"cost B/A ({unit})"
+
+
 def _seeds_needed(r) -> str:
     point, low, high = r.seeds_for_power, r.seeds_for_power_low, r.seeds_for_power_high
     if point is None or pd.isna(point):
@@ -481,7 +494,7 @@ def comparison_cells(frame: pd.DataFrame) -> tuple[list[str], list[list[str]], s
     multi_sweep = frame["sweep"].astype(str).nunique() > 1
     text_cols = ["sweep", "A", "B"] if multi_sweep else ["A", "B"]
     header = text_cols + ["target", "n", "failed", "unpaired", "A %", "B %", "B−A", _level_label(frame), "p",
-                          "p Holm", "q BH", "verdict", "cost B/A", "seeds 80 %"]
+                          "p Holm", "q BH", "verdict", cost_header(frame), "seeds 80 %"]
     marks = _note_marks(frame)
     rows = []
     for r in frame.itertuples(index=False):

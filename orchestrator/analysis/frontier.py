@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.analysis.cost_units import COST_COLUMNS, DEFAULT_COST, WORK_PARTS, check_cost
 from orchestrator.analysis.text_tables import percent, records, render
 
 DENSE = "dense"
 ACCURACY = "selected_test_accuracy"  # what tables, plots and comparisons report: chosen by validation, never by test
+# Table headers of each unit's cost columns; seconds keep the headers they always had.
+_COST_HEADERS = {"seconds": ("search s", "marginal s", "standalone s"),
+                 "epochs": ("search ep", "marginal ep", "standalone ep"),
+                 "flops": ("search FLOPs", "marginal FLOPs", "standalone FLOPs")}
 
 # (frontier column, points column) pairs averaged over seeds.
 _MEANS = (
@@ -38,7 +43,17 @@ FRONTIER_PERCENT = ["selected_test_accuracy_mean", "selected_test_accuracy_std",
                     "selected_test_accuracy_ci_high", "test_accuracy_mean", "val_accuracy_mean",
                     "dense_test_accuracy_mean"]
 _NUMERIC = ["attempt", "target_sparsity", "sparsity", "test_accuracy", "val_accuracy", "selected_epoch", ACCURACY,
-            "standalone_seconds", "marginal_seconds", "search_seconds", "dense_test_accuracy"]
+            "standalone_seconds", "marginal_seconds", "search_seconds", "dense_test_accuracy",
+            "train_epochs", "search_epochs", "standalone_epochs", "train_flops", "search_flops", "standalone_flops"]
+
+
+def frontier_columns(cost: str = DEFAULT_COST) -> list[str]:
+    """The frontier's columns with costs in `cost`; a work unit's table keeps the standalone seconds beside."""
+    if check_cost(cost) == "seconds":
+        return list(FRONTIER_COLUMNS)
+    names = COST_COLUMNS[cost]
+    return FRONTIER_COLUMNS[:-4] + [f"{names[k]}_mean" for k in ("standalone", "marginal", "search")] + [
+        "standalone_seconds_mean", "dense_test_accuracy_mean"]
 
 
 def finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
@@ -54,6 +69,8 @@ def finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFrame:
         df[col] = df[col].astype(str) if col in df else ""
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else math.nan
+    for unit, (train, search) in WORK_PARTS.items():
+        df[f"marginal_{unit}"] = df[train] + df[search]  # null where either was not counted
     df = df[df["status"].astype(str) == "ok"]
     if "superseded" in df:
         df = df[~df["superseded"].astype("boolean").fillna(False).astype(bool)]
@@ -89,25 +106,35 @@ def never_finished(points: pd.DataFrame, all_levels: bool = True) -> pd.DataFram
     return df.reset_index(drop=True)
 
 
-def frontier(points: pd.DataFrame, all_levels: bool = False) -> pd.DataFrame:
+def _mean_of_all(values: pd.Series) -> float:
+    """The mean, or NaN when any value is missing: a mean over the seeds that happen to have a count would
+    pass for the mean over n (rows stored before the counts existed read as null, never as 0)."""
+    return float(values.mean()) if len(values) and values.notna().all() else math.nan
+
+
+def frontier(points: pd.DataFrame, all_levels: bool = False, cost: str = DEFAULT_COST) -> pd.DataFrame:
     """One row per (sweep, method, target_sparsity): seed count, mean measured sparsity, the validation-selected
     test accuracy's mean, std (ddof=1) and 95 % t interval over seeds (clipped to [0, 1]; NaN for a single seed),
-    the final test and validation accuracy means, and mean costs in seconds. Dense baselines come first."""
+    the final test and validation accuracy means, and mean costs in `cost` (seconds, epochs or flops; a work
+    unit's means are NaN where a seed has no count, and the standalone seconds come beside them). Dense
+    baselines come first."""
     from orchestrator.analysis.stats import mean_interval
 
+    columns = frontier_columns(cost)
     df = finished(points, all_levels=all_levels)
     if df.empty:
-        return pd.DataFrame(columns=FRONTIER_COLUMNS)
+        return pd.DataFrame(columns=columns)
     groups = df.groupby(["sweep", "method", "target_sparsity"], sort=False, dropna=False)
+    work = {f"{col}_mean": (col, _mean_of_all) for col in COST_COLUMNS[cost].values()} if cost != "seconds" else {}
     out = groups.agg(n=(ACCURACY, "count"), selected_test_accuracy_std=(ACCURACY, lambda s: s.std(ddof=1)),
-                     **{name: (col, "mean") for name, col in _MEANS}).reset_index()
+                     **{name: (col, "mean") for name, col in _MEANS}, **work).reset_index()
     bounds = groups[ACCURACY].apply(lambda s: mean_interval(s.to_numpy(dtype=float))).reset_index(drop=True)
     # An accuracy lies in [0, 1]: clipping the t interval there never lowers its coverage.
     out["selected_test_accuracy_ci_low"] = [max(0.0, b[0]) if b[0] == b[0] else b[0] for b in bounds]
     out["selected_test_accuracy_ci_high"] = [min(1.0, b[1]) if b[1] == b[1] else b[1] for b in bounds]
     out["_not_dense"] = out["method"] != DENSE
     out = out.sort_values(["sweep", "_not_dense", "method", "target_sparsity", "sparsity"], kind="stable")
-    return out[FRONTIER_COLUMNS].reset_index(drop=True)
+    return out[columns].reset_index(drop=True)
 
 
 def _mean_std(mean: float, std: float) -> str:
@@ -122,20 +149,36 @@ def _seconds(value: float) -> str:
     return "—" if pd.isna(value) else f"{value:.1f}"
 
 
+def cost_text(value: float, cost: str) -> str:
+    """A cost as tables show it: seconds to 0.1, epochs to 0.01, FLOPs to 4 significant digits; — if missing."""
+    if pd.isna(value):
+        return "—"
+    return {"seconds": f"{value:.1f}", "epochs": f"{value:.2f}", "flops": f"{value:.4g}"}[check_cost(cost)]
+
+
 FRONTIER_HEADER = ["method", "target", "sparsity", "n", "acc %", "95 % CI", "final acc %", "val acc %",
                    "dense acc %", "search s", "marginal s", "standalone s"]
 
 
-def frontier_cells(r) -> list[str]:
+def frontier_header(cost: str = DEFAULT_COST) -> list[str]:
+    """The frontier table's header with costs in `cost` (and, for a work unit, the standalone seconds last)."""
+    if check_cost(cost) == "seconds":
+        return list(FRONTIER_HEADER)
+    return FRONTIER_HEADER[:-3] + list(_COST_HEADERS[cost]) + ["standalone s"]
+
+
+def frontier_cells(r, cost: str = DEFAULT_COST) -> list[str]:
     """One frontier row as the table shows it (also the numbers `report` prints, so both always agree)."""
-    return [str(r.method), f"{r.target_sparsity:.4f}", f"{r.sparsity:.4f}", str(int(r.n)),
+    head = [str(r.method), f"{r.target_sparsity:.4f}", f"{r.sparsity:.4f}", str(int(r.n)),
             _mean_std(r.selected_test_accuracy_mean, r.selected_test_accuracy_std),
             _ci(r.selected_test_accuracy_ci_low, r.selected_test_accuracy_ci_high), percent(r.test_accuracy_mean),
-            percent(r.val_accuracy_mean), percent(r.dense_test_accuracy_mean), _seconds(r.search_seconds_mean),
-            _seconds(r.marginal_seconds_mean), _seconds(r.standalone_seconds_mean)]
+            percent(r.val_accuracy_mean), percent(r.dense_test_accuracy_mean)]
+    names = COST_COLUMNS[check_cost(cost)]
+    costs = [cost_text(getattr(r, f"{names[k]}_mean"), cost) for k in ("search", "marginal", "standalone")]
+    return head + costs + ([] if cost == "seconds" else [_seconds(r.standalone_seconds_mean)])
 
 
-def format_frontier(frame: pd.DataFrame, markdown: bool = False) -> str:
+def format_frontier(frame: pd.DataFrame, markdown: bool = False, cost: str = DEFAULT_COST) -> str:
     """A fixed-width text table of a `frontier` frame, or a markdown table with `markdown=True`.
 
     `acc %` is the test accuracy at the evaluation with the best validation accuracy, mean ± std over seeds,
@@ -144,19 +187,19 @@ def format_frontier(frame: pd.DataFrame, markdown: bool = False) -> str:
     if frame.empty:
         return "no finished points"
     multi_sweep = frame["sweep"].astype(str).nunique() > 1
-    header = (["sweep"] if multi_sweep else []) + FRONTIER_HEADER
-    rows = [([str(r.sweep)] if multi_sweep else []) + frontier_cells(r) for r in frame.itertuples(index=False)]
+    header = (["sweep"] if multi_sweep else []) + frontier_header(cost)
+    rows = [([str(r.sweep)] if multi_sweep else []) + frontier_cells(r, cost) for r in frame.itertuples(index=False)]
     title = [] if multi_sweep else [f"sweep: {frame['sweep'].iloc[0]}"]
     return render(header, rows, left={0, 1} if multi_sweep else {0}, markdown=markdown, title=title)
 
 
-def export_frontier(frame: pd.DataFrame, fmt: str) -> str:
-    """A `frontier` frame as text: "table" or "markdown" (format_frontier), or its columns as "csv" or
-    "json" (a list of records; accuracies in percent as in the table, their names ending in `_pct`; missing
-    values empty in csv and null in json)."""
+def export_frontier(frame: pd.DataFrame, fmt: str, cost: str = DEFAULT_COST) -> str:
+    """A `frontier` frame (made with the same `cost`) as text: "table" or "markdown" (format_frontier), or its
+    columns as "csv" or "json" (a list of records; accuracies in percent as in the table, their names ending in
+    `_pct`; missing values empty in csv and null in json)."""
     if fmt in ("table", "markdown"):
-        return format_frontier(frame, markdown=fmt == "markdown")
-    return records(frame, FRONTIER_COLUMNS, fmt, percent=FRONTIER_PERCENT)
+        return format_frontier(frame, markdown=fmt == "markdown", cost=cost)
+    return records(frame, frontier_columns(cost), fmt, percent=FRONTIER_PERCENT)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -201,10 +244,13 @@ def cost_summary(points: pd.DataFrame) -> pd.DataFrame:
 PANELS = ("density", "cost")
 
 
-def plot_frontier(frame: pd.DataFrame, path: str | Path, panels: tuple[str, ...] = PANELS):
-    """Write a PNG of the frontier: accuracy vs fraction of weights remaining ("density"), and accuracy vs
-    standalone cost on a log axis with each method's points joined in order of sparsity, the cost-accuracy
-    frontier ("cost"). Accuracies are the validation-selected test accuracy, mean over seeds, with its 95 %
+_AXIS_UNITS = {"seconds": "seconds", "epochs": "training and search epochs", "flops": "FLOPs"}
+
+
+def plot_frontier(frame: pd.DataFrame, path: str | Path, panels: tuple[str, ...] = PANELS, cost: str = DEFAULT_COST):
+    """Write a PNG of the frontier (a `frontier` frame made with the same `cost`): accuracy vs fraction of weights
+    remaining ("density"), and accuracy vs standalone cost in `cost` on a log axis with each method's points
+    joined in order of sparsity, the cost-accuracy frontier ("cost"). Accuracies are the validation-selected test accuracy, mean over seeds, with its 95 %
     interval as a band (density) or bars (cost).
 
     Returns the matplotlib Figure (for inspection; it is not shown anywhere)."""
@@ -214,6 +260,7 @@ def plot_frontier(frame: pd.DataFrame, path: str | Path, panels: tuple[str, ...]
 
     if frame.empty:
         raise ValueError("no finished points to plot")
+    check_cost(cost)
     unknown = set(panels) - set(PANELS)
     if unknown or not panels:
         raise ValueError(f"unknown panel(s) {sorted(unknown)}; known: {', '.join(PANELS)}")
@@ -229,7 +276,7 @@ def plot_frontier(frame: pd.DataFrame, path: str | Path, panels: tuple[str, ...]
         if "density" in axes:
             _draw_density(axes["density"], method, g, style)
         if "cost" in axes:
-            _draw_cost(axes["cost"], method, g, style)
+            _draw_cost(axes["cost"], method, g, style, f"{COST_COLUMNS[cost]['standalone']}_mean")
     if "density" in axes:
         ax = axes["density"]
         _density_axis(ax.xaxis, ax, requested_densities(df))
@@ -243,7 +290,8 @@ def plot_frontier(frame: pd.DataFrame, path: str | Path, panels: tuple[str, ...]
         if ax.has_data():
             ax.set_xscale("log")
             _plain_log_labels(ax.xaxis, LogFormatter)
-        ax.set(xlabel="standalone cost per point (seconds, log)", ylabel="test accuracy (%), validation-selected",
+        ax.set(xlabel=f"standalone cost per point ({_AXIS_UNITS[cost]}, log)",
+               ylabel="test accuracy (%), validation-selected",
                title="cost-accuracy frontier (points joined by sparsity)")
         ax.grid(True, which="both", alpha=0.3)
     # One legend for every panel, beside them: with many methods a legend inside covers the curves.
@@ -282,9 +330,9 @@ def _draw_density(ax, method: str, g: pd.DataFrame, style: dict) -> None:
     ax.fill_between(remaining, low, high, color=style["color"], alpha=0.2, linewidth=0)
 
 
-def _draw_cost(ax, method: str, g: pd.DataFrame, style: dict) -> None:
+def _draw_cost(ax, method: str, g: pd.DataFrame, style: dict, column: str) -> None:
     acc, low, high = _band(g)
-    cost = g["standalone_seconds_mean"].astype(float)
+    cost = g[column].astype(float)
     keep = cost > 0  # a log axis cannot show missing or zero cost
     if keep.any():
         ax.errorbar(cost[keep], acc[keep], yerr=[(acc - low)[keep], (high - acc)[keep]],
@@ -344,3 +392,47 @@ def _plain_log_labels(axis, formatter) -> None:
     # "0.3" and "20" read better than 3x10^-1; the formatter still thins minor labels on wide ranges.
     axis.set_major_formatter(formatter(labelOnlyBase=False))
     axis.set_minor_formatter(formatter(labelOnlyBase=False))
+
+
+MACHINE_KEYS = ("host", "cpu_model", "logical_cores", "gpu_model", "torch_threads")
+MACHINE_HEADER = ["host", "CPU", "logical cores", "GPU", "torch threads", "stages", "load average"]
+
+
+def machines(stages: pd.DataFrame) -> pd.DataFrame:
+    """One row per machine that stage attempts ran on (MACHINE_KEYS, from the commit log's columns): how many
+    attempts, and the lowest and highest 1-minute load average seen at their starts and ends. Attempts that
+    recorded no machine (stored before it was recorded) are one row whose CPU model is null."""
+    columns = [*MACHINE_KEYS, "stages", "load_low", "load_high"]
+    df = stages.copy()
+    for col in (*MACHINE_KEYS, "load_start", "load_end"):
+        if col not in df:
+            df[col] = None
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    df["_load_low"] = pd.concat([pd.to_numeric(df["load_start"]), pd.to_numeric(df["load_end"])], axis=1).min(axis=1)
+    df["_load_high"] = pd.concat([pd.to_numeric(df["load_start"]), pd.to_numeric(df["load_end"])], axis=1).max(axis=1)
+    keys = list(MACHINE_KEYS)
+    out = df.groupby(keys, dropna=False, sort=True).agg(stages=("host", "size"), load_low=("_load_low", "min"),
+                                                        load_high=("_load_high", "max")).reset_index()
+    return out[columns]
+
+
+def machine_cells(frame: pd.DataFrame) -> list[list[str]]:
+    """The rows of a `machines` frame as tables show them (MACHINE_HEADER)."""
+    def text(value) -> str:
+        return "—" if value is None or pd.isna(value) else str(value)
+
+    rows = []
+    for r in frame.itertuples(index=False):
+        if pd.isna(r.cpu_model):
+            load = "not recorded"
+        elif pd.isna(r.load_low):
+            load = "—"
+        else:
+            load = f"{r.load_low:.2f}–{r.load_high:.2f}"
+        cores = text(r.logical_cores if pd.isna(r.logical_cores) else int(r.logical_cores))
+        threads = text(r.torch_threads if pd.isna(r.torch_threads) else int(r.torch_threads))
+        rows.append([text(r.host), text(r.cpu_model) if pd.notna(r.cpu_model) else "not recorded", cores,
+                     "none" if pd.notna(r.cpu_model) and pd.isna(r.gpu_model) else text(r.gpu_model), threads,
+                     str(int(r.stages)), load])
+    return rows

@@ -12,6 +12,16 @@ from orchestrator.cli.common import check_output, fail, plan_of, spec_from, stor
 FORMATS = click.Choice(["table", "markdown", "csv", "json"])
 
 
+def cost_option(command):
+    """--cost: the unit costs are shown in (orchestrator/report.py COSTS)."""
+    from orchestrator.analysis.cost_units import COSTS, DEFAULT_COST
+
+    return click.option("--cost", type=click.Choice(COSTS), default=DEFAULT_COST, show_default=True,
+                        help="Costs in wall-clock seconds as measured, or in the work the workers counted, which "
+                             "a rerun reproduces exactly on any machine: training and search epochs, or FLOPs of "
+                             "the masked network (docs/cost.md).")(command)
+
+
 def current_points(store_location: str | None, sweep: str | None, spec=None):
     """The sweep's points (every sweep's, without one) with `superseded` marked: against the spec's plan when a
     spec is given, else against each sweep's newest recorded plan."""
@@ -50,7 +60,8 @@ def emit(text: str, output: str | None) -> None:
               help="table (default), markdown, or the frontier's columns as csv or json.")
 @click.option("--markdown", is_flag=True, help="Same as --format markdown.")
 @click.option("-o", "--output", help="Write to this file instead of printing.")
-def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output) -> None:
+@cost_option
+def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output, cost) -> None:
     """Print the accuracy-vs-sparsity frontier: the validation-selected test accuracy, mean ± std and 95 %
     interval over seeds, the final test and validation accuracy, and costs."""
     from orchestrator.analysis.frontier import export_frontier, frontier
@@ -61,8 +72,8 @@ def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output)
         check_output(output)
     spec = spec_from(spec_path) if spec_path else None
     points = current_points(store_location, sweep, spec)
-    emit(export_frontier(frontier(points, all_levels=all_levels), "markdown" if markdown else (fmt or "table")),
-          output)
+    emit(export_frontier(frontier(points, all_levels=all_levels, cost=cost),
+                         "markdown" if markdown else (fmt or "table"), cost), output)
 
 
 @click.command()
@@ -70,13 +81,14 @@ def results(store_location, sweep, spec_path, all_levels, fmt, markdown, output)
 @click.option("--sweep", help="Only this sweep.")
 @click.option("--spec", "spec_path", help="Take the store and sweep from this spec.")
 @click.option("-o", "--output", default="frontier.png", show_default=True, help="PNG to write.")
-def plot(store_location, sweep, spec_path, output) -> None:
+@cost_option
+def plot(store_location, sweep, spec_path, output, cost) -> None:
     """Plot accuracy vs fraction of weights remaining (95 % interval bands), and the cost-accuracy frontier."""
     from orchestrator.analysis.frontier import frontier, plot_frontier
 
     check_output(output)
     spec = spec_from(spec_path) if spec_path else None
-    plot_frontier(frontier(current_points(store_location, sweep, spec)), output)
+    plot_frontier(frontier(current_points(store_location, sweep, spec), cost=cost), output, cost=cost)
     click.echo(f"wrote {output}")
 
 
@@ -107,8 +119,9 @@ def judging_options(command):
 @click.option("--store", "store_location", help="Results store (default: the spec's).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.option("-o", "--output", help="Write to this file instead of printing.")
+@cost_option
 def compare(spec_path, methods, reference, every, metric, alpha, adjust, min_effect, failures, store_location, fmt,
-            output) -> None:
+            output, cost) -> None:
     """Paired comparison of method B with method A at every sparsity both have, over the seeds both have: the
     mean difference B − A with the 95 % interval that inverts the test, an exact sign-flip test on
     correct-example counts, its Holm-adjusted p and Benjamini-Hochberg q over the rows (the family), a
@@ -128,7 +141,7 @@ def compare(spec_path, methods, reference, every, metric, alpha, adjust, min_eff
     points = points[points["sweep"].astype(str) == spec.name]
     try:
         judging = {"metric": metric, "alpha": alpha, "adjust": adjust, "min_effect": min_effect / 100,
-                   "failures": failures}
+                   "failures": failures, "cost": cost}
         frame = (compare_all(points, reference, **judging) if every
                  else compare_methods(points, methods[0], methods[1], **judging))
         text = format_comparison(frame, fmt)
@@ -156,10 +169,11 @@ def _decisions_text(location: str, sweep: str, markdown: bool) -> str:
 @click.option("--reference", help="The method every other is compared with (default: ltr when present).")
 @judging_options
 @click.option("--store", "store_location", help="Results store (default: the spec's).")
-def report(spec_path, out_dir, reference, adjust, min_effect, failures, store_location) -> None:
+@cost_option
+def report(spec_path, out_dir, reference, adjust, min_effect, failures, store_location, cost) -> None:
     """Write one self-contained HTML page (images embedded) and the same content as Markdown: the spec and
     versions, the frontier and cost-accuracy plots, the frontier table, every method compared with a
-    reference, stage counts by status, and total compute."""
+    reference, stage counts by status, total compute, and the machines the stages ran on."""
     import os
 
     from orchestrator.analysis.compare import CompareError
@@ -176,7 +190,8 @@ def report(spec_path, out_dir, reference, adjust, min_effect, failures, store_lo
     points = points[points["sweep"].astype(str) == spec.name]
     try:
         written = build_report(spec_path, spec, store, points, out_dir, reference,
-                               judging={"adjust": adjust, "min_effect": min_effect / 100, "failures": failures})
+                               judging={"adjust": adjust, "min_effect": min_effect / 100, "failures": failures},
+                               cost=cost)
     except CompareError as err:
         fail(f"report: {err}")
     for path in written:

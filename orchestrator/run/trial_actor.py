@@ -157,12 +157,13 @@ class TrialActorBody:
 
         from workers.stages.dispatch import run_stage
 
-        from workers import liveness
+        from workers import liveness, machine
 
         started = _now()
         liveness.beat()
         self._epoch_at, self._slowest_epoch, self._running, self._epoch = time.monotonic(), 0.0, True, None
-        meta = {"host": self.host, "device": self.device, "started_at": started}
+        meta = {"host": self.host, "device": self.device, "started_at": started, **machine.describe(self.device),
+                "load_start": machine.load()}
         log = io.StringIO()
         cuda = self.device == "cuda"
         if cuda:
@@ -182,14 +183,16 @@ class TrialActorBody:
                 print(f"finished in {result.seconds:.1f} s" + (_outcome(result.point) if result.point else ""))
                 artifacts.save(self.store_location, payload["key"], result.outputs)
                 outputs = result.outputs
-                meta.update(status="ok", seconds=result.seconds, point=result.point, curve=result.curve)
+                meta.update(status="ok", seconds=result.seconds, point=result.point, curve=result.curve,
+                            work=result.work)
             except Exception as err:  # noqa: BLE001 - any stage error becomes a failure row
                 status, error_type = classify(err)
                 traceback.print_exc()
                 meta.update(status=status, error_type=error_type, error=f"{type(err).__name__}: {err}"[:2000],
                             seconds=(_now() - started).total_seconds())
         self._running = False
-        meta.update(finished_at=_now(), peak_rss_mb=rss.peak / 2 ** 20, slowest_epoch_s=self._slowest_epoch,
+        meta.update(finished_at=_now(), load_end=machine.load(), peak_rss_mb=rss.peak / 2 ** 20,
+                    slowest_epoch_s=self._slowest_epoch,
                     cuda_peak_mb=torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
                     log=log.getvalue()[-LOG_LIMIT:])
         return meta, outputs

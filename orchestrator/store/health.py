@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from orchestrator.spec.plan import Plan
 from orchestrator.store import artifacts
-from orchestrator.store.layout import FOREIGN, TABLE_KINDS, TEMPORARY, attempt_name, claimed_sweeps, utc_stamp
 from orchestrator.store.lease import Lease, LeaseHeld
+from orchestrator.store.layout import FOREIGN, TABLE_KINDS, TEMPORARY, attempt_name, claimed_sweeps, utc_stamp
+from orchestrator.store.schemas import TABLES, WORK_SUMMARY
 from orchestrator.store.results_store import ResultsStore
-from orchestrator.store.schemas import TABLES
 
 _CHECK_THREADS = 16  # artifact checks: one or two small reads each, latency-bound on object storage
 
@@ -37,6 +37,7 @@ class StoreState:
     attempts: dict[str, int] = field(default_factory=dict)     # last committed attempt per stage
     status: dict[str, str] = field(default_factory=dict)       # latest committed status per stage
     ok_seconds: dict[str, float] = field(default_factory=dict)  # stage seconds of the ok attempt
+    ok_work: dict[str, dict] = field(default_factory=dict)      # its work columns (None where not counted)
     done: set[str] = field(default_factory=set)
     diverged: set[str] = field(default_factory=set)
     dense_accuracy: dict[str, float] = field(default_factory=dict)
@@ -88,7 +89,7 @@ def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts:
     entries = store.walk(sweep)  # the one listing of the store; every check below reuses it
     files = _sort_listing(entries, state)
     log = store.committed(sweep, ["stage_key", "attempt", "token", "status", "error_type", "seconds", "n_points",
-                                  "n_curve", "n_trials"], files=files["stages"])
+                                  "n_curve", "n_trials", *WORK_SUMMARY], files=files["stages"])
     state.unreadable += log.bad
     state.foreign += log.foreign
     state.merged += log.merged
@@ -102,6 +103,7 @@ def inspect(store: ResultsStore, plan: Plan | None, sweep: str, check_artifacts:
         latest[key] = r
         if r["status"] == "ok":
             state.ok_seconds[key] = float(r["seconds"] or 0.0)
+            state.ok_work[key] = {c: r[c] for c in WORK_SUMMARY}
 
     views = {}
     for table, count in (("points", "n_points"), ("curves", "n_curve"), ("tuning", "n_trials")):

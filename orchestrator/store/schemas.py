@@ -11,15 +11,28 @@ import functools
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SOURCES_KEY = b"ticketsweep.sources"  # parquet metadata of a compacted file: the names it replaced
 # Parquet metadata of a commit file: its stage row's small columns, so planning reads footers, not data.
 SUMMARY_KEY = b"ticketsweep.commit"
+# The work a point's standalone cost sums over its ancestors (orchestrator/run/recorder.py), read by resuming.
+WORK_SUMMARY = ("train_epochs", "search_epochs", "train_flops", "search_flops")
 SUMMARY_COLUMNS = ("stage_key", "attempt", "token", "kind", "method", "status", "error_type", "seconds",
-                   "n_points", "n_curve", "n_trials", "finished_at")
+                   "n_points", "n_curve", "n_trials", "finished_at", *WORK_SUMMARY)
 
 _UTC = pa.timestamp("us", tz="UTC")
 _MEMORY = [("peak_rss_mb", pa.float64()), ("cuda_peak_mb", pa.float64())]
+# A stage's machine-independent work (workers/work.py): epochs of training and of mask search; examples passed
+# forward and backward in training, search and scoring; examples evaluated; FLOPs of the masked network per
+# phase. Null in stores written before schema 4, for failed attempts and for tune stages (not counted).
+_WORK = [("train_epochs", pa.float64()), ("search_epochs", pa.float64()), ("forward_examples", pa.int64()),
+         ("backward_examples", pa.int64()), ("eval_examples", pa.int64()), ("train_flops", pa.int64()),
+         ("search_flops", pa.int64()), ("eval_flops", pa.int64())]
+WORK_COLUMNS = tuple(name for name, _ in _WORK)  # what a stage's meta["work"] holds (workers/work.py Meter.totals)
+# The machine a stage ran on (workers/machine.py; `host` is older): CPU model, logical cores, GPU model, torch's
+# threads, and the 1-minute load average at the stage's start and end. Null before schema 4.
+_MACHINE = [("cpu_model", pa.string()), ("logical_cores", pa.int32()), ("gpu_model", pa.string()),
+            ("torch_threads", pa.int32()), ("load_start", pa.float64()), ("load_end", pa.float64())]
 
 POINTS = pa.schema([
     ("point_key", pa.string()), ("stage_key", pa.string()), ("attempt", pa.int32()),
@@ -39,7 +52,10 @@ POINTS = pa.schema([
     ("dense_test_accuracy", pa.float64()),
     ("search_seconds", pa.float64()), ("retrain_seconds", pa.float64()),
     ("marginal_seconds", pa.float64()), ("standalone_seconds", pa.float64()),
-    ("device", pa.string()), ("gpu_fraction", pa.float64()), ("host", pa.string()), *_MEMORY,
+    # The point's work from scratch, as standalone_seconds sums seconds: its stage's and its cost ancestors'
+    # train + search epochs, and train + search FLOPs; null where any of them lacks a count.
+    *_WORK, ("standalone_epochs", pa.float64()), ("standalone_flops", pa.int64()),
+    ("device", pa.string()), ("gpu_fraction", pa.float64()), ("host", pa.string()), *_MACHINE, *_MEMORY,
     ("status", pa.string()), ("error_type", pa.string()), ("error", pa.string()),
     ("started_at", _UTC), ("finished_at", _UTC),
     # JSON: the method's typed configuration, and what its stage measured beyond accuracy (e.g. CTS's final λ)
@@ -74,8 +90,8 @@ TUNING = pa.schema([
 STAGES = pa.schema([
     ("stage_key", pa.string()), ("attempt", pa.int32()), ("token", pa.string()),
     ("kind", pa.string()), ("label", pa.string()), ("method", pa.string()), ("target_sparsity", pa.float64()),
-    ("seed", pa.int64()), ("parents", pa.string()), ("seconds", pa.float64()),
-    ("host", pa.string()), ("device", pa.string()), *_MEMORY, ("status", pa.string()),
+    ("seed", pa.int64()), ("parents", pa.string()), ("seconds", pa.float64()), *_WORK,
+    ("host", pa.string()), ("device", pa.string()), *_MACHINE, *_MEMORY, ("status", pa.string()),
     ("error_type", pa.string()), ("error", pa.string()),
     ("started_at", _UTC), ("finished_at", _UTC),
     # How many rows this attempt's views hold, so a missing view is noticed without reading the payload.

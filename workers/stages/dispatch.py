@@ -7,13 +7,13 @@ from typing import Callable
 
 import torch
 
+from workers import work
 from workers.data.dataset import Dataset
 from workers.methods import RUNNERS, config_from
 from workers.methods.base import TRAINING_PREFIX, Runner
-from workers.rng import Stream
+from workers.rng import Stream, seed_for
 from workers.stages import shared
 from workers.stages.kit import StageResult
-from workers.rng import seed_for
 
 
 def with_tuned(stage: dict, values: dict) -> dict:
@@ -36,16 +36,18 @@ def runner(kind: str) -> Runner:
 
 
 def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | None = None) -> StageResult:
-    """Run one stage; the seconds include everything the stage did (scoring, search, training)."""
+    """Run one stage; the seconds and the work (workers/work.py) include everything the stage did (scoring,
+    search, training, evaluation)."""
     run = runner(stage["kind"])
     tuned = inputs["tuned"]["values"] if "tuned" in inputs else None
     if tuned is not None:
         stage = with_tuned(stage, tuned)
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), work.counting() as meter:
         torch.manual_seed(seed_for(stage["seed"], Stream.STAGE))
         result = run(stage, inputs, data, on_epoch)
     result.seconds = time.perf_counter() - t0
+    result.work = meter.totals()
     if tuned is not None and result.point is not None:
         result.point["tuned"] = tuned  # the values it ran with reach its row
     return result

@@ -21,8 +21,7 @@ from workers.data.dataset import Dataset
 from workers.methods import config_from
 from workers.methods.base import MethodConfig
 from workers.models import build_model
-from workers.rng import Stream
-from workers.rng import seed_for
+from workers.rng import Stream, seed_for
 from workers.training.loop import Recipe, TrainResult, rewind_to_iterations, train
 
 StateDict = dict[str, torch.Tensor]
@@ -34,6 +33,7 @@ class StageResult:
     point: dict | None = None          # what the stage measured for its result row (the recorder builds the row)
     curve: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    work: dict = field(default_factory=dict)  # machine-independent work, by workers.work.COLUMNS
 
 
 def method_of(stage: dict) -> MethodConfig:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workers import liveness
+from workers import liveness, work
 from workers.data.dataset import Dataset
 from workers.masks import Mask
 from workers.rng import Stream, seed_for
@@ -119,13 +119,15 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
 COUNT_KEYS = ("val_correct", "val_examples", "test_correct", "test_examples")
 
 
-def evaluate_splits(model: nn.Module, data: Dataset) -> dict:
+def evaluate_splits(model: nn.Module, data: Dataset, macs: int) -> dict:
     """Validation (when the dataset has a split) and test (unless removed, while tuning) accuracy, mean loss,
-    and the correct-example count and example count behind each accuracy (COUNT_KEYS)."""
+    and the correct-example count and example count behind each accuracy (COUNT_KEYS); counted as evaluation
+    work of `macs` multiply-accumulates per example (workers/work.py)."""
     metrics = {}
     for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
         if x is not None:
             correct, examples, loss = evaluate_counts(model, x, y)
+            work.forward("eval", examples, macs)
             metrics.update({f"{split}_accuracy": correct / examples, f"{split}_loss": loss,
                             f"{split}_correct": correct, f"{split}_examples": examples})
     return metrics
@@ -189,6 +191,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
         raise ValueError("a mask schedule needs a starting mask (masks.full_mask for a dense start)")
     masked = [(params[n], m.to(params[n].device, params[n].dtype)) for n, m in (mask or {}).items()]
     current = None if mask_schedule is None else {n: m.to(params[n].device, torch.bool) for n, m in mask.items()}
+    where = work.positions(model, data.x_train[0])
+    macs = work.macs(model, where, mask)
     with torch.no_grad():
         for p, m in masked:
             p.mul_(m)
@@ -222,11 +226,14 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
             loss = F.cross_entropy(out, y, reduction=recipe.loss_reduction)
         opt.zero_grad(set_to_none=False)
         (scaler.scale(loss) if scaler is not None else loss).backward()
+        work.forward("train", len(y), macs)
+        work.backward("train", len(y), macs)
         if mask_schedule is not None:
             new_mask = mask_schedule.update(it, params, current)
             if new_mask is not None:
                 current = switch_mask(params, opt, current, new_mask)
                 masked = [(params[n], m.to(params[n].dtype)) for n, m in current.items()]
+                macs = work.macs(model, where, current)  # from the next step on: this one ran with the old mask
         for p, m in masked:
             p.grad.mul_(m)
         if recipe.grad_clip is not None:
@@ -251,7 +258,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
             row = {"phase": "train", "epoch": epoch + 1 if pos == ipe - 1 else epoch + (pos + 1) / ipe,
                    "iteration": it + 1, "train_loss": total / max(seen, 1), "lr": recipe.lr_at(it, ipe)}
             if (epoch + 1) % recipe.eval_every == 0 or it == stop - 1:
-                final = evaluate_splits(model, data)
+                final = evaluate_splits(model, data, macs)
                 selection.offer(it + 1, row["epoch"], final)
                 row.update({k: v for k, v in final.items() if k not in COUNT_KEYS})
                 evaluated_at = it + 1
@@ -262,8 +269,9 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
             seen = 0
     # Keyed on the iteration, not on a curve column: a tuning trial's data has no test split.
     if evaluate_at_end and evaluated_at != max(stop, start):
-        final = evaluate_splits(model, data)
+        final = evaluate_splits(model, data, macs)
         selection.offer(max(stop, start), max(stop, start) / ipe, final)
+    work.epochs("train", max(0, stop - start), ipe)
     return TrainResult(seconds=time.perf_counter() - t0, iterations=max(0, stop - start),
                        test_accuracy=final.get("test_accuracy", math.nan), test_loss=final.get("test_loss", math.nan),
                        selected_epoch=selection.epoch, val_accuracy=selection.val_accuracy,

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from workers import liveness, masks
+from workers import liveness, masks, work
 from workers.data.dataset import Dataset
 from workers.masks import Mask
 from workers.methods.bip import IMPLICIT_GRADIENTS, BiPMethod
@@ -186,6 +186,7 @@ def bip_search(model: nn.Module, names: list[str], data: Dataset, density: float
     device = x.device
     aug_gen = torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
     lower_batches = _batches(len(x), cfg.batch_size, generator)
+    where = work.positions(model, x[0])
     final = initial = _mask(state, 0, 0)
     flags = {m: m.training for m in model.modules()}
     model.train()
@@ -201,12 +202,19 @@ def bip_search(model: nn.Module, names: list[str], data: Dataset, density: float
             for start in range(0, len(x), cfg.batch_size):
                 liveness.beat()
                 mask = _mask(state, epoch, steps)  # the scores move only in the upper step: one top-k a step
+                macs = work.macs(model, where, mask)
                 for _ in range(cfg.lower_steps):
-                    state.lower_step(*_batch(data, next(lower_batches).to(device), aug_gen), mask)
+                    batch = next(lower_batches)
+                    state.lower_step(*_batch(data, batch.to(device), aug_gen), mask)
+                    work.forward("search", len(batch), macs)
+                    work.backward("search", len(batch), macs)
                     lower += 1
                 idx = order[start:start + cfg.batch_size]
                 epoch_loss += state.upper_step(*_batch(data, idx, aug_gen), mask).double() * len(idx)
+                work.forward("search", len(idx), macs)
+                work.backward("search", len(idx), macs)
                 steps += 1
+            work.epochs("search", 1, 1)
             if not math.isfinite(float(epoch_loss)):
                 raise Diverged(f"BiP loss is not finite in BiP epoch {epoch + 1} (step {steps})")
             final = _mask(state, epoch, steps)
@@ -215,6 +223,7 @@ def bip_search(model: nn.Module, names: list[str], data: Dataset, density: float
                 "lr": weight_lr(cfg, epoch), "mask_lr": mask_lr(cfg, epoch)}
             if data.x_val is not None:  # the BiP network so far on the validation split: what a tuner can stop on
                 info["val_accuracy"] = _validation_accuracy(model, final, data)
+                work.forward("eval", len(data.x_val), work.macs(model, where, final))
             if on_epoch is not None:
                 on_epoch(epoch, info)
         masks.apply_mask(model, final)

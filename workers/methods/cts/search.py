@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from workers import liveness, masks
+from workers import liveness, masks, work
 from workers.masks import Mask
 from workers.methods.cts import OBJECTIVES, SEARCH_BN, CTSMethod
 from workers.training.loop import Diverged
@@ -118,6 +118,8 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
     noise_gen = torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
     drop_epoch = math.floor(cfg.drop_at * epochs)
     needs_dense = cfg.objective != "cross_entropy"
+    # The relaxed mask keeps every weight (σ > 0): the searched network, like the dense teacher, is dense.
+    dense_macs = work.macs(model, work.positions(model, x[0]))
 
     steps, last = 0, torch.full((), float("nan"), device=device)
     with search_mode(model, cfg.search_bn):
@@ -139,12 +141,15 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
                     params[n] = w * m.view_as(w)
                 loss = objective_value(cfg.objective, functional_call(model, params, (xb,)), dense, yb)
                 (g_objective,) = torch.autograd.grad(loss, s)
+                work.forward("search", len(idx) * (2 if needs_dense else 1), dense_macs)
+                work.backward("search", len(idx), dense_macs)
                 with torch.no_grad():
                     s.grad = balance.combined_gradient(s.detach(), g_objective)
                 opt.step()
                 steps += 1
                 last = loss.detach()
                 epoch_sum += last
+            work.epochs("search", 1, 1)
             if not math.isfinite(float(epoch_sum)):
                 raise Diverged(f"CTS search objective is not finite in search epoch {epoch + 1} (step {steps})")
             if on_epoch is not None:  # lr: the rate this epoch used

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from workers import liveness, masks
+from workers import liveness, masks, work
 from workers.masks import Mask
 from workers.methods.oneshot.criteria import CRITERIA, Criterion
 
@@ -36,6 +36,16 @@ class Scoring:
         params = masks.prunable_params(model, names)
         self.weights = {n: p.detach() * mask[n].to(p.device, p.dtype) if mask is not None else p.detach().clone()
                         for n, p in params.items()}
+        self.mask = mask
+
+    def macs(self) -> int:
+        """Multiply-accumulates of one example's forward pass through the network being scored (workers/work.py)."""
+        if self.batches:
+            example = self.batches[0][0][0]
+        else:
+            device = next(iter(self.weights.values())).device
+            example = torch.zeros(self._synflow_input_shape(), device=device)
+        return work.macs(self.model, work.positions(self.model, example), self.mask)
 
     def gaussian_like(self, w: torch.Tensor) -> torch.Tensor:
         # Drawn on the CPU so the same generator gives the same scores on every device.
@@ -50,13 +60,17 @@ class Scoring:
         """∂L/∂θ, L the mean cross-entropy of logits / temperature of each batch, summed over the batches."""
         leaves = _leaves(self.weights)
         total = {n: torch.zeros_like(w) for n, w in leaves.items()}
+        batches = self._data()
+        macs = self.macs()
         with _eval_mode(self.model):
-            for x, y in self._data():
+            for x, y in batches:
                 liveness.beat()
                 loss = F.cross_entropy(_forward(self.model, leaves, x) / temperature, y)
                 for n, g in zip(leaves, torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)):
                     if g is not None:
                         total[n] += g
+                work.forward("search", len(x), macs)
+                work.backward("search", len(x), macs)
         return total
 
     def hessian_gradient(self, temperature: float = 1.0) -> dict[str, torch.Tensor]:
@@ -65,14 +79,19 @@ class Scoring:
         leaves = _leaves(self.weights)
         params = list(leaves.values())
         hg = {n: torch.zeros_like(w) for n, w in leaves.items()}
+        batches = self._data()
+        macs = self.macs()
         with _eval_mode(self.model):
-            for x, y in self._data():
+            for x, y in batches:
                 liveness.beat()
                 loss = F.cross_entropy(_forward(self.model, leaves, x) / temperature, y)
                 grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                work.forward("search", len(x), macs)
+                work.backward("search", len(x), macs)
                 z = sum((g[n] * grad).sum() for n, grad in zip(leaves, grads) if grad is not None)
                 if not isinstance(z, torch.Tensor) or not z.requires_grad:
                     continue  # the loss is linear in these weights for this batch: H g = 0
+                work.backward("search", len(x), macs, double=True)
                 for n, h in zip(leaves, torch.autograd.grad(z, params, allow_unused=True)):
                     if h is not None:
                         hg[n] += h
@@ -97,6 +116,9 @@ class Scoring:
         with _eval_mode(model):
             out = functional_call(model, absolute, (ones,))
         grads = torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
+        macs = self.macs()
+        work.forward("search", 1, macs)
+        work.backward("search", 1, macs)
         return {n: g if g is not None else torch.zeros_like(w) for (n, w), g in zip(leaves.items(), grads)}
 
     def _synflow_input_shape(self) -> tuple[int, ...]:
