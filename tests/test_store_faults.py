@@ -110,7 +110,7 @@ def test_the_driver_checks_artifacts_without_torch(store):
     artifact = store / "artifacts" / stage_key("warmup s=0") / "outputs.pt"
     artifact.write_bytes(artifact.read_bytes()[:-200])
     code = ("import sys, json\n"
-            "from orchestrator import resume\n"
+            "from orchestrator.store import health\n"
             "from orchestrator.spec.plan import build_plan\n"
             "from orchestrator.spec.sweep_spec import parse_spec\n"
             "from orchestrator.store.results_store import ResultsStore\n"
