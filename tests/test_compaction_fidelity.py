@@ -95,3 +95,22 @@ def test_a_compacted_store_reads_exactly_as_before(tuned, tmp_path):
     assert tuning_after.returncode == 0 and tuning_after.stdout == tuning_before.stdout, tuning_after.stderr[-2000:]
     resubmitted = submit(tmp_path, store, SPEC)
     assert resubmitted.returncode == 0 and "0 stage(s) ran" in resubmitted.stdout, resubmitted.stdout[-2000:]
+
+
+def test_a_store_compacted_by_the_old_rule_reads_its_methods_back_from_the_plans(tuned, tmp_path, monkeypatch):
+    """Compaction before 8893e81 dropped `method` from every table it merged, though only points hold it in a
+    directory name: such a store must still read every stage's, curve's and tuning row's method."""
+    from orchestrator.store import compaction
+
+    store = tmp_path / "store"
+    shutil.copytree(tuned, store)
+    before = reads(store)
+    monkeypatch.setattr(compaction, "PARTITIONS", {t: ("sweep", "method") for t in ("stages", "points", "curves",
+                                                                                    "tuning")})
+    ResultsStore(str(store)).compact(SPEC["name"])
+    monkeypatch.undo()
+    for table in ("stages", "curves", "tuning"):
+        merged = list((store / table).rglob("compacted-*.parquet"))
+        assert merged and all("method" not in pq.read_schema(f).names for f in merged), table  # the old files
+        after = canonical(ResultsStore(str(store)).read(table, SPEC["name"]), identity(table))
+        pd.testing.assert_frame_equal(after, before[f"store {table}"], obj=table)

@@ -23,7 +23,7 @@ from orchestrator.store.file_checks import (Footer, commit_summary, foreign_colu
                                             foreign_rows, merged_leftovers)
 from orchestrator.store.files import StoreError, StoreFiles, one_line
 from orchestrator.store.layout import (COMPACTED_PREFIX, LISTED, TABLE_KINDS, TEMPORARY, FOREIGN, Entry, ancestors,
-                                       attempt_name, claimed_sweeps, classify, entry, table_dir)
+                                       attempt_name, claimed_sweeps, classify, entry, layout_dir, table_dir)
 from orchestrator.store.schemas import (PARTITIONS, PAYLOAD, ROW_IDENTITY, SOURCES_KEY, STAGES, SUMMARY_COLUMNS,
                                         SUMMARY_KEY, TABLES, conform, empty_table, wanted_schema)
 
@@ -359,7 +359,28 @@ class StoreReader(StoreFiles):
         for col in PARTITIONS[table]:
             if col not in df:
                 df[col] = pd.Series(dtype=object)
+        if "method" not in PARTITIONS[table] and "method" in df and df["method"].isna().any():
+            df["method"] = df["method"].fillna(df["stage_key"].map(self.planned_methods(set(df["sweep"].dropna()))))
         return df
+
+    def planned_methods(self, sweeps: set[str]) -> dict[str, str]:
+        """stage key -> method, from every plan manifest of these sweeps. Compaction before schema 4's code
+        dropped `method` from the stages, curves and tuning files it merged (it is a directory name only in
+        points): a read gives those rows their method back from the plans, where it was never lost."""
+        methods: dict[str, str] = {}
+        for sweep in sorted(sweeps):
+            for f in self.list_dir(layout_dir(self.root, "plan", sweep=sweep)):
+                if f.type != pafs.FileType.File or classify(self.rel(f.path), False)[0] != "plan":
+                    continue
+                try:
+                    with self.fs.open_input_file(f.path) as handle:
+                        plan = pq.read_table(handle, columns=["stage_key", "method"])
+                except (OSError, pa.ArrowInvalid, KeyError):
+                    continue  # an unreadable manifest gives nothing; `status` reports damaged files
+                for key, method in zip(plan.column("stage_key").to_pylist(), plan.column("method").to_pylist()):
+                    if method is not None:
+                        methods[key] = method
+        return methods
 
     def done_keys(self, sweep: str | None = None) -> set[str]:
         log = self.committed(sweep, ["stage_key", "status"]).table
