@@ -71,11 +71,12 @@ def stage_count(store: str, sweep: str) -> tuple[int, float]:
 
 def fixed_analysis(spec_dict: dict, sequential_dict: dict) -> None:
     """The fixed design on the fixed sweep (exact test at all seeds, alpha/m), and the sequential rule on it."""
-    from orchestrator import plans, sequential as seq
+    from orchestrator import plans
     from orchestrator.plan import build_plan
     from orchestrator.spec import parse_spec
     from orchestrator.store import ResultsStore
-    from orchestrator.until_decided import analyse, comparisons, paired_differences, n_test_examples
+    from orchestrator.stats import exact_sign_flip_pvalue
+    from orchestrator.until_decided import analyse, comparisons, paired_differences
 
     fixed = parse_spec(spec_dict)
     as_sequential = parse_spec({**sequential_dict, "name": fixed.name, "store": fixed.store})
@@ -85,21 +86,22 @@ def fixed_analysis(spec_dict: dict, sequential_dict: dict) -> None:
     family = comparisons(as_sequential)
     looks = list(as_sequential.until_decided.looks)
     level = as_sequential.until_decided.alpha / len(family)
-    diffs = paired_differences(points, plan, as_sequential, family, looks[-1])
-    n_test = n_test_examples(fixed)
+    pairs = paired_differences(points, plan, as_sequential, family, looks[-1])
     print(f"\nfixed design: exact sign-flip test at {looks[-1]} seeds, alpha {level:.4f} per comparison "
-          f"(0.05 / {len(family)}):")
-    for c, d in zip(family, diffs):
-        p = seq.exact_pvalue(d)
+          f"(0.05 / {len(family)}); failed seeds {as_sequential.until_decided.failures}:")
+    for i, c in enumerate(family):
+        d = pairs.diffs[i]
+        p = exact_sign_flip_pvalue(d)
         verdict = (f"{c.method_b} better" if d.sum() > 0 else f"{c.method_a} better") if p <= level else "no decision"
-        print(f"  {c.method_b} vs {c.method_a} at {c.target:.0%}: B-A {100 * d.mean() / n_test:+.2f} points, "
-              f"p = {p:.3g}: {verdict}")
+        print(f"  {c.method_b} vs {c.method_a} at {c.target:.0%}: B-A {100 * d.mean() / pairs.units[i]:+.2f} "
+              f"points, p = {p:.3g}, failed A/B {pairs.failed_a[i]}/{pairs.failed_b[i]}: {verdict}")
     print("the sequential rule applied to the fixed sweep's results (must match the sequential run):")
     undecided, rows = list(range(len(family))), {}
     for k, n in enumerate(looks):
         if not undecided:
             break
-        records = analyse(diffs[undecided, :n], [family[i] for i in undecided], looks, k, as_sequential, n_test)
+        part = [family[i] for i in undecided]
+        records = analyse(paired_differences(points, plan, as_sequential, part, n), part, looks, k, as_sequential)
         for i, r in zip(undecided, records):
             rows[i] = r
         undecided = [i for i, r in zip(undecided, records) if r["status"] == "undecided"]

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.sequential import MAX_SEEDS as MAX_LOOK_SEEDS
+from orchestrator.stats import FAILURES
 from orchestrator.spec_messages import field_line, format_errors
 from workers.methods import CONFIGS
 from workers.methods.base import MethodResources, Strict
@@ -176,6 +177,9 @@ class UntilDecidedSpec(Strict):
         description=f"seed counts at which the comparisons are analysed, increasing; the last is the seed budget "
                     f"(at most {MAX_LOOK_SEEDS})")
     alpha: float = Field(default=0.05, gt=0, lt=1, description="family-wise error rate over all the comparisons")
+    failures: Literal[FAILURES] = Field(
+        default="chance", description="a seed whose run diverged (or was skipped after a divergence) counts at chance "
+                                      "accuracy, or is left out, as in `compare --failures`")
 
     _distinct_methods = field_validator("methods")(lambda v: _distinct(v, "until_decided methods"))
 
