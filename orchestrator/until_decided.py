@@ -61,7 +61,8 @@ def design(spec: SweepSpec) -> dict:
     family = comparisons(spec)
     return {"reference": block.reference, "methods": list(block.methods),
             "sparsities": sorted({c.target for c in family}), "looks": list(block.looks), "alpha": block.alpha,
-            "family": len(family), "failures": block.failures, "correction": "bonferroni", "spending": "obrien-fleming (lan-demets)",
+            "family": len(family), "failures": block.failures, "correction": "bonferroni",
+            "spending": "obrien-fleming (lan-demets)",
             "statistic": "sum of paired differences of correct test examples (selected_test_accuracy)",
             "seeds": list(spec.seeds)}
 
@@ -108,8 +109,8 @@ def look_plan(spec: SweepSpec, blocks: list[tuple[int, list[str]]]) -> Plan:
 class Differences:
     """The paired differences a look decides on: diffs (comparisons x seeds, int64) of correct test examples,
     B minus A, each row out of units[i] examples (the test-set size; scaled where a failed seed's chance count
-    is not a whole number of examples: stats.counts_with_failures); failed_a/failed_b: seeds that failed, diverged or were
-    skipped on each side (counted at chance, or left out as a zero difference: until_decided.failures)."""
+    is not a whole number of examples: stats.counts_with_failures); failed_a/failed_b: seeds that failed,
+    diverged or were skipped on each side (at chance, or left out as a zero difference: until_decided.failures)."""
     diffs: np.ndarray
     units: np.ndarray
     failed_a: np.ndarray

@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pytest
 import yaml
@@ -351,7 +350,8 @@ def test_a_stage_that_failed_with_an_error_decides_nothing(tmp_path):
     store = ResultsStore(spec.store)
 
     def erring(plan):
-        return RunSummary(planned=len(plan.stages), skipped_done=0, failed=1, failures=["snip s=2 sp=0.5000: failed (error): boom"])
+        return RunSummary(planned=len(plan.stages), skipped_done=0, failed=1,
+                          failures=["snip s=2 sp=0.5000: failed (error): boom"])
     with pytest.raises(NotDecidable, match="look 1 \\(6 seeds\\): 1 stage\\(s\\) failed with an error.*\n  snip s=2"):
         run(spec, store, erring, echo=lambda *_: None)
     assert dlog.read_looks(store, spec.name) == []
