@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -55,9 +56,14 @@ def submit(spec: dict, root: Path, *extra: str) -> float:
     seconds = time.perf_counter() - t0
     lines = [line for line in done.stdout.splitlines() if not line.startswith("[")]
     print("\n".join(lines[-16:]))
-    if done.returncode != 0:
+    # Exit 1 after divergences only: the runs are results (counted at chance), so the benchmark goes on.
+    diverged_only = done.returncode == 1 and ("diverged in this submit" in done.stderr
+                                              or re.search(r" 0 failed, [1-9]\d* diverged", done.stdout))
+    if done.returncode != 0 and not diverged_only:
         print(done.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"{spec['name']}: submit exited {done.returncode}")
+    if diverged_only:
+        print(f"{spec['name']}: some stages diverged (exit 1); they count at chance accuracy")
     return seconds
 
 
