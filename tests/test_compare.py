@@ -375,6 +375,24 @@ def exact_p(diffs):
     return exact_sign_flip_pvalue(diffs)
 
 
+def test_a_method_that_failed_on_every_seed_at_a_sparsity_is_compared_at_chance_there():
+    """A method that diverged on all 8 seeds at 90 % must not vanish from the table at 90 % (it did: a side with
+    no finished row was skipped) but count at chance there, with the counts behind the exact test."""
+    rows = _failure_points({}).to_dict("records")
+    rows += [_row("ltr", 0.9, seed, 0.700) for seed in range(8)]
+    rows += [_row("cts", 0.9, seed, None, status="diverged") for seed in range(8)]
+    table = compare_methods(pd.DataFrame(rows), "ltr", "cts").set_index("target_sparsity")
+    at90 = table.loc[0.9]
+    assert (at90.n, at90.failed_a, at90.failed_b) == (8, 0, 8)
+    assert at90.mean_b == pytest.approx(1 / CLASSES)
+    assert at90.mean_diff == pytest.approx(0.1 - (0.700 + SELECTED_OFFSET))
+    assert at90.test_on == "counts" and at90.p_value == 2 / 256
+    excluded = compare_methods(pd.DataFrame(rows), "ltr", "cts", failures="exclude").set_index("target_sparsity")
+    # left out, the row stays to say so: no pair, 8 failed, no verdict, and not in the family
+    assert (excluded.loc[0.9, "n"], excluded.loc[0.9, "failed_b"], excluded.loc[0.9, "verdict"]) == (0, 8, TOO_FEW)
+    assert excluded["family_size"].iloc[0] == 1
+
+
 def test_without_num_classes_failed_seeds_are_left_out_and_said_so():
     points = _failure_points({2: "failed"}).drop(columns="num_classes")
     r = compare_methods(points, "ltr", "cts").iloc[0]

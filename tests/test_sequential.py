@@ -1,6 +1,6 @@
 """The group-sequential sign-flip rule of `submit --until-decided` (orchestrator/analysis/sequential.py): exact against
 brute-force enumeration, and proven on simulated sweeps with known answers (the `slow` tier: >= 10 000 sweeps
-where a rate is asserted; `pytest -m slow -s tests/test_sequential.py` prints the figures the README quotes)."""
+where a rate is asserted; `pytest -m slow -s tests/test_sequential.py` prints the figures docs/results.md quotes)."""
 from __future__ import annotations
 
 import itertools
@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from orchestrator.analysis import sequential as seq
+from orchestrator.analysis.stats import counts_with_failures, exact_sign_flip_pvalue
 
 LOOKS, ALPHA, FAMILY = [6, 10, 15, 20], 0.05, 6  # the verdicts setting: 2 methods x 3 sparsities against LTR
 LEVEL = ALPHA / FAMILY
@@ -45,10 +46,16 @@ def test_boundaries_equal_brute_force_enumeration_of_sign_patterns():
         assert np.all(paths.alpha_spent[0] <= paths.alpha_cumulative + 1e-15)
 
 
-def test_the_one_look_p_value_is_the_exact_enumeration_with_ties():
+def test_the_one_look_p_value_is_the_exact_test_compare_uses():
     # issue 25's example: scipy's float ties dropped patterns and gave 0.039; the exact answer is 14/256
-    assert seq.exact_pvalue([-2, -2, 7, 2, 8, 7, 8, 7]) == 14 / 256
-    assert seq.exact_pvalue([0, 0, 0]) == 1.0
+    d = [-2, -2, 7, 2, 8, 7, 8, 7]
+    assert seq.evaluate(d, [8], 0.5).p_look[0, 0] == exact_sign_flip_pvalue(d) == 14 / 256
+    rng = np.random.default_rng(3)
+    rows = rng.integers(-6, 7, size=(50, 9))  # ties and zeros
+    looks = seq.evaluate(rows, [4, 9], 0.5).p_look
+    for row, (p4, p9) in zip(rows, looks):
+        assert (p4, p9) == (exact_sign_flip_pvalue(row[:4]), exact_sign_flip_pvalue(row))
+    assert seq.evaluate([0, 0, 0], [3], 0.5).p_look[0, 0] == 1.0
     with pytest.raises(ValueError, match="integer differences"):
         seq.evaluate([0.5, 1.0], [2], 0.05)
 
@@ -91,7 +98,8 @@ def test_a_look_uses_only_the_seeds_it_has():
 # ------------------------------------------------------------------------------------------ simulation
 
 SWEEPS = 10_000
-SCENARIOS = ("normal", "t3", "bimodal", "discrete")
+SCENARIOS = ("normal", "t3", "bimodal", "discrete", "diverging")
+EXAMPLES, CLASSES = 200, 10  # the diverging scenarios: counts out of 200 test examples, chance is 20 of them
 
 
 def outcomes(rng, scenario: str, shape) -> np.ndarray:
@@ -102,8 +110,11 @@ def outcomes(rng, scenario: str, shape) -> np.ndarray:
         x = 8 * rng.standard_t(3, shape)
     elif scenario == "bimodal":  # a quarter of the runs collapse to chance (140 examples below), as at 99 %
         x = np.where(rng.random(shape) < 0.25, -140.0, rng.normal(0, 4, shape))
-    else:  # discrete counts with many ties and zero differences: Binomial(200, 0.95)
+    elif scenario == "discrete":  # discrete counts with many ties and zero differences: Binomial(200, 0.95)
         x = rng.binomial(200, 0.95, shape).astype(float)
+    else:  # 15 % of the runs of every method diverge, counted at chance as the driver counts them
+        return counts_with_failures(rng.binomial(EXAMPLES, 0.85, shape), rng.random(shape) < 0.15, EXAMPLES,
+                                    CLASSES)[0]
     return np.round(x).astype(np.int64)
 
 
@@ -134,6 +145,40 @@ def test_family_wise_false_alarms_are_controlled_and_the_naive_rule_is_not(scena
           f"{fwer:.4f}, naive per-look {naive:.4f}, fixed n=20 {fixed:.4f}; bound {bound():.4f}")
     assert fwer <= bound()
     assert naive > bound()
+
+
+@pytest.mark.slow
+def test_a_method_that_diverges_on_hard_seeds_is_not_declared_better():
+    """Both methods B diverge on the hard seeds of a sweep (30 % of seeds, the same for every sparsity) and are 6
+    examples better than the reference wherever they finish: counting the diverged runs at chance, B is far
+    worse (about 41 examples per seed), so a "B better" decision is a false one. The rule on the differences the
+    driver decides on (failed seeds at chance, stats.counts_with_failures) keeps such decisions below alpha;
+    the old rule, where a failed seed dropped out (a zero difference, as failures=exclude), declares B better."""
+    rng = np.random.default_rng(20)
+    shape = (SWEEPS, 3, 3, LOOKS[-1])
+    correct = rng.binomial(EXAMPLES, 0.85, shape)
+    correct[:, :, 1:, :] += 6
+    hard = np.broadcast_to(rng.random((SWEEPS, 1, 1, LOOKS[-1])) < 0.3, shape).copy()
+    hard[:, :, 0, :] = False  # the reference finishes everywhere
+    counted, unit = counts_with_failures(correct, hard, EXAMPLES, CLASSES)
+    assert unit == EXAMPLES
+    d_counted = (counted[:, :, 1:, :] - counted[:, :, :1, :]).reshape(-1, LOOKS[-1])
+    d_dropped = np.where(hard[:, :, 1:, :], 0, correct[:, :, 1:, :] - correct[:, :, :1, :]).reshape(-1, LOOKS[-1])
+    assert d_counted.mean() < -30  # the truth, failures counted: B worse
+
+    def b_better(d):
+        paths = seq.evaluate(d, LOOKS, LEVEL, with_p=False)
+        at = np.maximum(paths.decided_look, 0)
+        wrong = (paths.decided_look >= 0) & (paths.sums[np.arange(len(d)), at] > 0)
+        return wrong.reshape(SWEEPS, FAMILY).any(axis=1).mean(), (paths.decided_look >= 0).mean()
+
+    counted_rate, counted_decided = b_better(d_counted)
+    dropped_rate, _ = b_better(d_dropped)
+    print(f"\ndiverging on hard seeds: a false 'B better' anywhere in the family: failures at chance "
+          f"{counted_rate:.4f} (comparisons decided, all 'A better' but those: {counted_decided:.4f}), failed seeds "
+          f"dropped (the old rule) {dropped_rate:.4f}; bound {bound():.4f}")
+    assert counted_rate <= bound()
+    assert dropped_rate > bound()
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pytest
 import yaml
@@ -203,15 +202,175 @@ def test_a_log_made_under_another_design_is_not_continued(tmp_path):
 
 
 def test_accuracies_that_are_not_counts_are_refused(tmp_path):
-    from orchestrator.run.until_decided import NotDecidable, correct_counts
+    from orchestrator.run.until_decided import NotDecidable, comparisons, paired_differences
 
-    spec = parse_spec(BASE)
-    rows = pd.DataFrame({"selected_test_accuracy": [33 / 64, 0.5001], "stage_key": ["a", "b"]})
-    with pytest.raises(NotDecidable, match="0.5001 of 64 test examples is not a count"):
-        correct_counts(rows, spec)
-    assert correct_counts(rows.iloc[:1], spec).tolist() == [33]
+    spec = parse_spec({**BASE, "store": str(tmp_path / "store")})
+    store = ResultsStore(spec.store)
+    runner = FakeRunner(store, spec.name)
+    plan = look_plan(spec, [(6, ["magnitude", "random", "snip"])])
+    runner(plan)
+    points = store.read("points", spec.name)
+    family = comparisons(spec)
+    # rows without count columns: round(accuracy x the dataset's 64 test examples), where that is exact
+    pairs = paired_differences(points, plan, spec, family, 6)
+    assert pairs.units.tolist() == [64] * 4
+    assert pairs.diffs[0].tolist() == [counts("random", 0.5, s) - counts("magnitude", 0.5, s) for s in range(6)]
     # the store's own count column wins where present (issue 25's selected_test_correct)
-    assert correct_counts(rows.assign(selected_test_correct=[7, 8]), spec).tolist() == [7, 8]
+    counted = points.assign(selected_test_correct=7, test_examples=64)
+    assert not paired_differences(counted, plan, spec, family, 6).diffs.any()
+    bad = points.copy()
+    bad.loc[(bad["method"] == "snip") & (bad["seed"] == 2), "selected_test_accuracy"] = 0.5001
+    with pytest.raises(NotDecidable, match="snip vs magnitude at 0.5: test on float accuracies: they are not whole "
+                                           "counts"):
+        paired_differences(bad, plan, spec, family, 6)
+
+
+# ------------------------------------------------------------------------------------------ failures count
+
+FAIL = {**BASE, "name": "udfail", "methods": [{"kind": "ltr"}, {"kind": "oneshot", "criterion": "snip"}],
+        "until_decided": {"reference": "ltr", "methods": ["snip"], "looks": [6, 8, 10], "alpha": 0.2}}
+CLASSES = 10  # synthetic's default: chance is 6.4 of 64 examples, so counts with a failure are out of 320
+
+
+def fail_counts(method: str, target: float, seed: int) -> int:
+    """snip 5-6 examples better than LTR wherever both finish."""
+    base = 38 + (seed * 5 + int(target * 10)) % 7
+    return base + 5 + seed % 2 if method == "snip" else base
+
+
+class RecordingRunner:
+    """Stands in for the Ray scheduler, committing through the real Recorder (the rows a real run writes: counts,
+    num_classes, and failed/diverged/skipped point rows): the stages labelled in `diverge` diverge, their dependants are
+    skipped as the scheduler skips them."""
+
+    def __init__(self, store: ResultsStore, spec, diverge: set[str]):
+        self.store, self.spec, self.diverge = store, spec, diverge
+
+    def __call__(self, plan):
+        from orchestrator.run.recorder import Recorder
+        from orchestrator.store.health import inspect
+        from orchestrator.run.scheduler import descendants
+
+        state = inspect(self.store, plan, plan.sweep, False)
+        recorder = Recorder(plan, self.spec, self.store, state, {})
+        done, children = self.store.done_keys(plan.sweep), plan.children()
+        # as the driver: a stage that diverged in an earlier submit is not run again, nor what depends on it
+        dead = set().union(*[{k} | descendants(k, children) for k in state.diverged & set(plan.stages)])
+        summary = RunSummary(planned=len(plan.stages), skipped_done=0, not_retried=len(dead))
+        for key, stage in plan.stages.items():
+            if key in done:
+                summary.skipped_done += 1
+                continue
+            if key in dead:
+                continue
+            method, target = stage.meta.get("method"), stage.params.get("target_sparsity")
+            if stage.label in self.diverge:
+                recorder.record(key, {"status": "diverged", "error_type": "diverged", "error": "loss is nan",
+                                      "seconds": 1.0})
+                summary.diverged += 1
+                for d in sorted(descendants(key, children) - done - dead):
+                    recorder.skipped(d, key, "diverged")
+                    dead.add(d)
+                    summary.skipped_after_failure += 1
+                continue
+            point = None
+            if stage.produces_point:
+                c = fail_counts(method, target, stage.seed) if method != "dense" else 50
+                point = {"sparsity": target or 0.0, "test_accuracy": c / 64, "selected_test_accuracy": c / 64,
+                         "test_correct": c, "selected_test_correct": c, "test_examples": 64, "num_classes": CLASSES}
+            recorder.record(key, {"status": "ok", "seconds": 1.0, "point": point})
+            summary.ran += 1
+        return summary
+
+
+def _fail_run(tmp_path, failures: str):
+    block = FAIL["until_decided"] if failures == "chance" else {**FAIL["until_decided"], "failures": failures}
+    spec = parse_spec({**FAIL, "store": str(tmp_path / failures), "until_decided": block})  # chance: the default
+    store = ResultsStore(spec.store)
+    # seed 2: snip at 50 % diverges; seed 4: LTR's level 2 diverges, so its levels up to 90 % are skipped
+    diverge = {"snip s=2 sp=0.5000", "ltr s=4 L=2"}
+    lines: list[str] = []
+    outcome = run(spec, store, RecordingRunner(store, spec, diverge), echo=lines.append)
+    return spec, store, outcome, lines
+
+
+def test_a_diverged_seed_counts_at_chance_in_the_decisions_as_compare_counts_it(tmp_path):
+    from orchestrator.analysis.compare import compare_methods
+
+    spec, store, outcome, lines = _fail_run(tmp_path, "chance")
+    looks = dlog.read_looks(store, spec.name)
+    assert looks[0]["design"]["failures"] == "chance"
+    assert any("2 stage(s) diverged" in line and "counted at chance accuracy" in line for line in lines)
+    first = {r["target_sparsity"]: r for r in looks[0]["comparisons"]}
+    # by hand, look 1 (seeds 0-5) in units of 1/320 of the test set (5 x 64; chance is 32 of them)
+    d = lambda t, s: 5 * (fail_counts("snip", t, s) - fail_counts("ltr", t, s))  # noqa: E731
+    at50 = [d(0.5, s) for s in (0, 1, 3, 5)] + [32 - 5 * fail_counts("ltr", 0.5, 2),
+                                                 5 * fail_counts("snip", 0.5, 4) - 32]
+    at90 = [d(0.9, s) for s in (0, 1, 2, 3, 5)] + [5 * fail_counts("snip", 0.9, 4) - 32]
+    assert (first[0.5]["sum_diff"], first[0.5]["test_examples"]) == (sum(at50), 320)
+    assert (first[0.5]["failed_a"], first[0.5]["failed_b"]) == (1, 1)
+    assert (first[0.9]["sum_diff"], first[0.9]["failed_a"], first[0.9]["failed_b"]) == (sum(at90), 1, 0)
+    assert first[0.5]["mean_diff"] == pytest.approx(sum(at50) / 6 / 320)
+    # the same seeds in `compare`: the same failed counts and the same mean difference
+    points = store.read("points", spec.name)
+    table = compare_methods(points[points["seed"] < 6], "ltr", "snip").set_index("target_sparsity")
+    assert (table.loc[0.5, "failed_a"], table.loc[0.5, "failed_b"], table.loc[0.5, "n"]) == (1, 1, 6)
+    assert table.loc[0.5, "mean_diff"] == pytest.approx(first[0.5]["mean_diff"])
+    # the diverged seeds stay in the decision: snip at 50 % is not declared better on its finished seeds alone
+    latest = outcome.log.latest
+    assert latest[("ltr", "snip", 0.5)]["status"] == dlog.AT_BUDGET
+    assert latest[("ltr", "snip", 0.9)]["verdict"] == "B better"
+    assert "failed A/B" in dlog.format_decisions(outcome.log)
+
+
+def test_failures_exclude_leaves_the_diverged_seeds_out_as_compare_does(tmp_path):
+    from orchestrator.analysis.compare import compare_methods
+
+    spec, store, outcome, _ = _fail_run(tmp_path, "exclude")
+    first = {r["target_sparsity"]: r for r in dlog.read_looks(store, spec.name)[0]["comparisons"]}
+    by_hand = sum(fail_counts("snip", 0.5, s) - fail_counts("ltr", 0.5, s) for s in (0, 1, 3, 5))
+    assert (first[0.5]["sum_diff"], first[0.5]["test_examples"]) == (by_hand, 64)
+    assert (first[0.5]["failed_a"], first[0.5]["failed_b"]) == (1, 1)
+    points = store.read("points", spec.name)
+    table = compare_methods(points[points["seed"] < 6], "ltr", "snip", failures="exclude").set_index(
+        "target_sparsity")
+    assert table.loc[0.5, "n"] == 4 and table.loc[0.5, "mean_diff"] == pytest.approx(by_hand / 4 / 64)
+    # on the finished seeds alone snip is better at 50 % too: the question `exclude` answers
+    assert outcome.log.latest[("ltr", "snip", 0.5)]["verdict"] == "B better"
+    # a log made under the other policy is not continued
+    other = parse_spec({**FAIL, "store": spec.store})
+    with pytest.raises(dlog.DecisionLogError, match="another until_decided design"):
+        run(other, store, RecordingRunner(store, other, set()), echo=lambda *_: None)
+
+
+def test_a_stage_that_failed_with_an_error_decides_nothing(tmp_path):
+    from orchestrator.run.until_decided import NotDecidable
+
+    spec = parse_spec({**FAIL, "store": str(tmp_path / "store")})
+    store = ResultsStore(spec.store)
+
+    def erring(plan):
+        return RunSummary(planned=len(plan.stages), skipped_done=0, failed=1,
+                          failures=["snip s=2 sp=0.5000: failed (error): boom"])
+    with pytest.raises(NotDecidable, match="look 1 \\(6 seeds\\): 1 stage\\(s\\) failed with an error.*\n  snip s=2"):
+        run(spec, store, erring, echo=lambda *_: None)
+    assert dlog.read_looks(store, spec.name) == []
+
+
+def test_submit_until_decided_exits_1_after_a_divergence_with_its_decisions(tmp_path, monkeypatch):
+    import orchestrator.run.until_decided as ud
+
+    spec_dict = {**FAIL, "store": str(tmp_path / "store")}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_dict))
+    spec = parse_spec(spec_dict)
+    store = ResultsStore(spec.store)
+    outcome = run(spec, store, RecordingRunner(store, spec, {"snip s=2 sp=0.5000"}), echo=lambda *_: None)
+    assert outcome.diverged == 1
+    monkeypatch.setattr(ud, "run", lambda *args, **kwargs: outcome)  # the looks ran above, without Ray
+    out = CliRunner().invoke(main, ["submit", str(path), "--until-decided", "--no-progress", "--no-dashboard"])
+    assert out.exit_code == 1
+    assert "sequential decisions" in out.output and "1 stage(s) diverged in this submit" in out.output
 
 
 # ------------------------------------------------------------------------------------------ a real driver, killed

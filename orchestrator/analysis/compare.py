@@ -38,8 +38,9 @@ import pandas as pd
 from orchestrator.analysis.cost_units import COST_COLUMNS, COSTS, DEFAULT_COST
 from orchestrator.analysis.frontier import DENSE, finished, never_finished
 from orchestrator.analysis.stats import (A_BETTER, ADJUSTMENTS, B_BETTER, DEFAULT_ADJUST, DEFAULT_MIN_EFFECT_POINTS, FAILURES,
-                                NO_DIFFERENCE, POWER_SEARCH_LIMIT, TOO_FEW, PairedResult, adjust, mean_interval,
-                                paired_difference, power_level, smallest_rejecting_n)
+                                NO_DIFFERENCE, POWER_SEARCH_LIMIT, TOO_FEW, PairedResult, adjust,
+                                counts_with_failures, mean_interval, paired_difference, power_level,
+                                smallest_rejecting_n)
 from orchestrator.analysis.text_tables import records, render
 
 DEFAULT_METRIC = "selected_test_accuracy"
@@ -132,6 +133,51 @@ def compare_all(points: pd.DataFrame, reference: str, metric: str = DEFAULT_METR
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class PairedCounts:
+    """What `compare` tests for one (sweep, target sparsity) of A and B, seed by seed: seeds (paired, in order),
+    count_a/count_b (correct examples, a failed seed at chance, all out of `unit`; None when the test would run
+    on floats, `why` says why), left_out (failed seeds not counted: failures="exclude"), failed_a/failed_b."""
+
+    sweep: str
+    target: float
+    seeds: list[int]
+    count_a: list[int] | None
+    count_b: list[int] | None
+    unit: int | None
+    left_out: frozenset[int]
+    failed_a: int
+    failed_b: int
+    why: str
+
+
+def paired_counts(points: pd.DataFrame, a: str, b: str, metric: str = DEFAULT_METRIC,
+                  failures: str = "chance") -> list[PairedCounts]:
+    """The counts `compare_methods` tests, one entry per (sweep, target sparsity) it would have a row for: the
+    same pairing, the same failed seeds at chance (or left out), the same counts (`submit --until-decided`
+    decides on these). Raises CompareError as `compare_methods` does."""
+    options = Options(failures=failures)
+    df, failed = _prepared(points, metric, False, options)
+    out = []
+    for g in _pairs(df, failed, str(a), str(b), metric, options):
+        notes = "; ".join(g.notes)
+        # failures="chance" leaves failed seeds out only when chance accuracy is unknown: say so
+        unknown = notes if failures == "chance" and g.left_out else ""
+        if not g.seeds:  # every shared seed failed and was left out: nothing to count
+            out.append(PairedCounts(g.head["sweep"], g.head["target_sparsity"], [], [], [], None,
+                                    frozenset(g.left_out), g.head["failed_a"], g.head["failed_b"], unknown))
+            continue
+        if g.counts is None or not np.all(np.isfinite(g.a) & np.isfinite(g.b)):
+            why = notes if g.counts is None else f"a missing {metric} value"
+            out.append(PairedCounts(g.head["sweep"], g.head["target_sparsity"], g.seeds, None, None, None,
+                                    frozenset(g.left_out), g.head["failed_a"], g.head["failed_b"], why))
+            continue
+        count_a, count_b, unit = g.counts
+        out.append(PairedCounts(g.head["sweep"], g.head["target_sparsity"], g.seeds, list(count_a), list(count_b),
+                                unit, frozenset(g.left_out), g.head["failed_a"], g.head["failed_b"], unknown))
+    return out
+
+
 def _prepared(points: pd.DataFrame, metric: str, all_levels: bool,
               options: Options) -> tuple[pd.DataFrame, pd.DataFrame]:
     options.check()
@@ -181,6 +227,8 @@ class _Group:
     counts: tuple | None
     cost: tuple
     notes: list[str]
+    seeds: list[int]           # the seeds of a, b and counts, in order
+    left_out: set[int]         # failed seeds left out (failures="exclude", or chance accuracy unknown)
 
 
 def _pairs(df: pd.DataFrame, failed: pd.DataFrame, a: str, b: str, metric: str, options: Options) -> list[_Group]:
@@ -201,7 +249,9 @@ def _pairs(df: pd.DataFrame, failed: pd.DataFrame, a: str, b: str, metric: str, 
         fail_a, fail_b = _failed_seeds(lost, a, side_a), _failed_seeds(lost, b, side_b)
         seeds_a, seeds_b = set(side_a.index) | fail_a, set(side_b.index) | fail_b
         shared = sorted(seeds_a & seeds_b)
-        if side_a.empty or side_b.empty or not shared:
+        # A side with no finished seed here still counts when it failed on shared seeds: a method that breaks
+        # on every seed at a sparsity is compared at chance there, not dropped from the table.
+        if (side_a.empty and side_b.empty) or not shared:
             continue
         chance = _chance(group)
         notes = []
@@ -210,8 +260,8 @@ def _pairs(df: pd.DataFrame, failed: pd.DataFrame, a: str, b: str, metric: str, 
             notes.append("failed seeds left out: the store does not record num_classes, so chance accuracy is "
                          "unknown")
             count_fail = False
-        if not count_fail:
-            shared = [s for s in shared if s not in fail_a and s not in fail_b]
+        left_out = set() if count_fail else {s for s in shared if s in fail_a or s in fail_b}
+        shared = [s for s in shared if s not in left_out]
         failed_a, failed_b = sum(s in fail_a for s in seeds_a & seeds_b), sum(s in fail_b for s in seeds_a & seeds_b)
         va, vb = _values(side_a, shared, metric, chance), _values(side_b, shared, metric, chance)
         counts, why = _counts(side_a, side_b, shared, metric, chance)
@@ -230,7 +280,7 @@ def _pairs(df: pd.DataFrame, failed: pd.DataFrame, a: str, b: str, metric: str, 
                 "failed_a": failed_a, "failed_b": failed_b, "failures": options.failures,
                 "mean_a": _mean(va[np.isfinite(va) & np.isfinite(vb)]),
                 "mean_b": _mean(vb[np.isfinite(va) & np.isfinite(vb)])}
-        groups.append(_Group(head, va, vb, counts, cost, notes))
+        groups.append(_Group(head, va, vb, counts, cost, notes, shared, left_out))
     if not groups:
         raise CompareError(_nothing_shared(both, a, b))
     return groups
@@ -255,9 +305,9 @@ def _counts(side_a: pd.DataFrame, side_b: pd.DataFrame, seeds: list[int], metric
     """(count_a, count_b, unit) with every value = count / unit, or (None, why the test runs on floats).
 
     A stored count is used as it is; a row without one (a store older than the counts) gets
-    round(accuracy · examples) only where that reproduces the float accuracy exactly. A failed seed at chance
-    is examples / num_classes correct, so every count is scaled by num_classes to stay an integer."""
-    if metric not in COUNTS:
+    round(accuracy · examples) only where that reproduces the float accuracy exactly. A failed seed is at
+    chance (stats.counts_with_failures)."""
+    if metric not in COUNTS or not seeds:
         return None, ""
     correct_col, examples_col = COUNTS[metric]
     examples, pairs = set(), []
@@ -285,11 +335,12 @@ def _counts(side_a: pd.DataFrame, side_b: pd.DataFrame, seeds: list[int], metric
     if len(examples) != 1:
         return None, "test on float accuracies: the two sides have different example counts"
     n_examples = examples.pop()
-    scale = 1 if None not in pairs else chance
-    if scale is None:
+    failed = [c is None for c in pairs]
+    if any(failed) and chance is None:
         return None, "test on float accuracies: chance accuracy unknown"
-    scaled = [n_examples if c is None else c * scale for c in pairs]
-    return (scaled[:len(seeds)], scaled[len(seeds):], n_examples * scale), ""
+    scaled, unit = counts_with_failures([c or 0 for c in pairs], failed, n_examples, chance or 1)
+    scaled = [int(c) for c in scaled]
+    return (scaled[:len(seeds)], scaled[len(seeds):], unit), ""
 
 
 def _int_or_none(value) -> int | None:

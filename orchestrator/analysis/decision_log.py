@@ -85,7 +85,8 @@ def _p(value) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
-DECISION_HEADER = ["A", "B", "target", "decision", "at look", "seeds", "B−A (pts)", "CI (pts)", "ΣB−A (examples)",
+DECISION_HEADER = ["A", "B", "target", "decision", "at look", "seeds", "failed A/B", "B−A (pts)", "CI (pts)",
+                   "ΣB−A (examples)",
                    "boundary", "p (this look)", "p (stagewise)", "α spent / allowed"]
 
 
@@ -100,7 +101,8 @@ def decision_cells(log: LogState) -> tuple[list[str], list[list[str]], set[int]]
             decision = r["status"]
         ci = "—" if r.get("ci_low") is None else f"[{_points(r['ci_low'])}, {_points(r['ci_high'])}]"
         rows.append([r["method_a"], r["method_b"], f"{r['target_sparsity']:.4f}", decision, str(r["look"]),
-                     str(r["seeds"]), _points(r["mean_diff"]), ci, f"{r['sum_diff']:+d}",
+                     str(r["seeds"]), f"{r.get('failed_a', 0)}/{r.get('failed_b', 0)}", _points(r["mean_diff"]), ci,
+                     f"{r['sum_diff']:+d}",
                      "—" if r["boundary"] is None else f"±{r['boundary']}", _p(r["p_look"]), _p(r["p_stagewise"]),
                      f"{r['alpha_spent']:.3g} / {r['alpha_cumulative']:.3g}"])
     return DECISION_HEADER, rows, {0, 1, 3}
@@ -111,8 +113,14 @@ def describe_design(design: dict) -> str:
     return (f"looks at {', '.join(map(str, design['looks']))} seeds; family-wise α = {design['alpha']:g} over "
             f"{m} comparison(s), Bonferroni: α = {design['alpha'] / m:.3g} each, spent by the O'Brien–Fleming-type "
             f"function (Lan–DeMets); boundaries exact over the sign patterns of the integer differences "
-            f"(correct test examples); the CI is the paired t interval at 1 − α/{m} on the seeds decided at, "
-            f"not adjusted for stopping")
+            f"(correct test examples); {_failures(design)}; the CI is the paired t interval at 1 − α/{m} on the "
+            f"seeds decided at, not adjusted for stopping")
+
+
+def _failures(design: dict) -> str:
+    if design.get("failures", "chance") == "chance":
+        return "a diverged seed counts at chance accuracy"
+    return "diverged seeds left out"
 
 
 def format_decisions(log: LogState, markdown: bool = False) -> str:

@@ -212,8 +212,3 @@ def _evaluate_rows(d: np.ndarray, looks: list[int], alpha_k: np.ndarray, with_p:
 def verdict(sum_diff: int) -> str:
     return B_BETTER if sum_diff > 0 else A_BETTER
 
-
-def exact_pvalue(diffs) -> float:
-    """The exact two-sided sign-flip p-value of the sum of integer differences: one look, all seeds."""
-    d = np.asarray(diffs)
-    return float(evaluate(d, [d.size], 0.5).p_look[0, 0])

@@ -262,6 +262,18 @@ def exact_sign_flip_fraction(diffs: Sequence[int]) -> Fraction:
     return Fraction(extreme, 2 ** len(magnitudes))
 
 
+def counts_with_failures(correct, failed, examples: int, num_classes: int) -> tuple[np.ndarray, int]:
+    """(counts, unit): correct-example counts out of `examples` with every `failed` run at chance (examples /
+    num_classes correct, the accuracy of a model that learned nothing), all as integers out of one unit. The
+    unit is `examples` when the chance count is whole (10 000 / 10), else examples scaled by the least factor
+    that makes it whole. What `compare` and `submit --until-decided` count a failed seed as (FAILURES[0]);
+    vectorised, so simulations count failures through it too."""
+    correct, failed = np.asarray(correct), np.asarray(failed, dtype=bool)
+    scale = num_classes // math.gcd(int(examples), int(num_classes)) if failed.any() else 1
+    unit = int(examples) * scale
+    return np.where(failed, unit // num_classes, correct.astype(np.int64) * scale).astype(np.int64), unit
+
+
 def _as_int(value) -> int:
     if isinstance(value, (int, np.integer)):
         return int(value)

@@ -308,6 +308,10 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
     click.echo(format_decisions(outcome.log))
     click.echo(f"{outcome.stages_ran} stage(s) ran in this submit ({outcome.seconds:.1f} s); "
                f"decision log: {layout_dir(store.location, 'decision log', sweep=spec.name)}")
+    if outcome.diverged:  # as a plain submit: the decisions count them, the exit code says they happened
+        click.echo(f"{outcome.diverged} stage(s) diverged in this submit (counted per until_decided.failures: "
+                   f"{spec.until_decided.failures})", err=True)
+        sys.exit(1)
 
 
 COMMANDS = (validate, plan, submit)

@@ -9,8 +9,13 @@ every comparison is decided or the last look (the seed budget) is analysed.
 Deterministic and resumable: what a look runs and decides depends only on the spec and on the stored results
 of its seeds, never on when the driver ran. A driver killed during a look leaves finished stages stored and
 no log for that look; submitting again skips the stored stages and looks, re-checks each stored look against
-the stored results (a mismatch stops the run: the data under a decision changed), and continues. A look whose
-stages failed or diverged is not decided: the run stops with exit 1 and the pairs that are missing.
+the stored results (a mismatch stops the run: the data under a decision changed), and continues.
+
+Failures count, as in `compare` (the seeds are paired by compare.paired_counts): a seed whose run diverged, or
+was skipped after a divergence, counts at chance accuracy (until_decided.failures: chance, the default) or is
+left out (exclude: a zero difference, which has no sign to flip). A stage that failed with an error is a
+fault, not a result: a resubmit runs it again, so deciding on it could not stay frozen; the look is not
+decided and the run stops with exit 1.
 """
 from __future__ import annotations
 
@@ -56,38 +61,16 @@ def design(spec: SweepSpec) -> dict:
     family = comparisons(spec)
     return {"reference": block.reference, "methods": list(block.methods),
             "sparsities": sorted({c.target for c in family}), "looks": list(block.looks), "alpha": block.alpha,
-            "family": len(family), "correction": "bonferroni", "spending": "obrien-fleming (lan-demets)",
+            "family": len(family), "failures": block.failures, "correction": "bonferroni",
+            "spending": "obrien-fleming (lan-demets)",
             "statistic": "sum of paired differences of correct test examples (selected_test_accuracy)",
             "seeds": list(spec.seeds)}
 
 
 def n_test_examples(spec: SweepSpec) -> int:
-    """How many test examples the sweep's accuracies are fractions of.
-
-    Integration note: where the points carry `selected_test_correct`/`test_examples` (issue 25's count
-    columns), `correct_counts` reads those first; this is the fallback for rows written without them."""
+    """How many test examples the sweep's accuracies are fractions of, from the dataset's descriptor: for rows
+    written without `test_examples` (the count columns are read first)."""
     return spec.dataset.test_size()
-
-
-def correct_counts(rows, spec: SweepSpec) -> np.ndarray:
-    """The correct test examples behind each row's selected_test_accuracy, as int64: the store's count column
-    when the rows have one, else the accuracy times the test-set size, which must be an integer (to 1e-6), or
-    the counts would be guesses."""
-    import pandas as pd
-
-    if "selected_test_correct" in rows.columns and rows["selected_test_correct"].notna().all():
-        return rows["selected_test_correct"].to_numpy(dtype=np.int64)
-    acc = pd.to_numeric(rows["selected_test_accuracy"], errors="coerce").to_numpy(dtype=float)
-    n = (rows["test_examples"].to_numpy(dtype=float) if "test_examples" in rows.columns
-         and rows["test_examples"].notna().all() else np.full(acc.shape, float(n_test_examples(spec))))
-    exact = acc * n
-    counts = np.round(exact)
-    bad = ~np.isfinite(exact) | (np.abs(exact - counts) > 1e-6)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise NotDecidable(f"selected_test_accuracy {float(acc[i])!r} of {n[i]:g} test examples is not a count of "
-                           f"correct examples (stage {rows['stage_key'].iloc[i]})")
-    return counts.astype(np.int64)
 
 
 def active_methods(spec: SweepSpec, undecided: list[Comparison]) -> list[str]:
@@ -111,41 +94,82 @@ def look_plan(spec: SweepSpec, blocks: list[tuple[int, list[str]]]) -> Plan:
     return Plan(spec.name, plan.config, stages)
 
 
-def paired_differences(points, plan: Plan, spec: SweepSpec, family: list[Comparison], n: int) -> np.ndarray:
-    """(comparisons x n) int64: correct examples of B minus A on the first n seeds of the spec, from the finished
-    rows of this plan's stages. Raises NotDecidable naming what is missing."""
-    from orchestrator.analysis.frontier import finished
+@dataclass(frozen=True)
+class Differences:
+    """The paired differences a look decides on: diffs (comparisons x seeds, int64) of correct test examples,
+    B minus A, each row out of units[i] examples (the test-set size; scaled where a failed seed's chance count
+    is not a whole number of examples: stats.counts_with_failures); failed_a/failed_b: seeds that failed,
+    diverged or were skipped on each side (at chance, or left out as a zero difference: until_decided.failures)."""
+    diffs: np.ndarray
+    units: np.ndarray
+    failed_a: np.ndarray
+    failed_b: np.ndarray
+
+
+def paired_differences(points, plan: Plan, spec: SweepSpec, family: list[Comparison], n: int) -> Differences:
+    """The first n seeds of the spec, from this plan's stages, paired as `compare` pairs them
+    (compare.paired_counts: the same counts, the same failed seeds at chance or left out). A seed left out
+    (failures: exclude) is a zero difference: it has no sign to flip, so the test is the one without it.
+    Raises NotDecidable naming what is missing."""
+    import pandas as pd
+
+    from orchestrator.analysis.compare import CompareError, paired_counts
 
     seeds = list(spec.seeds[:n])
-    df = finished(points[points["stage_key"].astype(str).isin(set(plan.stages))], all_levels=False)
-    df = df.assign(_target=df["target_sparsity"].round(_TARGET_DIGITS), _seed=df["seed"].astype(np.int64))
-    methods = {c.method_a for c in family} | {c.method_b for c in family}
-    df = df[df["_seed"].isin(seeds) & df["method"].isin(methods)]
-    df = df.assign(_count=correct_counts(df, spec)) if len(df) else df.assign(_count=np.zeros(0, np.int64))
-    table = {(m, t, s): c for m, t, s, c in zip(df["method"], df["_target"], df["_seed"], df["_count"])}
+    rows = points[points["stage_key"].astype(str).isin(set(plan.stages))]
+    rows = rows[pd.to_numeric(rows["seed"], errors="coerce").isin(seeds)]
+    rows = _with_test_examples(rows, spec)
+    policy = spec.until_decided.failures
+    pairs: dict[tuple[str, str], dict[float, object]] = {}
     out = np.zeros((len(family), n), dtype=np.int64)
+    units, failed_a, failed_b = (np.zeros(len(family), dtype=np.int64) for _ in range(3))
     missing = []
     for i, c in enumerate(family):
+        if (c.method_a, c.method_b) not in pairs:
+            try:
+                found = paired_counts(rows, c.method_a, c.method_b, failures=policy) if len(rows) else []
+            except CompareError as err:
+                raise NotDecidable(f"{c.method_b} vs {c.method_a}: {err}") from None
+            pairs[c.method_a, c.method_b] = {round(p.target, _TARGET_DIGITS): p for p in found}
+        got = pairs[c.method_a, c.method_b].get(c.target)
+        if got is None:
+            missing.append(f"{c.method_b} vs {c.method_a} at {c.target:g}: no seed")
+            continue
+        if got.count_a is None or got.why:
+            raise NotDecidable(f"{c.method_b} vs {c.method_a} at {c.target:g}: {got.why}")
+        count_a, count_b = got.count_a, got.count_b
+        index = {s: j for j, s in enumerate(got.seeds)}
         for j, seed in enumerate(seeds):
-            a, b = table.get((c.method_a, c.target, seed)), table.get((c.method_b, c.target, seed))
-            if a is None or b is None:
-                missing.append(f"{c.method_a if a is None else c.method_b} at {c.target:g} seed {seed}")
-                continue
-            out[i, j] = b - a
+            if seed in index:
+                out[i, j] = count_b[index[seed]] - count_a[index[seed]]
+            elif seed not in got.left_out:  # left out: a zero difference
+                missing.append(f"{c.method_b} vs {c.method_a} at {c.target:g} seed {seed}")
+        # no unit when every seed was left out (all differences zero): the dataset's test-set size
+        units[i], failed_a[i], failed_b[i] = got.unit or n_test_examples(spec), got.failed_a, got.failed_b
     if missing:
         raise NotDecidable(f"{len(missing)} result(s) missing, so the look cannot be decided: "
                            + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
-    return out
+    return Differences(out, units, failed_a, failed_b)
 
 
-def analyse(diffs: np.ndarray, family: list[Comparison], looks: list[int], k: int, spec: SweepSpec,
-            n_test: int) -> list[dict]:
+def _with_test_examples(rows, spec: SweepSpec):
+    """Rows that finished without `test_examples` (written before the count columns) get the dataset's."""
+    import pandas as pd
+
+    have = rows["test_examples"] if "test_examples" in rows.columns else pd.Series(np.nan, index=rows.index)
+    if have[rows["status"].astype(str) == "ok"].notna().all():
+        return rows
+    return rows.assign(test_examples=have.fillna(n_test_examples(spec)))
+
+
+def analyse(pairs: Differences, family: list[Comparison], looks: list[int], k: int, spec: SweepSpec) -> list[dict]:
     """The records of look k (0-based) for the comparisons in `family` (undecided before it), their rows of
     differences holding the first looks[k] seeds."""
     from orchestrator.analysis.stats import t_bounds
 
     block = spec.until_decided
     level = block.alpha / len(comparisons(spec))
+    diffs = pairs.diffs
     paths = sequential.evaluate(diffs, looks, level)
     budget = k == len(looks) - 1
     records = []
@@ -156,7 +180,7 @@ def analyse(diffs: np.ndarray, family: list[Comparison], looks: list[int], k: in
                 f"{int(paths.decided_look[i]) + 1}, but the stored log left it undecided there: the results changed")
         crossed = bool(paths.crossed[i, k])
         s = int(paths.sums[i, k])
-        acc_diff = diffs[i] / n_test
+        acc_diff = diffs[i] / pairs.units[i]
         mean = float(acc_diff.mean())
         low, high = (t_bounds(mean, float(acc_diff.std(ddof=1)), acc_diff.size, 1.0 - level)
                      if acc_diff.size >= 2 else (math.nan, math.nan))
@@ -165,8 +189,9 @@ def analyse(diffs: np.ndarray, family: list[Comparison], looks: list[int], k: in
             "method_a": c.method_a, "method_b": c.method_b, "target_sparsity": c.target, "look": k + 1,
             "seeds": int(looks[k]),
             "status": dlog.DECIDED if crossed else (dlog.AT_BUDGET if budget else dlog.UNDECIDED),
-            "verdict": sequential.verdict(s) if crossed else None, "sum_diff": s, "test_examples": int(n_test),
-            "mean_diff": mean, "ci_low": None if math.isnan(low) else float(low),
+            "verdict": sequential.verdict(s) if crossed else None, "sum_diff": s,
+            "test_examples": int(pairs.units[i]), "failed_a": int(pairs.failed_a[i]),
+            "failed_b": int(pairs.failed_b[i]), "mean_diff": mean, "ci_low": None if math.isnan(low) else float(low),
             "ci_high": None if math.isnan(high) else float(high),
             "boundary": None if boundary < 0 else boundary, "alpha_level": level,
             "alpha_cumulative": float(paths.alpha_cumulative[k]), "alpha_spent": float(paths.alpha_spent[i, k]),
@@ -183,17 +208,21 @@ class Outcome:
     log: dlog.LogState | None = None
     seconds: float = 0.0
     stages_ran: int = 0
+    diverged: int = 0                                   # stages that diverged in this call
 
 
 def run(spec: SweepSpec, store: ResultsStore, run_look, echo=print) -> Outcome:
     """Run and decide look by look. `run_look(plan)` runs the plan's missing stages and returns its RunSummary
-    (driver.run_plan with the CLI's options); a summary with failures stops the run (NotDecidable)."""
+    (driver.run_plan with the CLI's options). A look whose stages diverged is decided with those seeds per
+    until_decided.failures (at chance, or left out), as `compare` counts them; one whose stages failed with an
+    error stops the run (NotDecidable)."""
     import time
 
     block = spec.until_decided
     looks, family, wanted = list(block.looks), comparisons(spec), design(spec)
     stored = dlog.read_looks(store, spec.name)
-    if stored and stored[0]["design"] != wanted:
+    # Logs written before `failures` was a design field never decided a look with a failed seed: either holds.
+    if stored and {"failures": wanted["failures"], **stored[0]["design"]} != wanted:
         raise dlog.DecisionLogError(f"{dlog.look_path(store, spec.name, 1)}: the stored decisions were made under "
                                     f"another until_decided design or seeds; use a new sweep name to start over")
     idle = idle_looks(looks, block.alpha / len(family))
@@ -211,18 +240,23 @@ def run(spec: SweepSpec, store: ResultsStore, run_look, echo=print) -> Outcome:
         if k >= len(stored):
             summary = run_look(plan)
             outcome.stages_ran += summary.ran
-            problems = summary.failed + summary.diverged + summary.not_retried + summary.skipped_after_failure
-            if problems:
-                raise NotDecidable(f"look {k + 1} ({n} seeds): {summary.failed} stage(s) failed, {summary.diverged} "
-                                   f"diverged, {summary.not_retried + summary.skipped_after_failure} not run after a "
-                                   f"failure or divergence; nothing decided at this look"
+            outcome.diverged += summary.diverged
+            if summary.failed:
+                raise NotDecidable(f"look {k + 1} ({n} seeds): {summary.failed} stage(s) failed with an error, "
+                                   f"{summary.skipped_after_failure} skipped after a failure; nothing decided at "
+                                   f"this look (an error is a fault, not a result: submitting again runs them "
+                                   f"again, which a frozen decision could not follow)"
                                    + "".join(f"\n  {f}" for f in summary.failures[:5]))
+            lost = summary.diverged + summary.skipped_after_failure + summary.not_retried
+            if lost:
+                echo(f"look {k + 1} ({n} seeds): {summary.diverged} stage(s) diverged, "
+                     f"{summary.skipped_after_failure + summary.not_retried} not run after a divergence: "
+                     + ("counted at chance accuracy" if block.failures == "chance" else "left out")
+                     + f" (until_decided.failures: {block.failures})")
         points = store.read("points", spec.name)
         if points.empty:
             raise NotDecidable(f"look {k + 1}: no results stored for sweep {spec.name}")
-        diffs = paired_differences(points, plan, spec, undecided, n)
-        n_test = n_test_examples_of(points, plan, spec)
-        records = analyse(diffs, undecided, looks, k, spec, n_test)
+        records = analyse(paired_differences(points, plan, spec, undecided, n), undecided, looks, k, spec)
         if k < len(stored):
             _check_stored(stored[k], records, store, spec.name)
         else:
@@ -245,15 +279,6 @@ def run(spec: SweepSpec, store: ResultsStore, run_look, echo=print) -> Outcome:
 def idle_looks(looks: list[int], level: float) -> list[tuple[int, float]]:
     """(seeds, cumulative alpha) of the looks at which no data can cross: 2 / 2^n > alpha(t_k)."""
     return [(n, float(a)) for n, a in zip(looks, sequential.cumulative_alpha(looks, level)) if 2.0 / 2 ** n > a]
-
-
-def n_test_examples_of(points, plan: Plan, spec: SweepSpec) -> int:
-    """The test-set size behind the accuracies (a column of the rows where present, else the dataset's)."""
-    if "test_examples" in points.columns:
-        values = points.loc[points["stage_key"].astype(str).isin(set(plan.stages)), "test_examples"].dropna()
-        if len(values) and values.nunique() == 1:
-            return int(values.iloc[0])
-    return n_test_examples(spec)
 
 
 def _check_stored(stored: dict, records: list[dict], store: ResultsStore, sweep: str) -> None:

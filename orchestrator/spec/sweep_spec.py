@@ -9,7 +9,7 @@ import json
 import os
 import types
 from pathlib import Path
-from typing import Annotated, Union, get_args, get_origin
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -18,6 +18,7 @@ from orchestrator.analysis.sequential import MAX_SEEDS as MAX_LOOK_SEEDS
 from orchestrator.spec.messages import field_line, format_errors
 from orchestrator.spec.suggest import suggest
 from workers.data.registry import dataset_names, get_dataset_descriptor
+from orchestrator.analysis.stats import FAILURES
 from workers.methods import CONFIGS
 from workers.methods.base import MethodResources
 from workers.methods.oneshot.criteria import CRITERIA
@@ -166,6 +167,9 @@ class UntilDecidedSpec(Strict):
         description=f"seed counts at which the comparisons are analysed, increasing; the last is the seed budget "
                     f"(at most {MAX_LOOK_SEEDS})")
     alpha: float = Field(default=0.05, gt=0, lt=1, description="family-wise error rate over all the comparisons")
+    failures: Literal[FAILURES] = Field(
+        default="chance", description="a seed whose run diverged (or was skipped after a divergence) counts at chance "
+                                      "accuracy, or is left out, as in `compare --failures`")
 
     _distinct_methods = field_validator("methods")(lambda v: _distinct(v, "until_decided methods"))
 
