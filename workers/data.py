@@ -25,7 +25,7 @@ import torch
 
 from workers.data_files import (DataError, cache_dir, dataset_files, default_data_root, fetch_hint,  # noqa: F401
                                 fingerprint)
-from workers.registry import DATASETS
+from workers.registry import DATASETS, PLUGIN_DATASETS
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # Per-channel statistics of the CIFAR-10 training images (pixel values in [0, 1]).
@@ -110,6 +110,8 @@ def dataset_from_config(cfg: dict) -> Dataset:
 
     A file dataset's config carries the fingerprint of the files its stage keys were planned with: files that
     differ now (changed since, or other data under this worker's root) are refused rather than trained on."""
+    if cfg["name"] in PLUGIN_DATASETS:
+        return _plugin_dataset(cfg)
     if cfg.get("content") is not None:
         found = fingerprint(cfg["name"], cfg.get("root"))
         if found != cfg["content"]:
@@ -118,6 +120,46 @@ def dataset_from_config(cfg: dict) -> Dataset:
                             f"the data changed since: submit again to plan with it")
     data = load_dataset(cfg["name"], cfg.get("root"), **cfg.get("options", {}))
     return split_validation(data, float(cfg.get("validation", 0.0)))
+
+
+def _plugin_dataset(cfg: dict) -> Dataset:
+    """A plugin's dataset (workers/plugins.py): its loader's tensors checked, its own validation split kept
+    (else `validation` of the training set held out), its files' content checked against the planned one."""
+    from workers.plugins import PluginError, REGISTERED, validated_options
+
+    name = cfg["name"]
+    entry = PLUGIN_DATASETS[name]
+    label = f"dataset {name} (plugin {REGISTERED[f'dataset:{name}']['module']})"
+    try:
+        options = validated_options(entry, "dataset", name, cfg.get("options", {}), entry["loader"], 0)
+    except PluginError as err:
+        raise DataError(f"{label}: option {err}") from None
+    if cfg.get("content") is not None:
+        found = str(entry["fingerprint"](**options)) if entry["fingerprint"] else None
+        if found != cfg["content"]:
+            raise DataError(f"{label}: its content ({str(found)[:12]}) is not the content this sweep was planned "
+                            f"with ({cfg['content'][:12]}); the data changed since: submit again to plan with it")
+    try:
+        parts = entry["loader"](**options)
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the plugin's failure, on one line naming it
+        from workers.models import _failure
+
+        raise DataError(f"{label}: the loader raised {_failure(err)}") from None
+    if not isinstance(parts, dict) or not {"x_train", "y_train", "x_test", "y_test"} <= set(parts):
+        raise DataError(f"{label}: the loader must return a mapping with x_train, y_train, x_test, y_test "
+                        f"(and optionally x_val, y_val, num_classes)")
+    t = {k: torch.as_tensor(np.asarray(v)) for k, v in parts.items() if k != "num_classes" and v is not None}
+    for k in list(t):
+        t[k] = t[k].float() if k.startswith("x") else t[k].long()
+    labels = torch.cat([t["y_train"], t["y_test"], *([t["y_val"]] if "y_val" in t else [])])
+    num_classes = int(parts.get("num_classes") or int(labels.max()) + 1)
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise DataError(f"{label}: labels must lie in 0..{num_classes - 1}")
+    data = Dataset(name, t["x_train"], t["y_train"], t["x_test"], t["y_test"], num_classes,
+                   tuple(t["x_train"].shape[1:]), x_val=t.get("x_val"), y_val=t.get("y_val"))
+    return data if "x_val" in t else split_validation(data, float(cfg.get("validation", 0.0)))
 
 
 def load_dataset(name: str, root: str | None = None, **options) -> Dataset:

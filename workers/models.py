@@ -19,7 +19,7 @@ from typing import Callable
 from torch import nn
 from torch.nn import functional as F
 
-from workers.registry import unknown_model_options
+from workers.registry import PLUGIN_MODELS, unknown_model_options
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 _BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
@@ -35,10 +35,46 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
 
     Unknown names raise ValueError; unknown options TypeError (listing the known ones).
     """
+    if name in PLUGIN_MODELS:
+        return _plugin_model(name, tuple(int(s) for s in input_shape), int(num_classes), options)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     unknown_model_options(name, options)
     return MODELS[name](tuple(int(s) for s in input_shape), int(num_classes), **options)
+
+
+def _plugin_model(name: str, input_shape: tuple[int, ...], num_classes: int, options: dict) -> nn.Module:
+    """A plugin's model (workers/plugins.py), with the prunable-layer defaults set where its module sets none;
+    whatever goes wrong is one line naming the plugin."""
+    from workers.plugins import PluginError, REGISTERED, validated_options
+
+    entry, plugin = PLUGIN_MODELS[name], REGISTERED[f"model:{name}"]
+    label = f"model {name} (plugin {plugin['module']})"
+    try:
+        checked = validated_options(entry, "model", name, options, entry["builder"], 2)
+    except PluginError as err:
+        raise PluginError(f"{label}: option {err}") from None
+    try:
+        model = entry["builder"](input_shape, num_classes, **checked)
+    except Exception as err:  # noqa: BLE001 - the plugin's failure, on one line naming it
+        raise PluginError(f"{label}: the builder raised {_failure(err)}") from None
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"{label}: the builder returned {type(model).__name__}, not a torch.nn.Module")
+    if not hasattr(model, "output_layer"):
+        linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        model.output_layer = entry["output_layer"] or (linear[-1] if linear else None)
+    if not hasattr(model, "prune_output"):
+        model.prune_output = entry["prune_output"]
+    return model
+
+
+def _failure(err: BaseException) -> str:
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}{': ' + first if first else ''}{at}"
 
 
 def model_options(name: str) -> list[str]:

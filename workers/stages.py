@@ -23,7 +23,8 @@ from torch import nn
 
 from workers import masks
 from workers.data import Dataset
-from workers.methods import RUNNERS, config_from
+from workers import methods
+from workers.methods import config_from
 from workers.methods.base import TRAINING_PREFIX, MethodConfig
 from workers.models import build_model
 from workers.train import Recipe, TrainResult, rewind_to_iterations, seed_for, train
@@ -195,14 +196,17 @@ def runner(kind: str) -> Callable[..., StageResult]:
     """The function that runs a stage kind: a shared one, or the one its method family registered."""
     if kind in SHARED_KINDS:
         return SHARED_KINDS[kind]
-    if kind not in RUNNERS:
-        raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join([*SHARED_KINDS, *RUNNERS])}")
-    module, _, name = RUNNERS[kind].partition(":")
+    if kind not in methods.RUNNERS:
+        raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join([*SHARED_KINDS, *methods.RUNNERS])}")
+    module, _, name = methods.RUNNERS[kind].partition(":")
     return getattr(importlib.import_module(module), name)
 
 
 def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | None = None) -> StageResult:
     """Run one stage; the seconds include everything the stage did (scoring, search, training)."""
+    from workers.plugins import ensure
+
+    ensure(stage["config"].get("plugins"))
     run = runner(stage["kind"])
     tuned = inputs["tuned"]["values"] if "tuned" in inputs else None
     if tuned is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from workers.methods.base import MethodConfig, Planner, SeedStages
 from workers.methods.oneshot.criteria import CRITERIA
@@ -44,3 +44,17 @@ class OneShotMethod(MethodConfig):
 
 
 CONFIGS = (OneShotMethod,)
+BUILT_IN_CRITERIA = tuple(CRITERIA)
+
+
+def use_criteria() -> None:
+    """Make `criterion` accept every criterion registered now (a plugin's too), keeping the Literal that lists
+    them in `--explain` and gives a misspelt one its "did you mean"."""
+    global CONFIGS
+    names = tuple(CRITERIA)
+    if names == BUILT_IN_CRITERIA:
+        CONFIGS = (OneShotMethod,)
+        return
+    field = OneShotMethod.model_fields["criterion"]
+    CONFIGS = (create_model("OneShotMethod", __base__=OneShotMethod, __doc__=OneShotMethod.__doc__,
+                            criterion=(Literal[names], Field(description=field.description))),)
