@@ -143,6 +143,16 @@ def identities(manifest: dict | None, method) -> dict[str, str]:
     return out
 
 
+def used_text(manifest: dict | None, model: str, dataset: str, params: dict) -> str | None:
+    """Which plugins produced a stage's result, for its row's `versions`: its model's and dataset's, and those
+    its method uses (params["plugins"]), each with its identity; None for a stage of built-in things only."""
+    if not manifest:
+        return None
+    keys = [f"model:{model}", f"dataset:{dataset}", *params.get("plugins", {})]
+    things = [manifest["things"][k] for k in dict.fromkeys(keys) if k in manifest["things"]]
+    return "; ".join(f"{t['what']} {t['name']} from {t['module']} {t['identity']}" for t in things) or None
+
+
 def payload(manifest: dict | None) -> dict | None:
     """What a worker needs to import the plugins and check their identities (the plan config's `plugins`)."""
     if not manifest:

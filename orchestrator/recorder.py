@@ -9,6 +9,7 @@ import hashlib
 import json
 from datetime import datetime, timezone
 
+from orchestrator import plugin_set
 from orchestrator.plan import Plan, Stage
 from orchestrator.resume import StoreState
 from orchestrator.spec import SweepSpec
@@ -93,10 +94,17 @@ class Recorder:
             "objective": settings.get("objective"), "model": self.spec.model.name, "dataset": self.spec.dataset.name,
             "dense_test_accuracy": self.dense_accuracy.get(stage.parents.get("dense", key)),
             "marginal_seconds": meta.get("seconds") if ok else None, "standalone_seconds": standalone,
-            "gpu_fraction": self.gpu_fraction.get(key, 0.0), "versions": self.versions,
+            "gpu_fraction": self.gpu_fraction.get(key, 0.0), "versions": self._versions(stage),
             "settings": json.dumps(settings, sort_keys=True) if settings else None,
             "measurements": json.dumps(measurements, sort_keys=True) if measurements else None,
         }
+
+    def _versions(self, stage: Stage) -> str:
+        """The versions the row was produced with, and the plugins (with their identities) where it used any."""
+        used = plugin_set.used_text(self.spec.plugin_manifest(), self.spec.model.name, self.spec.dataset.name,
+                                    stage.params)
+        return self.versions if used is None else json.dumps({**json.loads(self.versions), "plugins": used},
+                                                             sort_keys=True)
 
     def skipped(self, key: str, cause_key: str, cause_status: str) -> None:
         cause = self.plan.stages[cause_key].label

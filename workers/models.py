@@ -69,12 +69,11 @@ def _plugin_model(name: str, input_shape: tuple[int, ...], num_classes: int, opt
 
 
 def _failure(err: BaseException) -> str:
-    import traceback
+    """`Type: message at file:line`, the line in the plugin's own code (as a path inside its code: path)."""
+    from workers.plugins import where_in_plugin
 
-    frames = traceback.extract_tb(err.__traceback__)
-    at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
     first = (str(err).strip().splitlines() or [""])[0]
-    return f"{type(err).__name__}{': ' + first if first else ''}{at}"
+    return f"{type(err).__name__}{': ' + first if first else ''}{where_in_plugin(err)}"
 
 
 def model_options(name: str) -> list[str]:

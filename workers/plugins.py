@@ -51,6 +51,7 @@ class PluginError(ValueError):
 # and the object itself under "obj", never sent anywhere}).
 REGISTERED: dict[str, dict] = {}
 _loading: list[str] = []   # the plugin modules being imported (registrations are attributed to the innermost)
+_CODE: list[str] = []      # the code: paths plugins were imported from in this process (on a worker: Ray's copies)
 
 
 # ------------------------------------------------------------------ the public registration functions
@@ -285,6 +286,7 @@ def import_plugins(modules: list[str], code: list[str]) -> None:
     for root in code_roots(code):
         if root not in sys.path:
             sys.path.append(root)  # after everything else: a user module never shadows a library
+    _CODE.extend(c for c in code if c not in _CODE)
     for module in modules:
         if module in sys.modules and any(e["module"] == module for e in REGISTERED.values()):
             continue
@@ -308,6 +310,18 @@ def _where_it_failed(err: BaseException, code: list[str]) -> str:
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
     at = f"{user[-1].filename}:{user[-1].lineno}: " if user else ""
     return f"{at}{type(err).__name__}" + (f": {message}" if message else "")
+
+
+def where_in_plugin(err: BaseException) -> str:
+    """' at <file>:<line>' of the innermost frame of an exception in plugin code, the file as a path below its
+    code: path's folder (the same on every node, wherever Ray unpacked the code); '' if none is."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if _inside(f.filename, _CODE)]
+    if not frames:
+        return ""
+    path = os.path.realpath(frames[-1].filename)
+    root = next(os.path.realpath(r) for r in code_roots(_CODE)
+                if path.startswith(os.path.realpath(r) + os.sep))
+    return f" at {os.path.relpath(path, root)}:{frames[-1].lineno}"
 
 
 def identity(entry: dict, code: list[str]) -> str:

@@ -1,0 +1,231 @@
+"""Plugins (workers/plugins.py): what a spec may import, what the driver learns without importing torch, the
+plugins' identities in the stage keys, and one-line failures, before anything runs and while it runs."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from orchestrator.driver import run_plan
+from orchestrator.plan import build_plan
+from orchestrator.spec import SpecError, load_spec, parse_spec
+from orchestrator.store import ResultsStore
+from store_cli import orchestrate
+
+SQUARE = '''\
+import torch
+from workers.plugins import register_criterion
+from helpers import power
+
+
+@register_criterion(description="θ², a test criterion")
+def square(s):
+    return {n: power(w, 2) for n, w in s.weights.items()}
+'''
+HELPERS = "def power(w, k):\n    return w ** k\n"
+UNRELATED = "import torch\nfrom workers.plugins import register_criterion\n\n\n" \
+            "@register_criterion(description='|θ|³')\ndef cube(s):\n    return {n: w.abs() ** 3 for n, w in s.weights.items()}\n"
+
+BASE = {
+    "name": "plug",
+    "model": {"name": "mlp", "options": {"hidden": [8]}},
+    "dataset": {"name": "synthetic", "options": {"n_train": 64, "n_test": 32}},
+    "training": {"epochs": 2, "batch_size": 32, "lr": 0.05, "rewind": "1it"},
+    "methods": [{"kind": "ltr"}, {"kind": "oneshot", "criterion": "square", "sanity_checks": ["invert"]},
+                {"kind": "oneshot", "criterion": "cube"}, {"kind": "oneshot", "criterion": "random"}],
+    "sparsities": [0.5, 0.8],
+    "seeds": [0, 1],
+}
+
+
+def plugin_folder(root: Path, files: dict[str, str]) -> Path:
+    code = root / "mycode"
+    code.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (code / name).write_text(text)
+    return code
+
+
+def spec_file(folder: Path, spec: dict) -> Path:
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def square_spec(tmp_path) -> Path:
+    code = plugin_folder(tmp_path, {"square.py": SQUARE, "helpers.py": HELPERS, "cube.py": UNRELATED})
+    return spec_file(tmp_path, {**BASE, "code": [str(code / "square.py"), str(code / "helpers.py"),
+                                                 str(code / "cube.py")], "plugins": ["square", "cube"]})
+
+
+# ---------------------------------------------------------------- what a spec may import
+
+def test_a_spec_never_imports_a_module_outside_its_code_paths(tmp_path):
+    with pytest.raises(SpecError, match=r"plugins: os \(found at .*\) is neither inside a code: path nor part of an "
+                                        r"installed distribution declaring a ticketsweep.plugins entry point"):
+        parse_spec({**BASE, "plugins": ["os"]})
+    path = spec_file(tmp_path, {**BASE, "plugins": ["os"], "store": str(tmp_path / "store")})
+    out = orchestrate("plan", str(path))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_module_beside_a_code_path_but_not_in_it_is_refused(tmp_path):
+    code = plugin_folder(tmp_path, {"square.py": SQUARE, "helpers.py": HELPERS, "other.py": UNRELATED})
+    with pytest.raises(SpecError, match="plugins: other .* is neither inside a code: path"):
+        parse_spec({**BASE, "code": [str(code / "square.py")], "plugins": ["other"]})
+
+
+def test_a_plugin_that_fails_to_import_is_one_line_naming_file_and_line(tmp_path):
+    code = plugin_folder(tmp_path, {"broken.py": "import torch\nx = 1\nraise RuntimeError('boom at import')\n"})
+    path = spec_file(tmp_path, {**BASE, "code": ["mycode/broken.py"], "plugins": ["broken"],
+                                "store": str(tmp_path / "store")})
+    out = orchestrate("validate", str(path))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == f"{path}: plugin broken: {code / 'broken.py'}:3: RuntimeError: boom at import"
+    assert not (tmp_path / "store").exists()
+    (code / "broken.py").write_text("def f(:\n")
+    out = orchestrate("plan", str(path))
+    assert out.returncode == 2 and out.stderr.strip().startswith(f"{path}: plugin broken: {code / 'broken.py'}:1: "
+                                                                 f"SyntaxError"), out.stderr
+
+
+def test_names_that_collide_are_refused(tmp_path):
+    code = plugin_folder(tmp_path, {
+        "mine.py": "from workers.plugins import register_criterion\n\n\n"
+                   "@register_criterion(description='mine')\ndef snip(s):\n    return {}\n",
+        "a.py": "from workers.plugins import register_criterion\nregister_criterion(lambda s: {}, name='twice')\n",
+        "b.py": "from workers.plugins import register_criterion\nregister_criterion(lambda s: {}, name='twice')\n",
+        "m.py": "from workers.plugins import register_model\nregister_model('mlp', lambda i, n: None)\n"})
+    with pytest.raises(SpecError, match=rf"plugin mine: {code / 'mine.py'}:4: criterion 'snip' is a built-in criterion"):
+        parse_spec({**BASE, "code": [str(code / "mine.py")], "plugins": ["mine"]})
+    with pytest.raises(SpecError, match=rf"plugin b: {code / 'b.py'}:2: criterion 'twice' is already registered by "
+                                        rf"plugin a \({code / 'a.py'}:2\)"):
+        parse_spec({**BASE, "code": [str(code / "a.py"), str(code / "b.py")], "plugins": ["a", "b"]})
+    with pytest.raises(SpecError, match=r"plugin m: .*m.py:2: model 'mlp' is a built-in model"):
+        parse_spec({**BASE, "code": [str(code / "m.py")], "plugins": ["m"]})
+
+
+def test_the_driver_learns_the_plugins_without_importing_torch(square_spec):
+    code = ("import sys, json\n"
+            "from orchestrator.spec import load_spec\n"
+            "from orchestrator.plan import build_plan\n"
+            f"spec = load_spec({str(square_spec)!r})\n"
+            "plan = build_plan(spec)\n"
+            "print(json.dumps([len(plan.stages), sorted(m for m in sys.modules if m.split('.')[0] == 'torch')]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    stages, torch_modules = json.loads(out.stdout.strip().splitlines()[-1])
+    assert stages > 0 and torch_modules == []
+
+
+def test_validate_and_plan_say_which_plugin_files_are_imported(square_spec):
+    code = square_spec.parent / "mycode"
+    for verb in ("validate", "plan"):
+        out = orchestrate(verb, str(square_spec), *(["--store", str(square_spec.parent / "s")] if verb == "plan" else []))
+        assert out.returncode == 0, out.stderr
+        assert f"plugins imported: square ({code / 'square.py'}), cube ({code / 'cube.py'})" in out.stdout
+        assert "criterion square from square: sha256:" in out.stdout
+
+
+def test_a_plugin_models_options_are_checked_by_its_own_class(tmp_path):
+    example = Path(__file__).resolve().parent.parent / "examples" / "my_method"
+    spec = yaml.safe_load((example / "spec.yaml").read_text())
+    spec["model"]["options"] = {"channels": 0}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**spec, "code": [str(example / "my_method")]}))
+    with pytest.raises(SpecError, match=rf"^{path}: model.options.channels: Input should be greater than or "
+                                        rf"equal to 1, got 0$"):
+        load_spec(path)
+
+
+# ---------------------------------------------------------------- the store knows the code
+
+def test_stage_keys_carry_each_plugins_identity_and_only_where_it_is_used(square_spec):
+    before = build_plan(load_spec(square_spec))
+    builtin = build_plan(parse_spec({**BASE, "methods": [BASE["methods"][0], BASE["methods"][3]]}))
+    # Stages of built-in methods keep the keys they have in a spec without plugins.
+    same = [k for k, s in before.stages.items() if s.meta.get("method") in (None, "dense", "ltr", "random")]
+    assert sorted(same) == sorted(builtin.stages)
+
+    def changed_by(edit) -> set[str]:
+        edit()
+        after = build_plan(load_spec(square_spec))
+        return {s.label for k, s in before.stages.items() if k not in after.stages}
+
+    code = square_spec.parent / "mycode"
+    square = {s.label for s in before.stages.values() if str(s.meta.get("method", "")).startswith("square")}
+    assert len(square) == 2 * 2 * 2  # 2 seeds × 2 sparsities × (the method and its inverted check)
+    assert changed_by(lambda: None) == set()
+    # An edit of the criterion's file, or of a module of the code paths that it imports, runs its stages again.
+    assert changed_by(lambda: (code / "square.py").write_text(SQUARE + "# edited\n")) == square
+    assert changed_by(lambda: (code / "helpers.py").write_text(HELPERS + "# edited\n")) == square
+    cube = {s.label for s in before.stages.values() if s.meta.get("method") == "cube"}
+    before = build_plan(load_spec(square_spec))
+    assert changed_by(lambda: (code / "cube.py").write_text(UNRELATED + "# edited\n")) == cube
+
+
+# ---------------------------------------------------------------- failures while running
+
+FAULTY = '''\
+import torch
+from workers.plugins import register_criterion
+
+
+@register_criterion(description="flattened scores")
+def flat(s):
+    return {n: w.flatten() for n, w in s.weights.items()}
+
+
+@register_criterion(description="a parameter that does not exist")
+def ghost(s):
+    return {**{n: w.abs() for n, w in s.weights.items()}, "fc9.weight": torch.ones(3)}
+
+
+@register_criterion(description="raises")
+def boom(s):
+    raise ValueError("no scores today")
+'''
+
+
+def test_a_faulty_plugin_criterion_fails_its_stages_on_one_line_and_nothing_else(ray_cluster, tmp_path):
+    code = plugin_folder(tmp_path, {"faulty.py": FAULTY})
+    spec = parse_spec({**BASE, "code": [str(code / "faulty.py")], "plugins": ["faulty"], "seeds": [0],
+                       "sparsities": [0.5], "methods": [{"kind": "oneshot", "criterion": c}
+                                                        for c in ("flat", "ghost", "boom", "magnitude")]})
+    summary = run_plan(build_plan(spec), spec, ResultsStore(str(tmp_path / "store")), progress=False,
+                       echo=lambda *_: None)
+    assert summary.failed == 3
+    points = pd.read_parquet(tmp_path / "store" / "points")
+    by = {str(r.method): r for r in points.itertuples()}
+    assert by["magnitude"].status == "ok" and by["dense"].status == "ok"
+    assert by["flat"].error.startswith("PluginError: criterion flat (plugin faulty): the scores of hidden.0.weight have "
+                                       "shape (320,), its weight (8, 40)")
+    assert by["ghost"].error.startswith("PluginError: criterion ghost (plugin faulty): scored 'fc9.weight', not a "
+                                        "prunable parameter; prunable: hidden.0.weight")
+    assert by["boom"].error.startswith("PluginError: criterion boom (plugin faulty): raised ValueError: no scores "
+                                       "today at faulty.py:17")
+    assert all("\n" not in by[m].error for m in ("flat", "ghost", "boom"))
+    assert {by[m].status for m in ("flat", "ghost", "boom")} == {"failed"}
+    versions = json.loads(by["boom"].versions)
+    assert versions["plugins"].startswith("criterion boom from faulty sha256:")
+    assert "plugins" not in json.loads(by["magnitude"].versions)
+
+
+def test_a_plugin_model_whose_builder_raises_is_one_line_before_anything_runs(tmp_path):
+    code = plugin_folder(tmp_path, {"net.py": "from workers.plugins import register_model\n\n\n"
+                                              "def build(input_shape, num_classes, width=4):\n"
+                                              "    raise ValueError(f'width {width} is too narrow')\n\n\n"
+                                              "register_model('net', build)\n"})
+    path = spec_file(tmp_path, {**BASE, "model": {"name": "net", "options": {"width": 2}}, "code": ["mycode/net.py"],
+                                "plugins": ["net"], "store": str(tmp_path / "store"),
+                                "methods": [{"kind": "oneshot", "criterion": "random"}]})
+    out = orchestrate("submit", str(path), "--no-dashboard", "--no-progress")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == ("model: model net (plugin net): the builder raised ValueError: width 2 is too "
+                                  "narrow at net.py:5")
+    assert not (tmp_path / "store").exists()
