@@ -57,9 +57,10 @@ _ACTIVE: dict = {"code": [], "families": []}
 
 def activate(manifest: dict | None) -> None:
     """Make the driver's registries hold exactly the built-in things and those of `manifest` (None: none)."""
-    from workers import methods, registry
+    from workers import methods, plugins, registry
     from workers.methods.oneshot import criteria
 
+    plugins.REGISTERED.clear()  # a family module imported here registers itself again
     for name in [n for n, c in criteria.CRITERIA.items() if c.plugin is not None]:
         del criteria.CRITERIA[name]
     registry.PLUGIN_MODELS.clear()

@@ -229,3 +229,91 @@ def test_a_plugin_model_whose_builder_raises_is_one_line_before_anything_runs(tm
     assert out.stderr.strip() == ("model: model net (plugin net): the builder raised ValueError: width 2 is too "
                                   "narrow at net.py:5")
     assert not (tmp_path / "store").exists()
+
+
+# ---------------------------------------------------------------- a whole family, tuned, compared, reported
+
+FAMILY = '''\
+"""Magnitude pruning with multiplicative noise, |θ|·(1 + noise·ε): a family with one knob (torch-free here)."""
+from typing import Literal
+
+from pydantic import Field
+
+from workers.methods.base import MethodConfig
+
+RUNNERS = {"noisy_magnitude": "myfam.run:run"}
+
+
+class NoisyMagnitude(MethodConfig):
+    """Magnitude with noise, rewound and retrained."""
+    kind: Literal["noisy_magnitude"]
+    noise: float = Field(default=0.5, ge=0, le=10, description="relative noise on the magnitudes")
+
+    def add_stages(self, seed, plan):
+        for sp in plan.targets:
+            stage = plan.point("noisy_magnitude", seed, self, params={"target_sparsity": sp},
+                               parents={"warmup": seed.warmup.key}, inputs=["warmup"], cost=[seed.warmup.key],
+                               work=plan.retrain_work, label=f"{self.label()} s={seed.seed} sp={sp:.4f}")
+            plan.sanity(self, stage, seed)
+
+
+CONFIGS = (NoisyMagnitude,)
+'''
+FAMILY_RUN = '''\
+import torch
+
+from workers import masks
+from workers.stages import StageResult, generator, measured, method_of, model_with, prunable, retrain
+
+
+def run(stage, inputs, data, on_epoch=None):
+    method, p = method_of(stage), stage["params"]
+    model = model_with(stage, data, inputs["warmup"]["weights"])
+    names = prunable(stage, model)
+    gen = generator(stage, 4)
+    weights = masks.prunable_params(model, names)
+    scores = {n: w.detach().abs() * (1 + method.noise * torch.randn(w.shape, generator=gen)) for n, w in weights.items()}
+    total = sum(w.numel() for w in weights.values())
+    mask = masks.global_topk(scores, masks.keep_count(total, 1 - p["target_sparsity"]), gen, largest=not p["invert"])
+    _, result = retrain(stage, data, inputs["warmup"]["weights"], mask, on_epoch)
+    return StageResult(outputs={"mask": masks.mask_to_cpu(mask)}, point=measured(mask, result), curve=result.curve)
+'''
+FAMILY_PLUGIN = "import myfam\nfrom workers.plugins import register_family\n\nregister_family(myfam)\n"
+
+
+def test_a_plugin_family_is_tuned_sanity_checked_compared_and_reported(ray_cluster, tmp_path):
+    code = tmp_path / "myfam"
+    code.mkdir()
+    (code / "__init__.py").write_text(FAMILY)
+    (code / "run.py").write_text(FAMILY_RUN)
+    (code / "plugin.py").write_text(FAMILY_PLUGIN)
+    spec_dict = {**BASE, "code": ["myfam"], "plugins": ["myfam.plugin"], "seeds": [0, 1], "sparsities": [0.5, 0.8],
+                 "store": str(tmp_path / "store"), "training": {**BASE["training"], "epochs": 3},
+                 "methods": [{"kind": "ltr"},
+                             {"kind": "noisy_magnitude", "sanity_checks": ["shuffle", "invert"],
+                              "tune": {"noise": {"uniform": [0.0, 1.0]}}}],
+                 "tuning": {"configurations": 2, "sparsities": [0.5], "grace_period": 1}}
+    path = spec_file(tmp_path, spec_dict)
+    with pytest.raises(SpecError, match=r"methods.0: tune.noise: 11 is not a valid noise \(Input should be less "):
+        parse_spec({**spec_dict, "code": [str(code)], "methods": [
+            {"kind": "noisy_magnitude", "tune": {"noise": {"uniform": [0.0, 11.0]}}}]})
+    spec = load_spec(path)
+    plan = build_plan(spec)
+    summary = run_plan(plan, spec, ResultsStore(spec.store), progress=False, echo=lambda *_: None)
+    assert summary.failed == 0 and summary.ran == len(plan.stages)
+    points = pd.read_parquet(tmp_path / "store" / "points")
+    methods = set(points["method"].astype(str))
+    assert {"noisy_magnitude[tuned]", "noisy_magnitude[tuned]+shuffle", "noisy_magnitude[tuned]+invert"} <= methods
+    tuned = points[points["method"] == "noisy_magnitude[tuned]"]
+    assert (tuned["status"] == "ok").all() and json.loads(tuned["versions"].iloc[0])["plugins"].startswith(
+        "family noisy_magnitude from myfam.plugin sha256:")
+    trials = pd.read_parquet(tmp_path / "store" / "tuning")
+    assert len(trials) == 2 and trials["chosen"].sum() == 1
+    out = orchestrate("compare", str(path), "ltr", "noisy_magnitude[tuned]")
+    assert out.returncode == 0 and "noisy_magnitude[tuned]" in out.stdout, out.stderr
+    out = orchestrate("results", "--spec", str(path))
+    assert out.returncode == 0 and "noisy_magnitude[tuned]+shuffle" in out.stdout, out.stderr
+    out = orchestrate("report", str(path), "-o", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "family noisy_magnitude from myfam.plugin sha256:" in page

@@ -65,7 +65,7 @@ def register_criterion(fn: Callable | None = None, *, name: str | None = None, d
         label = name or f.__name__
         if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
             raise PluginError(f"{_caller()}: criterion {label}: rounds must be a positive integer, got {rounds!r}")
-        _claim("criterion", label, _criteria.CRITERIA, f)
+        _claim("criterion", label, [n for n, c in _criteria.CRITERIA.items() if c.plugin is None], f)
         _criteria.CRITERIA[label] = _criteria.Criterion(label, f, description or (f.__doc__ or label).strip(),
                                                         bool(needs_data), rounds, plugin=_module_of(f))
         REGISTERED["criterion:" + label].update(description=_criteria.CRITERIA[label].description,
@@ -88,7 +88,7 @@ def register_model(name: str, builder: Callable, *, options: type | None = None,
     `prune_output` attributes win over these."""
     _check_callable(builder, "model", name)
     _check_options(options, "model", name)
-    _claim("model", name, registry.model_names(), builder)
+    _claim("model", name, registry.MODEL_NAMES, builder)
     entry = {"builder": builder, "options": options, "output_layer": output_layer, "prune_output": bool(prune_output)}
     registry.PLUGIN_MODELS[name] = entry
     REGISTERED["model:" + name].update(options=_option_fields(options, builder, 2), output_layer=output_layer,
@@ -110,7 +110,7 @@ def register_dataset(name: str, loader: Callable, *, train_size: int, options: t
         _check_callable(fingerprint, "dataset", name)
     if not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1:
         raise PluginError(f"{_caller()}: dataset {name}: train_size must be a positive integer, got {train_size!r}")
-    _claim("dataset", name, registry.dataset_names(), loader)
+    _claim("dataset", name, registry.DATASETS, loader)
     registry.PLUGIN_DATASETS[name] = {"loader": loader, "options": options, "fingerprint": fingerprint}
     REGISTERED["dataset:" + name].update(options=_option_fields(options, loader, 0), train_size=train_size)
 
@@ -134,7 +134,8 @@ def register_family(family) -> None:
         if kind not in runners or ":" not in str(runners[kind]):
             raise PluginError(f"{where}: {family.__name__}.RUNNERS has no 'module:function' for kind {kind}")
     for config in configs:
-        _claim("family", methods.kind_of(config), methods.KINDS, family, what_word="method kind")
+        built_in = [methods.kind_of(c) for f in methods.BUILT_IN for c in f.CONFIGS]
+        _claim("family", methods.kind_of(config), built_in, family, what_word="method kind")
         REGISTERED["family:" + methods.kind_of(config)].update(family=family.__name__,
                                                               runners=sorted({str(r).split(":")[0]
                                                                               for r in runners.values()}))
