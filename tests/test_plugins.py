@@ -317,3 +317,47 @@ def test_a_plugin_family_is_tuned_sanity_checked_compared_and_reported(ray_clust
     assert out.returncode == 0, out.stderr
     page = (tmp_path / "report" / "report.md").read_text()
     assert "family noisy_magnitude from myfam.plugin sha256:" in page
+
+
+# ---------------------------------------------------------------- the example a researcher copies
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "my_method"
+
+
+def _ran(out: subprocess.CompletedProcess) -> int:
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [x for x in (out.stdout + out.stderr).splitlines() if "stage(s) ran" in x or "nothing to run" in x]
+    assert line, out.stdout + out.stderr
+    return int(line[-1].split()[0]) if "stage(s) ran" in line[-1] else 0
+
+
+def test_the_example_runs_from_outside_the_repo_and_an_edit_reruns_only_its_stages(tmp_path):
+    import shutil
+
+    example = tmp_path / "my_method"
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("store", "glyphs.npz", "__pycache__"))
+    subprocess.run([sys.executable, "make_data.py"], cwd=example, check=True, capture_output=True)
+    spec = yaml.safe_load((example / "spec.yaml").read_text())
+    # The trimmed budget: the example's spec with fewer epochs, one sparsity and two seeds.
+    spec.update(training={**spec["training"], "epochs": 2, "milestones": []}, sparsities=[0.8], seeds=[0, 1])
+    (example / "ci.yaml").write_text(yaml.safe_dump(spec))
+    run = tmp_path / "elsewhere"
+    run.mkdir()
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=run, capture_output=True,
+                              text=True, timeout=900)
+
+    planned = len(build_plan(load_spec(example / "ci.yaml")).stages)
+    assert _ran(cli("submit", str(example / "ci.yaml"), "--no-dashboard", "--no-progress")) == planned
+    assert _ran(cli("submit", str(example / "ci.yaml"), "--no-dashboard", "--no-progress")) == 0
+    with open(example / "my_method" / "criterion.py", "a") as f:
+        f.write("# an edit\n")
+    assert _ran(cli("submit", str(example / "ci.yaml"), "--no-dashboard", "--no-progress")) == 2  # obd: 2 seeds
+    points = pd.read_parquet(example / "store" / "points")
+    assert set(points.loc[points["status"] != "ok", "method"].astype(str)) == set()
+    out = cli("compare", str(example / "ci.yaml"), "--reference", "ltr", "--all")
+    assert out.returncode == 0 and "obd" in out.stdout and "cts_reverse_kl" in out.stdout, out.stderr
+    out = cli("report", str(example / "ci.yaml"), "-o", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    assert "criterion obd from my_method.criterion sha256:" in (tmp_path / "report" / "report.md").read_text()
