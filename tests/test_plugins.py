@@ -361,3 +361,61 @@ def test_the_example_runs_from_outside_the_repo_and_an_edit_reruns_only_its_stag
     out = cli("report", str(example / "ci.yaml"), "-o", str(tmp_path / "report"))
     assert out.returncode == 0, out.stderr
     assert "criterion obd from my_method.criterion sha256:" in (tmp_path / "report" / "report.md").read_text()
+
+
+# ---------------------------------------------------------------- shipped to other nodes
+
+TWO_NODES = textwrap.dedent('''
+    import json, socket, sys
+    import pandas as pd
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+    from orchestrator.cluster import WORKER_NICENESS
+    from orchestrator.driver import run_plan
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import load_spec
+    from orchestrator.store import ResultsStore
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dashboard_port = s.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_port": dashboard_port,
+                                                            "_system_config": {"worker_niceness": WORKER_NICENESS}})
+    worker_node = cluster.add_node(num_cpus=2)
+    spec = load_spec(sys.argv[1])
+    summary = run_plan(build_plan(spec), spec, ResultsStore(spec.store), address=cluster.address, progress=False,
+                       echo=lambda *_: None)
+
+    @ray.remote(num_cpus=1)
+    def importable():
+        import importlib.util
+        return importlib.util.find_spec("square") is not None, ray.get_runtime_context().get_node_id()
+
+    plain = ray.get(importable.remote())  # a task without the sweep's runtime env, on the worker node
+    placed = {a["node_id"] for a in list_actors(filters=[("class_name", "=", "TrialActorBody")])}
+    points = pd.read_parquet(spec.store + "/points")
+    print(json.dumps({"ran": summary.ran, "failed": summary.failed, "placed": sorted(placed),
+                      "worker_node": worker_node.node_id, "plain": plain,
+                      "status": sorted(set(points["status"])), "methods": sorted(set(points["method"].astype(str)))}))
+    ray.shutdown()
+    cluster.shutdown()
+''')
+
+
+def test_plugin_code_reaches_the_other_node_only_through_the_runtime_env(tmp_path):
+    code = plugin_folder(tmp_path / "src", {"square.py": SQUARE, "helpers.py": HELPERS})
+    path = spec_file(tmp_path, {**BASE, "code": [str(code / "square.py"), str(code / "helpers.py")],
+                                "plugins": ["square"], "seeds": [0], "sparsities": [0.5],
+                                "store": str(tmp_path / "store"),
+                                "methods": [{"kind": "oneshot", "criterion": "square"}]})
+    run = tmp_path / "driver"  # the driver's folder: not the plugin's, so nothing makes it importable but Ray
+    run.mkdir()
+    out = subprocess.run([sys.executable, "-c", TWO_NODES, str(path)], cwd=run, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["failed"] == 0 and result["ran"] == 4  # init, warm-up, dense, square
+    assert result["placed"] == [result["worker_node"]]  # the head has no CPU: every trial ran on the other node
+    assert result["plain"] == [False, result["worker_node"]]
+    assert result["status"] == ["ok"] and result["methods"] == ["dense", "square"]

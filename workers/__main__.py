@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     inputs = {role: torch.load(path, map_location="cpu", weights_only=True) for role, path in paths.items()}
     try:
-        ensure(stage["config"].get("plugins"))
+        ensure(stage["config"].get("plugins"), shipped=False)
     except PluginError as err:
         print(str(err), file=sys.stderr)
         return 2

@@ -393,18 +393,20 @@ def describe(modules: list[str], code: list[str], uses: dict | None = None) -> d
 
 # ------------------------------------------------------------------ in workers
 
-def ensure(plugins: dict | None) -> None:
+def ensure(plugins: dict | None, shipped: bool = True) -> None:
     """Before a stage runs in a worker: import the sweep's plugins (once per process) and check that each thing
     a stage may use has the identity the sweep was planned with, so a worker never runs other code than the
-    keys name. `plugins` is the plan's `config["plugins"]` (None: the sweep uses none)."""
+    keys name. `plugins` is the plan's `config["plugins"]` (None: the sweep uses none). On Ray (`shipped`) the
+    code comes only from the runtime env the driver gave the actor; without Ray (`python -m workers`, the
+    driver's input check) from the spec's own `code:` paths."""
     if not plugins:
         return
-    local = [p for p in plugins.get("code", []) if os.path.exists(p)]  # the driver's own paths: a local run
+    local = [] if shipped else [p for p in plugins.get("code", []) if os.path.exists(p)]
     for root in code_roots(local):
         if root not in sys.path:
             sys.path.append(root)
-    # Where each plugin resolves on this node first (Ray's copy, when the runtime env shipped one).
-    code = list(dict.fromkeys(_shipped(plugins["modules"]) + local))
+    # Where each plugin resolves here first (on Ray: the runtime env's copy).
+    code = list(dict.fromkeys(_shipped(plugins.get("code", [])) + local))
     import_plugins(plugins["modules"], code)
     for key, planned in plugins.get("things", {}).items():
         entry = REGISTERED.get(key)
@@ -417,17 +419,20 @@ def ensure(plugins: dict | None) -> None:
                               f"source the sweep was planned with ({planned['identity'][:19]}): submit again")
 
 
-def _shipped(modules: list[str]) -> list[str]:
-    """The `code:` paths as Ray's runtime env unpacked them on this node: each plugin's top-level package
-    folder (or module file), found on sys.path."""
+def _shipped(code: list[str]) -> list[str]:
+    """Where the `code:` paths (the driver's) resolve on this node: each package folder or module file by its
+    name, found on sys.path (on Ray: where the runtime env unpacked it)."""
     out = []
-    for module in modules:
+    for path in code:
+        name = Path(path).name[:-3] if path.endswith(".py") else Path(path).name
         try:
-            spec = importlib.util.find_spec(module.split(".")[0])
+            spec = importlib.util.find_spec(name)
         except (ImportError, ValueError):
             spec = None
-        if spec is not None and (spec.origin or spec.submodule_search_locations):
-            out.append(spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin)
+        if spec is not None and spec.submodule_search_locations:
+            out.append(list(spec.submodule_search_locations)[0])
+        elif spec is not None and spec.origin:
+            out.append(spec.origin)
     return out
 
 

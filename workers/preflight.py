@@ -17,7 +17,7 @@ def problem(dataset: dict, model: dict, plugins: dict | None = None) -> str | No
     from workers.plugins import PluginError, ensure
 
     try:
-        ensure(plugins)
+        ensure(plugins, shipped=False)
     except PluginError as err:
         return str(err)
     try:

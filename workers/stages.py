@@ -204,9 +204,6 @@ def runner(kind: str) -> Callable[..., StageResult]:
 
 def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | None = None) -> StageResult:
     """Run one stage; the seconds include everything the stage did (scoring, search, training)."""
-    from workers.plugins import ensure
-
-    ensure(stage["config"].get("plugins"))
     run = runner(stage["kind"])
     tuned = inputs["tuned"]["values"] if "tuned" in inputs else None
     if tuned is not None:
