@@ -36,7 +36,7 @@ def submit_detached(spec_path: str, store_location: str | None, address: str | N
         api = jobs.client(address)  # an unreachable or refusing cluster fails before the store is touched
         store.check_writable()      # the job's record goes there: fail before the cluster runs anything
         extra = (["--take-over"] if take_over else []) + (["--retry-diverged"] if retry_diverged else [])
-        record = jobs.submit(api, spec_path, spec.name, location, extra)
+        record = jobs.submit(api, spec_path, spec.name, location, extra, code=spec.code)
     except jobs.JobBusy as err:
         click.echo(str(err), err=True)
         sys.exit(SWEEP_BUSY)
