@@ -167,7 +167,7 @@ def render(spec_path: str, image: str, gpu_image: str | None, store_location: st
                                     gcp_service_account=gcp_service_account, auth_secret=auth_secret,
                                     worker_cpus=worker_cpus, worker_memory_gb=worker_memory_gb)
     try:
-        text = k8s_render.to_yaml(k8s_render.render(spec_path, spec, opts), spec_path)
+        text = k8s_render.to_yaml(k8s_render.render(spec_path, spec, opts), spec_path, k8s_render.plugin_note(spec))
     except k8s_render.RenderError as err:
         fail(str(err))
     if output is None:
