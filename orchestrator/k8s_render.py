@@ -173,7 +173,7 @@ def plugin_files(spec_path: str, spec: SweepSpec) -> list[tuple[str, bytes]]:
     out = []
     for path, rel in layout:
         files = [(path, rel)] if os.path.isfile(path) else [
-            (os.path.join(folder, f), os.path.relpath(os.path.join(folder, f), os.path.dirname(path)))
+            (os.path.join(folder, f), os.path.relpath(os.path.join(folder, f), path))
             for folder, dirs, names in os.walk(path) if not dirs.sort() and "__pycache__" not in folder
             for f in sorted(names) if not f.endswith(".pyc")]
         for local, inner in files:
