@@ -131,14 +131,15 @@ def register_family(family) -> None:
         if not (isinstance(config, type) and issubclass(config, MethodConfig)) or "kind" not in config.model_fields:
             raise PluginError(f"{where}: {family.__name__}.CONFIGS: {config!r} is not a MethodConfig with a kind")
         kind = methods.kind_of(config)
-        if kind not in runners or ":" not in str(runners[kind]):
-            raise PluginError(f"{where}: {family.__name__}.RUNNERS has no 'module:function' for kind {kind}")
+        if kind not in runners or not (callable(runners[kind]) or ":" in str(runners[kind])):
+            raise PluginError(f"{where}: {family.__name__}.RUNNERS has no runner for kind {kind} (a function, or "
+                              f"'module:function')")
     for config in configs:
         built_in = [methods.kind_of(c) for f in methods.BUILT_IN for c in f.CONFIGS]
         _claim("family", methods.kind_of(config), built_in, family, what_word="method kind")
-        REGISTERED["family:" + methods.kind_of(config)].update(family=family.__name__,
-                                                              runners=sorted({str(r).split(":")[0]
-                                                                              for r in runners.values()}))
+        # The runners' modules are part of the family's identity (a function's: where it is defined).
+        REGISTERED["family:" + methods.kind_of(config)].update(family=family.__name__, runners=sorted(
+            {r.__module__ if callable(r) else str(r).split(":")[0] for r in runners.values()}))
     methods.add_family(family)
 
 
@@ -341,7 +342,10 @@ def source_digest(modules: list[str], code: list[str]) -> str:
     the `code:` paths they import, transitively (read statically: nothing runs)."""
     roots = code_roots(code)
     finder = ModuleFinder(path=roots)
+    tops = {Path(c).name[:-3] if c.endswith(".py") else Path(c).name for c in code}
     for module in modules:
+        if module.split(".")[0] not in tops:
+            continue  # not the user's code (e.g. a family reusing a built-in runner): ticketsweep's version covers it
         try:
             finder.import_hook(module)
         except ImportError as err:
