@@ -143,6 +143,27 @@ def test_a_plugin_models_options_are_checked_by_its_own_class(tmp_path):
         load_spec(path)
 
 
+def test_an_installed_distribution_declaring_the_entry_point_is_a_plugin_named_by_its_version(tmp_path,
+                                                                                            monkeypatch):
+    site = tmp_path / "site"
+    (site / "cubic_prune").mkdir(parents=True)
+    (site / "cubic_prune" / "__init__.py").write_text(UNRELATED)
+    info = site / "cubic_prune-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cubic-prune\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text("[ticketsweep.plugins]\ncubic = cubic_prune\n")
+    monkeypatch.syspath_prepend(str(site))
+    spec = parse_spec({**BASE, "plugins": ["cubic_prune"], "methods": [{"kind": "oneshot", "criterion": "cube"}]})
+    assert spec.plugin_manifest()["things"]["criterion:cube"]["identity"] == "cubic-prune==1.2.3"
+    plan = build_plan(spec)
+    assert {s.params["plugins"]["criterion:cube"] for s in plan.stages.values() if s.kind == "oneshot"} == \
+        {"cubic-prune==1.2.3"}
+    # Without the entry point the same installed package is not a plugin.
+    (info / "entry_points.txt").write_text("[console_scripts]\ncubic = cubic_prune:main\n")
+    with pytest.raises(SpecError, match="plugins: cubic_prune .* is neither inside a code: path"):
+        parse_spec({**BASE, "plugins": ["cubic_prune"], "methods": [{"kind": "oneshot", "criterion": "cube"}]})
+
+
 # ---------------------------------------------------------------- the store knows the code
 
 def test_stage_keys_carry_each_plugins_identity_and_only_where_it_is_used(square_spec):
