@@ -205,7 +205,7 @@ def plan_of(spec: dict):
 
 
 def load_data(spec: dict, device: str):
-    from workers.data import load_dataset
+    from workers.data.dataset import load_dataset
 
     cfg = spec["dataset"]
     return load_dataset(cfg["name"], cfg.get("root"), **cfg.get("options", {})).to(device)
@@ -217,7 +217,7 @@ def run_chain(spec: dict, device: str) -> list[tuple[str, str, float, float | No
     Raises if a stage hands on a tensor that is not on the CPU (outputs travel through Ray's object store)."""
     import torch
 
-    from workers.stages import run_stage
+    from workers.stages.dispatch import run_stage
 
     plan = plan_of(spec)
     data = load_data(spec, device)
@@ -260,17 +260,17 @@ def chain_summary(done: list[tuple[str, str, float, float | None]]) -> str:
 
 
 def time_epochs(model_name: str, data, batch_size: int, epochs: int, seed: int = 0) -> float:
-    """Seconds per epoch of `workers.train.train` after a warm-up of 20 iterations (cuDNN picks its
+    """Seconds per epoch of `workers.training.loop.train` after a warm-up of 20 iterations (cuDNN picks its
     algorithms then); synchronised only around the timed region."""
     import torch
 
     from workers.models import build_model
-    from workers.train import Recipe, train
+    from workers.training.loop import Recipe, train
 
     device = data.x_train.device
     torch.manual_seed(seed)
     model = build_model(model_name, data.input_shape, data.num_classes).to(device)
-    recipe = Recipe(epochs=epochs + 1, batch_size=batch_size, lr=0.05, eval_every=10 ** 6)
+    recipe = Recipe(epochs=epochs + 1, batch_size=batch_size, lr=0.05, eval_every=100_000)  # no evaluation
     ipe = recipe.iterations_per_epoch(len(data.x_train))
     train(model, data, recipe, seed, 0, min(20, ipe), evaluate_at_end=False)
     _sync(device)
@@ -321,7 +321,7 @@ def forward_errors(model, x) -> dict[str, float]:
     """Relative error of the logits of one eval-mode forward pass in each half precision vs fp32 (TF32 off)."""
     import torch
 
-    from workers.train import autocast_for
+    from workers.training.loop import autocast_for
 
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -346,7 +346,7 @@ def part_precision(sizes: Sizes) -> Callable[[Runner], None]:
         import torch
 
         from workers.models import build_model
-        from workers.train import Recipe, train
+        from workers.training.loop import Recipe, train
 
         data = load_data({"dataset": synthetic(sizes.precision_train, 2048, [3, 32, 32], noise=1.0)}, "cuda")
         torch.manual_seed(0)
@@ -408,12 +408,12 @@ class BenchTrial(TrialActorBody):
         import torch
 
         from workers.models import build_model
-        from workers.train import Recipe, train
+        from workers.training.loop import Recipe, train
 
         self.data = self._dataset(dataset)
         torch.manual_seed(seed)
         self.model = build_model("resnet20", self.data.input_shape, self.data.num_classes).to(self.device)
-        self.recipe = Recipe(epochs=10 ** 6, batch_size=batch_size, lr=0.05, eval_every=10 ** 6)
+        self.recipe = Recipe(epochs=100_000, batch_size=batch_size, lr=0.05, eval_every=100_000)  # no evaluation
         self.seed = seed
         train(self.model, self.data, self.recipe, seed, 0, 20, evaluate_at_end=False)
         _sync(self.device)
@@ -421,7 +421,7 @@ class BenchTrial(TrialActorBody):
 
     def timed_steps(self, iterations: int) -> tuple[float, float]:
         """(start, end) wall-clock time of `iterations` training steps, comparable across processes."""
-        from workers.train import train
+        from workers.training.loop import train
 
         _sync(self.device)
         start = time.time()

@@ -19,8 +19,8 @@ from orchestrator.driver import run_plan
 from orchestrator.plan import build_plan
 from orchestrator.spec import load_spec
 from orchestrator.store import ResultsStore
-from workers.data import dataset_from_config
-from workers.stages import run_stage
+from workers.data.dataset import dataset_from_config
+from workers.stages.dispatch import run_stage
 
 
 def sequential(plan) -> float:

@@ -73,21 +73,29 @@ def _resolve(address: str, label: str) -> tuple[str, str]:
     return recorded, f"{label} ({recorded}, from {path})"
 
 
-def connect(address: str | None, dashboard: bool = True, num_cpus: int | None = None) -> tuple[str | None, bool]:
-    """(dashboard URL, whether we started the cluster). Joins `address`/$RAY_ADDRESS, else starts a private one."""
+def connect(address: str | None, dashboard: bool = True, num_cpus: int | None = None,
+            metrics: bool = False) -> tuple[str | None, bool]:
+    """(dashboard URL, whether we started the cluster). Joins `address`/$RAY_ADDRESS, else starts a private one.
+
+    `metrics`: a private cluster collects metrics and its node's exporter serves them on loopback (see
+    metrics_url); a joined cluster exports metrics as it was started."""
     if ray.is_initialized():
         return None, False
     label = f"--address {address}" if address else f"RAY_ADDRESS {os.environ.get('RAY_ADDRESS')}"
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         return _join(*_resolve(address, label)), False
-    # Nothing reads a private cluster's metrics, and Ray serves them without its token to any local user:
-    # the dashboard agent's exporter is off with metrics collection, the other two servers by their ports.
+    # Ray serves metrics without its token to any local user: unless asked for (`metrics`), the dashboard
+    # agent's exporter is off with metrics collection; the other two servers (the dashboard's and the
+    # autoscaler's own) are always off, by their ports. Asked for, the agent's exporter binds the node's
+    # address, which is loopback here: readable by local users, never from the network.
     # Ray's INFO lines (its retries while the node registers, "Started a local Ray instance") stay out of
     # the terminal: submit prints the dashboard's address itself, and a start that fails is one line.
     kwargs = dict(include_dashboard=dashboard, log_to_driver=False, num_cpus=num_cpus,
                   logging_level=logging.WARNING, _node_ip_address=LOOPBACK,
-                  _system_config={"worker_niceness": WORKER_NICENESS, "enable_metrics_collection": False})
+                  _system_config={"worker_niceness": WORKER_NICENESS, "enable_metrics_collection": metrics})
+    if metrics:
+        kwargs["_metrics_export_port"] = _free_port()
     if dashboard:
         # No fixed port: another Ray on this machine may hold 8265.
         kwargs.update(dashboard_host=LOOPBACK, dashboard_port=_free_port())
@@ -332,6 +340,15 @@ def _quiet_ray():
             yield
     finally:
         logger.setLevel(level)
+
+
+def metrics_url() -> str | None:
+    """The Prometheus endpoint of the node this driver runs on, as Ray registered it (connected only)."""
+    here = ray.util.get_node_ip_address()
+    for node in ray.nodes():
+        if node.get("Alive") and node.get("NodeManagerAddress") == here and node.get("MetricsExportPort"):
+            return f"http://{here}:{node['MetricsExportPort']}/metrics"
+    return None
 
 
 def _dashboard_url(ctx) -> str | None:

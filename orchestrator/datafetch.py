@@ -1,4 +1,5 @@
-"""`orchestrate data fetch`: download MNIST or CIFAR-10 into a data root, verified, unpacked atomically.
+"""`orchestrate data fetch`: download a file dataset (its descriptor's manifest) into a data root, verified,
+unpacked atomically.
 
 Archives download into `<root>/.ticketsweep-partial/` (same filesystem as the root, so a later rename is
 atomic); an interrupted download stays there and the next fetch resumes it with an HTTP Range request (or
@@ -19,11 +20,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from workers.data_files import LAYOUTS
+from workers.data.registry import Archive, Manifest, dataset_names, get_dataset_descriptor
 
 PARTIAL_DIR = ".ticketsweep-partial"
 _CHUNK = 1 << 16
@@ -39,62 +39,16 @@ class FetchError(Exception):
         self.bad_input = bad_input
 
 
-@dataclass(frozen=True)
-class Archive:
-    name: str
-    size: int | None = None
-    sha256: str | None = None
-    md5: str | None = None
+def fetchable() -> list[str]:
+    """The registered datasets `fetch` downloads: those whose descriptor has a manifest."""
+    return [n for n in dataset_names() if get_dataset_descriptor(n).manifest is not None]
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """What to download and where the loader (workers/data.py) looks for it."""
-    dataset: str
-    mirrors: tuple[str, ...]       # base URLs, tried in order; a file's URL is base + archive name
-    archives: tuple[Archive, ...]
-    target: str                    # directory under the root that the unpacked files go to
-    required: tuple[str, ...]      # files whose presence means the dataset is there
-    unpack: str                    # "keep": the archives are the files (idx .gz); "tar": extract target/ from it
-    gz_ok: bool = False            # a required file may also be present as <name>.gz
-
-
-# Sizes and checksums as published. MNIST: MD5s from torchvision's MNIST resource list, SHA-256s from the
-# TensorFlow Datasets checksum file for the CVDF mirror (the same bytes on every mirror). CIFAR-10: the MD5
-# on https://www.cs.toronto.edu/~kriz/cifar.html and the SHA-256 that Keras's cifar10.load_data checks.
-MANIFESTS: dict[str, Manifest] = {
-    "mnist": Manifest(
-        dataset="mnist",
-        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
-                 "https://storage.googleapis.com/cvdf-datasets/mnist/",
-                 "http://yann.lecun.com/exdb/mnist/"),
-        archives=(
-            Archive("train-images-idx3-ubyte.gz", 9912422,
-                    "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-                    "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-            Archive("train-labels-idx1-ubyte.gz", 28881,
-                    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-                    "d53e105ee54ea40749a09fcbcd1e9432"),
-            Archive("t10k-images-idx3-ubyte.gz", 1648877,
-                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-                    "9fb629c4189551a2d022fa330f9573f3"),
-            Archive("t10k-labels-idx1-ubyte.gz", 4542,
-                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-                    "ec29112dd5afa0611ce80d1b7f02629c"),
-        ),
-        target="MNIST/raw",
-        required=LAYOUTS["mnist"].required,
-        unpack="keep", gz_ok=True),
-    "cifar10": Manifest(
-        dataset="cifar10",
-        mirrors=("https://www.cs.toronto.edu/~kriz/",),
-        archives=(Archive("cifar-10-python.tar.gz", 170498071,
-                          "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-                          "c58f30108f718f92721af3b95e74349a"),),
-        target="cifar-10-batches-py",
-        required=LAYOUTS["cifar10"].required,
-        unpack="tar"),
-}
+def manifest_of(name: str) -> Manifest:
+    """The registered dataset's download manifest; FetchError (bad input) for a dataset with none."""
+    if name not in fetchable():
+        raise FetchError(f"unknown dataset {name!r}; fetchable: {', '.join(fetchable())}", bad_input=True)
+    return get_dataset_descriptor(name).manifest
 
 
 def _mb(n: float) -> str:
@@ -128,9 +82,7 @@ def fetch(name: str, root: str | Path, url: str | None = None, manifest: Manifes
     `manifest` replaces the published one (tests serve small archives with their own checksums).
     """
     if manifest is None:
-        if name not in MANIFESTS:
-            raise FetchError(f"unknown dataset {name!r}; fetchable: {', '.join(MANIFESTS)}", bad_input=True)
-        manifest = MANIFESTS[name]
+        manifest = manifest_of(name)
     if url and url.split("://", 1)[0].lower() not in ("http", "https", "file"):
         raise FetchError(f"--url {url}: expected an http://, https:// or file:// URL", bad_input=True)
     root = Path(root).expanduser()

@@ -72,24 +72,33 @@ def _todo(plan: Plan, state: resume.StoreState, retry_diverged: bool) -> tuple[l
     return todo, blocked
 
 
-def _prepare(spec: SweepSpec, preflight, joining: bool, address: str | None, dashboard: bool):
+def _prepare(spec: SweepSpec, preflight, joining: bool, address: str | None, dashboard: bool, metrics: bool):
     """Before any stage runs: the input check, and the resources the stages need against what the cluster
     has. Joins a cluster we did not start (what it has is only known from inside it); a private one is
     checked against this machine, then started. Returns (dashboard url, whether we started Ray)."""
     if preflight is not None:
         preflight()
     if joining:
-        url, started = cluster.connect(address, dashboard=dashboard)
+        url, started = cluster.connect(address, dashboard=dashboard, metrics=metrics)
         cluster.check_resources(shapes_by_source(spec), ray.cluster_resources())
         return url, started
     cluster.check_resources(shapes_by_source(spec), cluster.local_resources())
     # Started before anything is written: a submit whose cluster does not start leaves the store as it was.
-    return cluster.connect(None, dashboard=dashboard)
+    return cluster.connect(None, dashboard=dashboard, metrics=metrics)
+
+
+def metrics_line(started: bool) -> str:
+    """Where `submit --metrics` finds the sweep's metrics: the node's Prometheus endpoint."""
+    if not started:
+        return ("--metrics: this cluster was not started by this submit; it exports metrics (the sweep's "
+                "included) as it was started")
+    return (f"Ray metrics (Prometheus): {cluster.metrics_url()}  (loopback only, no token: any user of this "
+            f"machine can read them; docs/watching.md)")
 
 
 def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | None = None,
              progress: bool = True, echo=print, preflight=None, take_over: bool = False,
-             retry_diverged: bool = False, dashboard: bool = True) -> RunSummary:
+             retry_diverged: bool = False, dashboard: bool = True, metrics: bool = False) -> RunSummary:
     """Run every stage of `plan` that the store does not hold yet. Starts Ray only if there is work.
 
     `preflight()` runs only when there is work, before Ray starts or anything is written (the CLI checks
@@ -105,7 +114,7 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
     joining = bool(address or os.environ.get("RAY_ADDRESS")) or ray.is_initialized()
     url, started, prepared = None, False, bool(todo)
     if todo:
-        url, started = _prepare(spec, preflight, joining, address, dashboard)
+        url, started = _prepare(spec, preflight, joining, address, dashboard, metrics)
     lease = Lease(store, plan.sweep)
     try:
         store.check_writable()
@@ -128,7 +137,7 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
         if not todo:
             return summary
         if not prepared:  # work that only the look under the lease found: check inputs and resources now
-            url, started = _prepare(spec, preflight, joining, address, dashboard)
+            url, started = _prepare(spec, preflight, joining, address, dashboard, metrics)
         stored = len(state.done & set(plan.stages))
         if stored:
             echo(f"resuming: {stored} of {len(plan.stages)} stages already stored, {len(todo)} to run"
@@ -138,10 +147,14 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
         summary.dashboard_url = url
         if url:
             echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")
+        if metrics:
+            echo(metrics_line(started))
         from orchestrator.progress import Progress
+        from orchestrator.sweep_metrics import SweepMetrics
 
         reporter = Progress(plan.sweep, [(plan.stages[k].kind, plan.stages[k].work) for k in todo],
-                            tty=sys.stderr.isatty(), echo=echo, bar=progress, parallel=spec.resources.max_concurrent)
+                            tty=sys.stderr.isatty(), echo=echo, bar=progress, parallel=spec.resources.max_concurrent,
+                            metrics=SweepMetrics(plan.sweep))
         recorder = Recorder(plan, spec, store, state, {k: s[1] for k, s in shapes.items()})
         scheduler = Scheduler(plan, todo, state.done, shapes, TrialActor, store.location, recorder,
                               spec.resources.max_concurrent, spec.resources.max_retries, reporter, lease,

@@ -4,7 +4,7 @@ The key of a stage is computed in exactly one place (`stage_key`): a hash of the
 output (the method's typed configuration among them), its parents' keys and the code version. Resources, the
 store location, the data root and cosmetic labels are not in it, so re-submitting a spec resumes it and adding
 seeds or sparsities runs only what is missing. The data's content is: a file dataset's fingerprint
-(`workers/data_files.py`; `sweep_plan` reads it), a generated dataset's options.
+(`workers/data/files.py`; `sweep_plan` reads it), a generated dataset's options.
 
 The planner adds each seed's shared stages (init, warm-up, dense) and asks every method entry to add its own
 (`MethodConfig.add_stages`, in `workers/methods/`); sanity checks are extra stages it adds for any method.
@@ -18,15 +18,10 @@ from dataclasses import dataclass, field
 from orchestrator import plugin_set
 from orchestrator.spec import SweepSpec
 from workers.methods.base import MethodConfig
-from workers.registry import REWIND_PATTERN
 
 # Bump when the meaning of stored results changes, so old results are not reused for new code.
 # 3: keys hash each method's typed configuration; curves and rows carry validation metrics.
 CODE_VERSION = "3"
-
-# Training-set sizes, only for the work estimate shown by `validate`/`plan`.
-_TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "cifar10": 50000}
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -107,16 +102,6 @@ def stage_key(kind: str, seed: int, params: dict, parents: dict[str, str], confi
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def _epochs_of_rewind(spec: SweepSpec) -> float:
-    num, unit = REWIND_PATTERN.match(spec.training.rewind).groups()
-    if unit == "ep":
-        return float(num)
-    plugin = plugin_set.things_of(spec.plugin_manifest(), "dataset").get(spec.dataset.name)
-    n = plugin["train_size"] if plugin else _TRAIN_SIZES.get(spec.dataset.name,
-                                                             int(spec.dataset.options.get("n_train", 256)))
-    return int(num) * spec.training.batch_size / n
-
-
 @dataclass(frozen=True)
 class SeedStages:
     seed: int
@@ -155,7 +140,7 @@ class Planner:
         self.init_config = {"model": model, "dataset": dataset}
         self.train_config = {"model": model, "dataset": {**dataset, **split}, "training": training}
         self.prune_config = {**self.train_config, "prune_output": spec.prune_output}
-        self.warmup_work = _epochs_of_rewind(spec)
+        self.warmup_work = spec.training.rewind_epochs(spec.dataset.train_size())
         self.retrain_work = spec.training.epochs - self.warmup_work
         # Every stage hashes one of these three configs: each is encoded once, not once per stage.
         self._config_json = {id(c): canonical(c) for c in (self.init_config, self.train_config, self.prune_config)}
@@ -276,8 +261,8 @@ def build_plan(spec: SweepSpec, data_content: str | None = None) -> Plan:
 def sweep_plan(spec: SweepSpec) -> Plan:
     """The plan whose keys name the sweep's results: for mnist and cifar10, the fingerprint of the files under
     the spec's data root is part of every key (cached per file: a stat when nothing changed). Raises
-    workers.data_files.DataError when those files are missing or unreadable."""
-    from workers.data_files import fingerprint
+    workers.data.files.DataError when those files are missing or unreadable."""
+    from workers.data.files import fingerprint
 
     if spec.dataset.name in plugin_set.things_of(spec.plugin_manifest(), "dataset"):
         return build_plan(spec, spec.plugin_manifest().get("dataset_content"))

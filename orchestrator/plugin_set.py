@@ -57,14 +57,20 @@ _ACTIVE: dict = {"code": [], "families": []}
 
 def activate(manifest: dict | None) -> None:
     """Make the driver's registries hold exactly the built-in things and those of `manifest` (None: none)."""
-    from workers import methods, plugins, registry
+    from workers import methods, plugins
+    from workers.data import registry as datasets
     from workers.methods.oneshot import criteria
+    from workers.models import registry as models
 
+    for key in plugins.REGISTERED:
+        what, name = key.split(":", 1)
+        if what == "model":
+            models.remove_model_descriptor(name)
+        elif what == "dataset":
+            datasets.remove_dataset_descriptor(name)
     plugins.REGISTERED.clear()  # a family module imported here registers itself again
     for name in [n for n, c in criteria.CRITERIA.items() if c.plugin is not None]:
         del criteria.CRITERIA[name]
-    registry.PLUGIN_MODELS.clear()
-    registry.PLUGIN_DATASETS.clear()
     methods.reset()
     _forget_modules(_ACTIVE["code"])
     _ACTIVE.update(code=[], families=[])
@@ -76,9 +82,16 @@ def activate(manifest: dict | None) -> None:
             criteria.CRITERIA[name] = criteria.Criterion(name, _runs_in_workers(name), thing["description"],
                                                          thing["needs_data"], thing["rounds"], plugin=thing["module"])
         elif what == "model":
-            registry.PLUGIN_MODELS[name] = {"describe": thing}
-        elif what == "dataset":
-            registry.PLUGIN_DATASETS[name] = {"describe": thing}
+            models.register_model_descriptor(models.ModelDescriptor(
+                name, thing["description"] or f"plugin {thing['module']}", _runs_in_workers(name),
+                _described_options(name, thing["options"])))
+        elif what == "dataset" and "test_size" in thing:  # the spec's dataset: its facts for the spec's options
+            datasets.register_dataset_descriptor(datasets.DatasetDescriptor(
+                name, thing["description"] or f"plugin {thing['module']}", _runs_in_workers(name),
+                thing["train_size"], tuple(thing["input_shape"]), thing["num_classes"], thing["test_size"],
+                _described_options(name, thing["options"])))
+        if what in ("model", "dataset"):
+            plugins.REGISTERED[key] = {**thing, "obj": None}
     methods.oneshot.use_criteria()
     _ACTIVE["code"] = list(manifest["code"])
     families = sorted({t["family"] for t in manifest["things"].values() if t["what"] == "family"})
@@ -88,9 +101,23 @@ def activate(manifest: dict | None) -> None:
 
 
 def _runs_in_workers(name: str):
-    def score(_):
-        raise RuntimeError(f"criterion {name} is a plugin: it scores in workers, which import it")
-    return score
+    def run(*_, **__):
+        raise RuntimeError(f"{name} is a plugin's: it runs in workers, which import the plugin")
+    return run
+
+
+def _described_options(name: str, fields: list[dict]) -> type:
+    """The options of a plugin's model or dataset as the driver knows them: their names, defaults and
+    descriptions (the child process validated the values with the plugin's own class)."""
+    from typing import Any
+
+    from pydantic import Field, create_model
+
+    from workers.strict import Strict
+
+    return create_model(f"{name}_options", __base__=Strict, **{
+        f["name"]: (Any, Field(... if f["required"] else f["default"], description=f["description"]))
+        for f in fields})
 
 
 def _import_families(families: list[str], manifest: dict) -> None:

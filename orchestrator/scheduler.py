@@ -11,7 +11,10 @@ store bounded by the work in flight, however many seeds a sweep has.
 
 Every running stage is pinged (a trial actor answers from a second thread while it runs a stage): a stage
 silent for longer than its hang limit, or an actor that stops answering, is declared `hung`, its actor killed
-and replaced, and the stage retried within the same bound as a lost one.
+and replaced, and the stage retried within the same bound as a lost one. The pings are actor calls like any
+other, but Ray records no task events for them: they would otherwise be most of the job's tasks in the
+dashboard (one per running stage per second). The answer also carries the stage's last epoch, for the
+progress display and the sweep's metrics.
 """
 from __future__ import annotations
 
@@ -211,6 +214,7 @@ class Scheduler:
             stage.payload(self.plan.config), list(stage.inputs), *parents)
         self.inflight[meta_ref] = Running(key, actor, out_ref, heard_at=self.clock())
         self._hand_over(key)
+        self.progress.stage_started(key, stage.label, stage.kind, stage.meta.get("method"))
 
     def _start_tune(self, key: str) -> None:
         for actors in self.idle.values():
@@ -275,12 +279,14 @@ class Scheduler:
             except (RayActorError, ActorDiedError):
                 continue  # the actor died: its stage's own reference reports it
             running.heard_at, running.silent_s, running.answered = t, float(beat["silent_s"]), True
+            if beat.get("epoch") is not None:
+                self.progress.stage_epoch(running.key, *beat["epoch"])
             self.answering.add(running.actor)
             running.slowest_epoch_s = max(running.slowest_epoch_s, float(beat["slowest_epoch_s"]))
         hung = []
         for meta_ref, running in self.inflight.items():
             if running.ping is None:
-                running.ping = running.actor.heartbeat.remote()
+                running.ping = running.actor.heartbeat.options(enable_task_events=False).remote()
             # Silent as last reported, plus however long the actor has not answered since.
             silent = max(running.silent_s, 0.0) + (t - running.heard_at)
             started = running.answered or running.actor in self.answering
@@ -308,6 +314,7 @@ class Scheduler:
     def _failed_attempt(self, key: str, error_type: str, message: str, summary: RunSummary) -> None:
         """A lost or hung attempt is a row of its own; the stage runs again until the retry bound."""
         self.retries[key] = self.retries.get(key, 0) + 1
+        self.progress.stage_stopped(key)
         t = now()
         meta = {"status": "failed", "error_type": error_type, "started_at": t, "finished_at": t,
                 "error": f"{message} (attempt {self.retries[key]} of {self.max_retries + 1})"}
@@ -357,7 +364,8 @@ class Scheduler:
         self.recorder.record(key, meta)
         stage = self.plan.stages[key]
         self.progress.stage_done(stage.label, stage.kind, status, float(meta.get("seconds") or 0.0),
-                                 (meta.get("point") or {}).get("test_accuracy"), stage.work)
+                                 (meta.get("point") or {}).get("test_accuracy"), stage.work, key=key,
+                                 method=stage.meta.get("method"))
         if status == "ok":
             return
         if status == "diverged":
@@ -376,7 +384,8 @@ class Scheduler:
                 self.recorder.skipped(d, key, "diverged" if status == "diverged" else "failed")
                 summary.skipped_after_failure += 1
                 skipped = self.plan.stages[d]
-                self.progress.stage_done(skipped.label, skipped.kind, "skipped", 0.0, None, skipped.work)
+                self.progress.stage_done(skipped.label, skipped.kind, "skipped", 0.0, None, skipped.work, key=d,
+                                         method=skipped.meta.get("method"))
 
     def _close(self, key: str) -> None:
         """`key` will not run again in this run: its seed may leave the window once all its stages have."""

@@ -12,16 +12,21 @@ from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model, field_validator, model_validator
+from pydantic import (BaseModel, Field, PrivateAttr, ValidationError, ValidationInfo, create_model, field_validator,
+                      model_validator)
 
 from orchestrator import plugin_set
 from orchestrator.sequential import MAX_SEEDS as MAX_LOOK_SEEDS
 from orchestrator.spec_messages import field_line, format_errors
+from orchestrator.suggest import suggest
 from workers import methods
+from workers.data.registry import dataset_names, get_dataset_descriptor
 from workers.methods import CONFIGS
-from workers.methods.base import MethodResources, Strict
-from workers.registry import (DATASETS, MODEL_NAMES, PLUGIN_MODELS, REWIND_PATTERN, dataset_names, model_names,
-                              unknown_model_options)
+from workers.methods.base import MethodResources
+from workers.methods.oneshot.criteria import CRITERIA
+from workers.models.registry import get_model_descriptor, model_names
+from workers.strict import Strict
+from workers.training.recipe import REWIND_PATTERN, Recipe
 
 
 class SpecError(ValueError):
@@ -34,94 +39,76 @@ MAX_YAML_VALUES = 100_000     # values after YAML aliases are expanded (an alias
 MAX_SEED = 2 ** 31 - 1
 
 
-def _registered(value: str, registry, what: str) -> str:
-    if value not in registry:
-        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(registry)}")
+def _registered(value: str, names: tuple[str, ...], what: str) -> str:
+    if value not in names:
+        raise ValueError(f"unknown {what} {value!r}" + suggest(value, names, list_known=True))
     return value
+
+
+def _valid_options(descriptor, options: dict, what: str) -> dict:
+    """The options as written (the stage keys hash them so), once the descriptor's typed options accept them."""
+    try:
+        descriptor.options.model_validate(options)
+    except ValidationError as err:
+        problems = format_errors(err, f"{what} {descriptor.name}", descriptor.options).splitlines()
+        raise ValueError("; ".join(problems)) from None
+    return options
+
+
+def _checked_options(get_descriptor, what: str):
+    """The validator of an entry's `options`: the registered descriptor its `name` gives accepts them."""
+    def check(options: dict, info: ValidationInfo) -> dict:
+        name = info.data.get("name")  # absent when the name itself was refused
+        return options if name is None else _valid_options(get_descriptor(name), options, what)
+    return field_validator("options")(check)
+
+
+_OPTION_VALUES = dict[str, int | float | str | bool | list[int]]
 
 
 class ModelSpec(Strict):
     """Which network to train."""
-    name: str = Field(description=f"model registry name, one of {', '.join(MODEL_NAMES)}")
-    options: dict[str, int | float | str | bool | list[int]] = Field(
-        default_factory=dict, description="keyword arguments of the model builder, e.g. hidden: [300, 100]")
+    name: str = Field(description="a registered model: `validate --explain` lists them under `models`, each with "
+                                  "its options")
+    options: _OPTION_VALUES = Field(default_factory=dict, description="the model's options, e.g. hidden: [300, 100]")
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
         return _registered(v, model_names(), "model")
 
-    @model_validator(mode="after")
-    def _options_exist(self) -> "ModelSpec":
-        # A misspelt option would otherwise fail every stage at run time; values are checked there. A plugin
-        # model's options were checked by its own class, in the child process that imported it.
-        if self.name in PLUGIN_MODELS:
-            return self
-        try:
-            unknown_model_options(self.name, self.options)
-        except TypeError as err:
-            raise ValueError(f"options: {err}") from None
-        return self
+    _options = _checked_options(get_model_descriptor, "model")
 
 
 class DatasetSpec(Strict):
     """Which data to train and test on."""
-    name: str = Field(description=f"dataset registry name, one of {', '.join(DATASETS)}")
-    root: str | None = Field(default=None, description="data root for mnist/cifar10 (orchestrate data fetch fills it); "
-                                                       "None means $TICKETSWEEP_DATA, else ~/.cache/ticketsweep/data; "
+    name: str = Field(description="a registered dataset: `validate --explain` lists them under `datasets`, each "
+                                  "with its options")
+    root: str | None = Field(default=None, description="data root of a dataset read from files (orchestrate data "
+                                                       "fetch fills it); None means $TICKETSWEEP_DATA, else "
+                                                       "~/.cache/ticketsweep/data; "
                                                        "a location only: stage keys hash the files' content, so "
                                                        "changed files run again and the same files elsewhere do not")
-    options: dict[str, int | float | str | bool | list[int]] = Field(
-        default_factory=dict, description="keyword arguments of the loader (synthetic: n_train, n_test, ...)")
+    options: _OPTION_VALUES = Field(default_factory=dict, description="the dataset's options, e.g. n_train: 512")
     validation: float = Field(
         default=0.1, ge=0, lt=1,
         description="fraction of the training set held out for validation (stratified, the same examples for every "
-                    "seed and method); results report the evaluation with the best validation accuracy; 0: none, "
-                    "the last evaluation is reported")
+                    "seed and method; a dataset with an official validation split uses it instead); results report "
+                    "the evaluation with the best validation accuracy; 0: none, the last evaluation is reported")
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
         return _registered(v, dataset_names(), "dataset")
 
+    _options = _checked_options(get_dataset_descriptor, "dataset")
 
-class TrainingSpec(Strict):
-    """The training recipe shared by every method (dense, retraining after pruning, LTR levels)."""
-    epochs: int = Field(gt=0, le=100_000, description="training length T in epochs")
-    batch_size: int = Field(default=128, gt=0, le=1 << 20, description="mini-batch size")
-    optimizer: Literal["sgd", "adam"] = Field(default="sgd", description="sgd (with momentum) or adam")
-    lr: float = Field(default=0.1, gt=0, le=1e4, description="initial learning rate")
-    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
-    nesterov: bool = Field(default=False, description="Nesterov momentum for SGD")
-    weight_decay: float = Field(default=0.0, ge=0, le=1, description="L2 weight decay (coupled, as torch SGD)")
-    milestones: list[int] = Field(default_factory=list, description="epochs at which the lr is multiplied by gamma")
-    gamma: float = Field(default=0.1, gt=0, le=10, description="lr decay factor at each milestone")
-    rewind: str = Field(default="0it", description="rewind point k: '500it' (iterations) or '9ep' (epochs)")
-    grad_clip: float | None = Field(default=None, gt=0, le=1e6, description="global grad-norm clip; none by default")
-    eval_every: int = Field(default=1, gt=0, le=100_000,
-                            description="evaluate (validation and test) every this many epochs, and at the end")
-    loss_reduction: Literal["mean", "sum"] = Field(
-        default="mean", description="cross-entropy over a batch: mean, or sum (the CTS authors' recipe; scales the gradient by the batch size)")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        default="fp32", description="training forward pass: fp32, or bf16/fp16 autocast on CUDA (fp16 with loss scaling); needs gpus_per_trial > 0")
+    def train_size(self) -> int:
+        """The training-set size (before the validation split), for work estimates."""
+        return get_dataset_descriptor(self.name).train_size_for(self.options)
 
-    @field_validator("rewind")
-    @classmethod
-    def _rewind(cls, v: str) -> str:
-        if not REWIND_PATTERN.match(v):
-            raise ValueError(f"rewind must look like '500it' or '9ep', got {v!r}")
-        return v.strip()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "TrainingSpec":
-        if any(m <= 0 or m >= self.epochs for m in self.milestones):
-            raise ValueError(f"milestones must lie strictly between 0 and epochs={self.epochs}")
-        if sorted(self.milestones) != self.milestones:
-            raise ValueError("milestones must be increasing")
-        num, unit = REWIND_PATTERN.match(self.rewind).groups()
-        if unit == "ep" and int(num) >= self.epochs:
-            raise ValueError(f"rewind {self.rewind} is not before the end of training ({self.epochs} epochs)")
-        return self
+    def test_size(self) -> int:
+        return get_dataset_descriptor(self.name).test_size_for(self.options)
 
 
 _KINDS = [c.model_fields["kind"].annotation.__args__[0] for c in CONFIGS]
@@ -225,7 +212,7 @@ class SweepSpec(Strict):
                        "in the working directory")
     model: ModelSpec
     dataset: DatasetSpec
-    training: TrainingSpec
+    training: Recipe
     prune_output: bool | None = Field(default=None, description="prune the output layer (default: per model)")
     methods: list[MethodSpec] = Field(min_length=1, max_length=1000,
                                       description=f"method entries; kind is one of {', '.join(_KINDS)}")
@@ -308,7 +295,7 @@ class SweepSpec(Strict):
                                          f"{', '.join('training.' + k for k in TUNABLE_RECIPE)}")
                     for value in dimension.extremes():
                         try:
-                            TrainingSpec.model_validate({**self.training.model_dump(), name: value})
+                            Recipe.model_validate({**self.training.model_dump(), name: value})
                         except ValidationError as err:
                             why = err.errors()[0]["msg"].replace("Value error, ", "")
                             raise ValueError(f"methods.{i}.tune.{knob}: {value!r} is not a valid {name} ({why})") \
@@ -495,7 +482,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     return parse_spec(data, str(path), path.parent)
 
 
-def _rewind_epochs(training: TrainingSpec) -> float:
+def _rewind_epochs(training: Recipe) -> float:
     """The rewind point in epochs, where it is given in epochs (iterations are well inside the first epochs)."""
     num, unit = REWIND_PATTERN.match(training.rewind).groups()
     return float(num) if unit == "ep" else 0.0
@@ -573,7 +560,39 @@ def describe() -> str:
                  + ", ".join(TUNABLE_RECIPE))
     for method in methods.CONFIGS:
         lines.append(f"methods[] kind={method.model_fields['kind'].annotation.__args__[0]}: {method.__doc__}")
-        lines += [field_line(name, f, indent="  ", allowed=list(method.SANITY_CHECKS) if name == "sanity_checks" else None)
+        lines += [field_line(name, f, indent="  ", allowed=_allowed(method, name, f))
                   for name, f in method.model_fields.items() if name != "kind"]
     lines.append(f"sparsities as a ladder: {Ladder.__doc__}")
+    return "\n".join(lines)
+
+
+def _allowed(method, name: str, f) -> list | None:
+    if name == "sanity_checks":
+        return list(method.SANITY_CHECKS)
+    listed = (f.json_schema_extra or {}).get("listed_under")  # a registry's names: in describe_registries
+    return [f"the {listed} listed by validate --explain"] if listed else None
+
+
+def describe_registries() -> str:
+    """What the registries hold now: every model and dataset with its options, and every criterion. `validate
+    --explain` prints it after `describe()`; the spec reference leaves it out, so adding one changes no doc."""
+    lines = ["models (model.name, with their model.options):"]
+    for name in model_names():
+        d = get_model_descriptor(name)
+        lines.append(f"  {name}: {d.description}; output layer {d.output_layer}, "
+                     f"pruned unless prune_output says otherwise: {'yes' if d.prune_output else 'no'}")
+        lines += [field_line(k, f, indent="    ") for k, f in d.options.model_fields.items()]
+    lines.append("datasets (dataset.name, with their dataset.options):")
+    for name in dataset_names():
+        d = get_dataset_descriptor(name)
+        facts = (f"input {d.input_shape_for({})}, {d.num_classes_for({})} classes, {d.train_size_for({})} training / "
+                 f"{d.test_size_for({})} test examples" + (" with these options' defaults" if d.options.model_fields
+                                                           else ""))
+        fetch = f"; `orchestrate data fetch {name}` downloads its files" if d.manifest is not None else ""
+        lines.append(f"  {name}: {d.description}; {facts}{fetch}")
+        lines += [field_line(k, f, indent="    ") for k, f in d.options.model_fields.items()]
+    lines.append("criteria (methods[] kind=oneshot: criterion):")
+    for c in CRITERIA.values():
+        notes = (["scores training examples"] if c.needs_data else []) + ([f"{c.rounds} rounds"] if c.rounds > 1 else [])
+        lines.append(f"  {c.name}: {c.description}" + (f" ({', '.join(notes)})" if notes else ""))
     return "\n".join(lines)

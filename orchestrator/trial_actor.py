@@ -32,8 +32,8 @@ def classify(err: BaseException) -> tuple[str, str]:
     oom: out of memory; data: an unusable dataset; artifact: a parent's stored output is missing;
     error: any other exception in the code.
     """
-    from workers.data import DataError
-    from workers.train import Diverged
+    from workers.data.files import DataError
+    from workers.training.loop import Diverged
 
     if isinstance(err, Diverged):
         return "diverged", "diverged"
@@ -124,24 +124,27 @@ class TrialActorBody:
         self._epoch_at = 0.0
         self._slowest_epoch = 0.0
         self._running = False
+        self._epoch: tuple[str, float] | None = None  # (phase, epoch) of the running stage's last epoch
 
     def heartbeat(self) -> dict:
-        """Answered from the actor's second thread while a stage runs: how long the stage has been silent, and
-        its slowest epoch so far (the scale of its hang limit)."""
+        """Answered from the actor's second thread while a stage runs: how long the stage has been silent, its
+        slowest epoch so far (the scale of its hang limit), and the last epoch it finished (what the terminal
+        and the sweep's metrics show of a running stage)."""
         from workers import liveness
 
         # Between stages nothing is expected of it: an idle actor is never silent.
         silent = liveness.silent_for() if self._running else 0.0
-        return {"silent_s": silent, "slowest_epoch_s": self._slowest_epoch}
+        return {"silent_s": silent, "slowest_epoch_s": self._slowest_epoch, "epoch": self._epoch}
 
     def _on_epoch(self, row: dict) -> None:
         t = time.monotonic()
         self._slowest_epoch = max(self._slowest_epoch, t - self._epoch_at)
         self._epoch_at = t
+        self._epoch = (str(row.get("phase", "train")), float(row.get("epoch", 0)))
         _print_epoch(row)
 
     def _dataset(self, cfg: dict):
-        from workers.data import dataset_from_config
+        from workers.data.dataset import dataset_from_config
 
         name = json.dumps(cfg, sort_keys=True)
         if name not in self.datasets:
@@ -152,13 +155,13 @@ class TrialActorBody:
         """Returns (meta, outputs); a stage exception becomes a failure meta, so the actor lives on."""
         import torch
 
-        from workers.stages import run_stage
+        from workers.stages.dispatch import run_stage
 
         from workers import liveness
 
         started = _now()
         liveness.beat()
-        self._epoch_at, self._slowest_epoch, self._running = time.monotonic(), 0.0, True
+        self._epoch_at, self._slowest_epoch, self._running, self._epoch = time.monotonic(), 0.0, True, None
         meta = {"host": self.host, "device": self.device, "started_at": started}
         log = io.StringIO()
         cuda = self.device == "cuda"

@@ -66,18 +66,7 @@ def n_test_examples(spec: SweepSpec) -> int:
 
     Integration note: where the points carry `selected_test_correct`/`test_examples` (issue 25's count
     columns), `correct_counts` reads those first; this is the fallback for rows written without them."""
-    name, options = spec.dataset.name, spec.dataset.options
-    if name == "synthetic":
-        return int(options.get("n_test", 128))
-    if name == "mnist1d":
-        from mnist1d.data import get_dataset_args
-
-        args = {**get_dataset_args(as_dict=True), **options}
-        total = int(args["num_samples"]) // 10 * 10  # make_dataset draws num_samples // 10 per class
-        return total - int(total * float(args["train_split"]))
-    if name in ("mnist", "cifar10"):
-        return 10_000
-    raise NotDecidable(f"dataset {name}: the test-set size (to turn accuracies into counts) is not known")
+    return spec.dataset.test_size()
 
 
 def correct_counts(rows, spec: SweepSpec) -> np.ndarray:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from workers import masks
 from workers.methods.bip import bilevel as bip
 from workers.methods.bip.bilevel import BiLevel, BiPConfig
-from workers.train import Diverged
+from workers.training.loop import Diverged
 
 from tiny_nets import NAMES, TinyMLP, gen, tiny_data
 

@@ -11,12 +11,12 @@ from workers.models import build_model
 from workers.methods.cts import CTSMethod
 from workers.methods.cts import search as cts
 from workers.methods.cts.search import GradBalance
-from workers.train import Diverged
+from workers.training.loop import Diverged
 
 
 def CTSConfig(*, epochs, lr, batch_size, **knobs):
     """The method's typed knobs, plus the three values the stage resolves from the training recipe."""
-    return CTSMethod(kind="cts", **knobs), {"epochs": epochs, "lr": lr, "batch_size": batch_size}
+    return CTSMethod(kind="cts", **knobs), {"epochs": epochs, "mask_lr": lr, "batch_size": batch_size}
 
 
 def search(model, names, x, y, density, cfg, generator, **kw):
@@ -217,6 +217,14 @@ def test_config_and_density_are_validated():
     for density in (0.0, 1.0):
         with pytest.raises(ValueError, match="density must be in"):
             search(model, names_of(model), x, y, density, cfg, gen())
+
+
+def test_the_mask_lr_is_the_methods_lr_or_else_the_training_lr_in_the_search_and_in_its_resolved_settings():
+    """A spec's `lr` under a cts method is the mask lr; `training.lr` is the recipe's, and the mask lr's default."""
+    assert CTSMethod(kind="cts").mask_lr(0.05) == 0.05
+    assert CTSMethod(kind="cts", lr=0.2).mask_lr(0.05) == 0.2
+    assert CTSMethod(kind="cts").resolved({"lr": 0.05})["lr"] == 0.05
+    assert CTSMethod(kind="cts", lr=0.2).resolved({"lr": 0.05})["lr"] == 0.2
 
 
 def test_drop_at_is_a_knob_of_the_method():

@@ -36,7 +36,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_the_fingerprint_follows_the_content_not_the_path_or_the_packing(tmp_path, cache):
-    from workers.data_files import fingerprint
+    from workers.data.files import fingerprint
 
     write_mnist(tmp_path / "a", n_train=20)
     before = fingerprint("mnist", str(tmp_path / "a"))
@@ -55,7 +55,7 @@ def test_a_cached_hash_is_used_only_while_its_file_is_unchanged(tmp_path, cache,
     import json
     import os
 
-    from workers import data_files
+    from workers.data import files as data_files
 
     monkeypatch.setattr(data_files, "_SETTLED_S", 0.0)  # the files were written just now
     root = tmp_path / "root"
@@ -81,7 +81,7 @@ def test_a_cached_hash_is_used_only_while_its_file_is_unchanged(tmp_path, cache,
 
 
 def test_a_file_changed_moments_ago_is_hashed_but_not_cached(tmp_path, cache, monkeypatch):
-    from workers import data_files
+    from workers.data import files as data_files
 
     monkeypatch.setattr(data_files, "_SETTLED_S", 3600.0)  # "moments" however slow this machine is
     write_mnist(tmp_path / "root")
@@ -108,7 +108,7 @@ def test_keys_of_file_datasets_hash_the_content_and_generated_ones_keep_their_ke
 def test_a_worker_refuses_files_that_changed_after_planning(tmp_path, cache):
     from orchestrator.plan import sweep_plan
     from orchestrator.spec import parse_spec
-    from workers.data import DataError, dataset_from_config
+    from workers.data.dataset import DataError, dataset_from_config
 
     write_mnist(tmp_path / "a", n_train=20)
     config = sweep_plan(parse_spec(_spec(tmp_path / "a"))).config["dataset"]

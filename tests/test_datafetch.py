@@ -15,8 +15,8 @@ from data_writers import write_cifar, write_mnist
 
 from orchestrator import datafetch
 from orchestrator.cli import main
-from orchestrator.datafetch import MANIFESTS, PARTIAL_DIR, Archive, FetchError, fetch
-from workers.data import load_dataset
+from orchestrator.datafetch import PARTIAL_DIR, Archive, FetchError, fetch, fetchable, manifest_of
+from workers.data.dataset import load_dataset
 
 
 class Server:
@@ -94,18 +94,25 @@ def mnist_server(mnist_files):
 
 
 def mnist_manifest(files: dict[str, bytes], server: Server, **changes) -> datafetch.Manifest:
-    archives = tuple(archive_of(a.name, files[a.name]) for a in MANIFESTS["mnist"].archives)
-    return dataclasses.replace(MANIFESTS["mnist"], mirrors=(server.url,), archives=archives, **changes)
+    archives = tuple(archive_of(a.name, files[a.name]) for a in manifest_of("mnist").archives)
+    return dataclasses.replace(manifest_of("mnist"), mirrors=(server.url,), archives=archives, **changes)
+
+
+def use_manifest(monkeypatch, manifest: datafetch.Manifest) -> None:
+    """`fetch` (and `orchestrate data fetch`) download `manifest` for its dataset, the registry's for others."""
+    published = datafetch.manifest_of
+    monkeypatch.setattr(datafetch, "manifest_of", lambda name: manifest if name == manifest.dataset else published(name))
 
 
 def test_published_manifests_are_complete():
-    for m in MANIFESTS.values():
+    assert fetchable() and all(manifest_of(name).dataset == name for name in fetchable())
+    for m in map(manifest_of, fetchable()):
         for a in m.archives:
             assert re.fullmatch(r"[0-9a-f]{64}", a.sha256) and re.fullmatch(r"[0-9a-f]{32}", a.md5) and a.size > 0
-    assert [a.name for a in MANIFESTS["mnist"].archives] == [
+    assert [a.name for a in manifest_of("mnist").archives] == [
         "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
         "t10k-labels-idx1-ubyte.gz"]
-    assert MANIFESTS["cifar10"].archives[0].md5 == "c58f30108f718f92721af3b95e74349a"
+    assert manifest_of("cifar10").archives[0].md5 == "c58f30108f718f92721af3b95e74349a"
 
 
 def test_mnist_fetch_installs_what_the_loader_reads_and_a_second_fetch_does_nothing(mnist_files, mnist_server,
@@ -133,7 +140,7 @@ def test_corrupted_download_is_deleted_and_nothing_is_installed(mnist_files, mni
     files, _ = mnist_files
     good = files["t10k-images-idx3-ubyte.gz"]
     mnist_server.files["t10k-images-idx3-ubyte.gz"] = good[:20] + bytes([good[20] ^ 0xFF]) + good[21:]
-    monkeypatch.setitem(MANIFESTS, "mnist", mnist_manifest(files, mnist_server))
+    use_manifest(monkeypatch, mnist_manifest(files, mnist_server))
     root = tmp_path / "data"
     root.mkdir()
     r = CliRunner().invoke(main, ["data", "fetch", "mnist", "--root", str(root)])
@@ -206,7 +213,7 @@ def test_a_server_that_ignores_ranges_gets_a_fresh_download(mnist_files, tmp_pat
 def test_cli_interrupted_fetch_exits_1_with_one_line_then_succeeds(mnist_files, mnist_server, tmp_path,
                                                                    monkeypatch):
     files, _ = mnist_files
-    monkeypatch.setitem(MANIFESTS, "mnist", mnist_manifest(files, mnist_server))
+    use_manifest(monkeypatch, mnist_manifest(files, mnist_server))
     mnist_server.cut["t10k-labels-idx1-ubyte.gz"] = 1
     args = ["data", "fetch", "mnist", "--root", str(tmp_path)]
     r = CliRunner().invoke(main, args)
@@ -221,8 +228,8 @@ def test_cifar_via_the_cli_with_the_archive_url_and_the_default_root(cifar_file,
     data, batches = cifar_file
     server = Server({"mirror/cifar-10-python.tar.gz": data})
     try:
-        monkeypatch.setitem(MANIFESTS, "cifar10", dataclasses.replace(
-            MANIFESTS["cifar10"], archives=(archive_of("cifar-10-python.tar.gz", data),)))
+        use_manifest(monkeypatch, dataclasses.replace(
+            manifest_of("cifar10"), archives=(archive_of("cifar-10-python.tar.gz", data),)))
         monkeypatch.setenv("TICKETSWEEP_DATA", str(tmp_path / "default-root"))
         r = CliRunner().invoke(main, ["data", "fetch", "cifar10", "--url",
                                       server.url + "mirror/cifar-10-python.tar.gz"])
@@ -241,7 +248,7 @@ def test_cifar_via_the_cli_with_the_archive_url_and_the_default_root(cifar_file,
 
 @pytest.mark.parametrize("setup, args, expected", [
     (None, ["data", "fetch", "mnsit"], "data fetch: unknown dataset 'mnsit'; did you mean 'mnist'?"),
-    (None, ["data", "fetch", "imagenet"], "data fetch: unknown dataset 'imagenet'; known: mnist, cifar10"),
+    (None, ["data", "fetch", "imagenet"], f"data fetch: unknown dataset 'imagenet'; known: {', '.join(fetchable())}"),
     ("file", ["data", "fetch", "mnist", "--root", "{root}"], "data root {root}: is a file, expected a directory"),
     ("partial", ["data", "fetch", "mnist", "--root", "{root}"],
      "{root}/MNIST/raw: exists but lacks train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; "
@@ -269,7 +276,7 @@ def test_file_urls_work_for_offline_mirrors(mnist_files, tmp_path):
     mirror.mkdir()
     for name, data in files.items():
         (mirror / name).write_bytes(data)
-    manifest = dataclasses.replace(MANIFESTS["mnist"], archives=tuple(
-        archive_of(a.name, files[a.name]) for a in MANIFESTS["mnist"].archives))
+    manifest = dataclasses.replace(manifest_of("mnist"), archives=tuple(
+        archive_of(a.name, files[a.name]) for a in manifest_of("mnist").archives))
     fetch("mnist", tmp_path / "data", url=mirror.as_uri(), manifest=manifest, echo=lambda _: None)
     assert load_dataset("mnist", str(tmp_path / "data")).x_train.shape == (40, 1, 28, 28)

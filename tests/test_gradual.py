@@ -7,7 +7,7 @@ import torch
 from workers import masks
 from workers.methods.gradual import schedules as gradual
 from workers.methods.gradual.schedules import GMPSchedule, GradualPlan, GraNetSchedule
-from workers.train import Recipe, train
+from workers.training.loop import Recipe, train
 
 from tiny_nets import NAMES, TinyMLP, gen, tiny_data
 
@@ -87,8 +87,9 @@ def test_gmp_prunes_by_global_magnitude_to_exact_counts_at_each_step():
     plan = GradualPlan(start=0, every=2, events=4)
     schedule = GMPSchedule(plan, 0.75, gen())
     capture = Capture(schedule)
-    # lr 0: the weights keep their hand-set magnitudes, so the expected survivors are known.
-    result = train(model, data, Recipe(epochs=3, batch_size=8, lr=0.0, momentum=0.0), 0, 0, 12,
+    # An lr far below the weights' rounding step (the recipe refuses 0): they keep their hand-set magnitudes, so
+    # the expected survivors are known.
+    result = train(model, data, Recipe(epochs=3, batch_size=8, lr=1e-30, momentum=0.0), 0, 0, 12,
                    mask=masks.full_mask(model, NAMES), mask_schedule=capture)
     # d = 20; keep = floor(20 (1 - s_j)): s_1 = 0.75·37/64 → 11, s_2 = 0.75·7/8 → 6, s_3, s_4 → 5
     assert [(h["iteration"], h["kept"]) for h in schedule.history] == [(0, 20), (2, 11), (4, 6), (6, 5), (8, 5)]

@@ -1,6 +1,8 @@
 """The gradual (GMP, GraNet) and BiP method packages: configuration, planning, and their runners run through
 `run_stage` on payloads the planner built."""
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,13 +10,14 @@ import torch
 from orchestrator.plan import build_plan
 from orchestrator.spec import SpecError, parse_spec
 from workers import masks
-from workers.data import dataset_from_config
+from workers.data.dataset import dataset_from_config
 from workers.methods import KINDS, RUNNERS
 from workers.methods.bip import BiPMethod
 from workers.methods.bip.bilevel import BiPConfig
 from workers.methods.gradual import GMPMethod, GraNetMethod
-from workers.stages import model_with, run_stage
-from workers.train import evaluate
+from workers.stages.dispatch import run_stage
+from workers.stages.kit import model_with
+from workers.training.loop import evaluate
 
 SPEC = {
     "name": "t",
@@ -42,8 +45,19 @@ def points(plan, kind=None):
 
 def test_the_families_are_registered_with_their_runners():
     assert {"gmp", "granet", "bip"} <= set(KINDS)
-    assert RUNNERS["gradual"] == "workers.methods.gradual.run:run_gradual"
-    assert RUNNERS["bip"] == "workers.methods.bip.run:run_bip"
+    assert {"imp_level", "oneshot", "cts", "gradual", "bip"} <= set(RUNNERS)
+
+
+def test_every_runner_imports_its_family_worker_code_by_an_import_statement_when_it_runs():
+    """A reader (or a tool) follows a stage kind to its code by plain imports: each runner is a function of its
+    family's package whose body imports the family's `run` module; importing the registry imports no runner."""
+    for kind, run in RUNNERS.items():
+        family = run.__module__
+        assert family.startswith("workers.methods.") and f"{family}.run" in run.__code__.co_names, kind
+    code = ("import sys\nimport workers.methods\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.endswith('.run')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 @pytest.mark.parametrize("entry, label", [

@@ -4,18 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from workers.data.registry import dataset_names, get_dataset_descriptor
 from workers.masks import prunable_names
-from workers.models import MODELS, build_model
-
-# (model, per-example input shape it is meant for, default prune_output)
-CASES = [
-    ("mlp", (40,), False),
-    ("lenet_300_100", (1, 28, 28), False),
-    ("conv1d", (40,), False),
-    ("resnet20", (3, 32, 32), True),
-    ("resnet20_1d", (40,), True),
-    ("vgg16", (3, 32, 32), False),
-]
+from workers.models import build_model
+from workers.models.registry import get_model_descriptor, model_names
 
 
 def built(name, shape, seed=0, num_classes=10, **options):
@@ -23,30 +15,61 @@ def built(name, shape, seed=0, num_classes=10, **options):
     return build_model(name, shape, num_classes, **options)
 
 
-def test_registry_lists_every_model():
-    assert list(MODELS) == [name for name, _, _ in CASES]
-    with pytest.raises(ValueError, match="unknown model 'resnet18'; known: mlp, lenet_300_100, conv1d"):
+def shape_for(name):
+    """The first registered dataset's input shape (default options) that the model builds for."""
+    for dataset in dataset_names():
+        shape = get_dataset_descriptor(dataset).input_shape_for({})
+        try:
+            build_model(name, shape, 2)
+            return shape
+        except ValueError:
+            continue
+    pytest.fail(f"model {name} builds for no registered dataset's input shape")
+
+
+def test_an_unknown_model_is_refused_listing_the_registered_ones():
+    with pytest.raises(ValueError, match=f"unknown model 'resnet18'; known: {', '.join(model_names())}$"):
         build_model("resnet18", (3, 32, 32), 10)
 
 
-@pytest.mark.parametrize("name, shape, prune_output", CASES)
-def test_forward_shape_and_output_layer(name, shape, prune_output):
+@pytest.mark.parametrize("name", model_names())
+def test_forward_shape_and_the_descriptors_output_layer_rule(name):
+    shape, descriptor = shape_for(name), get_model_descriptor(name)
     model = built(name, shape, num_classes=7)
     out = model(torch.randn(3, *shape))
     assert out.shape == (3, 7)
     modules = dict(model.named_modules())
-    assert isinstance(modules[model.output_layer], nn.Linear)
+    assert model.output_layer == descriptor.output_layer
     assert modules[model.output_layer].out_features == 7
-    assert model.prune_output is prune_output
-    assert (f"{model.output_layer}.weight" in prunable_names(model)) is prune_output
+    assert model.prune_output is descriptor.prune_output
+    assert (f"{model.output_layer}.weight" in prunable_names(model)) is descriptor.prune_output
+    assert (f"{model.output_layer}.weight" in prunable_names(model, prune_output=True))
 
 
-@pytest.mark.parametrize("name, shape, _", CASES)
-def test_same_seed_same_weights_other_seed_other_weights(name, shape, _):
+@pytest.mark.parametrize("name", model_names())
+def test_same_seed_same_weights_other_seed_other_weights(name):
+    shape = shape_for(name)
     a, b, c = built(name, shape, 3).state_dict(), built(name, shape, 3).state_dict(), built(name, shape, 4).state_dict()
+    out = f"{get_model_descriptor(name).output_layer}.weight"
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a["fc.weight"], c["fc.weight"])
+    assert not torch.equal(a[out], c[out])
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_builders_take_exactly_their_typed_options(name):
+    """build_model passes every option, validated, so a builder declares no default of its own."""
+    import inspect
+    descriptor = get_model_descriptor(name)
+    params = list(inspect.signature(descriptor.build).parameters.values())
+    assert [p.name for p in params[:2]] == ["input_shape", "num_classes"]
+    assert {p.name for p in params[2:]} == set(descriptor.options.model_fields)
+    assert all(p.default is p.empty for p in params[2:]), "a builder default would be a second default"
+
+
+def test_the_pruning_rule_defaults_follow_openlth():
+    # OpenLTH leaves fc.weight unpruned for mnist_lenet_* and cifar_vgg_*, and prunes every layer of cifar_resnet_*.
+    assert [get_model_descriptor(n).prune_output for n in ("lenet_300_100", "vgg16", "resnet20")] == [False, False, True]
 
 
 def test_lenet_300_100_parameter_count():
@@ -120,11 +143,10 @@ def test_initialisation_follows_openlth():
     assert torch.equal(ones.bn.weight, torch.ones(16))
 
 
-BN_MODELS = [("conv1d", (40,)), ("resnet20", (3, 32, 32)), ("resnet20_1d", (40,)), ("vgg16", (3, 32, 32))]
-
-
-@pytest.mark.parametrize("name, shape", BN_MODELS)
-def test_bn_without_running_statistics_has_no_buffers_and_evaluates_with_batch_statistics(name, shape):
+@pytest.mark.parametrize("name", [n for n in model_names()
+                                  if "bn_running_stats" in get_model_descriptor(n).options.model_fields])
+def test_bn_without_running_statistics_has_no_buffers_and_evaluates_with_batch_statistics(name):
+    shape = shape_for(name)
     model = built(name, shape, 5, bn_running_stats=False)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms and all(not m.track_running_stats for m in norms)
@@ -157,9 +179,9 @@ def test_shortcut_kernel_3_adds_the_hand_computed_weights(name, shape, extra):
     assert [(c.kernel_size[0], c.stride[0], c.padding[0]) for c in shortcuts] == [(3, 2, 1), (3, 2, 1)]
     x = torch.randn(2, *shape)
     assert three(x).shape == (2, 10)
-    with pytest.raises(ValueError, match="shortcut_kernel must be one of 1, 3, got 5"):
+    with pytest.raises(ValueError, match=f"model {name}: shortcut_kernel: Input should be 1 or 3"):
         built(name, shape, shortcut_kernel=5)
-    with pytest.raises(ValueError, match="bn_running_stats must be true or false, got 'no'"):
+    with pytest.raises(ValueError, match=f"model {name}: bn_running_stats: Input should be a valid boolean"):
         built(name, shape, bn_running_stats="no")
 
 
@@ -186,9 +208,13 @@ def test_unsuitable_input_shapes(name, shape, message):
 def test_bad_options():
     with pytest.raises(TypeError, match="model lenet_300_100 has no option.* hidden; known: none"):
         build_model("lenet_300_100", (1, 28, 28), 10, hidden=[10])
-    with pytest.raises(TypeError, match="known: width, bn_init, shortcut_kernel, bn_running_stats"):
+    with pytest.raises(TypeError, match="has no option.* depth; known: bn_running_stats, bn_init, width, shortcut_kernel"):
         build_model("resnet20", (3, 32, 32), 10, depth=56)
     with pytest.raises(ValueError, match="one kernel size per conv layer"):
         build_model("conv1d", (40,), 10, channels=[8, 8])
-    with pytest.raises(ValueError, match="bn_init must be one of uniform, ones"):
+    with pytest.raises(ValueError, match="conv1d kernel sizes must be odd"):
+        build_model("conv1d", (40,), 10, kernel_sizes=[4, 3, 3])
+    with pytest.raises(ValueError, match="model vgg16: bn_init: Input should be 'uniform' or 'ones'"):
         build_model("vgg16", (3, 32, 32), 10, bn_init="zeros")
+    with pytest.raises(ValueError, match="model mlp: hidden.0: Input should be greater than 0"):
+        build_model("mlp", (40,), 10, hidden=[0])

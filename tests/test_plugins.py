@@ -284,14 +284,15 @@ FAMILY_RUN = '''\
 import torch
 
 from workers import masks
-from workers.stages import StageResult, generator, measured, method_of, model_with, prunable, retrain
+from workers.rng import Stream
+from workers.stages.kit import StageResult, generator, measured, method_of, model_with, prunable, retrain
 
 
 def run(stage, inputs, data, on_epoch=None):
     method, p = method_of(stage), stage["params"]
     model = model_with(stage, data, inputs["warmup"]["weights"])
     names = prunable(stage, model)
-    gen = generator(stage, 4)
+    gen = generator(stage, Stream.ONESHOT)
     weights = masks.prunable_params(model, names)
     scores = {n: w.detach().abs() * (1 + method.noise * torch.randn(w.shape, generator=gen)) for n, w in weights.items()}
     total = sum(w.numel() for w in weights.values())

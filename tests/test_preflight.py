@@ -28,8 +28,18 @@ def test_bad_data_root_fails_on_one_line_and_writes_nothing(tmp_path):
 
 
 def test_invalid_model_option_value_fails_on_one_line(tmp_path):
+    """The model's typed options refuse the value while the spec is validated, before any child process."""
     spec = _spec(tmp_path, {"name": "conv1d", "options": {"bn_init": "bogus"}},
                  {"name": "synthetic", "options": {"n_train": 8, "n_test": 8}})
     out = subprocess.run(ORCHESTRATE + ["validate", str(spec)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
-    assert out.stderr.strip() == "model.options: bn_init must be one of uniform, ones, got 'bogus'"
+    assert out.stderr.strip() == f"{spec}: model.options: model conv1d: bn_init: expected 'uniform' or 'ones', " \
+                                 f"got 'bogus'"
+
+
+def test_a_model_that_cannot_take_the_datasets_input_fails_on_one_line(tmp_path):
+    spec = _spec(tmp_path, {"name": "conv1d"},
+                 {"name": "synthetic", "options": {"n_train": 8, "n_test": 8, "input_shape": [3, 8, 8]}})
+    out = subprocess.run(ORCHESTRATE + ["validate", str(spec)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == "model.options: model conv1d needs input shape (L,) or (C, L), got (3, 8, 8)"

@@ -285,3 +285,60 @@ def test_replayed_quickstart_eta_converges_and_beats_a_global_rate(seed):
     assert max(new_err[-n // 10:]) <= 0.05                                           # and is small at the end
     assert mean(new_err[fifth:]) < mean(old_err[fifth:])                             # better than one rate
     assert new_err[fifth] < old_err[fifth]
+
+
+def test_the_running_line_names_each_stage_and_its_epoch_oldest_first_cut_to_the_width():
+    from orchestrator.progress import RunningStage, running_line
+
+    stages = [RunningStage("snip s=1 sp=0.9000", "oneshot", "snip", started=2.0),
+              RunningStage("ltr s=0 L=3", "imp_level", "ltr", started=1.0, epoch=("train", 4.0)),
+              RunningStage("cts s=0 sp=0.9900", "cts", "cts", started=3.0, epoch=("search", 12.0))]
+    assert running_line(stages, 200) == ("running: ltr s=0 L=3 epoch 4, snip s=1 sp=0.9000 starting, "
+                                         "cts s=0 sp=0.9900 search epoch 12")
+    assert running_line(stages, 60) == "running: ltr s=0 L=3 epoch 4 (+2 more)"
+    line = running_line(stages, 25)
+    assert len(line) == 25 and line.startswith("running: ltr") and line.endswith("… (+3 more)")
+    assert running_line([], 80) == "running: nothing"
+
+
+def test_on_a_terminal_the_running_stages_and_their_epoch_are_redrawn_between_completions(monkeypatch):
+    import io
+    import sys
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    p, clock, lines = reporter([("imp_level", 10.0)] * 2, tty=True, width=lambda: 120)
+    p.stage_started("k1", "ltr s=0 L=1", "imp_level", "ltr")
+    p.stage_epoch("k1", "train", 3.0)
+    clock.now += 1
+    p.tick()
+    assert "running: ltr s=0 L=1 epoch 3" in err.getvalue()
+    p.stage_epoch("k1", "train", 7.0)
+    clock.now += 1
+    p.tick()
+    assert "running: ltr s=0 L=1 epoch 7" in err.getvalue()  # no stage has finished: the tick redrew it
+    assert p.epochs == 7.0
+    p.stage_done("ltr s=0 L=1", "imp_level", "ok", 2.0, 0.9, work=10.0, key="k1")
+    assert p.epochs == 10.0 and not p.running  # the epochs the pings did not see, from the plan
+    assert lines == []  # a terminal gets the bar, not the per-stage lines
+    p.close()
+
+
+def test_off_a_terminal_running_stages_print_nothing_and_the_line_format_stays():
+    p, clock, lines = reporter(every_s=1e9)
+    p.stage_started("k", "dense s=0", "a")
+    p.stage_epoch("k", "train", 2.0)
+    p.tick()
+    p.stage_done("dense s=0", "a", "ok", 4.96, 0.9123, work=10, key="k")
+    assert lines == ["[1/4] dense s=0  ok  5.0 s  acc 91.2%"]
+
+
+def test_the_epoch_count_follows_phases_and_ignores_repeated_reports():
+    p, _, _ = reporter()
+    p.stage_started("k", "cts s=0 sp=0.9000", "a")
+    for phase, epoch in (("search", 1), ("search", 3), ("search", 3), ("train", 2), ("train", 2)):
+        p.stage_epoch("k", phase, float(epoch))
+    assert p.epochs == 5.0
+    p.stage_stopped("k")  # a lost attempt: nothing more is counted for it
+    p.stage_epoch("k", "train", 9.0)
+    assert p.epochs == 5.0 and not p.running

@@ -6,6 +6,9 @@ from click.testing import CliRunner
 from orchestrator.cli import main
 from orchestrator.plan import build_plan
 from orchestrator.spec import SpecError, load_spec, parse_spec
+from workers.data.registry import dataset_names, get_dataset_descriptor
+from workers.methods.oneshot.criteria import CRITERIA
+from workers.models.registry import get_model_descriptor, model_names
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -18,6 +21,12 @@ BASE = {
     "sparsities": [0.5, 0.9],
     "seeds": [0],
 }
+
+
+def _either(names) -> str:
+    """'a', 'b' or 'c': how an error lists the allowed values."""
+    quoted = [repr(n) for n in names]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def with_(**changes):
@@ -57,8 +66,12 @@ def test_ladder_gives_geometric_densities():
            methods=[{"kind": "ltr"}, {"kind": "cts", "resources": {"gpus_per_trial": 0}}]),
      "training.precision bf16 needs CUDA, but methods.1.resources.gpus_per_trial is 0"),
     (with_(model={"name": "resnet20", "options": {"bn_runing_stats": False}}),
-     "model: options: model resnet20 has no option(s) bn_runing_stats; known: width, bn_init, shortcut_kernel, "
-     "bn_running_stats"),
+     "model.options: model resnet20: bn_runing_stats: unknown key; did you mean 'bn_running_stats'?"),
+    (with_(model={"name": "mlp", "options": {"hidden": [0]}}), "model.options: model mlp: hidden.0: expected a number > 0"),
+    (with_(dataset={"name": "synthetic", "options": {"n_trian": 8}}),
+     "dataset.options: dataset synthetic: n_trian: unknown key; did you mean 'n_train'?"),
+    (with_(dataset={"name": "mnist", "options": {"n_train": 8}}), "dataset.options: dataset mnist: n_train: unknown key"),
+    (with_(dataset={"name": "imagenet"}), "dataset.name: unknown dataset 'imagenet'"),
     (with_(methods=[{"kind": "cts", "search_bn": "eval"}]), "methods.0.search_bn: expected 'batch' or 'running', got 'eval'"),
     (with_(methods=[{"kind": "cts", "search_at": "end"}]), "methods.0.search_at: expected 'rewind' or 'init', got 'end'"),
 ])
@@ -186,7 +199,7 @@ def test_the_paper_recipe_spec_validates_and_its_stages_carry_the_recipe():
     (with_(training={"epochs": 4, "optimizer": "rmsprop"}),
      "spec: training.optimizer: expected 'sgd' or 'adam', got 'rmsprop'"),
     (with_(methods=[{"kind": "oneshot", "criterion": "snp"}]),
-     "spec: methods.0.criterion: expected 'random', 'magnitude', 'snip', 'grasp', 'grasp_magnitude' or 'synflow', "
+     f"spec: methods.0.criterion: expected {_either(CRITERIA)}, "
      "got 'snp'; did you mean 'snip'?"),
     (with_(methods=[{"kind": "cts", "search": "medium"}]),
      "spec: methods.0.search: expected 'long', 'short' or a number of epochs, got 'medium'"),
@@ -258,7 +271,7 @@ def test_explain_lists_allowed_values_and_never_says_default_twice():
     from orchestrator.spec import describe
     text = describe()
     lines = {line.split(":")[0].strip(): line for line in text.splitlines()}
-    assert "[allowed: random, magnitude, snip, grasp, grasp_magnitude, synflow] (required)" in lines["criterion"]
+    assert "[allowed: the criteria listed by validate --explain] (required)" in lines["criterion"]
     assert "[allowed: init, rewind, trained] (default 'rewind')" in lines["score_at"]
     assert "[allowed: reverse_kl, forward_kl, cross_entropy]" in lines["objective"]
     assert "[allowed: long, short, or a number]" in lines["search"]
@@ -270,6 +283,22 @@ def test_explain_lists_allowed_values_and_never_says_default_twice():
     assert "spec file's folder" in lines["store"]
     for line in text.splitlines():
         assert line.count("default") <= 1, line
+
+
+def test_explain_lists_every_registered_model_dataset_and_criterion_with_their_options(tmp_path):
+    import yaml
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    result = CliRunner().invoke(main, ["validate", str(path), "--explain", "--skip-data"])
+    assert result.exit_code == 0, result.output
+    registered = result.output[result.output.index("\nmodels (model.name"):].splitlines()[1:]
+    described = [(get_model_descriptor(n), "  ") for n in model_names()] + \
+                [(get_dataset_descriptor(n), "  ") for n in dataset_names()]
+    for descriptor, indent in described:
+        at = registered.index(next(line for line in registered if line.startswith(f"{indent}{descriptor.name}: ")))
+        options = [line.split(":")[0].strip() for line in registered[at + 1:at + 1 + len(descriptor.options.model_fields)]]
+        assert options == list(descriptor.options.model_fields), descriptor.name
+    assert [line.split(":")[0].strip() for line in registered if line.startswith("  ")][-len(CRITERIA):] == list(CRITERIA)
 
 
 @pytest.mark.parametrize("name", [".", "..", "--help", "-x", "a" * 101, "a b", "über"])

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from workers import masks
-from workers.train import Recipe, epoch_order, train
+from workers.training.loop import Recipe, epoch_order, train
 
 from tiny_nets import NAMES, TinyMLP, tiny_data
 

@@ -2,11 +2,12 @@ import pytest
 import torch
 
 from workers import masks
-from workers.data import load_dataset
+from workers.data.dataset import load_dataset
 from workers.models import build_model
 from workers.methods.oneshot import scoring as scores
-from workers.stages import model_with, run_stage
-from workers.train import Diverged, Recipe, epoch_order, rewind_to_iterations, train
+from workers.stages.dispatch import run_stage
+from workers.stages.kit import model_with
+from workers.training.loop import Diverged, Recipe, epoch_order, rewind_to_iterations, train
 
 TRAINING = {"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False,
             "weight_decay": 0.01, "milestones": [1], "gamma": 0.1, "rewind": "3it", "grad_clip": None, "eval_every": 1}
@@ -18,6 +19,8 @@ def data():
 
 
 MLP = {"name": "mlp", "options": {"hidden": [16]}}
+# An lr far below any weight's rounding step (a recipe refuses 0): training with it moves no weight.
+FROZEN_LR = 1e-30
 CTS = {"settings": {"kind": "cts", "search": 2, "lr": 0.1}, "target_sparsity": 0.8}
 # The method each stage kind runs by default in these tests (a stage carries its method's settings).
 DEFAULT_SETTINGS = {"imp_level": {"kind": "ltr"}, "cts": {"kind": "cts"}, "oneshot": {"kind": "oneshot"}}
@@ -74,8 +77,8 @@ def test_pruned_weights_stay_exactly_zero_through_momentum_and_weight_decay(data
 
 
 def test_rewinding_restores_the_rewind_weights_bit_for_bit(data):
-    # With lr 0 retraining changes nothing, so the level's output is exactly theta_k * mask.
-    frozen = {**TRAINING, "lr": 0.0}
+    # Frozen retraining changes nothing, so the level's output is exactly theta_k * mask.
+    frozen = {**TRAINING, "lr": FROZEN_LR}
     _, warm, dense = chain(data)
     level = run_stage(stage("imp_level", training=frozen, target_sparsity=0.5, invert=False),
                       {"previous": dense.outputs, "warmup": warm}, data)
@@ -120,7 +123,7 @@ def test_ablations_keep_counts_and_redraw_weights(data):
     for n, m in level.outputs["mask"].items():
         assert int(shuffled.outputs["mask"][n].sum()) == int(m.sum())
     assert any(not torch.equal(shuffled.outputs["mask"][n], m) for n, m in level.outputs["mask"].items())
-    frozen = {**TRAINING, "lr": 0.0}
+    frozen = {**TRAINING, "lr": FROZEN_LR}
     reinit = run_stage(stage("ablation", training=frozen, ablation="reinit", target_sparsity=0.5),
                        {"source": level.outputs, "warmup": warm}, data)
     mask = level.outputs["mask"]
@@ -188,8 +191,24 @@ def test_summed_loss_gives_the_means_gradient_times_the_batch_size(data):
         torch.testing.assert_close(sum_grad[n], 32 * mean_grad[n])
         torch.testing.assert_close(sum_step[n], mean_step[n])   # so lr 0.01 summed = lr 0.32 averaged
     assert sum_loss == pytest.approx(mean_loss)                 # the curve shows the per-example mean either way
-    with pytest.raises(ValueError, match="unknown loss_reduction 'max'; known: mean, sum"):
+    with pytest.raises(ValueError, match=r"loss_reduction\s+Input should be 'mean' or 'sum'"):
         Recipe.from_dict({**TRAINING, "loss_reduction": "max"})
+
+
+def test_a_recipe_key_that_training_does_not_know_is_an_error_not_dropped():
+    with pytest.raises(ValueError, match=r"label_smoothing\s+Extra inputs are not permitted"):
+        Recipe.from_dict({**TRAINING, "label_smoothing": 0.1})
+
+
+def test_the_specs_training_field_is_the_recipe_training_receives():
+    from orchestrator.plan import build_plan
+    from orchestrator.spec import parse_spec
+
+    spec = parse_spec({"name": "r", "model": {"name": "mlp"}, "dataset": {"name": "synthetic"},
+                       "training": {"epochs": 3, "milestones": [2], "rewind": "1ep"}, "methods": [{"kind": "ltr"}],
+                       "sparsities": [0.5], "seeds": [0]})
+    assert isinstance(spec.training, Recipe)
+    assert Recipe.from_dict(build_plan(spec).config["training"]) == spec.training
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -228,7 +247,7 @@ def test_lrr_and_finetuning_continue_from_the_trained_weights_and_ltr_rewinds(da
     """Level k+1 of LRR (and of fine-tuning) starts from level k's trained weights; LTR from θ_k. With the
     learning rate at 0 retraining changes nothing, so each level's output is its start, masked."""
     training = {**TRAINING, "epochs": 3, "milestones": [2], "rewind": "1ep"}
-    frozen = {**training, "lr": 0.0}
+    frozen = {**training, "lr": FROZEN_LR}
     _, warm, dense = chain(data, training=training)
     for kind in ("lrr", "finetune"):
         l1 = run_stage(stage("imp_level", training=frozen, settings={"kind": kind}, target_sparsity=0.5),
@@ -261,7 +280,7 @@ def test_lrr_replays_the_schedule_from_the_rewind_point_and_finetuning_holds_the
 
 
 def test_results_report_the_evaluation_with_the_best_validation_accuracy(data):
-    from workers.data import split_validation
+    from workers.data.dataset import split_validation
     split = split_validation(data, 0.25)
     model = model_with(stage("dense"), split, chain(split)[0]["weights"])
     recipe = Recipe.from_dict({**TRAINING, "epochs": 6, "milestones": []})
@@ -278,7 +297,7 @@ def test_results_report_the_evaluation_with_the_best_validation_accuracy(data):
 def test_the_test_set_never_selects_anything(data):
     """Shuffling the test labels changes test accuracies, never which evaluation is selected."""
     import dataclasses
-    from workers.data import split_validation
+    from workers.data.dataset import split_validation
     split = split_validation(data, 0.25)
     scrambled = dataclasses.replace(split, y_test=split.y_test[torch.randperm(len(split.y_test),
                                                                              generator=torch.Generator().manual_seed(3))])
@@ -299,8 +318,8 @@ def test_without_a_validation_split_the_last_evaluation_is_reported(data):
 
 def test_a_tuning_trial_without_a_test_split_evaluates_once_per_evaluation_point(data, monkeypatch):
     """The end-of-training evaluation is skipped when the last epoch was just evaluated, test split or not."""
-    from workers import train as train_module
-    from workers.data import split_validation, without_test
+    from workers.training import loop as train_module
+    from workers.data.dataset import split_validation, without_test
     split = without_test(split_validation(data, 0.25))
     model = model_with(stage("dense"), split, chain(split)[0]["weights"])
     calls = []
@@ -313,8 +332,8 @@ def test_a_tuning_trial_without_a_test_split_evaluates_once_per_evaluation_point
 
 def test_a_point_records_its_accuracies_as_exact_counts(data):
     """The counts behind every accuracy a point reports, so paired tests can run on integers (issue 25)."""
-    from workers.data import split_validation
-    from workers.stages import measured
+    from workers.data.dataset import split_validation
+    from workers.stages.kit import measured
     split = split_validation(data, 0.25)
     model = model_with(stage("dense"), split, chain(split)[0]["weights"])
     recipe = Recipe.from_dict({**TRAINING, "epochs": 4, "milestones": []})

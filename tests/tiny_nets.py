@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 
 NAMES = ["l1.weight", "l2.weight"]   # the prunable weights: 12 + 8 = 20
 

@@ -15,9 +15,9 @@ import sys
 
 import torch
 
-from workers.data import DataError, dataset_from_config
+from workers.data.dataset import DataError, dataset_from_config
 from workers.plugins import PluginError, ensure
-from workers.stages import run_stage
+from workers.stages.dispatch import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,11 +9,14 @@ import math
 import torch
 from torch import nn
 
+from workers.models.registry import PRUNABLE_LAYERS
+
 Mask = dict[str, torch.Tensor]
 
 
 def prunable_names(model: nn.Module, prune_output: bool | None = None) -> list[str]:
-    """Names of the conv and linear weights that pruning may touch.
+    """Names of the weights that pruning may touch: those of the modules of the model's `prunable_layers`
+    classes (torch.nn names; conv and linear layers by default, `workers.models.registry.PRUNABLE_LAYERS`).
 
     Biases and norm parameters are never prunable.  The output layer follows the
     model's own default (`model.prune_output`) unless `prune_output` overrides it,
@@ -22,9 +25,10 @@ def prunable_names(model: nn.Module, prune_output: bool | None = None) -> list[s
     if prune_output is None:
         prune_output = bool(getattr(model, "prune_output", False))
     output_layer = getattr(model, "output_layer", None)
+    layers = tuple(getattr(nn, name) for name in getattr(model, "prunable_layers", PRUNABLE_LAYERS))
     names = []
     for module_name, module in model.named_modules():
-        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        if not isinstance(module, layers):
             continue
         if module_name == output_layer and not prune_output:
             continue

@@ -34,7 +34,7 @@ from modulefinder import ModuleFinder
 from pathlib import Path
 from typing import Callable
 
-from workers import methods, registry
+from workers import methods
 from workers.methods.oneshot import criteria as _criteria
 
 ENTRY_POINT_GROUP = "ticketsweep.plugins"
@@ -78,25 +78,44 @@ def register_criterion(fn: Callable | None = None, *, name: str | None = None, d
 
 
 def register_model(name: str, builder: Callable, *, options: type | None = None, output_layer: str | None = None,
-                   prune_output: bool = False) -> None:
+                   prune_output: bool = False, description: str = "") -> None:
     """Register a model: `builder(input_shape, num_classes, **options) -> nn.Module`.
 
     `options`: a pydantic model class of the builder's options (typed, with defaults); without it the
     builder's own keyword parameters are its options. Prunable are the weights of every Linear, Conv1d and
     Conv2d; the output layer (`output_layer`, default: the last Linear module) is pruned only with
-    `prune_output` (default False) or the spec's `prune_output`. A built module's own `output_layer` and
-    `prune_output` attributes win over these."""
+    `prune_output` (default False) or the spec's `prune_output`. A built module's own `output_layer`,
+    `prune_output` and `prunable_layers` attributes win over these."""
+    from workers.models.registry import ModelDescriptor, model_names, register_model_descriptor
+
     _check_callable(builder, "model", name)
     _check_options(options, "model", name)
-    _claim("model", name, registry.MODEL_NAMES, builder)
-    entry = {"builder": builder, "options": options, "output_layer": output_layer, "prune_output": bool(prune_output)}
-    registry.PLUGIN_MODELS[name] = entry
-    REGISTERED["model:" + name].update(options=_option_fields(options, builder, 2), output_layer=output_layer,
-                                       prune_output=bool(prune_output))
+    _claim("model", name, [n for n in model_names() if f"model:{n}" not in REGISTERED], builder)
+    label = f"model {name} (plugin {REGISTERED['model:' + name]['module']})"
+    typed = options or _signature_options(builder, 2)
+
+    def build(input_shape, num_classes, **chosen):
+        from torch import nn
+
+        try:
+            model = builder(input_shape, num_classes, **chosen)
+        except Exception as err:  # noqa: BLE001 - the plugin's failure, on one line naming it
+            raise PluginError(f"{label}: the builder raised {failure_text(err)}") from None
+        if not isinstance(model, nn.Module):
+            raise PluginError(f"{label}: the builder returned {type(model).__name__}, not a torch.nn.Module")
+        if not hasattr(model, "output_layer"):
+            linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+            model.output_layer = output_layer or (linear[-1] if linear else None)
+        return model
+
+    register_model_descriptor(ModelDescriptor(name, description or (builder.__doc__ or name).strip(), build, typed,
+                                              output_layer=None, prune_output=bool(prune_output)))
+    REGISTERED["model:" + name].update(options=_option_fields(typed), description=description,
+                                       output_layer=output_layer, prune_output=bool(prune_output))
 
 
 def register_dataset(name: str, loader: Callable, *, train_size: int, options: type | None = None,
-                     fingerprint: Callable | None = None) -> None:
+                     fingerprint: Callable | None = None, description: str = "") -> None:
     """Register a dataset: `loader(**options)` returns a mapping with `x_train`, `y_train`, `x_test`, `y_test`
     (tensors or arrays; x float, y class indices) and optionally `x_val`, `y_val` (an official validation
     split: used instead of holding out `dataset.validation` of the training set) and `num_classes`.
@@ -104,15 +123,86 @@ def register_dataset(name: str, loader: Callable, *, train_size: int, options: t
     `train_size`: the number of training examples (the driver's work estimate before anything ran).
     `fingerprint(**options) -> str`: the content of files the loader reads, if it reads any: it is part of the
     stage keys (so changed files run again) and checked by every worker before it trains."""
+    from workers.data.registry import DatasetDescriptor, dataset_names, register_dataset_descriptor
+
     _check_callable(loader, "dataset", name)
     _check_options(options, "dataset", name)
     if fingerprint is not None:
         _check_callable(fingerprint, "dataset", name)
     if not isinstance(train_size, int) or isinstance(train_size, bool) or train_size < 1:
         raise PluginError(f"{_caller()}: dataset {name}: train_size must be a positive integer, got {train_size!r}")
-    _claim("dataset", name, registry.DATASETS, loader)
-    registry.PLUGIN_DATASETS[name] = {"loader": loader, "options": options, "fingerprint": fingerprint}
-    REGISTERED["dataset:" + name].update(options=_option_fields(options, loader, 0), train_size=train_size)
+    _claim("dataset", name, [n for n in dataset_names() if f"dataset:{n}" not in REGISTERED], loader)
+    label = f"dataset {name} (plugin {REGISTERED['dataset:' + name]['module']})"
+    typed = options or _signature_options(loader, 0)
+    loaded: dict[str, tuple] = {}
+
+    def facts(chosen: dict) -> tuple:
+        key = json.dumps(chosen, sort_keys=True, default=str)
+        if key not in loaded:  # loaded once per process and options: the facts below read the same tensors
+            loaded[key] = _tensors(label, loader, chosen, train_size)
+        return loaded[key]
+
+    def load(root=None, **chosen) -> tuple:
+        return facts(chosen)[:-1]
+
+    def fact(index):
+        return lambda validated: facts(dict(validated))[-1][index]
+
+    register_dataset_descriptor(DatasetDescriptor(
+        name, description or (loader.__doc__ or name).strip(), load, train_size=train_size, input_shape=fact(1),
+        num_classes=fact(2), test_size=fact(3), options=typed))
+    REGISTERED["dataset:" + name].update(options=_option_fields(typed), train_size=train_size,
+                                         description=description, fingerprint=fingerprint)
+
+
+def _tensors(label: str, loader: Callable, chosen: dict, train_size: int) -> tuple:
+    """The loader's data as the registry's tuple of tensors, and (train size, input shape, classes, test size)."""
+    import numpy as np
+    import torch
+
+    from workers.data.dataset import DataError
+
+    try:
+        parts = loader(**chosen)
+    except Exception as err:  # noqa: BLE001 - the plugin's failure, on one line naming it
+        raise DataError(f"{label}: the loader raised {failure_text(err)}") from None
+    if not isinstance(parts, dict) or not {"x_train", "y_train", "x_test", "y_test"} <= set(parts):
+        raise DataError(f"{label}: the loader must return a mapping with x_train, y_train, x_test, y_test "
+                        f"(and optionally x_val, y_val, num_classes)")
+    order = ["x_train", "y_train", "x_test", "y_test"] + (["x_val", "y_val"] if parts.get("x_val") is not None else [])
+    t = [torch.as_tensor(np.asarray(parts[k])) for k in order]
+    t = [x.float() if k.startswith("x") else x.long() for k, x in zip(order, t)]
+    if len(t[0]) != train_size:
+        raise DataError(f"{label}: the loader gave {len(t[0])} training examples, registered train_size {train_size}")
+    labels = torch.cat(t[1::2])
+    classes = int(parts.get("num_classes") or int(labels.max()) + 1)
+    if int(labels.min()) < 0 or int(labels.max()) >= classes:
+        raise DataError(f"{label}: labels must lie in 0..{classes - 1}")
+    return (*t, (len(t[0]), tuple(t[0].shape[1:]), classes, len(t[2])))
+
+
+def _signature_options(fn: Callable, skip: int) -> type:
+    """A typed options class from a function's keyword parameters (their defaults; no default: required)."""
+    from typing import Any
+
+    from pydantic import create_model
+
+    from workers.strict import Strict
+
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    fields = {p.name: (Any, ... if p.default is p.empty else p.default) for p in params
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return create_model(f"{getattr(fn, '__name__', 'plugin')}_options", __base__=Strict, **fields)
+
+
+def dataset_content(name: str, options: dict) -> str | None:
+    """A plugin dataset's content fingerprint for `options`, or None (not a plugin's, or it gives none)."""
+    entry = REGISTERED.get(f"dataset:{name}")
+    if entry is None or entry.get("fingerprint") is None:
+        return None
+    from workers.data.registry import get_dataset_descriptor
+
+    return str(entry["fingerprint"](**dict(get_dataset_descriptor(name).validated(options))))
 
 
 def register_family(family) -> None:
@@ -185,44 +275,22 @@ def _check_options(options, what: str, name: str) -> None:
         raise PluginError(f"{_caller()}: {what} {name}: options must be a pydantic model class, got {options!r}")
 
 
-def _option_fields(options, fn: Callable, skip: int) -> list[dict]:
-    """The options a thing takes, as `validate --explain` shows them: from its pydantic class, else from the
-    function's keyword parameters after the first `skip` positional ones."""
-    if options is not None:
-        return [{"name": n, "type": _type_name(f.annotation), "required": f.is_required(),
-                 "default": None if f.is_required() else repr(f.get_default(call_default_factory=True)),
-                 "description": f.description or ""} for n, f in options.model_fields.items()]
-    params = list(inspect.signature(fn).parameters.values())[skip:]
-    return [{"name": p.name, "type": "" if p.annotation is p.empty else str(p.annotation),
-             "required": p.default is p.empty, "default": None if p.default is p.empty else repr(p.default),
-             "description": ""} for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+def _option_fields(options) -> list[dict]:
+    """The options a thing takes, as `validate --explain` shows them (a default as JSON, where it is JSON)."""
+    out = []
+    for n, f in options.model_fields.items():
+        default = None if f.is_required() else f.get_default(call_default_factory=True)
+        try:
+            json.dumps(default)
+        except TypeError:
+            default = repr(default)
+        out.append({"name": n, "type": _type_name(f.annotation), "required": f.is_required(), "default": default,
+                    "description": f.description or ""})
+    return out
 
 
 def _type_name(annotation) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
-def validated_options(entry: dict, what: str, name: str, given: dict, fn: Callable, skip: int) -> dict:
-    """The options a spec gives a plugin model or dataset, validated by the plugin's own pydantic class (or
-    against the function's keyword parameters); PluginError naming the option otherwise."""
-    from pydantic import ValidationError
-
-    options = entry.get("options")
-    if options is not None:
-        try:
-            return options.model_validate(given).model_dump()
-        except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise PluginError(f"{field}: {first['msg']}" + (f", got {first['input']!r}"
-                                                             if first["type"] != "missing" else "")) from None
-    fields = _option_fields(None, fn, skip)
-    known = [f["name"] for f in fields]
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
-    unknown = sorted(set(given) - set(known))
-    if unknown and not takes_any:
-        raise PluginError(f"{', '.join(unknown)}: no such option of {what} {name}; known: {', '.join(known) or 'none'}")
-    return dict(given)
 
 
 # ------------------------------------------------------------------ which modules may be imported
@@ -314,6 +382,12 @@ def _where_it_failed(err: BaseException, code: list[str]) -> str:
     return f"{at}{type(err).__name__}" + (f": {message}" if message else "")
 
 
+def failure_text(err: BaseException) -> str:
+    """`Type: message at file:line`, the line in the plugin's own code (as a path inside its code: path)."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}{': ' + first if first else ''}{where_in_plugin(err)}"
+
+
 def where_in_plugin(err: BaseException) -> str:
     """' at <file>:<line>' of the innermost frame of an exception in plugin code, the file as a path below its
     code: path's folder (the same on every node, wherever Ray unpacked the code); '' if none is."""
@@ -366,31 +440,37 @@ def describe(modules: list[str], code: list[str], uses: dict | None = None) -> d
     import_plugins(modules, code)
     things = {}
     for key, entry in REGISTERED.items():
-        out = {k: v for k, v in entry.items() if k != "obj"}
+        out = {k: v for k, v in entry.items() if k not in ("obj", "fingerprint")}
         out["identity"] = identity(entry, code)
         out["file"] = entry["where"].rsplit(":", 1)[0]
         things[key] = out
     problems, content = [], None
-    for section, table, fn_key, skip in (("model", registry.PLUGIN_MODELS, "builder", 2),
-                                          ("dataset", registry.PLUGIN_DATASETS, "loader", 0)):
+    from workers.data.registry import get_dataset_descriptor
+    from workers.models.registry import get_model_descriptor
+
+    for section, get in (("model", get_model_descriptor), ("dataset", get_dataset_descriptor)):
         given = (uses or {}).get(section) or {}
         name = given.get("name") if isinstance(given, dict) else None
-        if not isinstance(name, str) or name not in table:
+        if not isinstance(name, str) or f"{section}:{name}" not in things:
             continue
         options = given.get("options") or {}
+        descriptor = get(name)
         try:
             if not isinstance(options, dict):
-                raise PluginError(f"expected a mapping of options, got {options!r}")
-            checked = validated_options(table[name], section, name, options, table[name][fn_key], skip)
-        except PluginError as err:
-            problems.append(f"{section}.options.{err}")
+                raise ValueError(f"expected a mapping of options, got {options!r}")
+            descriptor.validated(options)
+        except (TypeError, ValueError) as err:
+            problems.append(f"{section}.options: {err}")
             continue
-        if section == "dataset" and table[name]["fingerprint"] is not None:
+        if section == "dataset":
             try:
-                content = str(table[name]["fingerprint"](**checked))
+                things[f"dataset:{name}"].update(
+                    train_size=descriptor.train_size_for(options), test_size=descriptor.test_size_for(options),
+                    input_shape=list(descriptor.input_shape_for(options)),
+                    num_classes=descriptor.num_classes_for(options))
+                content = dataset_content(name, options)
             except Exception as err:  # noqa: BLE001 - the plugin's own failure, reported on one line
-                problems.append(f"dataset: plugin {things['dataset:' + name]['module']}: fingerprint: "
-                                f"{_where_it_failed(err, code)}")
+                problems.append(f"dataset: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
     files = {m: getattr(sys.modules.get(m), "__file__", None) for m in modules}
     return {"things": things, "files": files, "problems": problems, "dataset_content": content}
 

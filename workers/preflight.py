@@ -12,7 +12,8 @@ import sys
 
 def problem(dataset: dict, model: dict, plugins: dict | None = None) -> str | None:
     """A one-line description of what is wrong with the dataset or model config, or None."""
-    from workers.data import DataError, dataset_from_config
+    from workers.data.dataset import dataset_from_config
+    from workers.data.files import DataError
     from workers.models import build_model
     from workers.plugins import PluginError, ensure
 
@@ -24,7 +25,7 @@ def problem(dataset: dict, model: dict, plugins: dict | None = None) -> str | No
         data = dataset_from_config(dataset)
     except DataError as err:
         return f"dataset: {err}"
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         return f"dataset.options: {err}"
     try:
         build_model(model["name"], data.input_shape, data.num_classes, **model.get("options", {}))

@@ -37,7 +37,7 @@ def store_at(location: str) -> ResultsStore:
 def plan_of(spec: SweepSpec):
     """The sweep's plan, its keys including the data's content; unreadable data files fail on one line."""
     from orchestrator.plan import sweep_plan
-    from workers.data_files import DataError
+    from workers.data.files import DataError
 
     try:
         return sweep_plan(spec)

@@ -11,7 +11,7 @@ import click
 
 from orchestrator.cli.common import (BAD_INPUT, CLUSTER_DID_NOT_START, INTERRUPTED, SWEEP_BUSY, fail, plan_of,
                                      spec_from, store_at)
-from orchestrator.spec import SweepSpec, describe
+from orchestrator.spec import SweepSpec, describe, describe_registries
 from orchestrator.store import ResultsStore, StoreError
 
 
@@ -117,9 +117,9 @@ def _estimate(plan, spec: SweepSpec, store, done: set[str] | None = None) -> str
 def _validate_estimate(spec: SweepSpec, plan, skip_data: bool) -> str:
     """validate's estimate line. For a file dataset the stored stages are known only by keys that hash the
     data's content, so without reading the data it cannot tell what is stored already."""
-    from workers.data_files import LAYOUTS
+    from workers.data.registry import get_dataset_descriptor
 
-    if spec.dataset.name in LAYOUTS:
+    if get_dataset_descriptor(spec.dataset.name).files is not None:
         if skip_data:
             return "  estimated time: none (--skip-data: what is stored already is known from the data's content)"
         plan = plan_of(spec)
@@ -145,6 +145,7 @@ def validate(spec_path: str, explain: bool, skip_data: bool) -> None:
     click.echo(_validate_estimate(spec, plan, skip_data))
     if explain:
         click.echo(describe())
+        click.echo(describe_registries())
 
 
 def validate_spec(spec_path: str, check_data: bool = True):
@@ -198,6 +199,9 @@ def plan(spec_path: str, store_location: str | None, stage_key: str | None) -> N
 @click.option("--progress/--no-progress", default=True,
               help="A progress bar on a terminal; with --no-progress (or no terminal) one line per finished stage.")
 @click.option("--dashboard/--no-dashboard", default=True, help="Start the Ray dashboard with a private cluster.")
+@click.option("--metrics", is_flag=True,
+              help="A private cluster exports Ray's and the sweep's metrics for Prometheus, on 127.0.0.1 without "
+                   "a token (docs/watching.md).")
 @click.option("--take-over", is_flag=True, help="Take the sweep's lease from another driver (only if it is gone).")
 @click.option("--retry-diverged", is_flag=True, help="Run stages that diverged in an earlier submit again.")
 @click.option("--detach", is_flag=True,
@@ -205,13 +209,13 @@ def plan(spec_path: str, store_location: str | None, stage_key: str | None) -> N
 @click.option("--until-decided", is_flag=True,
               help="Add seeds look by look until every comparison of the spec's until_decided section is decided.")
 def submit(spec_path: str, store_location: str | None, address: str | None, progress: bool, dashboard: bool,
-           take_over: bool, retry_diverged: bool, detach: bool, until_decided: bool) -> None:
+           metrics: bool, take_over: bool, retry_diverged: bool, detach: bool, until_decided: bool) -> None:
     """Run every stage of a sweep that is not in the store yet (so submitting again resumes)."""
     if until_decided:
         if detach:
             fail("submit: --until-decided runs its looks from this driver; it cannot --detach")
         return _submit_until_decided(spec_path, store_location, address, progress, dashboard, take_over,
-                                     retry_diverged)
+                                     retry_diverged, metrics)
     if detach:
         from orchestrator.cli.jobs import submit_detached
 
@@ -229,7 +233,7 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
     with _run_errors(interrupted, LeaseLost):
         summary = run_plan(plan_of(spec), spec, store, address=address, progress=progress, echo=click.echo,
                            preflight=lambda: check_inputs(spec), take_over=take_over, retry_diverged=retry_diverged,
-                           dashboard=dashboard)
+                           dashboard=dashboard, metrics=metrics)
     click.echo(f"{summary.ran} stage(s) ran, {summary.skipped_done} already stored, {summary.failed} failed, "
                f"{summary.diverged} diverged, {summary.skipped_after_failure} skipped after a failure "
                f"({summary.seconds:.1f} s)")
@@ -272,10 +276,11 @@ def _run_errors(interrupted: str, *failures: type[Exception]):
         sys.exit(code)
 
 
-def _submit_until_decided(spec_path, store_location, address, progress, dashboard, take_over, retry_diverged):
+def _submit_until_decided(spec_path, store_location, address, progress, dashboard, take_over, retry_diverged,
+                          metrics=False):
     """`submit --until-decided`: the looks of orchestrator/until_decided.py, each run like a plain submit."""
     from orchestrator.decision_log import DecisionLogError, format_decisions
-    from orchestrator.driver import run_plan, shapes_by_source
+    from orchestrator.driver import metrics_line, run_plan, shapes_by_source
     from orchestrator.scheduler import LeaseLost
     from orchestrator.until_decided import NotDecidable, run
 
@@ -297,9 +302,11 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
             private = not (address or os.environ.get("RAY_ADDRESS") or ray.is_initialized())
             if private:
                 cluster.check_resources(shapes_by_source(spec), cluster.local_resources())
-                url, _ = cluster.connect(None, dashboard=dashboard)
+                url, _ = cluster.connect(None, dashboard=dashboard, metrics=metrics)
                 if url:
                     click.echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")
+            if metrics:
+                click.echo(metrics_line(private))
             started.append(private)
         return run_plan(look_plan, spec, store, address=address, progress=progress, echo=click.echo,
                         take_over=take_over, retry_diverged=retry_diverged, dashboard=dashboard)

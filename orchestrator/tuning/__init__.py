@@ -4,5 +4,5 @@
 (`search.py`), which runs a seeded random search with ASHA over the method's search space. Each configuration
 is a Tune trial (`trial.py`) running the method's own stages (the same worker code as the sweep) at the tuning
 sparsities, on data without its test split, reporting validation accuracy per retraining epoch. The chosen
-values are the tune stage's output; the method's evaluation stages read them (`workers.stages.with_tuned`).
+values are the tune stage's output; the method's evaluation stages read them (`workers.stages.dispatch.with_tuned`).
 """

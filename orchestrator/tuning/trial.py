@@ -2,7 +2,7 @@
 
 The trial builds the method's stages for its configuration (a plan of this one method on the tuning seeds at
 the tuning sparsities), takes each seed's shared stages (θ₀, θ_k, θ_T) from the tune stage's inputs, and runs
-the method's stages with `workers.stages.run_stage` on the dataset without its test split. It reports the
+the method's stages with `workers.stages.dispatch.run_stage` on the dataset without its test split. It reports the
 validation accuracy at every evaluation, with `epochs` the retraining epochs it has run (ASHA's clock), and
 ends with `score`: the mean over its (seed, sparsity) results of the validation accuracy they report.
 """
@@ -56,11 +56,11 @@ def _run(values: dict, context: dict, beats) -> None:
     import torch
     from ray import tune
 
-    from workers.data import dataset_from_config, without_test
+    from workers.data.dataset import dataset_from_config, without_test
     from orchestrator.plan import plugins_of
     from workers.plugins import ensure
-    from workers.stages import run_stage
-    from workers.train import Diverged
+    from workers.stages.dispatch import run_stage
+    from workers.training.loop import Diverged
 
     ensure(plugins_of(context["spec"]))  # before planning: a plugin's method kind or criterion must be known
     torch.set_num_threads(max(1, int(context["threads"])))

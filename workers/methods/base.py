@@ -3,22 +3,26 @@ through.
 
 A method family is one package under `workers/methods/`: its `__init__` holds the typed configuration of each
 of its spec kinds (a pydantic model: the spec parses it, `validate --explain` prints it, the stage key hashes
-it and the worker receives it, one name and one default per knob) and the stages it adds to a seed's DAG; its
-`run` module holds the worker code. Configurations and planning import no torch, so the driver validates and
-plans specs without paying torch's import.
+it and the worker receives it, one name and one default per knob), the stages it adds to a seed's DAG, and its
+RUNNERS: each stage kind it plans mapped to a function that imports its `run` module (the worker code) and runs
+the stage. Configurations and planning import no torch, so the driver validates and plans specs without paying
+torch's import.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, Callable, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from workers.strict import Strict
 
 SanityCheck = Literal["shuffle", "reinit", "invert"]
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors and non-finite numbers are refused: a NaN or an infinity would only fail later."""
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class Runner(Protocol):
+    """What runs a stage: its payload and its parents' outputs by role, on the dataset, to a
+    `workers.stages.kit.StageResult` (typed loosely here, where no torch is imported)."""
+    def __call__(self, stage: dict, inputs: dict, data: Any, on_epoch: Callable[[dict], None] | None = None) -> Any: ...
 
 
 class MethodResources(Strict):

@@ -12,9 +12,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from workers.methods.base import MethodConfig, Planner, SeedStages
+from workers.methods.base import MethodConfig, Planner, Runner, SeedStages
 
-RUNNERS = {"bip": "workers.methods.bip.run:run_bip"}
 IMPLICIT_GRADIENTS = ("paper", "code")
 
 
@@ -29,7 +28,10 @@ class BiPMethod(MethodConfig):
         default=0.5, gt=0, le=10,
         description="BiP epochs as a fraction of the training epochs, rounded, at least 1 (bip.yml's 100 after "
                     "pretrain.yml's 200)")
-    lr: float = Field(default=0.1, gt=0, le=100, description="lower level: SGD learning rate of the weights, cosine over the BiP epochs (bip.yml lr)")
+    # Named `lr` as in the authors' bip.yml (and in specs and stage keys): the search's lr of the weights.
+    lr: float = Field(default=0.1, gt=0, le=100,
+                      description="lower level: the search's SGD learning rate of the weights, not the training "
+                                  "recipe's (which fine-tuning uses), cosine over the BiP epochs (bip.yml lr)")
     momentum: float = Field(default=0.9, ge=0, lt=1, description="lower level: SGD momentum (bip.yml momentum)")
     weight_decay: float = Field(default=1e-4, ge=0, le=1, description="lower level: weight decay γ (bip.yml wd)")
     mask_lr: float = Field(
@@ -68,3 +70,12 @@ class BiPMethod(MethodConfig):
 
 
 CONFIGS = (BiPMethod,)
+
+
+def bip_stage(stage, inputs, data, on_epoch=None):
+    """Runs a `bip` stage; `run` is imported only now, so that the driver reads this module without torch."""
+    from workers.methods.bip.run import run_bip
+    return run_bip(stage, inputs, data, on_epoch)
+
+
+RUNNERS: dict[str, Runner] = {"bip": bip_stage}

@@ -39,10 +39,10 @@ from torch import nn
 from torch.func import functional_call
 
 from workers import liveness, masks
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 from workers.masks import Mask
 from workers.methods.bip import IMPLICIT_GRADIENTS, BiPMethod
-from workers.train import Diverged
+from workers.training.loop import Diverged
 
 MASK_LR_DROPS = ((0.5, 0.1), (0.75, 0.01))
 _KNOBS = BiPMethod.model_fields
@@ -53,7 +53,7 @@ class BiPConfig:
     """One BiP run: its length and batch size (from the sweep) and the method's knobs."""
     epochs: int
     batch_size: int
-    lr: float = _KNOBS["lr"].default
+    lr: float = _KNOBS["lr"].default              # the weights' (lower level's) learning rate, not the recipe's
     momentum: float = _KNOBS["momentum"].default
     weight_decay: float = _KNOBS["weight_decay"].default
     mask_lr: float = _KNOBS["mask_lr"].default

@@ -7,7 +7,8 @@ import time
 
 from workers import masks
 from workers.methods.bip.bilevel import BiPConfig, bip_search
-from workers.stages import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, recipe_of,
+from workers.rng import Stream
+from workers.stages.kit import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, recipe_of,
                             retrain, total_iterations)
 
 # The method's knobs that the search itself takes (the rest of BiPConfig comes from the sweep's recipe).
@@ -32,8 +33,8 @@ def run_bip(stage, inputs, data, on_epoch=None) -> StageResult:
         if on_epoch is not None:
             on_epoch(search_curve[-1])
 
-    found = bip_search(model, prunable(stage, model), data, 1 - p["target_sparsity"], cfg, generator(stage, 10),
-                       on_epoch=record)
+    found = bip_search(model, prunable(stage, model), data, 1 - p["target_sparsity"], cfg,
+                       generator(stage, Stream.BIP_SEARCH), on_epoch=record)
     search_seconds = time.perf_counter() - t0
     # Without fine-tuning, training "from" the end to the end only evaluates the BiP network as it is.
     start = None if method.finetune else total_iterations(stage, data)

@@ -7,9 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from workers.methods.base import MethodConfig, Planner, SeedStages
+from workers.methods.base import MethodConfig, Planner, Runner, SeedStages
 
-RUNNERS = {"cts": "workers.methods.cts.run:run_cts"}
 OBJECTIVES = ("reverse_kl", "forward_kl", "cross_entropy")
 SEARCH_BN = ("batch", "running")
 SEARCH_WORK = 1.5  # a search epoch costs about 1.5 training epochs (a dense forward + a masked forward/backward)
@@ -23,7 +22,10 @@ class CTSMethod(MethodConfig):
         default="reverse_kl", description="search objective; reverse_kl to the dense network is CTS-KL")
     search: Literal["long", "short"] | Annotated[float, Field(gt=0, le=100_000)] = Field(
         default="long", description="search length: long = training epochs, short = 1/8 of them, or a number of epochs")
-    lr: float | None = Field(default=None, gt=0, le=100, description="mask learning rate (default: the training lr)")
+    # Named `lr` in specs (and so in stage keys); the code calls it the mask lr (`mask_lr`).
+    lr: float | None = Field(default=None, gt=0, le=100,
+                             description="mask lr: the search's Adam learning rate of the mask logits, not the "
+                                         "training recipe's (default: training.lr)")
     tau: float = Field(default=2 / 3, gt=0, le=100, description="Concrete temperature")
     slack: float = Field(default=1.1, ge=1, le=100, description="GradBalance budget slack")
     ema: float = Field(default=0.01, gt=0, le=1, description="GradBalance multiplier EMA rate")
@@ -38,7 +40,11 @@ class CTSMethod(MethodConfig):
         return f"cts_{self.objective}"
 
     def resolved(self, training: dict) -> dict:
-        return {**self.settings(), "lr": self.lr or training["lr"]}
+        return {**self.settings(), "lr": self.mask_lr(training["lr"])}
+
+    def mask_lr(self, training_lr: float) -> float:
+        """The search's learning rate of the mask logits: this method's `lr`, or else the training recipe's."""
+        return self.lr or training_lr
 
     def search_epochs(self, training_epochs: int) -> int:
         if self.search == "long":
@@ -62,3 +68,12 @@ class CTSMethod(MethodConfig):
 
 
 CONFIGS = (CTSMethod,)
+
+
+def cts_stage(stage, inputs, data, on_epoch=None):
+    """Runs a `cts` stage; `run` is imported only now, so that the driver reads this module without torch."""
+    from workers.methods.cts.run import run_cts
+    return run_cts(stage, inputs, data, on_epoch)
+
+
+RUNNERS: dict[str, Runner] = {"cts": cts_stage}

@@ -5,7 +5,8 @@ import time
 
 from workers import masks
 from workers.methods.cts.search import search_mask
-from workers.stages import (StageResult, generator, measured, method_of, model_with, prunable, recipe_of, retrain,
+from workers.rng import Stream
+from workers.stages.kit import (StageResult, generator, measured, method_of, model_with, prunable, recipe_of, retrain,
                             start_point)
 
 
@@ -24,8 +25,8 @@ def run_cts(stage, inputs, data, on_epoch=None) -> StageResult:
             on_epoch(search_curve[-1])
 
     mask, info = search_mask(model, prunable(stage, model), data.x_train, data.y_train, 1 - p["target_sparsity"],
-                             method, generator(stage, 5), epochs=method.search_epochs(recipe.epochs),
-                             lr=method.lr or recipe.lr, batch_size=recipe.batch_size, on_epoch=record,
+                             method, generator(stage, Stream.CTS_SEARCH), epochs=method.search_epochs(recipe.epochs),
+                             mask_lr=method.mask_lr(recipe.lr), batch_size=recipe.batch_size, on_epoch=record,
                              invert=p["invert"])
     search_seconds = time.perf_counter() - t0
     _, result = retrain(stage, data, start_weights, mask, on_epoch, start_iteration)

@@ -26,7 +26,7 @@ from torch.func import functional_call
 from workers import liveness, masks
 from workers.masks import Mask
 from workers.methods.cts import OBJECTIVES, SEARCH_BN, CTSMethod
-from workers.train import Diverged
+from workers.training.loop import Diverged
 
 OBJECTIVE_SCALE = 100.0  # the reference code multiplies every objective by 100
 BUDGET_SCALE = 100.0     # c(s) = 100·(Σσ(s)/B − 1)
@@ -85,10 +85,11 @@ class GradBalance:
 
 
 def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor, density: float,
-                cfg: CTSMethod, generator: torch.Generator, *, epochs: int, lr: float, batch_size: int,
+                cfg: CTSMethod, generator: torch.Generator, *, epochs: int, mask_lr: float, batch_size: int,
                 on_epoch: Callable[[int, dict], None] | None = None, invert: bool = False) -> tuple[Mask, dict]:
     """Search a mask keeping ⌊density·d⌋ of the prunable weights `names` of `model`, for `epochs` epochs of
-    Adam at `lr` on mini-batches of `batch_size`, with the knobs of `cfg`.
+    Adam at `mask_lr` (the logits' learning rate, `CTSMethod.mask_lr`) on mini-batches of `batch_size`, with the
+    knobs of `cfg`.
 
     `x`, `y` are the whole training set (on the model's device; no augmentation).  The
     model's weights and buffers (BN running statistics included) are read, never written;
@@ -99,9 +100,9 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
     """
     if not 0 < density < 1:
         raise ValueError(f"CTS density must be in (0, 1), got {density}")
-    if int(epochs) != epochs or epochs < 1 or int(batch_size) != batch_size or batch_size < 1 or not lr > 0:
-        raise ValueError(f"CTS needs whole epochs >= 1, a whole batch size >= 1 and lr > 0, got {epochs}, "
-                         f"{batch_size}, {lr}")
+    if int(epochs) != epochs or epochs < 1 or int(batch_size) != batch_size or batch_size < 1 or not mask_lr > 0:
+        raise ValueError(f"CTS needs whole epochs >= 1, a whole batch size >= 1 and a mask lr > 0, got {epochs}, "
+                         f"{batch_size}, {mask_lr}")
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"CTS needs matching non-empty x and y, got {len(x)} and {len(y)} examples")
     frozen = {n: p.detach() for n, p in model.named_parameters()}
@@ -111,7 +112,7 @@ def search_mask(model: nn.Module, names: list[str], x: torch.Tensor, y: torch.Te
     d = sum(sizes)
 
     s = torch.full((d,), math.log(density / (1 - density)), device=device, requires_grad=True)
-    opt = torch.optim.Adam([s], lr=lr)
+    opt = torch.optim.Adam([s], lr=mask_lr)
     balance = GradBalance(cfg.slack * density * d, cfg.ema)
     # Noise is drawn on the model's device from a generator seeded by the caller's one.
     noise_gen = torch.Generator(device).manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))

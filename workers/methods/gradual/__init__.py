@@ -13,9 +13,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from workers.methods.base import MethodConfig, Planner, SeedStages
+from workers.methods.base import MethodConfig, Planner, Runner, SeedStages
 
-RUNNERS = {"gradual": "workers.methods.gradual.run:run_gradual"}
 # The authors' pruning interval relative to their run: --update-frequency 1000 of 160 epochs × 391 iterations.
 AUTHORS_EVERY_FRACTION = 1000 / (160 * 391)
 INITIAL_DISTRIBUTIONS = ("erk", "uniform")
@@ -93,3 +92,12 @@ class GraNetMethod(GradualConfig):
 
 
 CONFIGS = (GMPMethod, GraNetMethod)
+
+
+def gradual_stage(stage, inputs, data, on_epoch=None):
+    """Runs a `gradual` stage; `run` is imported only now, so that the driver reads this module without torch."""
+    from workers.methods.gradual.run import run_gradual
+    return run_gradual(stage, inputs, data, on_epoch)
+
+
+RUNNERS: dict[str, Runner] = {"gradual": gradual_stage}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from workers import masks
 from workers.methods.gradual import GraNetMethod
 from workers.methods.gradual.schedules import GMPSchedule, GraNetSchedule, initial_mask, plan_gradual
-from workers.stages import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, retrain,
+from workers.rng import Stream
+from workers.stages.kit import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, retrain,
                             rewind_iteration, total_iterations)
 
 
@@ -17,7 +18,7 @@ def run_gradual(stage, inputs, data, on_epoch=None) -> StageResult:
     k, total = rewind_iteration(stage, data), total_iterations(stage, data)
     plan = plan_gradual(total, method.start_fraction, method.end_fraction, method.every, not_before=k)
     target, initial = p["target_sparsity"], method.start_sparsity(p["target_sparsity"])
-    gen = generator(stage, 9)
+    gen = generator(stage, Stream.GRADUAL)
     at_k = model_with(stage, data, start_weights)
     names = prunable(stage, at_k)
     if initial > 0:

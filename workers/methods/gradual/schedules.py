@@ -30,7 +30,7 @@ from torch import nn
 from workers import masks
 from workers.masks import Mask
 from workers.methods.gradual import AUTHORS_EVERY_FRACTION, INITIAL_DISTRIBUTIONS, GradualConfig, GraNetMethod
-from workers.train import Diverged
+from workers.training.loop import Diverged
 
 DEFAULT_START_FRACTION = GradualConfig.model_fields["start_fraction"].default
 DEFAULT_END_FRACTION = GradualConfig.model_fields["end_fraction"].default

@@ -13,9 +13,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from workers.methods.base import MethodConfig, Planner, SeedStages
+from workers.methods.base import MethodConfig, Planner, Runner, SeedStages
 
-RUNNERS = {"imp_level": "workers.methods.imp.run:run_imp_level"}
 
 
 def ltr_schedule(target_sparsities: list[float], max_prune_fraction: float) -> list[tuple[float, bool]]:
@@ -77,3 +76,12 @@ class FineTuneMethod(IMPConfig):
 
 
 CONFIGS = (LTRMethod, LRRMethod, FineTuneMethod)
+
+
+def imp_level_stage(stage, inputs, data, on_epoch=None):
+    """Runs a `imp_level` stage; `run` is imported only now, so that the driver reads this module without torch."""
+    from workers.methods.imp.run import run_imp_level
+    return run_imp_level(stage, inputs, data, on_epoch)
+
+
+RUNNERS: dict[str, Runner] = {"imp_level": imp_level_stage}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 
 from workers import masks
-from workers.stages import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, recipe_of,
+from workers.rng import Stream
+from workers.stages.kit import (StageResult, cpu_state, generator, measured, method_of, model_with, prunable, recipe_of,
                             retrain)
 
 
@@ -21,7 +22,7 @@ def run_imp_level(stage, inputs, data, on_epoch=None) -> StageResult:
     if "mask" in previous:
         scores = masks.restrict_to_survivors(scores, previous["mask"], p["invert"])
     keep = masks.keep_count(sum(w.numel() for w in weights.values()), 1 - p["target_sparsity"])
-    mask = masks.global_topk(scores, keep, generator(stage, 3), largest=not p["invert"])
+    mask = masks.global_topk(scores, keep, generator(stage, Stream.IMP_LEVEL), largest=not p["invert"])
     prune_seconds = time.perf_counter() - t0
     recipe = recipe_of(stage)
     if method.RETRAIN == "rewind":

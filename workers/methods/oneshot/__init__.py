@@ -6,10 +6,9 @@ from typing import Literal
 
 from pydantic import Field, create_model
 
-from workers.methods.base import MethodConfig, Planner, SeedStages
+from workers.methods.base import MethodConfig, Planner, Runner, SeedStages
 from workers.methods.oneshot.criteria import CRITERIA
 
-RUNNERS = {"oneshot": "workers.methods.oneshot.run:run_oneshot"}
 
 
 class OneShotMethod(MethodConfig):
@@ -17,7 +16,8 @@ class OneShotMethod(MethodConfig):
     IDENTITY = ("criterion",)
     kind: Literal["oneshot"]
     # The registry's names, as a Literal: `--explain` lists them and a misspelt one gets a "did you mean".
-    criterion: Literal[tuple(CRITERIA)] = Field(description="saliency criterion (workers/methods/oneshot/criteria.py)")  # type: ignore[valid-type]
+    criterion: Literal[tuple(CRITERIA)] = Field(description="saliency criterion (workers/methods/oneshot/criteria.py)",  # type: ignore[valid-type]
+                                                json_schema_extra={"listed_under": "criteria"})
     score_at: Literal["init", "rewind", "trained"] = Field(
         default="rewind", description="weights the scores are computed at: init, the rewind point, or the end of dense training")
     rounds: int | None = Field(default=None, gt=0, le=10_000,
@@ -44,6 +44,17 @@ class OneShotMethod(MethodConfig):
 
 
 CONFIGS = (OneShotMethod,)
+
+
+def oneshot_stage(stage, inputs, data, on_epoch=None):
+    """Runs a `oneshot` stage; `run` is imported only now, so that the driver reads this module without torch."""
+    from workers.methods.oneshot.run import run_oneshot
+    return run_oneshot(stage, inputs, data, on_epoch)
+
+
+RUNNERS: dict[str, Runner] = {"oneshot": oneshot_stage}
+
+
 BUILT_IN_CRITERIA = tuple(CRITERIA)
 
 

@@ -6,10 +6,11 @@ import time
 from torch import nn
 
 from workers import masks
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 from workers.methods.oneshot.criteria import CRITERIA
 from workers.methods.oneshot.scoring import oneshot_mask, per_class_sample
-from workers.stages import (StageResult, StateDict, generator, measured, method_of, model_with, model_with_options,
+from workers.rng import Stream
+from workers.stages.kit import (StageResult, StateDict, generator, measured, method_of, model_with, model_with_options,
                             prunable, retrain)
 
 BATCH = 256  # scoring batch: the criteria sum gradients over batches, so this only bounds memory
@@ -21,7 +22,7 @@ def run_oneshot(stage, inputs, data, on_epoch=None) -> StageResult:
     weights = inputs["score_weights"]["weights"]
     model = _synflow_model(stage, data, weights) if method.criterion == "synflow" else model_with(stage, data, weights)
     names = prunable(stage, model)
-    gen = generator(stage, 4)
+    gen = generator(stage, Stream.ONESHOT)
     batches = []
     if CRITERIA[method.criterion].needs_data:
         x, y = per_class_sample(data.x_train, data.y_train, method.samples_per_class, data.num_classes, gen)

@@ -145,10 +145,9 @@ def score(name: str, model: nn.Module, names: list[str], batches: Batches, gener
         try:
             scores = criterion.score(toolkit)
         except Exception as err:  # noqa: BLE001 - a plugin's failure, on one line naming it
-            from workers.models import _failure
-            from workers.plugins import PluginError
+            from workers.plugins import PluginError, failure_text
 
-            raise PluginError(f"{label}: raised {_failure(err)}") from None
+            raise PluginError(f"{label}: raised {failure_text(err)}") from None
     return check_scores(label, scores, toolkit.weights)
 
 

@@ -1,6 +1,7 @@
-"""Which files a file dataset (mnist, cifar10) is read from, and a fingerprint of their content; torch-free.
+"""Which files a file dataset (one whose descriptor has a `files` layout) is read from, and a fingerprint of
+their content; torch-free.
 
-The loaders in `workers/data.py` find their files here, and the planner puts the fingerprint of the same files
+The loaders find their files here, and the planner puts the fingerprint of the same files
 in the stage keys (`orchestrator/plan.py`), so changed data runs again and the same data under another path
 does not. The fingerprint is the SHA-256 of each file's name and the SHA-256 of its content as the loader
 reads it (a `.gz` file decompressed): the same whether a dataset sits in the root or its subfolder, plain or
@@ -21,30 +22,14 @@ import os
 import shlex
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from workers.data.registry import get_dataset_descriptor
 
 
 class DataError(ValueError):
     """A data root or file that cannot be used; the message is one line naming the path and what was expected."""
 
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a file dataset's loader looks for it under a data root."""
-    what: str                      # for messages: the files expected
-    folders: tuple[str, ...]       # candidate folders under the root, in the loader's order ("" is the root)
-    required: tuple[str, ...]      # the files the loader reads
-    gz: bool                       # a file may also be present as <name>.gz (the plain one is read first)
-
-
-LAYOUTS: dict[str, Layout] = {
-    "mnist": Layout("MNIST idx files", ("", "MNIST/raw"),
-                    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                     "t10k-labels-idx1-ubyte"), gz=True),
-    "cifar10": Layout("CIFAR-10 python batches data_batch_1..5, test_batch", ("cifar-10-batches-py", ""),
-                      tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",), gz=False),
-}
 
 # A file changed this recently may change again within its timestamps' resolution: its hash is not cached.
 _SETTLED_S = 2.0
@@ -56,7 +41,7 @@ def cache_dir() -> Path:
 
 
 def default_data_root() -> Path:
-    """Where mnist and cifar10 are read from when a spec gives no root: $TICKETSWEEP_DATA, else
+    """Where file datasets are read from when a spec gives no root: $TICKETSWEEP_DATA, else
     ~/.cache/ticketsweep/data (under $TICKETSWEEP_CACHE when that is set); `orchestrate data fetch` fills it."""
     env = os.environ.get("TICKETSWEEP_DATA")
     return Path(env).expanduser() if env else cache_dir() / "data"
@@ -95,7 +80,7 @@ def find_dir(root: Path, candidates: list[Path], required: list[str], what: str,
 
 def dataset_files(name: str, root: str | None) -> tuple[Path, dict[str, Path]]:
     """(the data root, {required name: the file the loader reads}) of a file dataset; DataError if absent."""
-    layout = LAYOUTS[name]
+    layout = get_dataset_descriptor(name).files
     base = data_root(root, layout.what, name)
     d = find_dir(base, [base / f if f else base for f in layout.folders], list(layout.required), layout.what,
                  layout.gz, name)
@@ -103,10 +88,10 @@ def dataset_files(name: str, root: str | None) -> tuple[Path, dict[str, Path]]:
 
 
 def fingerprint(name: str, root: str | None) -> str | None:
-    """The content fingerprint of dataset `name` under `root`, or None for a generated dataset (mnist1d,
-    synthetic: its options, which the stage keys hash already, determine it). DataError when the files are
-    missing or unreadable."""
-    if name not in LAYOUTS:
+    """The content fingerprint of dataset `name` under `root`, or None for a dataset without files (a generated
+    one, whose options, which the stage keys hash already, determine it). DataError when the files are missing
+    or unreadable."""
+    if get_dataset_descriptor(name).files is None:
         return None
     _, files = dataset_files(name, root)
     digest = hashlib.sha256()
@@ -165,3 +150,19 @@ def _write_entry(entry: Path, record: dict) -> None:
             raise
     except OSError:
         pass
+
+
+def atomic_savez(path: Path, arrays: dict) -> None:
+    """Write numpy arrays to a temp file in the same directory, then rename: readers never see half a file."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+

@@ -13,7 +13,6 @@ sees each step's dense gradients and may return a new mask, which `train` switch
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,54 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers import liveness
-from workers.data import Dataset
+from workers.data.dataset import Dataset
 from workers.masks import Mask
-from workers.registry import REWIND_PATTERN
+from workers.rng import Stream, seed_for
+from workers.training.recipe import REWIND_PATTERN, Recipe
 
 
-LOSS_REDUCTIONS = ("mean", "sum")
-PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    epochs: int
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    grad_clip: float | None = None
-    eval_every: int = 1
-    loss_reduction: str = "mean"
-    precision: str = "fp32"
-
-    def __post_init__(self):
-        if self.loss_reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"unknown loss_reduction {self.loss_reduction!r}; known: {', '.join(LOSS_REDUCTIONS)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; known: {', '.join(PRECISIONS)}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
-        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        fields["milestones"] = tuple(fields.get("milestones", ()))
-        return cls(**fields)
-
-    def iterations_per_epoch(self, n_train: int) -> int:
-        return math.ceil(n_train / self.batch_size)
-
-    def at_final_lr(self) -> "Recipe":
-        """The same recipe held at its schedule's final learning rate (fine-tuning)."""
-        return dataclasses.replace(self, lr=self.lr * self.gamma ** len(self.milestones), milestones=())
-
-    def lr_at(self, iteration: int, iterations_per_epoch: int) -> float:
-        passed = sum(1 for m in self.milestones if iteration >= m * iterations_per_epoch)
-        return self.lr * self.gamma ** passed
 
 
 @dataclass
@@ -144,16 +102,8 @@ def rewind_to_iterations(rewind: str, iterations_per_epoch: int) -> int:
     return int(num) * (iterations_per_epoch if unit == "ep" else 1)
 
 
-def seed_for(*parts: int) -> int:
-    """A 63-bit seed from small integers (stable across processes, unlike hash())."""
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
-    return h
-
-
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed_for(seed, epoch, 1)))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed_for(seed, epoch, Stream.DATA_ORDER)))
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
@@ -208,7 +158,7 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision not in _AUTOCAST_DTYPES:
-        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+        raise ValueError(f"unknown precision {precision!r}; known: fp32, {', '.join(_AUTOCAST_DTYPES)}")
     if device.type != "cuda":
         raise RuntimeError(f"training.precision {precision} needs a CUDA device, but this trial's data is on "
                            f"{device.type}: give the trials a GPU (resources.gpus_per_trial) or use fp32")
@@ -260,7 +210,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
         epoch, pos = divmod(it, ipe)
         if epoch != order_epoch:
             order, order_epoch = epoch_order(seed, epoch, len(data.x_train)).to(device), epoch
-            aug_gen = torch.Generator(device=device).manual_seed(seed_for(seed, epoch, 2))
+            aug_gen = torch.Generator(device=device).manual_seed(seed_for(seed, epoch, Stream.AUGMENTATION))
         idx = order[pos * recipe.batch_size:(pos + 1) * recipe.batch_size]
         x, y = data.x_train[idx], data.y_train[idx]
         if data.augment is not None:

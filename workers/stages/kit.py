@@ -1,4 +1,5 @@
-"""The stages of a sweep: plain functions from inputs to outputs, no scheduling knowledge.
+"""The stage kit: what a stage is and gets, and the helpers every stage runner builds on (its typed method
+configuration and recipe, its model at given weights, its random generators, retraining, the row it measured).
 
 A stage is a dict made by the planner:
     {"kind", "key", "seed", "label", "params": {"settings": {...}, "target_sparsity", ...},
@@ -6,15 +7,9 @@ A stage is a dict made by the planner:
 and its inputs are the outputs of its parents, by role ({"warmup": {"weights": ...}, ...}).
 Everything a stage needs comes through these two arguments and the dataset, so a stage
 gives the same result in a test, in `python -m workers` and on any Ray node.
-
-This module holds the stages every seed shares (init, warm-up, dense), the sanity-check ablations, the
-helpers method runners use, and the dispatch to the runners the method families register
-(`workers.methods.RUNNERS`).
 """
 from __future__ import annotations
 
-import importlib
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,12 +17,13 @@ import torch
 from torch import nn
 
 from workers import masks
-from workers.data import Dataset
-from workers import methods
+from workers.data.dataset import Dataset
 from workers.methods import config_from
-from workers.methods.base import TRAINING_PREFIX, MethodConfig
+from workers.methods.base import MethodConfig
 from workers.models import build_model
-from workers.train import Recipe, TrainResult, rewind_to_iterations, seed_for, train
+from workers.rng import Stream
+from workers.rng import seed_for
+from workers.training.loop import Recipe, TrainResult, rewind_to_iterations, train
 
 StateDict = dict[str, torch.Tensor]
 
@@ -40,8 +36,6 @@ class StageResult:
     seconds: float = 0.0
 
 
-# ------------------------------------------------------------------ helpers for method runners
-
 def method_of(stage: dict) -> MethodConfig:
     """The stage's method configuration, typed: the same object the spec parsed."""
     return config_from(stage["params"]["settings"])
@@ -50,16 +44,6 @@ def method_of(stage: dict) -> MethodConfig:
 def recipe_of(stage: dict) -> Recipe:
     """The stage's training recipe, with a tuned method's recipe values applied (params["recipe"])."""
     return Recipe.from_dict({**stage["config"]["training"], **stage["params"].get("recipe", {})})
-
-
-def with_tuned(stage: dict, values: dict) -> dict:
-    """The stage as it runs with a tuning result: the chosen method knobs in its settings and the chosen recipe
-    knobs (training.<name>) over its recipe. Settings of a stage without a method (ablations) are left alone."""
-    params = dict(stage["params"])
-    if "settings" in params:
-        params["settings"] = config_from(params["settings"]).tuned(values).settings()
-    params["recipe"] = {k[len(TRAINING_PREFIX):]: v for k, v in values.items() if k.startswith(TRAINING_PREFIX)}
-    return {**stage, "params": params}
 
 
 def iterations_per_epoch(stage: dict, data: Dataset) -> int:
@@ -103,9 +87,9 @@ def cpu_state(model: nn.Module) -> StateDict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def generator(stage: dict, purpose: int) -> torch.Generator:
-    """Seeded by (seed, purpose) only, so e.g. random scores are shared across sparsities (nested masks)."""
-    return torch.Generator().manual_seed(seed_for(stage["seed"], purpose))
+def generator(stage: dict, stream: Stream) -> torch.Generator:
+    """Seeded by (seed, stream) only, so e.g. random scores are shared across sparsities (nested masks)."""
+    return torch.Generator().manual_seed(seed_for(stage["seed"], stream))
 
 
 def start_point(stage: dict, inputs: dict, data: Dataset, from_init: bool) -> tuple[StateDict, int]:
@@ -146,73 +130,3 @@ def measured(mask: masks.Mask | None, result: TrainResult, search_seconds: float
         "retrain_seconds": result.seconds,
         "measurements": measurements,
     }
-
-
-# ------------------------------------------------------------------ the stages every seed shares
-
-def run_init(stage, inputs, data, on_epoch=None) -> StageResult:
-    return StageResult(outputs={"weights": cpu_state(fresh_model(stage, data, stage["seed"]))})
-
-
-def run_warmup(stage, inputs, data, on_epoch=None) -> StageResult:
-    model = model_with(stage, data, inputs["init"]["weights"])
-    result = train(model, data, recipe_of(stage), stage["seed"], 0, rewind_iteration(stage, data),
-                   on_epoch=on_epoch, evaluate_at_end=False)
-    return StageResult(outputs={"weights": cpu_state(model)}, curve=result.curve)
-
-
-def run_dense(stage, inputs, data, on_epoch=None) -> StageResult:
-    model, result = retrain(stage, data, inputs["warmup"]["weights"], None, on_epoch)
-    return StageResult(outputs={"weights": cpu_state(model)}, point=measured(None, result), curve=result.curve)
-
-
-def run_ablation(stage, inputs, data, on_epoch=None) -> StageResult:
-    """Sanity check of another stage's mask: shuffle it within each layer, or retrain it from fresh weights."""
-    p = stage["params"]
-    mask = {n: m.to(data.x_train.device) for n, m in inputs["source"]["mask"].items()}
-    # A mask searched at init retrains from θ₀ for the whole training, and so do its ablations.
-    start, start_iteration = start_point(stage, inputs, data, p.get("retrain_from") == "init")
-    if p["ablation"] == "shuffle":
-        mask = masks.layerwise_shuffle(mask, generator(stage, 6))
-    elif p["ablation"] == "reinit":
-        # A different seed's init: same distribution, fresh draws. The mask is kept as is.
-        start = cpu_state(fresh_model(stage, data, seed_for(stage["seed"], 7)))
-    else:
-        raise ValueError(f"unknown ablation {p['ablation']!r}; known: shuffle, reinit")
-    model, result = retrain(stage, data, start, mask, on_epoch, start_iteration)
-    return StageResult(outputs={"weights": cpu_state(model), "mask": masks.mask_to_cpu(mask)},
-                       point=measured(mask, result), curve=result.curve)
-
-
-SHARED_KINDS: dict[str, Callable[..., StageResult]] = {
-    "init": run_init,
-    "warmup": run_warmup,
-    "dense": run_dense,
-    "ablation": run_ablation,
-}
-
-
-def runner(kind: str) -> Callable[..., StageResult]:
-    """The function that runs a stage kind: a shared one, or the one its method family registered."""
-    if kind in SHARED_KINDS:
-        return SHARED_KINDS[kind]
-    if kind not in methods.RUNNERS:
-        raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join([*SHARED_KINDS, *methods.RUNNERS])}")
-    module, _, name = methods.RUNNERS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | None = None) -> StageResult:
-    """Run one stage; the seconds include everything the stage did (scoring, search, training)."""
-    run = runner(stage["kind"])
-    tuned = inputs["tuned"]["values"] if "tuned" in inputs else None
-    if tuned is not None:
-        stage = with_tuned(stage, tuned)
-    t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed_for(stage["seed"], 8))
-        result = run(stage, inputs, data, on_epoch)
-    result.seconds = time.perf_counter() - t0
-    if tuned is not None and result.point is not None:
-        result.point["tuned"] = tuned  # the values it ran with reach its row
-    return result

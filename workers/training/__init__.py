@@ -1,0 +1,1 @@
+"""Training: the recipe and the masked training loop."""
