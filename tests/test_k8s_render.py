@@ -205,7 +205,10 @@ def test_plugin_code_travels_in_the_configmap_beside_the_spec(tmp_path):
     example = tmp_path / "my_method"
     shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "my_method", example,
                     ignore=shutil.ignore_patterns("store", "__pycache__", "glyphs.npz"))
-    (example / "my_method" / "glyphs.npz").write_bytes(b"\x93NUMPY\xff\x00 not text")
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "make_data.py"], cwd=example, check=True, capture_output=True)
     spec = yaml.safe_load((example / "spec.yaml").read_text())
     path = example / "spec.yaml"
     path.write_text(yaml.safe_dump({**spec, "store": STORE}))
@@ -215,6 +218,7 @@ def test_plugin_code_travels_in_the_configmap_beside_the_spec(tmp_path):
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     items = _mounts(head)[k8s_render.SPEC_DIR][1]["configMap"]["items"]
     paths = sorted(i["path"] for i in items)
+    assert any(item["path"].endswith("glyphs.npz") and item["key"] in config_map["binaryData"] for item in items)
     assert paths == ["my_method/__init__.py", "my_method/criterion.py", "my_method/data.py", "my_method/glyphs.npz",
                      "my_method/model.py", "spec.yaml"]
     # What the head mounts is the same sweep, with the same plugin identities (so the same stage keys).

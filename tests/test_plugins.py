@@ -138,8 +138,8 @@ def test_a_plugin_models_options_are_checked_by_its_own_class(tmp_path):
     spec["model"]["options"] = {"channels": 0}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({**spec, "code": [str(example / "my_method")]}))
-    with pytest.raises(SpecError, match=rf"^{path}: model.options.channels: Input should be greater than or "
-                                        rf"equal to 1, got 0$"):
+    with pytest.raises(SpecError, match=rf"^{path}: model.options: model small_cnn: channels: Input should be "
+                                        rf"greater than or equal to 1$"):
         load_spec(path)
 
 
