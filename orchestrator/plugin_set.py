@@ -146,7 +146,7 @@ def _forget_modules(code: list[str]) -> None:
     from workers import plugins
 
     for name, module in list(sys.modules.items()):
-        if plugins._inside(getattr(module, "__file__", None), code):
+        if plugins.inside(getattr(module, "__file__", None), code):
             del sys.modules[name]
     for root in plugins.code_roots(code):
         while root in sys.path:

@@ -300,7 +300,7 @@ def code_roots(code: list[str]) -> list[str]:
     return list(dict.fromkeys(str(Path(p).parent) for p in code))
 
 
-def _inside(path: str | None, code: list[str]) -> bool:
+def inside(path: str | None, code: list[str]) -> bool:
     if not path:
         return False
     path = os.path.realpath(path)
@@ -338,7 +338,7 @@ def source_of(module: str, code: list[str]) -> dict:
         spec = None
     if spec is not None:
         places = [spec.origin] + list(spec.submodule_search_locations or [])
-        if any(_inside(p, code) for p in places):
+        if any(inside(p, code) for p in places):
             return {"code": True}
     installed = entry_point_distributions()
     if top in installed:
@@ -376,7 +376,7 @@ def _where_it_failed(err: BaseException, code: list[str]) -> str:
     if isinstance(err, SyntaxError) and err.filename:
         return f"{err.filename}:{err.lineno}: SyntaxError: {err.msg}"
     frames = traceback.extract_tb(err.__traceback__)
-    user = [f for f in frames if _inside(f.filename, code)] or frames
+    user = [f for f in frames if inside(f.filename, code)] or frames
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
     at = f"{user[-1].filename}:{user[-1].lineno}: " if user else ""
     return f"{at}{type(err).__name__}" + (f": {message}" if message else "")
@@ -391,7 +391,7 @@ def failure_text(err: BaseException) -> str:
 def where_in_plugin(err: BaseException) -> str:
     """' at <file>:<line>' of the innermost frame of an exception in plugin code, the file as a path below its
     code: path's folder (the same on every node, wherever Ray unpacked the code); '' if none is."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if _inside(f.filename, _CODE)]
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if inside(f.filename, _CODE)]
     if not frames:
         return ""
     path = os.path.realpath(frames[-1].filename)
@@ -425,7 +425,7 @@ def source_digest(modules: list[str], code: list[str]) -> str:
         except ImportError as err:
             raise PluginError(f"plugin {module}: its source cannot be read ({err})") from None
     files = sorted({os.path.realpath(m.__file__) for m in finder.modules.values()
-                    if m.__file__ and _inside(m.__file__, code)})
+                    if m.__file__ and inside(m.__file__, code)})
     h = hashlib.sha256()
     for path in files:
         root = next(r for r in roots if path.startswith(os.path.realpath(r) + os.sep))
