@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -30,7 +31,7 @@ from orchestrator.deploy import detached
 from orchestrator.store import stage_logs
 from orchestrator.cli import main
 from orchestrator.spec.plan import build_plan
-from orchestrator.spec.sweep_spec import parse_spec
+from orchestrator.spec.sweep_spec import load_spec, parse_spec
 from orchestrator.store.results_store import ResultsStore
 
 VENV_BIN = Path(sys.executable).parent
@@ -355,3 +356,34 @@ def test_logs_stage_cli(tmp_path):
         result = _invoke("logs", spec_path, *args)
         assert result.exit_code == 2 and expected in result.stderr, (args, result.output)
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+PLUGIN = ("import torch\nfrom workers.plugins import register_criterion\n\n\n"
+          "@register_criterion(description='θ²')\ndef square(s):\n    return {n: w ** 2 for n, w in s.weights.items()}\n")
+
+
+def test_a_detached_job_ships_the_plugin_code_beside_its_spec(head, tmp_path):
+    url, _ = head
+    (tmp_path / "plug").mkdir()
+    (tmp_path / "plug" / "square.py").write_text(PLUGIN)
+    spec = {**QUICK, "name": "jobplug", "code": ["plug/square.py"], "plugins": ["square"], "seeds": [0],
+            "methods": [{"kind": "oneshot", "criterion": "square"}]}
+    spec_path = _spec_file(tmp_path, spec, tmp_path / "store")
+    outside = tmp_path / "elsewhere.yaml"
+    outside.write_text(yaml.safe_dump({**spec, "code": [str(tmp_path / "plug" / "square.py")],
+                                       "store": str(tmp_path / "store2")}))
+    (tmp_path / "sub").mkdir()
+    moved = tmp_path / "sub" / "spec.yaml"
+    moved.write_text(outside.read_text())
+    refused = _invoke("submit", str(moved), "--address", url, "--detach")
+    assert refused.exit_code == 2 and "is outside the spec's folder" in refused.stderr, refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    submitted = _invoke("submit", spec_path, "--address", url, "--detach")
+    assert submitted.exit_code == 0, submitted.output
+    followed = _invoke("logs", spec_path)
+    assert followed.stderr.strip().endswith("SUCCEEDED"), followed.output
+    points = pd.read_parquet(tmp_path / "store" / "points")
+    assert set(points["status"]) == {"ok"} and "square" in set(points["method"].astype(str))
+    # The job planned the same keys as this machine does: the plugin's identity does not depend on where it lies.
+    assert ResultsStore(str(tmp_path / "store")).done_keys("jobplug") == set(build_plan(load_spec(spec_path)).stages)

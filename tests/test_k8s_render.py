@@ -195,3 +195,49 @@ def test_cli_writes_the_file_and_rejects_bad_input_without_writing(tmp_path):
         render(path, parse_spec(big), RenderOptions(image="x"))
     missing = runner.invoke(main, ["k8s", "render", path])
     assert missing.exit_code == 2 and "--image" in missing.stderr
+
+
+def test_plugin_code_travels_in_the_configmap_beside_the_spec(tmp_path):
+    import base64
+    import shutil
+    from pathlib import Path
+
+    example = tmp_path / "my_method"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "examples" / "my_method", example,
+                    ignore=shutil.ignore_patterns("store", "__pycache__", "glyphs.npz"))
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "make_data.py"], cwd=example, check=True, capture_output=True)
+    spec = yaml.safe_load((example / "spec.yaml").read_text())
+    path = example / "spec.yaml"
+    path.write_text(yaml.safe_dump({**spec, "store": STORE}))
+    loaded = load_spec(path)
+    docs = render(str(path), loaded, RenderOptions(image="registry.example/ticketsweep:1.0"))
+    config_map, job = _kinds(docs)["ConfigMap"], _kinds(docs)["RayJob"]
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    items = _mounts(head)[k8s.SPEC_DIR][1]["configMap"]["items"]
+    paths = sorted(i["path"] for i in items)
+    assert any(item["path"].endswith("glyphs.npz") and item["key"] in config_map["binaryData"] for item in items)
+    assert paths == ["my_method/__init__.py", "my_method/criterion.py", "my_method/data.py", "my_method/glyphs.npz",
+                     "my_method/model.py", "spec.yaml"]
+    # What the head mounts is the same sweep, with the same plugin identities (so the same stage keys).
+    mounted = tmp_path / "mounted"
+    for item in items:
+        target = mounted / item["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if item["key"] in config_map.get("binaryData", {}):
+            target.write_bytes(base64.b64decode(config_map["binaryData"][item["key"]]))
+        else:
+            target.write_text(config_map["data"][item["key"]])
+    again = load_spec(mounted / "spec.yaml")
+    assert {k: t["identity"] for k, t in again.plugin_manifest()["things"].items()} == \
+        {k: t["identity"] for k, t in loaded.plugin_manifest()["things"].items()}
+    assert "travel in the ConfigMap beside the spec" in k8s.plugin_note(loaded)
+    # Code outside the spec's folder cannot be mounted beside it: one line, nothing rendered.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "spec.yaml").write_text(yaml.safe_dump({**spec, "store": STORE,
+                                                                "code": [str(example / "my_method")]}))
+    with pytest.raises(RenderError, match="is outside the spec's folder: a RayJob mounts the spec's folder layout"):
+        render(str(tmp_path / "sub" / "spec.yaml"), load_spec(tmp_path / "sub" / "spec.yaml"),
+               RenderOptions(image="registry.example/ticketsweep:1.0"))

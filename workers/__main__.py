@@ -16,6 +16,7 @@ import sys
 import torch
 
 from workers.data.dataset import DataError, dataset_from_config
+from workers.plugins import PluginError, ensure
 from workers.stages.dispatch import run_stage
 
 
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inputs missing for roles {', '.join(missing)}: give --artifacts or --input ROLE=PATH", file=sys.stderr)
         return 2
     inputs = {role: torch.load(path, map_location="cpu", weights_only=True) for role, path in paths.items()}
+    try:
+        ensure(stage["config"].get("plugins"), shipped=False)
+    except PluginError as err:
+        print(str(err), file=sys.stderr)
+        return 2
     try:
         data = dataset_from_config(stage["config"]["dataset"])
     except DataError as err:

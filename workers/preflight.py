@@ -10,12 +10,17 @@ import json
 import sys
 
 
-def problem(dataset: dict, model: dict) -> str | None:
+def problem(dataset: dict, model: dict, plugins: dict | None = None) -> str | None:
     """A one-line description of what is wrong with the dataset or model config, or None."""
     from workers.data.dataset import dataset_from_config
     from workers.data.files import DataError
     from workers.models import build_model
+    from workers.plugins import PluginError, ensure
 
+    try:
+        ensure(plugins, shipped=False)
+    except PluginError as err:
+        return str(err)
     try:
         data = dataset_from_config(dataset)
     except DataError as err:
@@ -24,6 +29,8 @@ def problem(dataset: dict, model: dict) -> str | None:
         return f"dataset.options: {err}"
     try:
         build_model(model["name"], data.input_shape, data.num_classes, **model.get("options", {}))
+    except PluginError as err:
+        return f"model: {err}"
     except (TypeError, ValueError) as err:
         return f"model.options: {err}"
     return None
@@ -31,7 +38,7 @@ def problem(dataset: dict, model: dict) -> str | None:
 
 def main(argv: list[str]) -> int:
     config = json.loads(argv[0])
-    message = problem(config["dataset"], config["model"])
+    message = problem(config["dataset"], config["model"], config.get("plugins"))
     if message:
         print(message, file=sys.stderr)
         return 2

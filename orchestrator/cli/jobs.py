@@ -37,7 +37,7 @@ def submit_detached(spec_path: str, store_location: str | None, address: str | N
         api = detached.client(address)  # an unreachable or refusing cluster fails before the store is touched
         store.check_writable()      # the job's record goes there: fail before the cluster runs anything
         extra = (["--take-over"] if take_over else []) + (["--retry-diverged"] if retry_diverged else [])
-        record = detached.submit(api, spec_path, spec.name, location, extra)
+        record = detached.submit(api, spec_path, spec.name, location, extra, code=spec.code)
     except detached.JobBusy as err:
         click.echo(str(err), err=True)
         sys.exit(SWEEP_BUSY)
@@ -168,7 +168,7 @@ def render(spec_path: str, image: str, gpu_image: str | None, store_location: st
                                     gcp_service_account=gcp_service_account, auth_secret=auth_secret,
                                     worker_cpus=worker_cpus, worker_memory_gb=worker_memory_gb)
     try:
-        text = k8s.to_yaml(k8s.render(spec_path, spec, opts), spec_path)
+        text = k8s.to_yaml(k8s.render(spec_path, spec, opts), spec_path, k8s.plugin_note(spec))
     except k8s.RenderError as err:
         fail(str(err))
     if output is None:

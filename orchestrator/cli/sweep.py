@@ -31,10 +31,13 @@ def start_input_check(spec: SweepSpec) -> Callable[[], None]:
 
     from workers import preflight
 
-    config = {"dataset": spec.dataset.model_dump(), "model": spec.model.model_dump()}
+    from orchestrator.spec import plugin_set
+
+    config = {"dataset": spec.dataset.model_dump(), "model": spec.model.model_dump(),
+              "plugins": plugin_set.payload(spec.plugin_manifest())}
     if "torch" in sys.modules:
         def check_here() -> None:
-            message = preflight.problem(config["dataset"], config["model"])
+            message = preflight.problem(config["dataset"], config["model"], config["plugins"])
             if message:
                 fail(message)
         return check_here
@@ -79,7 +82,20 @@ def _summary_lines(spec: SweepSpec, plan) -> list[str]:
         "  recipe: " + ", ".join(f"{k} {v}" for k, v in spec.training.model_dump().items()),
         f"  model: {spec.model.name} " + (", ".join(f"{k} {v}" for k, v in spec.model.options.items()) or "(defaults)"),
         "  methods: " + "; ".join(_method_line(m) for m in spec.methods),
-    ] + _until_decided_lines(spec)
+    ] + _plugin_lines(spec) + _until_decided_lines(spec)
+
+
+def _plugin_lines(spec: SweepSpec) -> list[str]:
+    """Which plugin files the sweep imports, and what each registers with its identity."""
+    from orchestrator.spec import plugin_set
+
+    manifest = spec.plugin_manifest()
+    if not manifest:
+        return []
+    lines = [f"  {plugin_set.files_line(manifest)}"]
+    for thing in manifest["things"].values():
+        lines.append(f"    {thing['what']} {thing['name']} from {thing['module']}: {thing['identity'][:19]}")
+    return lines
 
 
 def _until_decided_lines(spec: SweepSpec) -> list[str]:

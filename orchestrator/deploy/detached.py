@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import shutil
 import socket
@@ -192,12 +193,29 @@ def entrypoint(spec_name: str, store: str, extra: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def submit(api, spec_path: str, sweep: str, store: str, extra: list[str] = ()) -> JobRecord:
+def plugin_code_layout(spec_path: str, code: list[str]) -> list[tuple[str, str]]:
+    """(local path, path in the job's working directory) of each `code:` path: where it lies beside the spec,
+    so that the job's driver finds it as the spec names it. JobError for a path outside the spec's folder."""
+    folder = os.path.dirname(os.path.abspath(spec_path))
+    out = []
+    for path in code:
+        rel = os.path.relpath(path, folder)
+        if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+            raise JobError(f"{spec_path}: code: {path} is outside the spec's folder: a detached job ships the spec's "
+                           f"folder layout, so keep plugin code beside the spec (or install it on the cluster as a "
+                           f"distribution with a ticketsweep.plugins entry point)")
+        out.append((path, rel))
+    return out
+
+
+def submit(api, spec_path: str, sweep: str, store: str, extra: list[str] = (), code: list[str] = ()) -> JobRecord:
     """Submit the driver of `sweep` through `api` (see `client`) and record it; JobBusy while an earlier job runs.
 
     `store` must already be what the head should use: an absolute path (on a filesystem the head sees) or a
-    URI, because the job runs in a working directory of its own.
+    URI, because the job runs in a working directory of its own. The spec's plugin `code:` paths travel in
+    that working directory beside it; the job's driver ships them on to the workers.
     """
+    layout = plugin_code_layout(spec_path, list(code))
     address = api.get_address()
     earlier = read_record(store, sweep)
     if earlier is not None and earlier.address == address:
@@ -212,8 +230,15 @@ def submit(api, spec_path: str, sweep: str, store: str, extra: list[str] = ()) -
     spec_name = Path(spec_path).name
     workdir = tempfile.mkdtemp(prefix="ticketsweep-job-")
     try:
-        # Only the spec travels: the code is the cluster's own (its image or environment).
+        # The spec and its plugins' code travel; ticketsweep itself is the cluster's own (its image or environment).
         shutil.copyfile(spec_path, Path(workdir) / spec_name)
+        for path, rel in layout:
+            target = Path(workdir) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.isdir(path):
+                shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+            else:
+                shutil.copyfile(path, target)
         runtime_env = {"working_dir": workdir, "env_vars": dict(STOP_ENV)}
 
         def send():

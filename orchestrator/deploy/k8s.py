@@ -9,7 +9,9 @@ token from a Secret mounted read-only on every Ray pod and on the submitter.
 """
 from __future__ import annotations
 
+import base64
 import math
+import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from urllib.parse import parse_qs, urlparse
 
 import yaml
 
-from orchestrator.deploy.detached import STOP_ENV
+from orchestrator.deploy.detached import STOP_ENV, JobError, plugin_code_layout
 from orchestrator.spec.sweep_spec import SweepSpec
 
 OBJECT_STORES = ("s3://", "gs://")
@@ -160,6 +162,38 @@ def _pod(container: dict, volumes: list[tuple[dict, dict]], opts: RenderOptions 
     return {"spec": spec}
 
 
+def plugin_files(spec_path: str, spec: SweepSpec) -> list[tuple[str, bytes]]:
+    """(path beside the spec, content) of every file of the spec's `code:` paths, which travel in the ConfigMap
+    and are mounted beside the spec on the head: its driver ships them on to the workers with Ray's runtime
+    env, as on any cluster. RenderError for code outside the spec's folder."""
+    try:
+        layout = plugin_code_layout(spec_path, spec.code)
+    except JobError as err:
+        raise RenderError(str(err).replace("a detached job ships", "a RayJob mounts")) from None
+    out = []
+    for path, rel in layout:
+        files = [(path, rel)] if os.path.isfile(path) else [
+            (os.path.join(folder, f), os.path.relpath(os.path.join(folder, f), path))
+            for folder, dirs, names in os.walk(path) if not dirs.sort() and "__pycache__" not in folder
+            for f in sorted(names) if not f.endswith(".pyc")]
+        for local, inner in files:
+            out.append(((rel if os.path.isfile(path) else os.path.join(rel, inner)).replace(os.sep, "/"),
+                        Path(local).read_bytes()))
+    return out
+
+
+def plugin_note(spec: SweepSpec) -> str:
+    """How the spec's plugin code reaches the cluster, for the manifest's header."""
+    if not spec.plugins:
+        return ""
+    named = ", ".join(spec.plugins)
+    if spec.code:
+        return (f"# Plugins {named}: their code: paths travel in the ConfigMap beside the spec; the\n"
+                "# driver on the head ships them to every worker with Ray's runtime env (py_modules).\n")
+    return (f"# Plugins {named}: no code: paths, so they must be installed in the image (a\n"
+            "# distribution declaring a ticketsweep.plugins entry point), on the head and on every worker.\n")
+
+
 def render(spec_path: str, spec: SweepSpec, opts: RenderOptions) -> list[dict]:
     """The manifests, in the order to apply them: [ServiceAccount,] ConfigMap, RayJob."""
     if not opts.image or any(c.isspace() for c in opts.image):
@@ -180,11 +214,28 @@ def render(spec_path: str, spec: SweepSpec, opts: RenderOptions) -> list[dict]:
     text = Path(spec_path).read_text()
     if len(text.encode()) > CONFIGMAP_MAX:
         raise RenderError(f"{spec_path}: {len(text.encode())} bytes, more than a ConfigMap holds ({CONFIGMAP_MAX})")
-    docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{name}-spec"), "data": {spec_file: text}})
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{name}-spec"), "data": {spec_file: text}}
+    items = [{"key": spec_file, "path": spec_file}]
+    size = len(text.encode())
+    for i, (rel, content) in enumerate(plugin_files(spec_path, spec)):
+        key = f"code-{i}-" + re.sub(r"[^-._a-zA-Z0-9]", "_", rel)[-200:]
+        try:
+            config_map["data"][key] = content.decode()
+            size += len(content)
+        except UnicodeDecodeError:
+            config_map.setdefault("binaryData", {})[key] = base64.b64encode(content).decode()
+            size += 4 * math.ceil(len(content) / 3)
+        items.append({"key": key, "path": rel})
+        if size > CONFIGMAP_MAX:
+            raise RenderError(f"{spec_path}: code: the plugin code and the spec exceed what a ConfigMap holds "
+                              f"({CONFIGMAP_MAX} bytes, at {rel}): install the plugins in the image instead (a "
+                              f"distribution declaring a ticketsweep.plugins entry point) and drop code:")
+    docs.append(config_map)
 
     token = _token_volume(opts)
     spec_volume = ({"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
-                   {"name": "spec", "configMap": {"name": f"{name}-spec"}})
+                   {"name": "spec", "configMap": {"name": f"{name}-spec",
+                                                  **({"items": items} if len(items) > 1 else {})}})
     head = _pod({"name": "ray-head", "image": opts.image,
                  "ports": [{"containerPort": 6379, "name": "gcs-server"}, {"containerPort": 8265, "name": "dashboard"},
                            {"containerPort": 10001, "name": "client"}],
@@ -231,7 +282,7 @@ _Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
     "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
 
 
-def to_yaml(docs: list[dict], spec_path: str) -> str:
+def to_yaml(docs: list[dict], spec_path: str, note: str = "") -> str:
     header = (f"# Rendered by `orchestrate k8s render {spec_path}`. Apply with `kubectl apply -f FILE`; the\n"
-              f"# Secret with Ray's auth token must exist first (k8s/README.md). Re-render rather than edit.\n")
+              f"# Secret with Ray's auth token must exist first (k8s/README.md). Re-render rather than edit.\n") + note
     return header + yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)

@@ -16,6 +16,7 @@ import ray
 from orchestrator.deploy import cluster
 from orchestrator.store import health, plan_manifests
 from orchestrator.store.lease import Lease
+from orchestrator.spec import plugin_set
 from orchestrator.spec.plan import Plan
 from orchestrator.run.recorder import Recorder
 from orchestrator.run.scheduler import HangPolicy, RunSummary, Scheduler, Shape, descendants
@@ -45,15 +46,19 @@ def shapes_by_source(spec: SweepSpec) -> dict[str, Shape]:
     return out
 
 
-def tune_actor_factory(spec: SweepSpec, store_location: str):
+def tune_actor_factory(spec: SweepSpec, store_location: str, runtime_env: dict | None = None):
     """Makes the actor of one tune stage: it holds no CPU or GPU itself (its Tune trials, each with the method's
     trial resources, do the work), so it can never keep its own trials from starting."""
-    spec_dict = spec.model_dump(mode="json")
+    from orchestrator.spec.sweep_spec import spec_dict as as_dict
+
+    spec_dict = as_dict(spec)
 
     def make(stage, shape: Shape):
         cpus, gpus, _ = shape
+        # Its Tune trials inherit its runtime env, and with it the spec's plugin code.
+        extra = {"runtime_env": runtime_env} if runtime_env else {}
         return TuneActor.options(name=f"tune-{stage.key[:8]}-{os.getpid()}", num_cpus=0, num_gpus=0,
-                                 max_concurrency=2, max_restarts=0).remote(1, 0, store_location, spec_dict,
+                                 max_concurrency=2, max_restarts=0, **extra).remote(1, 0, store_location, spec_dict,
                                                                            (cpus, gpus))
     return make
 
@@ -140,6 +145,7 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
             echo(f"resuming: {stored} of {len(plan.stages)} stages already stored, {len(todo)} to run"
                  + (f", {len(blocked)} held back (diverged before; --retry-diverged runs them)" if blocked else ""))
         shapes = stage_shapes(plan, spec)
+        runtime_env = plugin_set.runtime_env(spec.plugin_manifest())
         summary.dashboard_url = url
         if url:
             echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")
@@ -155,7 +161,8 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
         scheduler = Scheduler(plan, todo, state.done, shapes, TrialActor, store.location, recorder,
                               spec.resources.max_concurrent, spec.resources.max_retries, reporter, lease,
                               HangPolicy(spec.resources.hang_floor_s, spec.resources.hang_factor),
-                              tune_actor=tune_actor_factory(spec, store.location))
+                              tune_actor=tune_actor_factory(spec, store.location, runtime_env),
+                              runtime_env=runtime_env)
         t0 = time.perf_counter()
         try:
             scheduler.run(summary)

@@ -18,6 +18,7 @@ from orchestrator.spec.sweep_spec import SweepSpec
 from orchestrator.store.schemas import WORK_COLUMNS, WORK_SUMMARY
 from orchestrator.store.results_store import ResultsStore
 from orchestrator.run.versions import versions_json
+from orchestrator.spec import plugin_set
 
 _COMMON = ("host", "device", "status", "error_type", "error", "started_at", "finished_at", "peak_rss_mb",
            "cuda_peak_mb", "cpu_model", "logical_cores", "gpu_model", "torch_threads", "load_start", "load_end")
@@ -107,10 +108,17 @@ class Recorder:
             "dense_test_accuracy": self.dense_accuracy.get(stage.parents.get("dense", key)),
             "marginal_seconds": meta.get("seconds") if ok else None, "standalone_seconds": standalone,
             "standalone_epochs": standalone_epochs, "standalone_flops": standalone_flops,
-            "gpu_fraction": self.gpu_fraction.get(key, 0.0), "versions": self.versions,
+            "gpu_fraction": self.gpu_fraction.get(key, 0.0), "versions": self._versions(stage),
             "settings": json.dumps(settings, sort_keys=True) if settings else None,
             "measurements": json.dumps(measurements, sort_keys=True) if measurements else None,
         }
+
+    def _versions(self, stage: Stage) -> str:
+        """The versions the row was produced with, and the plugins (with their identities) where it used any."""
+        used = plugin_set.used_text(self.spec.plugin_manifest(), self.spec.model.name, self.spec.dataset.name,
+                                    stage.params)
+        return self.versions if used is None else json.dumps({**json.loads(self.versions), "plugins": used},
+                                                             sort_keys=True)
 
     def skipped(self, key: str, cause_key: str, cause_status: str) -> None:
         cause = self.plan.stages[cause_key].label

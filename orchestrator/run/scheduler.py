@@ -85,7 +85,8 @@ class Running:
 class Scheduler:
     def __init__(self, plan: Plan, todo: list[str], done: set[str], shapes: dict[str, Shape], actor_class,
                  store_location: str, recorder: Recorder, max_concurrent: int, max_retries: int,
-                 progress, lease=None, hang: HangPolicy = HangPolicy(), clock=time.monotonic, tune_actor=None):
+                 progress, lease=None, hang: HangPolicy = HangPolicy(), clock=time.monotonic, tune_actor=None,
+                 runtime_env: dict | None = None):
         self.plan, self.todo, self.done = plan, todo, set(done)
         self.shapes, self.actor_class, self.store_location = shapes, actor_class, store_location
         self.recorder, self.max_concurrent, self.max_retries = recorder, max_concurrent, max_retries
@@ -118,6 +119,7 @@ class Scheduler:
         self.answering: set = set()                  # actors that have answered a ping: started, torch imported
         # A tune stage runs alone: its trials need the cluster's CPUs, so no trial actor may hold them meanwhile.
         self.tune_actor, self.exclusive = tune_actor, None
+        self.runtime_env = runtime_env  # ships a spec's plugin code (its `code:` paths) to every node
 
     # ------------------------------------------------------------ actors
     def _new_actor(self, shape: Shape):
@@ -128,6 +130,8 @@ class Scheduler:
                        max_concurrency=2)
         if memory:
             options["memory"] = memory
+        if self.runtime_env:
+            options["runtime_env"] = self.runtime_env
         actor = self.actor_class.options(**options).remote(cpus, gpus, self.store_location)
         self.alive[actor] = shape
         return actor

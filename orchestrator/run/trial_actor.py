@@ -177,6 +177,9 @@ class TrialActorBody:
                     if isinstance(out, str) and out.startswith(ARTIFACT):
                         out = artifacts.load(self.store_location, out[len(ARTIFACT):])
                     inputs[role] = out
+                from workers.plugins import ensure
+
+                ensure(payload["config"].get("plugins"))  # a plugin dataset's loader comes with them
                 data = self._dataset(payload["config"]["dataset"])
                 print(f"stage {payload['label']} ({payload['kind']}, key {payload['key']}) on {self.host} {self.device}")
                 result = run_stage(payload, inputs, data, on_epoch=self._on_epoch)

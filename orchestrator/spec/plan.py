@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 from orchestrator.spec.sweep_spec import SweepSpec
+from orchestrator.spec import plugin_set
 from workers.methods.base import MethodConfig
 
 # Bump when the meaning of stored results changes, so old results are not reused for new code.
@@ -122,10 +123,18 @@ class Planner:
         if data_content is not None:  # absent otherwise, so generated datasets keep their keys
             dataset["content"] = data_content
         model = spec.model.model_dump()
+        # A plugin model or dataset: its identity is in every key (absent for built-in ones, whose keys stay).
+        self.manifest = spec.plugin_manifest()
+        for what, entry in (("model", model), ("dataset", dataset)):
+            plugin = plugin_set.things_of(self.manifest, what).get(entry["name"])
+            if plugin is not None:
+                entry["plugin"] = plugin["identity"]
         training = spec.training.model_dump()
         split = {"validation": spec.dataset.validation}
         self.config = {"model": model, "dataset": {**dataset, **split, "root": spec.dataset.root},
                        "training": training, "prune_output": spec.prune_output}
+        if self.manifest:  # what workers import before a stage runs (not hashed: the identities are)
+            self.config["plugins"] = plugin_set.payload(self.manifest)
         # What each kind's output depends on (the data root is a location: the content is hashed instead; θ₀
         # depends on the data's shape and classes, not on which examples are held out).
         self.init_config = {"model": model, "dataset": dataset}
@@ -137,13 +146,15 @@ class Planner:
         self._config_json = {id(c): canonical(c) for c in (self.init_config, self.train_config, self.prune_config)}
         self._methods: dict[int, tuple[MethodConfig, dict, str]] = {}
 
-    def _method(self, method: MethodConfig) -> tuple[dict, str]:
-        """The method's settings and label, computed once per entry (a pydantic dump each, per point otherwise).
-        The entry is kept in the cache with them, so its id cannot be reused by another object."""
+    def _method(self, method: MethodConfig) -> tuple[dict, str, dict]:
+        """The method's settings, label and the identities of the plugins it uses, computed once per entry (a
+        pydantic dump each, per point otherwise). The entry is kept in the cache with them, so its id cannot
+        be reused by another object."""
         known = self._methods.get(id(method))
         if known is None:
-            known = self._methods[id(method)] = (method, method.settings(), method.label())
-        return known[1], known[2]
+            known = self._methods[id(method)] = (method, method.settings(), method.label(),
+                                                 plugin_set.identities(self.manifest, method))
+        return known[1], known[2], known[3]
 
     def _add(self, kind, seed, params, parents, inputs, cost_parents, meta, work, config) -> Stage:
         key = stage_key(kind, seed, params, parents, config, self._config_json.get(id(config)))
@@ -167,8 +178,8 @@ class Planner:
         what the worker receives); every point also waits for its seed's dense run, whose accuracy its row
         carries. A tuned method's stages also read its tune stage (the chosen values), which is part of their
         key and of their standalone cost."""
-        settings, name = self._method(method)
-        params = {"settings": settings, "invert": False, **params}
+        settings, name, plugins = self._method(method)
+        params = {"settings": settings, "invert": False, **params, **({"plugins": plugins} if plugins else {})}
         meta = {"method": name, "level": level, "requested": requested, "label": label}
         parents, inputs, cost = {**parents, "dense": seed.dense.key}, list(inputs), list(cost)
         if method.tune:
@@ -213,6 +224,9 @@ class Planner:
         params = {"settings": method.settings(), "space": {k: d.model_dump(exclude_none=True) for k, d in
                                                            method.tune.items()},
                   "budget": budget.model_dump(exclude={"max_concurrent"})}
+        plugins = self._method(method)[2]
+        if plugins:
+            params["plugins"] = plugins
         meta = {"method": method.label(), "label": f"tune {method.label()}"}
         return self._add("tune", shared[0].seed, params, parents, inputs,
                          [p for i, s in enumerate(shared) for p in (s.warmup.key, s.dense.key)], meta,
@@ -234,6 +248,11 @@ class Planner:
         return Plan(self.spec.name, self.config, self.stages)
 
 
+def plugins_of(spec_dict: dict) -> dict | None:
+    """The plugins a worker imports for a spec passed as `spec.spec_dict`."""
+    return plugin_set.payload(spec_dict.get("_plugin_manifest"))
+
+
 def build_plan(spec: SweepSpec, data_content: str | None = None) -> Plan:
     """The spec's plan; `data_content` is the fingerprint of a file dataset's files (see `sweep_plan`)."""
     return Planner(spec, data_content).build()
@@ -245,4 +264,6 @@ def sweep_plan(spec: SweepSpec) -> Plan:
     workers.data.files.DataError when those files are missing or unreadable."""
     from workers.data.files import fingerprint
 
+    if spec.dataset.name in plugin_set.things_of(spec.plugin_manifest(), "dataset"):
+        return build_plan(spec, spec.plugin_manifest().get("dataset_content"))
     return build_plan(spec, fingerprint(spec.dataset.name, spec.dataset.root))

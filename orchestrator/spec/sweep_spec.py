@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, Field, PrivateAttr, ValidationError, ValidationInfo, create_model, field_validator,
+                      model_validator)
 
 from orchestrator.analysis.sequential import MAX_SEEDS as MAX_LOOK_SEEDS
 from orchestrator.spec.messages import field_line, format_errors
 from orchestrator.spec.suggest import suggest
+from orchestrator.spec import plugin_set
+from workers import methods
 from workers.data.registry import dataset_names, get_dataset_descriptor
 from orchestrator.analysis.stats import FAILURES
 from workers.methods import CONFIGS
@@ -224,6 +227,18 @@ class SweepSpec(Strict):
     tuning: TuningSpec | None = Field(default=None, description="The tuning budget; needed when a method has `tune`.")
     until_decided: UntilDecidedSpec | None = Field(
         default=None, description="What `submit --until-decided` decides; plain `submit` runs every seed.")
+    code: list[str] = Field(default_factory=list, max_length=100,
+                            description="your own modules or packages (paths relative to the spec file) that "
+                                        "`plugins` may import; shipped to every worker with Ray's runtime env")
+    plugins: list[str] = Field(default_factory=list, max_length=100,
+                               description="plugin modules to import (each registers its criteria, models, datasets "
+                                           "or method families: workers/plugins.py); each must live inside a code: "
+                                           "path or an installed distribution with a ticketsweep.plugins entry point")
+    # What the plugins registered, as the child process that imported them reported it (plugin_set.discover).
+    _plugins: dict | None = PrivateAttr(default=None)
+
+    def plugin_manifest(self) -> dict | None:
+        return self._plugins
 
     @field_validator("sparsities")
     @classmethod
@@ -356,17 +371,83 @@ _EXPECTED = {"sparsities": "a list of numbers in (0, 1), or a ladder {base, star
              "methods.search": "'long', 'short' or a number of epochs"}
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    return format_errors(err, source, SweepSpec, _EXPECTED)
+def _format_errors(err: ValidationError, source: str, model: type[BaseModel] = SweepSpec) -> str:
+    return format_errors(err, source, model, _EXPECTED)
 
 
-def parse_spec(data, source: str = "spec") -> SweepSpec:
+_MODELS: dict[tuple, type] = {}
+
+
+def spec_model() -> type[SweepSpec]:
+    """SweepSpec, or its subclass whose `methods` accept the method kinds and criteria plugins added."""
+    configs = methods.CONFIGS
+    if configs == CONFIGS:
+        return SweepSpec
+    if configs not in _MODELS:
+        field = SweepSpec.model_fields["methods"]
+        kinds = ", ".join(methods.KINDS)
+        _MODELS[configs] = create_model(
+            "SweepSpec", __base__=SweepSpec, __doc__=SweepSpec.__doc__,
+            methods=(list[Annotated[Union[configs], Field(discriminator="kind")]],
+                     Field(min_length=1, max_length=1000, description=field.description.rsplit(" one of ", 1)[0]
+                           + f" one of {kinds}")))
+    return _MODELS[configs]
+
+
+def parse_spec(data, source: str = "spec", folder: str | Path | None = None) -> SweepSpec:
+    """Validate a spec's fields. Its `code:` paths are taken from `folder` (the spec file's; default: the
+    working directory); its plugins are imported by a child process, whose answer the spec keeps."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the spec must be a mapping of fields, got {type(data).__name__}")
+    data, manifest = _plugins_of(data, source, Path(folder) if folder is not None else Path.cwd())
+    model = spec_model()
     try:
-        return SweepSpec.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as err:
-        raise SpecError(_format_errors(err, source)) from None
+        raise SpecError(_format_errors(err, source, model)) from None
+    spec._plugins = manifest
+    return spec
+
+
+def with_plugins(data: dict) -> SweepSpec:
+    """A spec dict and its plugin manifest (`spec_dict`) back as a spec, where the plugins are imported already
+    (a worker: a tuning trial plans its method as the driver did)."""
+    data = dict(data)
+    manifest = data.pop("_plugin_manifest", None)
+    spec = spec_model().model_validate(data)
+    spec._plugins = manifest
+    return spec
+
+
+def spec_dict(spec: SweepSpec) -> dict:
+    """The spec as JSON for a worker, its plugin manifest with it (`with_plugins` reads it back)."""
+    return {**spec.model_dump(mode="json"), "_plugin_manifest": spec.plugin_manifest()}
+
+
+def _plugins_of(data: dict, source: str, folder: Path) -> tuple[dict, dict | None]:
+    """The spec with its `code:` paths absolute, and the manifest of its plugins (None without any); the driver's
+    registries then hold the plugins' names. Any plugin problem is a SpecError of one line."""
+    code, modules = data.get("code", []), data.get("plugins", [])
+    for key, value in (("code", code), ("plugins", modules)):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise SpecError(f"{source}: {key}: expected a list of {'paths' if key == 'code' else 'module names'}, "
+                            f"got {value!r}")
+    if not modules:
+        plugin_set.activate(None)
+        if code:
+            raise SpecError(f"{source}: code: given without plugins: name the modules to import in plugins")
+        return data, None
+    code = [os.path.normpath(os.path.join(folder, os.path.expanduser(p))) for p in code]
+    uses = {k: data.get(k) for k in ("model", "dataset")}
+    try:
+        manifest = plugin_set.discover(code, modules, uses, source)
+        plugin_set.activate(manifest)
+    except plugin_set.PluginSetError as err:
+        plugin_set.activate(None)
+        raise SpecError(str(err)) from None
+    if manifest["problems"]:
+        raise SpecError("\n".join(f"{source}: {p}" for p in manifest["problems"]))
+    return {**data, "code": code}, manifest
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -402,7 +483,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         raise SpecError(f"{path}: nested too deeply to be a spec") from None
     if isinstance(data, dict) and isinstance(data.get("store"), str):
         data = {**data, "store": _store_from(path.parent, data["store"])}
-    return parse_spec(data, str(path))
+    return parse_spec(data, str(path), path.parent)
 
 
 def _rewind_epochs(training: Recipe) -> float:
@@ -481,7 +562,7 @@ def describe() -> str:
     lines.append("methods[].tune.<knob>: a search range: {loguniform: [low, high]}, {uniform: [low, high]} or "
                  "{choice: [values]}; <knob> is a knob of the method, or training.<name> for "
                  + ", ".join(TUNABLE_RECIPE))
-    for method in CONFIGS:
+    for method in methods.CONFIGS:
         lines.append(f"methods[] kind={method.model_fields['kind'].annotation.__args__[0]}: {method.__doc__}")
         lines += [field_line(name, f, indent="  ", allowed=_allowed(method, name, f))
                   for name, f in method.model_fields.items() if name != "kind"]

@@ -81,6 +81,9 @@ class TuneActorBody(TrialActorBody):
         from orchestrator.tuning.tune_hooks import FirstFailureStops, RecordingASHA, Watcher
         from orchestrator.tuning.watch import TrialWatch
 
+        from workers.plugins import ensure
+
+        ensure(payload["config"].get("plugins"))  # the method's kind or criterion may be a plugin's
         p = payload["params"]
         budget, space = p["budget"], p["space"]
         seeds = [str(s) for s in budget["seeds"]]

@@ -21,10 +21,10 @@ def method_plan(spec_dict: dict, settings: dict, values: dict):
     stages included: their keys match the sweep's tuning-seed stages). Torch-free: also used for work
     estimates."""
     from orchestrator.spec.plan import build_plan
-    from orchestrator.spec.sweep_spec import SweepSpec
+    from orchestrator.spec.sweep_spec import with_plugins
     from workers.methods import config_from
 
-    spec = SweepSpec.model_validate(spec_dict)
+    spec = with_plugins(spec_dict)
     method = config_from(settings).tuned(values).model_copy(update={"sanity_checks": [], "tune": None})
     one = spec.model_copy(update={"methods": [method], "seeds": spec.tuning.seeds,
                                   "sparsities": spec.tuning.sparsities, "tuning": None})
@@ -57,9 +57,12 @@ def _run(values: dict, context: dict, beats) -> None:
     from ray import tune
 
     from workers.data.dataset import dataset_from_config, without_test
+    from orchestrator.spec.plan import plugins_of
+    from workers.plugins import ensure
     from workers.stages.dispatch import run_stage
     from workers.training.loop import Diverged
 
+    ensure(plugins_of(context["spec"]))  # before planning: a plugin's method kind or criterion must be known
     torch.set_num_threads(max(1, int(context["threads"])))
     plan = method_plan(context["spec"], context["settings"], values)
     data = without_test(dataset_from_config(plan.config["dataset"]))

@@ -95,7 +95,9 @@ def dataset_from_config(cfg: dict) -> Dataset:
     A file dataset's config carries the fingerprint of the files its stage keys were planned with: files that
     differ now (changed since, or other data under this worker's root) are refused rather than trained on."""
     if cfg.get("content") is not None:
-        found = fingerprint(cfg["name"], cfg.get("root"))
+        from workers.plugins import dataset_content
+
+        found = dataset_content(cfg["name"], cfg.get("options", {})) or fingerprint(cfg["name"], cfg.get("root"))
         if found != cfg["content"]:
             raise DataError(f"dataset {cfg['name']} at {cfg.get('root') or default_data_root()}: its files' content "
                             f"({found[:12]}) is not the content this sweep was planned with ({cfg['content'][:12]}); "

@@ -99,6 +99,11 @@ def register_dataset_descriptor(descriptor: DatasetDescriptor) -> DatasetDescrip
     return descriptor
 
 
+def remove_dataset_descriptor(name: str) -> None:
+    """Take a plugin's dataset out of the registry (the driver, before it activates another spec's plugins)."""
+    _DATASETS.pop(name, None)
+
+
 def get_dataset_descriptor(name: str) -> DatasetDescriptor:
     if name not in _DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_DATASETS)}")

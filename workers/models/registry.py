@@ -50,6 +50,11 @@ def register_model_descriptor(descriptor: ModelDescriptor) -> ModelDescriptor:
     return descriptor
 
 
+def remove_model_descriptor(name: str) -> None:
+    """Take a plugin's model out of the registry (the driver, before it activates another spec's plugins)."""
+    _MODELS.pop(name, None)
+
+
 def get_model_descriptor(name: str) -> ModelDescriptor:
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(_MODELS)}")

@@ -9,7 +9,8 @@ import torch
 
 from workers import work
 from workers.data.dataset import Dataset
-from workers.methods import RUNNERS, config_from
+from workers import methods
+from workers.methods import config_from
 from workers.methods.base import TRAINING_PREFIX, Runner
 from workers.rng import Stream, seed_for
 from workers.stages import shared
@@ -30,9 +31,9 @@ def runner(kind: str) -> Runner:
     """The function that runs a stage kind: a shared one, or the one its method family registered."""
     if kind in shared.STAGES:
         return shared.STAGES[kind]
-    if kind not in RUNNERS:
-        raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join([*shared.STAGES, *RUNNERS])}")
-    return RUNNERS[kind]
+    if kind not in methods.RUNNERS:  # read at call time: plugins add families
+        raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join([*shared.STAGES, *methods.RUNNERS])}")
+    return methods.RUNNERS[kind]
 
 
 def run_stage(stage: dict, inputs: dict, data: Dataset, on_epoch: Callable | None = None) -> StageResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from workers.methods.base import MethodConfig, Planner, Runner, SeedStages
 from workers.methods.oneshot.criteria import CRITERIA
@@ -53,3 +53,19 @@ def oneshot_stage(stage, inputs, data, on_epoch=None):
 
 
 RUNNERS: dict[str, Runner] = {"oneshot": oneshot_stage}
+
+
+BUILT_IN_CRITERIA = tuple(CRITERIA)
+
+
+def use_criteria() -> None:
+    """Make `criterion` accept every criterion registered now (a plugin's too), keeping the Literal that lists
+    them in `--explain` and gives a misspelt one its "did you mean"."""
+    global CONFIGS
+    names = tuple(CRITERIA)
+    if names == BUILT_IN_CRITERIA:
+        CONFIGS = (OneShotMethod,)
+        return
+    field = OneShotMethod.model_fields["criterion"]
+    CONFIGS = (create_model("OneShotMethod", __base__=OneShotMethod, __doc__=OneShotMethod.__doc__,
+                            criterion=(Literal[names], Field(description=field.description))),)

@@ -23,6 +23,7 @@ class Criterion:
     description: str
     needs_data: bool = False   # scores a sample of training examples (samples_per_class per class)
     rounds: int = 1            # default number of pruning rounds
+    plugin: str | None = None  # the plugin module that registered it (None: built in)
 
 
 CRITERIA: dict[str, Criterion] = {}

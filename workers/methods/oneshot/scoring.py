@@ -97,6 +97,25 @@ class Scoring:
                         hg[n] += h
         return hg
 
+    def hessian_vector(self, vectors: dict[str, torch.Tensor], temperature: float = 1.0) -> dict[str, torch.Tensor]:
+        """H v for H the Hessian of the loss of `loss_gradient(temperature)` in the scored weights (an exact
+        product per batch, summed over the batches); `vectors` has a tensor of each weight's shape."""
+        leaves = _leaves(self.weights)
+        params = list(leaves.values())
+        hv = {n: torch.zeros_like(w) for n, w in leaves.items()}
+        with _eval_mode(self.model):
+            for x, y in self._data():
+                liveness.beat()
+                loss = F.cross_entropy(_forward(self.model, leaves, x) / temperature, y)
+                grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                z = sum((vectors[n] * grad).sum() for n, grad in zip(leaves, grads) if grad is not None)
+                if not isinstance(z, torch.Tensor) or not z.requires_grad:
+                    continue  # the loss is linear in these weights for this batch: H v = 0
+                for n, h in zip(leaves, torch.autograd.grad(z, params, allow_unused=True)):
+                    if h is not None:
+                        hv[n] += h
+        return hv
+
     def synflow_gradient(self) -> dict[str, torch.Tensor]:
         """∂R/∂|θ| for R the summed output of the network with every parameter and buffer replaced by its
         absolute value, on one all-ones input.
@@ -137,8 +156,40 @@ def criterion_of(name: str) -> Criterion:
 
 def score(name: str, model: nn.Module, names: list[str], batches: Batches, generator: torch.Generator, *,
           mask: Mask | None = None, input_shape: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
-    """Per-weight scores of the prunable tensors `names` by criterion `name`; higher means more worth keeping."""
-    scores = criterion_of(name).score(Scoring(name, model, names, batches, generator, mask, input_shape))
+    """Per-weight scores of the prunable tensors `names` by criterion `name`; higher means more worth keeping.
+    Scores that are not one finite-or-not tensor per prunable weight, of its shape, are refused on one line."""
+    criterion = criterion_of(name)
+    label = f"criterion {name}" + (f" (plugin {criterion.plugin})" if criterion.plugin else "")
+    toolkit = Scoring(name, model, names, batches, generator, mask, input_shape)
+    if criterion.plugin is None:
+        scores = criterion.score(toolkit)
+    else:
+        try:
+            scores = criterion.score(toolkit)
+        except Exception as err:  # noqa: BLE001 - a plugin's failure, on one line naming it
+            from workers.plugins import PluginError, failure_text
+
+            raise PluginError(f"{label}: raised {failure_text(err)}") from None
+    return check_scores(label, scores, toolkit.weights)
+
+
+def check_scores(label: str, scores, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The scores detached, if they are a tensor of each weight's shape for exactly the prunable weights."""
+    from workers.plugins import PluginError
+
+    if not isinstance(scores, dict):
+        raise PluginError(f"{label}: returned {type(scores).__name__}, expected {{parameter name: scores}}")
+    unknown = [n for n in scores if n not in weights]
+    if unknown:
+        raise PluginError(f"{label}: scored {', '.join(map(repr, unknown))}, not a prunable parameter; prunable: "
+                          f"{', '.join(weights)}")
+    missing = [n for n in weights if n not in scores]
+    if missing:
+        raise PluginError(f"{label}: gave no scores for {', '.join(missing)}")
+    for n, w in weights.items():
+        if not isinstance(scores[n], torch.Tensor) or tuple(scores[n].shape) != tuple(w.shape):
+            shape = tuple(scores[n].shape) if isinstance(scores[n], torch.Tensor) else type(scores[n]).__name__
+            raise PluginError(f"{label}: the scores of {n} have shape {shape}, its weight {tuple(w.shape)}")
     return {n: s.detach() for n, s in scores.items()}
 
 
