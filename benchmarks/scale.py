@@ -400,7 +400,7 @@ def main() -> None:
         verdict = "" if target is None else (f"[target <= {target:g}: " + ("met]" if ratio <= target else "MISSED]"))
         if target is not None and ratio > target:
             missed.append(name)
-        print(f"ratio {name}: {figure:.3f} s / {floor:.3f} s = {ratio:.2f} {verdict}")
+        print(f"ratio {name}: {figure:.4g} s / {floor:.4g} s = {ratio:.2f} {verdict}")
     if p and p["validate_checked_s"] >= 5:
         print(f"absolute: validate {p['validate_checked_s']:.2f} s >= 5 s on this machine (not enforced: load "
               f"{p['load']})")
