@@ -166,6 +166,24 @@ def test_compaction_in_another_process_while_a_reader_loops(tmp_path):
     assert len(list((tmp_path / "s" / "points").rglob("*.parquet"))) == 1
 
 
+def test_a_second_compaction_merges_only_what_was_added_since_the_first(tmp_path):
+    """Its cost follows the files added since the last compaction: the compacted files are left as they are."""
+    store = ResultsStore(str(tmp_path / "s"))
+    for i in range(5):
+        commit(store, f"k{i}")
+    store.compact("sw")
+    first = {p: p.stat().st_mtime_ns for p in (tmp_path / "s").rglob("compacted-*.parquet")}
+    assert len(first) == 3  # stages, points of the one method, curves
+    for i in range(5, 8):
+        commit(store, f"k{i}")
+    merged = store.compact("sw")
+    assert sum(n for n, _ in merged.values()) == 3 * 3  # the 3 new commits' files, not the 3 compacted ones
+    assert {p: p.stat().st_mtime_ns for p in first if p.exists()} == first  # untouched
+    assert len(list((tmp_path / "s").rglob("compacted-*.parquet"))) == 6
+    assert sorted(store.read("points", "sw")["stage_key"]) == [f"k{i}" for i in range(8)]
+    assert len(store.read("curves", "sw")) == 16 and store.done_keys("sw") == {f"k{i}" for i in range(8)}
+
+
 def test_compaction_merges_in_batches(tmp_path, monkeypatch):
     import orchestrator.store.compaction as store_mod
 

@@ -124,7 +124,8 @@ def _validate_estimate(spec: SweepSpec, plan, skip_data: bool) -> str:
     if get_dataset_descriptor(spec.dataset.name).files is not None:
         if skip_data:
             return "  estimated time: none (--skip-data: what is stored already is known from the data's content)"
-        plan = plan_of(spec)
+        if "content" not in plan.config["dataset"]:  # validate_spec could not fingerprint the files
+            plan = plan_of(spec)
     try:
         return _estimate(plan, spec, ResultsStore(spec.store))
     except StoreError as err:  # validate checks a spec; an unreachable store only costs the estimate
@@ -153,14 +154,20 @@ def validate(spec_path: str, explain: bool, skip_data: bool) -> None:
 def validate_spec(spec_path: str, check_data: bool = True):
     """What `validate` checks, as (spec, plan); a problem exits 2 on one line. The data and model are checked in
     a child process while this one plans. benchmarks/scale.py times this function: the figure it prints is
-    `validate`'s."""
+    `validate`'s. With `check_data`, a file dataset's plan has the keys its results are stored under (the
+    files' fingerprint hashed in), so the estimate need not plan a second time."""
     from orchestrator.spec.plan import build_plan
+    from workers.data.files import DataError, fingerprint
 
     spec = spec_from(spec_path)
     _check_store_location(spec.store)
     wait = start_input_check(spec) if check_data else None
     try:
-        plan = build_plan(spec)  # what it would run, without reading the data's fingerprint (keys are not shown)
+        content = None
+        if check_data:
+            with contextlib.suppress(DataError):  # the child's check names what is wrong with the data
+                content = fingerprint(spec.dataset.name, spec.dataset.root)
+        plan = build_plan(spec, content)
     finally:
         if wait is not None:
             wait()  # a bad data root is the error to report, even if planning failed too

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from orchestrator.store.file_checks import Footer
 from orchestrator.store.files import StoreError, one_line
-from orchestrator.store.layout import file_name
+from orchestrator.store.layout import COMPACTED_PREFIX, file_name
 from orchestrator.store.scans import StoreReader, dedup, only_committed
 from orchestrator.store.schemas import PARTITIONS, ROW_IDENTITY, SOURCES_KEY
 
@@ -100,7 +100,9 @@ class Compactor(StoreReader):
             left_out = set(deleted) | {p for p, _ in kept}
             by_dir: dict[str, list[Footer]] = {}
             for f in good:
-                if f.info.path not in left_out:
+                # Only the small files: a compacted file stays as it is, so a compaction costs what was added since
+                # the last one, not the whole sweep again (readers open one more file per COMPACT_BATCH commits).
+                if f.info.path not in left_out and not f.info.base_name.startswith(COMPACTED_PREFIX):
                     by_dir.setdefault(f.info.path.rsplit("/", 1)[0], []).append(f)
             groups = [(d, footers[i:i + COMPACT_BATCH]) for d, footers in by_dir.items()
                       for i in range(0, len(footers), COMPACT_BATCH)]
