@@ -59,7 +59,7 @@ def test_compare_two_methods_and_every_method_against_a_reference(sweep):
     assert all(r["p_holm"] == pytest.approx(min(1.0, 2 * min(x["p_value"] for x in records)))
                for r in records if r["p_value"] == min(x["p_value"] for x in records))
     assert "verdicts: Holm-adjusted p (p Holm) < 0.05 over a family of 2 comparison(s)" in r.output
-    # 2/64 with six pairs that differ; tied accuracies (tiny test sets) raise it (tests/test_stats.py)
+    # 2/64 with six pairs that differ; tied accuracies (tiny test sets) raise it (tests/stats/test_stats.py)
     assert all(r["min_p"] >= 2 / 64 - 1e-12 and r["can_reject"] == (r["min_p"] < 0.05) for r in records)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
 _spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
 gpu = importlib.util.module_from_spec(_spec)
 sys.modules["gpu_benchmark"] = gpu  # dataclasses look their module up while the class is made

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_writers import idx_bytes, write_cifar, write_mnist
+from tests.helpers.data_writers import idx_bytes, write_cifar, write_mnist
 from workers import data
 from workers.data import CIFAR_MEAN, CIFAR_STD, DATASETS, DataError, FlipAndCrop, load_dataset
 

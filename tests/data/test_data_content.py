@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from data_writers import idx_bytes, write_cifar, write_mnist
+from tests.helpers.data_writers import idx_bytes, write_cifar, write_mnist
 
 from orchestrator.cli import main
 

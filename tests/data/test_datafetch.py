@@ -2,68 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import http.server
 import io
 import re
 import tarfile
-import threading
 
 import pytest
 from click.testing import CliRunner
-from data_writers import write_cifar, write_mnist
 
-from orchestrator import datafetch
 from orchestrator.cli import main
-from orchestrator.datafetch import MANIFESTS, PARTIAL_DIR, Archive, FetchError, fetch
+from orchestrator.datafetch import MANIFESTS, PARTIAL_DIR, FetchError, fetch
+from tests.helpers.archive_server import Server, archive_of, mnist_manifest
+from tests.helpers.data_writers import write_cifar, write_mnist
 from workers.data import load_dataset
-
-
-class Server:
-    """Serves `files` by name; `cut[name] = k` ends the next k responses for it halfway through the body."""
-
-    def __init__(self, files: dict[str, bytes], honor_range: bool = True):
-        self.files, self.honor_range, self.cut, self.requests = files, honor_range, {}, []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the http.server API
-                name = self.path.lstrip("/")
-                server.requests.append((name, self.headers.get("Range")))
-                if name not in server.files:
-                    self.send_error(404)
-                    return
-                body, start = server.files[name], 0
-                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-                if match and server.honor_range:
-                    start = int(match.group(1))
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                payload = body[start:]
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if server.cut.get(name, 0) > 0:
-                    server.cut[name] -= 1
-                    payload = payload[: len(payload) // 2]  # then the connection closes: a short body
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def archive_of(name: str, data: bytes) -> Archive:
-    return Archive(name, len(data), hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest())
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +41,6 @@ def mnist_server(mnist_files):
     server = Server(dict(files))
     yield server
     server.close()
-
-
-def mnist_manifest(files: dict[str, bytes], server: Server, **changes) -> datafetch.Manifest:
-    archives = tuple(archive_of(a.name, files[a.name]) for a in MANIFESTS["mnist"].archives)
-    return dataclasses.replace(MANIFESTS["mnist"], mirrors=(server.url,), archives=archives, **changes)
 
 
 def test_published_manifests_are_complete():

@@ -11,21 +11,15 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-CRDS_ENV = "TICKETSWEEP_KUBERAY_CRDS"
-# A checkout beside a `shared/kuberay` folder (the project's own workspace) finds the CRDs without the variable.
-KUBERAY_CRDS = Path(os.environ.get(CRDS_ENV) or REPO.parent / "shared" / "kuberay")
-CRDS_HOWTO = (f"set {CRDS_ENV} to a directory with the KubeRay v1.7.0 CRDs (ray.io_rayclusters.yaml, "
-              f"ray.io_rayjobs.yaml from kuberay's helm-chart/kuberay-operator/crds/) to run these tests")
+from tests.helpers.kuberay import REPO, crd_errors, pyproject, ray_container, ray_mounts, ray_pin, yaml_loader
+
 DOCKERFILES = {"cpu": REPO / "docker" / "Dockerfile", "gpu": REPO / "docker" / "Dockerfile.gpu"}
 MANIFESTS = {"raycluster": REPO / "k8s" / "raycluster.yaml", "rayjob": REPO / "k8s" / "rayjob.yaml"}
 IMAGES = {"cpu": "ticketsweep:latest", "gpu": "ticketsweep-gpu:latest"}  # placeholders, see k8s/README.md
@@ -33,24 +27,8 @@ TORCH_VERSION = "2.13.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 STORE_CLAIM = "ticketsweep-store"
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
 
 # --- the project's own pins ------------------------------------------------------------------------
-
-@functools.cache
-def pyproject() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())
-
-
-@functools.cache
-def ray_pin() -> str:
-    """The exact Ray version of pyproject's dependencies ("ray[default]==2.60.0" -> "2.60.0")."""
-    pins = [m.group(1) for dep in pyproject()["project"]["dependencies"]
-            if (m := re.fullmatch(r"\s*ray(?:\[[^\]]*\])?\s*==\s*([0-9][\w.]*)\s*", dep))]
-    assert len(pins) == 1, f"pyproject.toml must pin ray exactly once (ray[...]==X.Y.Z), found {pins}"
-    return pins[0]
-
 
 def test_ray_pin_is_read_from_pyproject():
     assert re.fullmatch(r"\d+\.\d+\.\d+", ray_pin())
@@ -196,7 +174,7 @@ def test_runs_as_the_ray_user_without_secrets(dockerfile):
 
 def test_dockerignore_keeps_local_state_out():
     for path in (".venv/bin/python", ".git/config", "ticketsweep-store/points/x.parquet", ".env",
-                 "tests/test_spec.py", "orchestrator/__pycache__/cli.cpython-311.pyc", "frontier.png"):
+                 "tests/spec/test_spec.py", "orchestrator/__pycache__/cli.cpython-311.pyc", "frontier.png"):
         assert not dockerignore_includes(path), f"{path} would be sent to the docker daemon"
     for path in ("pyproject.toml", "orchestrator/cli/__init__.py", "specs/quickstart.yaml"):
         assert dockerignore_includes(path), path
@@ -251,7 +229,7 @@ def dockerignore_includes(path: str) -> bool:
 def manifest(name: str) -> tuple[dict, ...]:
     path = MANIFESTS[name]
     assert path.is_file(), f"missing {path.relative_to(REPO)}"
-    docs = tuple(d for d in yaml.load_all(path.read_text(), Loader=_Loader) if d is not None)
+    docs = tuple(d for d in yaml.load_all(path.read_text(), Loader=yaml_loader) if d is not None)
     assert docs, f"{path}: empty"
     return docs
 
@@ -276,10 +254,6 @@ def ray_pods(name: str):
         yield "submitter", "submitter", one("rayjob", "RayJob")["spec"]["submitterPodTemplate"]
 
 
-def ray_container(template: dict) -> dict:
-    return template["spec"]["containers"][0]  # KubeRay's Ray container is the first
-
-
 @pytest.mark.parametrize("name,kinds", [
     ("raycluster", {("v1", "PersistentVolumeClaim"), ("ray.io/v1", "RayCluster")}),
     ("rayjob", {("v1", "PersistentVolumeClaim"), ("ray.io/v1", "RayJob")}),
@@ -291,67 +265,6 @@ def test_manifests_parse_with_expected_kinds(name, kinds):
     for d in docs:
         assert d["kind"] != "Secret", "never commit a Secret; see k8s/README.md"
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", d["metadata"]["name"]), d["metadata"]["name"]
-
-
-# KubeRay CRD schemas.
-
-@functools.cache
-def crd_schema(kind: str, version: str = "v1") -> dict:
-    if not KUBERAY_CRDS.is_dir():
-        pytest.skip(f"KubeRay CRDs not found at {KUBERAY_CRDS}: {CRDS_HOWTO}")
-    for path in sorted(KUBERAY_CRDS.glob("*.yaml")):
-        for crd in yaml.load_all(path.read_text(), Loader=_Loader):
-            if not crd or crd.get("kind") != "CustomResourceDefinition" or crd["spec"]["names"]["kind"] != kind:
-                continue
-            assert crd["spec"]["group"] == "ray.io"
-            for v in crd["spec"]["versions"]:
-                if v["name"] == version:
-                    assert v.get("served", False), f"{kind} {version} is not served"
-                    return strict_schema(v["schema"]["openAPIV3Schema"], root=True)
-    pytest.skip(f"no CRD for {kind} {version} in {KUBERAY_CRDS}: {CRDS_HOWTO}")
-
-
-# The parts of ObjectMeta a manifest may set (the API server validates metadata itself).
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-OBJECT_META = {"type": "object", "additionalProperties": False, "required": ["name"], "properties": {
-    "name": {"type": "string", "maxLength": 253, "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
-    "namespace": {"type": "string"}, "labels": _STRING_MAP, "annotations": _STRING_MAP}}
-
-
-def strict_schema(node, root: bool = False):
-    """A Kubernetes structural schema as a JSON schema that rejects unknown fields and knows `nullable`."""
-    if isinstance(node, list):
-        return [strict_schema(x) for x in node]
-    if not isinstance(node, dict):
-        return node
-    out = {}
-    for key, value in node.items():
-        if key == "properties":
-            out[key] = {name: strict_schema(sub) for name, sub in value.items()}
-        elif key in ("items", "additionalProperties", "not", "anyOf", "allOf", "oneOf"):
-            out[key] = strict_schema(value)
-        else:
-            out[key] = copy.deepcopy(value)  # enum, default, x-kubernetes-*: data, not schemas
-    if node.get("nullable") and isinstance(node.get("type"), str):
-        out["type"] = [node["type"], "null"]
-    if (node.get("type") == "object" and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")):
-        out["additionalProperties"] = False
-    if root:
-        out["properties"]["metadata"] = OBJECT_META
-        out.setdefault("required", [])
-        out["required"] = sorted(set(out["required"]) | {"apiVersion", "kind", "metadata", "spec"})
-    return out
-
-
-def crd_errors(doc: dict) -> list[str]:
-    import jsonschema
-
-    group_version, kind = doc["apiVersion"], doc["kind"]
-    assert group_version.startswith("ray.io/"), group_version
-    validator = jsonschema.Draft7Validator(crd_schema(kind, group_version.split("/", 1)[1]))
-    return sorted(f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-                  for e in validator.iter_errors(doc))
 
 
 @pytest.mark.parametrize("name", sorted(MANIFESTS))
@@ -415,16 +328,6 @@ def test_pods_request_and_limit_resources():
     assert ("raycluster", "gpu") in gpu_groups, "raycluster.yaml: a gpu worker group with nvidia.com/gpu: 1"
 
 
-def _mounts(template: dict) -> dict[str, tuple[dict, dict]]:
-    """mountPath -> (volume mount, volume) of the Ray container; every mount names a pod volume."""
-    volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
-    out = {}
-    for mount in ray_container(template).get("volumeMounts", []):
-        assert mount["name"] in volumes, f"volumeMount {mount['name']}: no such volume"
-        out[mount["mountPath"]] = (mount, volumes[mount["name"]])
-    return out
-
-
 def test_token_authentication_on_every_ray_pod():
     """Ray 2.60 authenticates with a token: the same Secret on the head, the workers and the submitter."""
     secrets = set()
@@ -443,7 +346,7 @@ def test_token_authentication_on_every_ray_pod():
                 secrets.add(env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"])
             else:
                 token_path = env["RAY_AUTH_TOKEN_PATH"]["value"]
-                mounts = _mounts(template)
+                mounts = ray_mounts(template)
                 directory, _, key = token_path.rpartition("/")
                 assert directory in mounts, f"{name} {group}: {token_path} is not on a mounted volume"
                 mount, volume = mounts[directory]
@@ -463,7 +366,7 @@ def test_results_store_is_shared_by_head_and_workers():
         for role, group, template in ray_pods(name):
             if role == "submitter":
                 continue
-            claimed = {path for path, (_, volume) in _mounts(template).items()
+            claimed = {path for path, (_, volume) in ray_mounts(template).items()
                        if volume.get("persistentVolumeClaim", {}).get("claimName") == STORE_CLAIM}
             assert claimed == {"/data"}, f"{name} {group}: mount the store claim at /data"
 
@@ -504,5 +407,5 @@ def test_rayjob_runs_a_sweep_with_the_orchestrate_script():
     if "://" not in store:
         for role, group, template in ray_pods("rayjob"):
             if role != "submitter":
-                assert any(store == p or store.startswith(p.rstrip("/") + "/") for p in _mounts(template)), \
+                assert any(store == p or store.startswith(p.rstrip("/") + "/") for p in ray_mounts(template)), \
                     f"--store {store} is not on a volume of {group}"

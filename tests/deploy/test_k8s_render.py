@@ -1,6 +1,7 @@
-"""`orchestrate k8s render`: the RayJob of a spec, checked like the static manifests (tests/test_deploy.py).
+"""`orchestrate k8s render`: the RayJob of a spec, checked like the static manifests (tests/deploy/test_deploy.py).
 
-The KubeRay CRD check reuses test_deploy's validator (and skips, as it does, without the CRD schemas).
+The KubeRay CRD check is test_deploy's validator (tests/helpers/kuberay.py; it skips, as there, without the CRD
+schemas).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from orchestrator import k8s_render
 from orchestrator.cli import main
 from orchestrator.k8s_render import RenderError, RenderOptions, render
 from orchestrator.spec import load_spec, parse_spec
-from test_deploy import OBJECT_META, _mounts, crd_errors, ray_container, ray_pin
+from tests.helpers.kuberay import OBJECT_META, crd_errors, ray_container, ray_mounts, ray_pin
 
 STORE = "s3://results-bucket/ticketsweep"
 SPEC = {
@@ -91,7 +92,7 @@ def test_the_spec_travels_in_a_configmap_mounted_on_the_head(tmp_path):
     assert (params["address"], params["store_location"], params["progress"]) == ("auto", STORE, False)
     assert params["spec_path"] == f"{k8s_render.SPEC_DIR}/spec.yaml"
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
-    mount, volume = _mounts(head)[k8s_render.SPEC_DIR]
+    mount, volume = ray_mounts(head)[k8s_render.SPEC_DIR]
     assert mount["readOnly"] and volume["configMap"]["name"] == config_map["metadata"]["name"]
     # What the head will read back is the same sweep.
     (tmp_path / "mounted").mkdir()
@@ -119,7 +120,7 @@ def test_token_auth_and_cloud_identity_never_inline_secrets(tmp_path):
         assert env["RAY_AUTH_MODE"]["value"] == "token", role
         assert "RAY_AUTH_TOKEN" not in env, f"{role}: the token comes from the Secret's file, never a literal"
         directory, _, key = env["RAY_AUTH_TOKEN_PATH"]["value"].rpartition("/")
-        mount, volume = _mounts(template)[directory]
+        mount, volume = ray_mounts(template)[directory]
         assert mount["readOnly"] and volume["secret"]["secretName"] == "ticketsweep-ray-auth" and key == "auth_token"
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "GOOGLE_APPLICATION_CREDENTIALS"} & set(env), role
         # The pods that touch the store (driver on the head, trials on the workers) carry the identity.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from orchestrator.spec import describe, load_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_spec_reference_matches_the_code():
@@ -87,8 +87,8 @@ def test_every_using_it_command_and_the_pandas_example_work(ray_cluster, tmp_pat
     import pandas as pd
     import yaml
     from click.testing import CliRunner
-    from test_datafetch import Server, mnist_manifest
-    from data_writers import write_mnist
+    from tests.helpers.archive_server import Server, mnist_manifest
+    from tests.helpers.data_writers import write_mnist
 
     from orchestrator.cli import main
     from orchestrator.datafetch import MANIFESTS

@@ -10,7 +10,7 @@ from workers.methods.bip import bilevel as bip
 from workers.methods.bip.bilevel import BiLevel, BiPConfig
 from workers.train import Diverged
 
-from tiny_nets import NAMES, TinyMLP, gen, tiny_data
+from tests.helpers.tiny_nets import NAMES, TinyMLP, gen, tiny_data
 
 
 def hand_model():

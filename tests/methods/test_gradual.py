@@ -9,7 +9,7 @@ from workers.methods.gradual import schedules as gradual
 from workers.methods.gradual.schedules import GMPSchedule, GradualPlan, GraNetSchedule
 from workers.train import Recipe, train
 
-from tiny_nets import NAMES, TinyMLP, gen, tiny_data
+from tests.helpers.tiny_nets import NAMES, TinyMLP, gen, tiny_data
 
 
 def hand_model():

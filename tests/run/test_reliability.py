@@ -24,7 +24,7 @@ from orchestrator import driver, resume
 from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
 from orchestrator.store import ResultsStore
-from store_cli import ORCHESTRATE, env_without_ray_address
+from tests.helpers.store_cli import ORCHESTRATE, env_without_ray_address
 
 SPEC = {
     "name": "faults",

@@ -230,7 +230,7 @@ def _submit_args(tmp_path: Path, store: Path) -> list[str]:
 
 def _env(ray_tmp: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    env.update(RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     return env
 
 
@@ -313,7 +313,7 @@ def test_compare_and_report_show_the_same_decisions(tmp_path):
 
 
 def test_validate_names_the_until_decided_design():
-    spec = Path(__file__).resolve().parent.parent / "specs" / "until_decided.yaml"
+    spec = Path(__file__).resolve().parents[2] / "specs" / "until_decided.yaml"
     out = CliRunner().invoke(main, ["validate", str(spec), "--skip-data"])
     assert out.exit_code == 0, out.output
     assert ("until decided (submit --until-decided): 6 comparison(s) of cts_reverse_kl, snip against ltr, looks at "

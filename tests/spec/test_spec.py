@@ -7,7 +7,7 @@ from orchestrator.cli import main
 from orchestrator.plan import build_plan
 from orchestrator.spec import SpecError, load_spec, parse_spec
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 BASE = {
     "name": "t",

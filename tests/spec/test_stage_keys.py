@@ -9,7 +9,7 @@ import pytest
 from orchestrator.plan import build_plan
 from orchestrator.spec import load_spec, parse_spec
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 # Every method kind, every sanity check, a search at init: synthetic data, two seeds.
 EVERY_KIND = {

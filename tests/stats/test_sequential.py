@@ -1,6 +1,6 @@
 """The group-sequential sign-flip rule of `submit --until-decided` (orchestrator/sequential.py): exact against
 brute-force enumeration, and proven on simulated sweeps with known answers (the `slow` tier: >= 10 000 sweeps
-where a rate is asserted; `pytest -m slow -s tests/test_sequential.py` prints the figures the README quotes)."""
+where a rate is asserted; `pytest -m slow -s tests/stats/test_sequential.py` prints the figures the README quotes)."""
 from __future__ import annotations
 
 import itertools

@@ -2,7 +2,7 @@
 
 Accuracies are simulated as counts of correct examples (as the workers record them), so every test below runs
 the same exact integer test `compare` does (exact_sign_flip_pvalues agrees with exact_sign_flip_pvalue:
-tests/test_stats.py). Every generator is seeded; the measured figures are printed (pytest -s). The
+tests/stats/test_stats.py). Every generator is seeded; the measured figures are printed (pytest -s). The
 10 000-sweep checks are marked `slow` (seconds of CPU each; `-m "not slow"` leaves them out).
 """
 import math
@@ -111,7 +111,7 @@ def test_the_inverted_interval_covers_a_known_shift_at_its_exact_level(kind, n):
 def test_bimodal_outcomes_make_intervals_unreliable_as_the_note_says(n):
     """One method's runs collapse to chance one time in eight: the differences are bimodal and skewed, and
     neither the t interval nor the inverted test covers the true mean shift at its level; `compare` says so
-    in the row's note (tests/test_compare.py)."""
+    in the row's note (tests/analysis/test_compare.py)."""
     rng = np.random.default_rng(600 + n)
     a = _runs("normal", rng, (SWEEPS, n))
     b = _runs("bimodal", rng, (SWEEPS, n))

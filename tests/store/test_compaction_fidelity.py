@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.store import ROW_IDENTITY, ResultsStore
-from store_cli import orchestrate, submit, write_spec
+from tests.helpers.store_cli import orchestrate, submit, write_spec
 
 SPEC = {
     "name": "kept",

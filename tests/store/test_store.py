@@ -1,4 +1,4 @@
-"""The store's commit protocol, reads and compaction, on local disk (tests/test_store_s3.py: object storage)."""
+"""The store's commit protocol, reads and compaction, on local disk (tests/store/test_store_s3.py: object storage)."""
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest

@@ -24,8 +24,8 @@ from orchestrator import artifacts, resume
 from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
 from orchestrator.store import COMPACT_FAULT_ENV, ResultsStore
-from store_cli import (SPEC, WIDER, env_without_ray_address, finished_store, orchestrate, points_frame, status, submit,
-                       write_spec)
+from tests.helpers.store_cli import (SPEC, WIDER, env_without_ray_address, finished_store, orchestrate, points_frame,
+                                     status, submit, write_spec)
 
 def one_ok_row_per_point(store: Path, spec: dict) -> None:
     points = points_frame(store)

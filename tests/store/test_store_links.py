@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.store import ResultsStore
-from store_cli import SPEC, finished_store, orchestrate, points_frame, status, submit
+from tests.helpers.store_cli import SPEC, finished_store, orchestrate, points_frame, status, submit
 
 SWEEP = SPEC["name"]
 

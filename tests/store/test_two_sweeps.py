@@ -14,8 +14,8 @@ import pandas as pd
 from orchestrator import resume
 from orchestrator.lease import Lease
 from orchestrator.store import ResultsStore
-from store_cli import ORCHESTRATE, env_without_ray_address
-from store_cli import SPEC, write_spec
+from tests.helpers.store_cli import ORCHESTRATE, env_without_ray_address
+from tests.helpers.store_cli import SPEC, write_spec
 
 TINY_A = {**SPEC, "name": "tinyA", "methods": [{"kind": "oneshot", "criterion": "random"}], "sparsities": [0.5]}
 TINY_B = {**TINY_A, "name": "tinyB"}

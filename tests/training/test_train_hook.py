@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from workers import masks
 from workers.train import Recipe, epoch_order, train
 
-from tiny_nets import NAMES, TinyMLP, tiny_data
+from tests.helpers.tiny_nets import NAMES, TinyMLP, tiny_data
 
 
 def tiny_model(seed=2):
