@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from orchestrator.cli import main
 
+pytestmark = pytest.mark.slow  # a real sweep on Ray, and a headless browser
+
 SPEC = {
     "name": "verdicts",
     "model": {"name": "mlp", "options": {"hidden": [16]}},

@@ -3,6 +3,8 @@ and the driver's own modules must not import torch or pandas (~180 MB and ~40 MB
 import subprocess
 import sys
 
+import pytest
+
 from workers import data, models, registry
 
 
@@ -16,6 +18,7 @@ def test_dataset_names_match_the_loaders():
     assert registry.DATASETS == tuple(data._LOADERS)
 
 
+@pytest.mark.slow
 def test_driver_modules_import_neither_torch_nor_pandas():
     code = ("import sys\n"
             "import orchestrator.cli, orchestrator.driver, orchestrator.plan, orchestrator.spec, orchestrator.resume\n"

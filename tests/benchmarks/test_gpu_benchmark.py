@@ -22,6 +22,7 @@ TINY = gpu.Sizes(stage_train=64, stage_epochs=1)
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
 
 
+@pytest.mark.slow
 @needs_no_gpu
 @pytest.mark.parametrize("args", [[], ["--quick"]])
 def test_without_a_gpu_the_script_says_so_in_one_line_and_exits_0(args):
@@ -31,6 +32,7 @@ def test_without_a_gpu_the_script_says_so_in_one_line_and_exits_0(args):
     assert out.stderr == ""
 
 
+@pytest.mark.slow
 def test_an_unknown_part_is_refused():
     out = subprocess.run([sys.executable, str(SCRIPT), "--only", "stages,nope"], capture_output=True, text=True,
                          timeout=120)

@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # real `orchestrate` processes
 
 ORCHESTRATE = [sys.executable, "-m", "orchestrator.cli"]
 

@@ -45,6 +45,7 @@ def sweep(ray_cluster, tmp_path_factory):
     return spec, folder
 
 
+@pytest.mark.slow
 def test_stage_logs_show_validation_accuracy_and_take_a_label(sweep):
     spec, _ = sweep
     r = run("logs", spec, "--stage", "dense s=0")  # the label `plan` and the progress lines print
@@ -57,6 +58,7 @@ def test_stage_logs_show_validation_accuracy_and_take_a_label(sweep):
     assert "orchestrate plan SPEC lists every stage's key and label" in missing.output
 
 
+@pytest.mark.slow
 def test_status_says_which_driver_holds_the_lease(sweep):
     from orchestrator.lease import Lease
 
@@ -82,6 +84,7 @@ def test_status_says_which_driver_holds_the_lease(sweep):
     assert f"  no driver is running (the lease of pid {int(dead.stdout)} on {socket.gethostname()}" in stale
 
 
+@pytest.mark.slow
 def test_sweeps_prints_totals_over_every_sweep(sweep):
     _, folder = sweep
     store = ResultsStore(str(folder / "store"))
@@ -125,6 +128,7 @@ def test_the_estimate_prices_stages_by_kind_and_method_and_respects_dependencies
     assert estimate(plan, todo, {k: v for k, v in one.items() if k[0] != "warmup"}, 1) == ["warmup"]
 
 
+@pytest.mark.slow
 def test_plan_estimates_and_a_resubmit_says_what_it_resumes(sweep):
     spec, folder = sweep
     more = folder / "more.yaml"

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from orchestrator.cluster_address import AddressError, parse
+from tests.helpers.ray_node_wait import driver_command
 
 ORCHESTRATE = [sys.executable, "-m", "orchestrator.cli"]
 SPEC = {
@@ -152,6 +153,7 @@ def private_cluster():
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_private_cluster_listens_on_loopback_only(private_cluster):
     proc, info, ray_tmp, seen = private_cluster
     assert info["started"] and info["url"].startswith("http://127.0.0.1:")
@@ -178,6 +180,7 @@ def test_a_private_cluster_listens_on_loopback_only(private_cluster):
     assert exposed == [], f"bound off loopback (role, pid, proto, ip, port): {exposed}"
 
 
+@pytest.mark.slow
 def test_a_private_clusters_workers_run_at_the_drivers_priority(private_cluster):
     """Ray nices its workers by 15 by default; beside any busy process a private sweep's actors then starve."""
     proc, info, _, _ = private_cluster
@@ -189,6 +192,7 @@ def test_a_private_clusters_workers_run_at_the_drivers_priority(private_cluster)
     ({}, "the cluster requires Ray's auth token: set RAY_AUTH_MODE=token"),
     ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}, "the cluster rejected the auth token"),
 ])
+@pytest.mark.slow
 def test_joining_without_the_right_token_is_one_line(tmp_path, private_cluster, auth, why):
     address = private_cluster[1]["gcs_address"]
     out, _ = _submit(tmp_path, address, extra_env=auth)
@@ -280,12 +284,14 @@ def _assert_one_line_exit_2(out: subprocess.CompletedProcess, tmp_path: Path, na
     ("not-a-host:xyz", "not a number"), ("host:", "no port"), (":123", "no host"), ("http://", "http address"),
     ("ray://x:notaport", "not a number"), ("127.0.0.1:70000", "out of range"),
 ])
+@pytest.mark.slow
 def test_submit_with_a_malformed_address_is_one_line_and_exit_2(tmp_path, address, why):
     out, _ = _submit(tmp_path, address)
     line = _assert_one_line_exit_2(out, tmp_path, f"--address {address}")
     assert why in line
 
 
+@pytest.mark.slow
 def test_a_malformed_ray_address_variable_is_named_as_such(tmp_path):
     out, _ = _submit(tmp_path, None, env_address="not-a-host:xyz")
     line = _assert_one_line_exit_2(out, tmp_path, "RAY_ADDRESS not-a-host:xyz")
@@ -328,6 +334,7 @@ class _LoopbackServer:
             conn.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["closed", "silent", "http", "silent-ray-client"])
 def test_submit_to_an_address_where_no_ray_answers_fails_fast_in_one_line(tmp_path, kind):
     server = None
@@ -434,6 +441,7 @@ def _get_without_token(port: int) -> tuple[str, bytes]:
     return ("http2" if len(data) >= 9 and data[3] == 4 else "other"), data
 
 
+@pytest.mark.slow
 def test_no_port_of_a_private_cluster_answers_without_the_token(private_cluster):
     """Every listening TCP port of the private cluster's processes, asked for /metrics without the token:
     an HTTP server says 401 or 403, and a port that is not HTTP/1 is a gRPC port of a role in GRPC_PORTS.
@@ -468,6 +476,7 @@ def test_no_port_of_a_private_cluster_answers_without_the_token(private_cluster)
 
 # --------------------------------------------------------------------------- the auth token a private cluster makes
 
+@pytest.mark.slow
 def test_a_private_clusters_new_auth_token_is_private_to_its_user(tmp_path):
     """With no token anywhere, starting a private cluster makes ~/.ray/auth_token: readable by its user only,
     from its creation (the child runs with umask 0, under which Ray's own write made it 0666), and it is the
@@ -576,7 +585,8 @@ def _alive(p: psutil.Process) -> bool:
 
 def _submit_stalled(tmp_path: Path, stalls: int) -> tuple[subprocess.CompletedProcess, _AgentStaller, str]:
     """`orchestrate submit` of a private cluster whose first `stalls` node starts are stalled; Ray's node wait
-    set to 10 s (the wait is at least Ray's fixed 30 s; the retry allows 4 x 10 = 40 s)."""
+    set to 10 s (the retry allows 4 x 10 = 40 s). Ray's own fixed 30 s loop around that wait is cut to 9 s in
+    this driver, so a stalled first start lasts the 10 s of the setting, not 30."""
     ray_tmp = tempfile.mkdtemp(prefix="tsstart-", dir="/tmp")
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
@@ -584,8 +594,8 @@ def _submit_stalled(tmp_path: Path, stalls: int) -> tuple[subprocess.CompletedPr
            if not k.startswith("RAY_AUTH")}
     staller = _AgentStaller(ray_tmp, stalls)
     try:
-        out = subprocess.run(ORCHESTRATE + ["submit", str(spec), "--store", str(tmp_path / "store"), "--no-progress",
-                                            "--no-dashboard"],
+        out = subprocess.run(driver_command(9) + ["submit", str(spec), "--store", str(tmp_path / "store"),
+                                                  "--no-progress", "--no-dashboard"],
                              env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
     finally:
         staller.close()
@@ -612,6 +622,7 @@ def _assert_started_again_with_40_s_after_ending_the_first(staller: _AgentStalle
     assert staller.stopped_alive_at_retry == [False], staller.stopped_alive_at_retry
 
 
+@pytest.mark.slow
 def test_a_private_cluster_that_does_not_start_is_retried_once_then_one_line_exit_4(tmp_path):
     out, staller, ray_tmp = _submit_stalled(tmp_path, stalls=2)
     try:
@@ -630,6 +641,7 @@ def test_a_private_cluster_that_does_not_start_is_retried_once_then_one_line_exi
     assert left == [], f"left running: {left}"
 
 
+@pytest.mark.slow
 def test_a_private_cluster_whose_first_start_fails_is_started_again_and_the_sweep_runs(tmp_path):
     out, staller, ray_tmp = _submit_stalled(tmp_path, stalls=1)
     try:

@@ -148,6 +148,7 @@ def _http_status(url: str, token: str | None) -> int:
         return err.code
 
 
+@pytest.mark.slow
 def test_the_job_api_requires_the_token(head):
     url, token = head
     assert _http_status(f"{url}/api/jobs/", None) == 401
@@ -155,6 +156,7 @@ def test_the_job_api_requires_the_token(head):
     assert _http_status(f"{url}/api/jobs/", token) == 200
 
 
+@pytest.mark.slow
 def test_detached_submit_status_and_logs(head, tmp_path, monkeypatch):
     url, token = head
     store = tmp_path / "store"
@@ -220,6 +222,7 @@ def test_detached_submit_status_and_logs(head, tmp_path, monkeypatch):
     assert wrong.exit_code == 2 and "rejected the auth token" in wrong.stderr, wrong.stderr
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_job_and_keeps_finished_rows(head, tmp_path):
     url, _ = head
     store = tmp_path / "store"
@@ -265,6 +268,7 @@ def _assert_reads_cancelled(spec_path: str, store: Path, job_id: str) -> None:
         again.output
 
 
+@pytest.mark.slow
 def test_a_job_its_driver_ended_on_the_stores_stop_request_reads_cancelled(head, tmp_path):
     """The path that raced `cancel` into saying FAILED: the driver sees the stop request in the store before
     Ray's stop arrives and ends as on Ctrl-C (exit 130), which Ray calls FAILED. Here only the store's request

@@ -8,6 +8,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a multi-node Ray cluster in a subprocess
+
 SCRIPT = textwrap.dedent('''
     import json, socket, sys
     import pandas as pd

@@ -126,6 +126,7 @@ def test_commands_that_need_the_keys_say_when_the_data_is_missing(tmp_path, cach
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.slow
 def test_changed_data_runs_again_and_the_same_data_elsewhere_does_not(ray_cluster, tmp_path, cache):
     """Real submits of real files: shuffled training labels under the same root run every stage again;
     the same files copied to another root run nothing."""

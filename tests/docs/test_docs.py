@@ -4,6 +4,8 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
 from orchestrator.spec import describe, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +26,18 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert "torch==2.13.0" in install_and_quickstart.split("pip install -e")[0]
     assert "pytest" in tests
     assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_readme_gives_the_fast_tier_by_the_marker_pyproject_declares():
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text().splitlines()
+    fast = 'python -m pytest -q -m "not slow"'
+    assert fast in readme, f"the README's development section shows the fast tier: {fast}"
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("slow:") for m in markers)
+    full = shlex.split(readme[readme.index("Run the tests:") + 3].rpartition("&&")[2])
+    assert full[:3] == ["python", "-m", "pytest"] and "-m" not in full[3:] and "-k" not in full[3:]  # all of it
 
 
 def test_every_shipped_spec_is_valid():
@@ -81,6 +95,7 @@ TINY_TUNING = {**TINY_QUICKSTART, "name": "tuning", "sparsities": [0.5],
                "tuning": {"configurations": 2, "sparsities": [0.5]}}
 
 
+@pytest.mark.slow
 def test_every_using_it_command_and_the_pandas_example_work(ray_cluster, tmp_path, monkeypatch):
     """Runs each README command in order on a tiny synthetic stand-in for specs/quickstart.yaml (one Ray run),
     in a fresh working directory, then the README's pandas example."""

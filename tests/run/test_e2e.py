@@ -10,6 +10,8 @@ from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
 from orchestrator.store import ResultsStore
 
+pytestmark = pytest.mark.slow  # sweeps on a real Ray, and `submit` checking its data in a child process
+
 TINY = {
     "name": "tiny",
     "model": {"name": "mlp", "options": {"hidden": [16]}},

@@ -71,6 +71,7 @@ def run_with(monkeypatch, tmp_path, how):
     return summary, store, time.monotonic() - t0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, why", [("sigstop", "has not answered"), ("spin", "answers but the stage makes no progress")])
 def test_a_hung_stage_is_detected_within_its_limit_and_retried(ray_cluster, monkeypatch, tmp_path, how, why):
     summary, store, seconds = run_with(monkeypatch, tmp_path, how)

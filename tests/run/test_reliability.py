@@ -26,6 +26,8 @@ from orchestrator.spec import parse_spec
 from orchestrator.store import ResultsStore
 from tests.helpers.store_cli import ORCHESTRATE, env_without_ray_address
 
+pytestmark = pytest.mark.slow  # fault injection on real drivers, clusters and trial actors
+
 SPEC = {
     "name": "faults",
     "model": {"name": "mlp", "options": {"hidden": [8]}},

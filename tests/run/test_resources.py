@@ -3,12 +3,15 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import ray
 
 from orchestrator import driver
 from orchestrator.plan import build_plan
 from orchestrator.spec import parse_spec
 from orchestrator.store import ResultsStore
+
+pytestmark = pytest.mark.slow  # trial actors on a real Ray
 
 SPEC = {
     "name": "shapes",

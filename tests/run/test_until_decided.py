@@ -234,6 +234,7 @@ def _env(ray_tmp: str) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_a_driver_killed_mid_look_resumes_to_the_same_decisions(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="tsud-", dir="/tmp")  # short: Ray's socket paths must fit
     seen: list[psutil.Process] = []

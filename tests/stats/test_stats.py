@@ -28,6 +28,7 @@ def _report(label: str, value: float) -> None:
     print(f"[stats] {label}: {100 * value:.2f} %")
 
 
+@pytest.mark.slow
 def test_importing_stats_pulls_in_neither_pandas_nor_scipy():
     code = ("import sys, orchestrator.stats\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'scipy'}))\n")

@@ -14,6 +14,8 @@ import pytest
 from orchestrator.store import ROW_IDENTITY, ResultsStore
 from tests.helpers.store_cli import orchestrate, submit, write_spec
 
+pytestmark = pytest.mark.slow  # a tuned sweep made by a real `submit`
+
 SPEC = {
     "name": "kept",
     "model": {"name": "mlp", "options": {"hidden": [8]}},

@@ -24,6 +24,7 @@ def test_second_holder_is_refused_with_the_holder_named(tmp_path):
     Lease(store, "sw").acquire().release()
 
 
+@pytest.mark.slow
 def test_lease_of_a_dead_process_on_this_host_is_stale(tmp_path):
     store = ResultsStore(str(tmp_path / "s"))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
@@ -68,6 +69,7 @@ def test_renewal_notices_a_take_over(tmp_path, monkeypatch):
     second.release()
 
 
+@pytest.mark.slow
 def test_a_second_submit_of_a_busy_sweep_is_refused_before_its_data_check_and_ray(tmp_path):
     """Two real `orchestrate submit` processes of one sweep: the second is refused with the lease error (exit 3)
     while the first still runs, without having checked the data (its own empty cache gets no mnist1d arrays) or

@@ -9,6 +9,8 @@ import pytest
 from orchestrator import read_processes
 from orchestrator.store import ResultsStore
 
+pytestmark = pytest.mark.slow  # reads in worker processes
+
 POINT = {"method": "ltr", "seed": 0, "target_sparsity": 0.5, "sparsity": 0.5, "test_accuracy": 0.9, "status": "ok"}
 STAGE = {"kind": "imp_level", "label": "ltr", "seed": 0, "parents": "{}", "seconds": 1.5, "status": "ok"}
 

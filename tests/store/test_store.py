@@ -142,6 +142,7 @@ def test_store_io_errors_are_one_line_store_errors(tmp_path):
     assert len(str(info.value).splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_compaction_in_another_process_while_a_reader_loops(tmp_path):
     """A real `orchestrate compact` process replaces files while this process keeps reading: every read sees
     every row exactly once."""

@@ -55,6 +55,7 @@ def stage_key(label: str, spec: dict = SPEC) -> str:
 
 # --------------------------------------------------------------------------- 1. a damaged artifact
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checksum", [True, False], ids=["with-checksum", "stored-before-checksums"])
 def test_a_truncated_artifact_is_named_quarantined_and_rebuilt_bit_identically(store, tmp_path, checksum):
     warmup = stage_key("warmup s=0")
@@ -80,6 +81,7 @@ def test_a_truncated_artifact_is_named_quarantined_and_rebuilt_bit_identically(s
     assert "problem" not in status(tmp_path, store, WIDER).stdout
 
 
+@pytest.mark.slow
 def test_damage_only_a_load_can_see_is_recorded_as_an_artifact_failure_naming_the_file_then_healed(store, tmp_path):
     warmup = stage_key("warmup s=0")
     artifact = store / "artifacts" / warmup / "outputs.pt"
@@ -104,6 +106,7 @@ def test_damage_only_a_load_can_see_is_recorded_as_an_artifact_failure_naming_th
     one_ok_row_per_point(store, WIDER)
 
 
+@pytest.mark.slow
 def test_the_driver_checks_artifacts_without_torch(store):
     artifact = store / "artifacts" / stage_key("warmup s=0") / "outputs.pt"
     artifact.write_bytes(artifact.read_bytes()[:-200])
@@ -184,6 +187,7 @@ def _foreign_things(store: Path) -> list[Path]:
     return made
 
 
+@pytest.mark.slow
 def test_foreign_files_anywhere_are_named_quarantined_and_never_crash(store, tmp_path):
     before = points_frame(store)
     results_before = orchestrate("results", "--store", str(store), "--sweep", "heal").stdout
@@ -230,6 +234,7 @@ def raw_tables(store: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+@pytest.mark.slow
 def test_a_compaction_killed_after_each_merged_file_is_named_and_completed(store, tmp_path):
     before = raw_tables(store)
     written = _compacted_files_written(store, tmp_path)
@@ -280,6 +285,7 @@ def test_a_merged_file_is_deleted_only_if_every_row_is_in_the_compacted_file(tmp
 
 # --------------------------------------------------------------------------- 4. a store path below a file
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verb", ["submit", "status", "results", "compact"])
 def test_a_store_below_a_regular_file_is_bad_input(tmp_path, verb):
     (tmp_path / "plain").write_text("a file, not a directory")
@@ -310,6 +316,7 @@ def _forge(store: Path) -> tuple[Path, Path, bytes]:
     return forged, view_named, sources
 
 
+@pytest.mark.slow
 def test_a_forged_compacted_file_is_never_trusted_and_is_quarantined(store, tmp_path):
     assert orchestrate("compact", "--store", str(store), "--sweep", "heal").returncode == 0
     api = ResultsStore(str(store))

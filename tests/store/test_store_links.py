@@ -15,6 +15,8 @@ import pytest
 from orchestrator.store import ResultsStore
 from tests.helpers.store_cli import SPEC, finished_store, orchestrate, points_frame, status, submit
 
+pytestmark = pytest.mark.slow  # a sweep made by a real `submit`, and the real CLI in subprocesses
+
 SWEEP = SPEC["name"]
 
 

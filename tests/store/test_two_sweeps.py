@@ -10,12 +10,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from orchestrator import resume
 from orchestrator.lease import Lease
 from orchestrator.store import ResultsStore
 from tests.helpers.store_cli import ORCHESTRATE, env_without_ray_address
 from tests.helpers.store_cli import SPEC, write_spec
+
+pytestmark = pytest.mark.slow  # real `orchestrate submit` processes
 
 TINY_A = {**SPEC, "name": "tinyA", "methods": [{"kind": "oneshot", "criterion": "random"}], "sparsities": [0.5]}
 TINY_B = {**TINY_A, "name": "tinyB"}

@@ -120,6 +120,7 @@ def tuned_store(ray_cluster, tmp_path_factory):
     return store
 
 
+@pytest.mark.slow
 def test_asha_stops_weak_configurations_and_the_bad_default_recovers(tuned_store):
     trials = pd.read_parquet(tuned_store / "tuning")
     assert len(trials) == 5 and trials["chosen"].sum() == 1
@@ -135,11 +136,13 @@ def test_asha_stops_weak_configurations_and_the_bad_default_recovers(tuned_store
     assert settings["training.lr"] == chosen["training.lr"] != 0.0005   # the row says what it ran with
 
 
+@pytest.mark.slow
 def test_submitting_again_tunes_nothing(tuned_store):
     again = submit(SPEC, tuned_store)
     assert again.ran == 0
 
 
+@pytest.mark.slow
 def test_the_tuning_verb_reports_choice_budget_and_sensitivity(tuned_store, tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({**SPEC, "store": str(tuned_store)}))
@@ -154,6 +157,7 @@ def test_the_tuning_verb_reports_choice_budget_and_sensitivity(tuned_store, tmp_
     assert table.exit_code == 0 and "magnitude[tuned]" in table.output and "training.lr" in table.output
 
 
+@pytest.mark.slow
 def test_the_test_set_is_never_read_while_tuning(ray_cluster, tuned_store, tmp_path):
     """Another test set (the synthetic generator draws the training set first, so it is unchanged) leaves every
     configuration tried, every validation report and the choice bit-identical."""
@@ -182,6 +186,7 @@ KILLED_DRIVER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_a_driver_killed_during_tuning_resumes_and_tunes_once(ray_cluster, tmp_path):
     spec = {**SPEC, "methods": [SPEC["methods"][1]], "name": "killed", "seeds": [0],
             "tuning": {**SPEC["tuning"], "configurations": 3}}

@@ -108,6 +108,7 @@ def unfaulted(ray_cluster, tmp_path_factory):
     return store
 
 
+@pytest.mark.slow
 def test_a_trial_stopped_mid_run_is_detected_within_the_hang_limit_retried_and_the_choice_is_unchanged(
         unfaulted, tmp_path):
     t0 = time.monotonic()
@@ -146,6 +147,7 @@ def test_a_trial_stopped_mid_run_is_detected_within_the_hang_limit_retried_and_t
     assert accuracy[tmp_path / "faulted"] == accuracy[unfaulted]
 
 
+@pytest.mark.slow
 def test_a_trial_killed_in_every_attempt_fails_the_tune_stage_and_submit(ray_cluster, tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({**SPEC, "name": "killed", "store": str(tmp_path / "store")}))
