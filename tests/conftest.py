@@ -49,6 +49,15 @@ def ray_cluster():
     ray.shutdown()
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test on the session's Ray is `slow` (pyproject.toml's marker): the fast tier (-m "not slow") must never
+    start a cluster."""
+    unmarked = [item.nodeid for item in items
+                if "ray_cluster" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("tests on the session's Ray must be marked @pytest.mark.slow: " + ", ".join(unmarked))
+
+
 def pytest_sessionfinish(session, exitstatus):
     import shutil
 

@@ -42,7 +42,7 @@ A comparison is decided at the first look where |S_k| >= c_k (B better if S_k > 
 later looks neither re-test nor revise it. One that never crosses is "undecided at budget" - not "no
 difference": the rule controls false decisions, it does not show equivalence. The interval printed beside a
 decision is the paired t interval at level 1 - alpha/m on the seeds it was decided at; after data-dependent
-stopping it is not guaranteed to cover (tests/test_sequential.py measures its coverage).
+stopping it is not guaranteed to cover (tests/stats/test_sequential.py measures its coverage).
 """
 from __future__ import annotations
 

@@ -499,7 +499,7 @@ def seeds_for_power(effect_size: float, *, alpha: float = 0.05, power: float = P
 
     Estimated with the paired t test's power (noncentral t), which the sign-flip permutation test matches
     closely for normal differences once it can reject at all (simulated, the permutation test needs the
-    estimate or one pair more: tests/test_stats.py); never below `smallest_rejecting_n(alpha)`,
+    estimate or one pair more: tests/stats/test_stats.py); never below `smallest_rejecting_n(alpha)`,
     because below that the permutation test cannot reject whatever the effect. None for a zero or undefined
     effect, or when more than POWER_SEARCH_LIMIT pairs would be needed. Give it an effect the user names
     over an sd estimate (`seeds_for_power_range`), never an observed effect: that one is itself the noise the
@@ -553,7 +553,7 @@ def bootstrap_interval(a, b, *, level: float = 0.95, n_resamples: int = 9999, me
     dropped; (nan, nan) for n < 2.
 
     An alternative to the t interval when the differences are far from normal, but it UNDER-COVERS at the
-    seed counts sweeps use: resampling 5 values cannot show how wide the tails are. tests/test_stats.py
+    seed counts sweeps use: resampling 5 values cannot show how wide the tails are. tests/stats/test_stats.py
     measures 82 % coverage for a nominal 95 % BCa interval at n = 5 normal pairs and 91 % at n = 10 (the
     t interval: 95 % at both); prefer the t interval at these seed counts."""
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()

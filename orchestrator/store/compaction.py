@@ -22,7 +22,7 @@ from orchestrator.store.schemas import PARTITIONS, ROW_IDENTITY, SOURCES_KEY
 COMPACT_BATCH = 1000  # files merged into one compacted file: bounds compaction's memory, keeps reads to few files
 
 
-# Test-only fault injection (tests/test_store_faults.py), never set otherwise: with
+# Test-only fault injection (tests/store/test_store_faults.py), never set otherwise: with
 # TICKETSWEEP_TEST_COMPACT_EXIT="written:N" (or "deleted:N") compaction ends its process at once with
 # os._exit(9), as kill -9 would, right after it has written its N-th compacted file (deleted its N-th merged file).
 COMPACT_FAULT_ENV = "TICKETSWEEP_TEST_COMPACT_EXIT"

@@ -1,0 +1,1 @@
+"""Tables, comparisons, curves and the report read from a store."""

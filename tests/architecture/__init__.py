@@ -1,0 +1,1 @@
+"""Rules over the code base as a whole: what each side may import, and how the tests are laid out."""

@@ -1,0 +1,1 @@
+"""The benchmark scripts' pieces that run on a CPU machine."""

@@ -1,0 +1,1 @@
+"""Ray clusters on real processes: private clusters, addresses, detached jobs, several nodes."""

@@ -1,0 +1,1 @@
+"""Datasets: loaders, their content in stage keys, and fetching them."""

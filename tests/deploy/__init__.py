@@ -1,0 +1,1 @@
+"""The deployment files (Docker, Kubernetes) and the RayJob rendered from a spec."""

@@ -1,0 +1,1 @@
+"""The README and CI say what the code does."""

@@ -1,0 +1,1 @@
+"""Running a sweep: the driver end to end, faults and hangs, scheduling, progress, `--until-decided`."""

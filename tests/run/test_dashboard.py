@@ -1,0 +1,206 @@
+"""What the Ray dashboard and the metrics endpoint show of a real sweep, read while it runs: the sweep's own
+metrics (stages finished by kind, method and status; running; epochs; ETA) from the cluster's Prometheus
+endpoint, the job's tasks without the liveness pings, each trial actor's running task named by its stage,
+and the actors page in headless Chromium (skipped when no browser is installed).
+
+A subprocess: the sweep needs a cluster of its own with the dashboard and metrics on, while the rest of the
+session shares one local Ray without them.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "docs" / "screenshots"))
+import chromium  # noqa: E402 - the browser driver of docs/screenshots/make.py
+
+pytestmark = pytest.mark.slow  # a real sweep with the dashboard, metrics and a browser
+
+SCRIPT = textwrap.dedent('''
+    import json, re, sys, threading, time, urllib.request
+    sys.path.insert(0, sys.argv[2])
+    from pathlib import Path
+    import ray
+    from orchestrator.deploy import cluster
+    from orchestrator.run import driver
+    from orchestrator.run.driver import run_plan
+    from orchestrator.spec.plan import build_plan
+    from orchestrator.run.scheduler import task_name
+    from orchestrator.spec.sweep_spec import parse_spec
+    from orchestrator.store.results_store import ResultsStore
+
+    def get(url, token=None):
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.read().decode()
+
+    def series(url):
+        out = []
+        for line in get(url).splitlines():
+            m = re.match(r'^ray_(ticketsweep_\\w+)\\{(.*)\\} (\\S+)$', line)
+            if m:
+                out.append([m.group(1), dict(re.findall(r'(\\w+)="([^"]*)"', m.group(2))), float(m.group(3))])
+        return out
+
+    def finished(rows):
+        return sum(v for name, _, v in rows if name == "ticketsweep_stages_finished_total")
+
+    def tasks(dashboard, token):
+        data = json.loads(get(f"{dashboard}/api/v0/tasks?detail=1&limit=10000", token))
+        return [{k: t.get(k) for k in ("name", "state", "func_or_class_name", "actor_id")}
+                for t in data["data"]["result"]["result"]]
+
+    dashboard, _ = cluster.connect(None, dashboard=True, metrics=True)
+    metrics = cluster.metrics_url()
+    import psutil
+    port = int(metrics.rsplit(":", 1)[1].split("/")[0])
+    out_bind = sorted({c.laddr.ip for c in psutil.net_connections("tcp")
+                       if c.status == psutil.CONN_LISTEN and c.laddr.port == port})
+    token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+    spec = parse_spec({
+        "name": "watched", "model": {"name": "mlp", "options": {"hidden": [32]}},
+        "dataset": {"name": "synthetic", "options": {"n_train": 256, "n_test": 64}, "validation": 0.25},
+        "training": {"epochs": 2, "batch_size": 32, "rewind": "1it"},
+        "methods": [{"kind": "ltr"}, {"kind": "oneshot", "criterion": "random"}], "sparsities": [0.5, 0.8],
+        "seeds": [0, 1], "resources": {"max_concurrent": 2}})
+    plan = build_plan(spec)
+    out = {"labels": sorted({task_name(s.label) for s in plan.stages.values()}), "total": len(plan.stages),
+           "metrics_url": metrics, "metrics_bind": out_bind}
+
+    # Mid-run: the `random` stages wait at their first epoch (beating, so not hung) until the watcher has read
+    # the metrics Ray exported by then, the tasks the dashboard lists and the actors page.
+    gate = Path(sys.argv[1] + ".gate")
+
+    class Gated(driver.TrialActorBody):
+        def _on_epoch(self, row):
+            super()._on_epoch(row)
+            from workers import liveness
+            deadline = time.monotonic() + 300
+            while "random" in self._label and not gate.exists() and time.monotonic() < deadline:
+                liveness.beat()
+                time.sleep(0.2)
+
+        def run(self, payload, roles, *parents):
+            self._label = payload["label"]
+            return super().run(payload, roles, *parents)
+
+    driver.TrialActor = ray.remote(Gated)
+
+    def watch():
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                rows = series(metrics)
+                running = sum(v for n, t, v in rows if n == "ticketsweep_stages_running" and t["method"] == "random")
+                if finished(rows) >= 3 and running >= 1:
+                    break
+                time.sleep(0.5)
+            out["mid"] = rows
+            while time.monotonic() < deadline:
+                out["mid_tasks"] = tasks(dashboard, token)
+                if any(t["state"] == "RUNNING" and t["func_or_class_name"] == "Gated.run"
+                       for t in out["mid_tasks"]):
+                    break
+                time.sleep(0.5)
+            import chromium
+            browser = chromium.find()
+            if browser:
+                with chromium.Chromium(browser) as page:
+                    page.log_in(dashboard, token)
+                    page.open(f"{dashboard}/#/actors")
+                    out["actors_page"] = page.wait_for("Gated", "ALIVE", timeout_s=120)
+        finally:
+            gate.touch()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    summary = run_plan(plan, spec, ResultsStore(sys.argv[1]), progress=False, echo=lambda *_: None)
+    out.update(ran=summary.ran, failed=summary.failed)
+    deadline = time.monotonic() + 180
+    while finished(series(metrics)) < summary.ran and time.monotonic() < deadline:
+        time.sleep(0.5)
+    out["end"] = series(metrics)
+    time.sleep(3)  # task events reach the state API every second
+    out["end_tasks"] = tasks(dashboard, token)
+    watcher.join()
+    print(json.dumps(out))
+''')
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    store = tmp_path_factory.mktemp("dashboard") / "store"
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(store), str(ROOT / "docs" / "screenshots")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _values(rows, name, **tags):
+    return [v for n, t, v in rows if n == name and all(t.get(k) == w for k, w in tags.items())]
+
+
+def test_the_sweeps_metrics_are_exported_while_it_runs(watched):
+    mid, end = watched["mid"], watched["end"]
+    assert watched["failed"] == 0 and watched["ran"] == watched["total"]
+    # Read mid-run: some stages finished, not all; by kind and method; a random-pruning stage running.
+    assert 3 <= sum(_values(mid, "ticketsweep_stages_finished_total")) < watched["total"]
+    assert sum(_values(mid, "ticketsweep_stages_running", kind="oneshot", method="random")) >= 1
+    assert _values(mid, "ticketsweep_stages_left", sweep="watched")
+    assert sum(_values(end, "ticketsweep_stages_finished_total", status="ok")) == watched["ran"]
+    # 2 seeds x (1 dense + LTR's levels) and 2 seeds x 2 sparsities of random pruning.
+    assert sum(_values(end, "ticketsweep_stages_finished_total", kind="oneshot", method="random")) == 4
+    assert sum(_values(end, "ticketsweep_stages_finished_total", method="ltr")) >= 2
+    assert _values(end, "ticketsweep_stages_left", sweep="watched") == [0.0]
+    assert sum(_values(end, "ticketsweep_stages_running")) == 0
+    assert _values(end, "ticketsweep_epochs_done", sweep="watched")[0] > 0
+    assert _values(end, "ticketsweep_epochs_per_second", sweep="watched")[0] > 0
+    assert _values(end, "ticketsweep_eta_seconds", sweep="watched") == [0.0]
+
+
+def test_the_metrics_endpoint_listens_on_loopback_only(watched):
+    assert watched["metrics_url"].startswith("http://127.0.0.1:")
+    assert watched["metrics_bind"] == ["127.0.0.1"]
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_sweep_records():
+    import re
+
+    from orchestrator.run.sweep_metrics import grafana_dashboard
+
+    dashboard = grafana_dashboard()
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub("_total$", "", m) for e in exprs for m in re.findall(r"ray_(ticketsweep_\w+)", e)}
+    recorded = set(re.findall(r'"(ticketsweep_\w+)"', (ROOT / "orchestrator" / "run" / "sweep_metrics.py").read_text()))
+    assert used and used <= recorded
+    assert recorded <= used | {m for v in dashboard["templating"]["list"]
+                               for m in re.findall(r"ray_(ticketsweep_\w+)", json.dumps(v))}
+    assert all('sweep=~"$sweep"' in e for e in exprs)
+
+
+def test_the_jobs_tasks_are_its_stages_not_liveness_pings(watched):
+    tasks = watched["end_tasks"]
+    assert not [t for t in tasks if "heartbeat" in (t["func_or_class_name"] or "")]
+    runs = [t for t in tasks if t["func_or_class_name"] == "Gated.run"]
+    assert len(runs) == watched["ran"]
+    assert {t["name"] for t in runs} <= set(watched["labels"])
+
+
+def test_a_running_trial_actor_is_listed_with_the_stage_it_runs(watched):
+    running = [t for t in watched["mid_tasks"] if t["state"] == "RUNNING"
+               and t["func_or_class_name"] == "Gated.run"]
+    assert running and all(t["actor_id"] and t["name"] in watched["labels"] for t in running)
+    assert any(t["name"].startswith("random sp=") for t in running)  # held at its first epoch
+
+
+@pytest.mark.skipif(chromium.find() is None, reason=f"no headless Chromium: none of {', '.join(chromium.BINARIES)} "
+                                                    f"on PATH and ${chromium.ENV} unset")
+def test_the_actors_page_lists_the_trial_actors_in_headless_chromium(watched):
+    page = watched["actors_page"]
+    assert "Gated" in page and "ALIVE" in page and "trial-" in page

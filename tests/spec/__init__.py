@@ -1,0 +1,1 @@
+"""Specs, plans and the stage keys they name."""

@@ -1,0 +1,1 @@
+"""The results store: commits, reads, compaction, faults, links, object storage, leases."""

@@ -1,0 +1,1 @@
+"""Tuning with Ray Tune on real processes, and its faults."""

@@ -1,0 +1,208 @@
+"""Fair tuning with Ray Tune, on real processes: spec checks, the tune stage in the DAG, ASHA stopping weak
+configurations, a bad default recovered by tuning, the test set never read while tuning, idempotence, and a
+driver killed mid-tuning."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from orchestrator.run import driver
+from orchestrator.cli import main
+from orchestrator.spec.plan import build_plan
+from orchestrator.spec.sweep_spec import SpecError, parse_spec
+from orchestrator.store.results_store import ResultsStore
+
+SPEC = {
+    "name": "tuned",
+    "model": {"name": "mlp", "options": {"hidden": [16]}},
+    "dataset": {"name": "synthetic", "options": {"n_train": 256, "n_test": 64}},
+    # A learning rate far too small: the untuned method barely trains in 6 epochs.
+    "training": {"epochs": 6, "batch_size": 32, "lr": 0.0005, "rewind": "2it"},
+    "methods": [{"kind": "oneshot", "criterion": "magnitude"},
+                {"kind": "oneshot", "criterion": "magnitude", "tune": {"training.lr": {"loguniform": [0.0005, 0.5]}}}],
+    "sparsities": [0.8],
+    "seeds": [0, 1],
+    "tuning": {"configurations": 5, "grace_period": 1, "reduction_factor": 2, "sparsities": [0.8]},
+}
+
+
+def submit(spec: dict, store):
+    s = parse_spec(spec)
+    return driver.run_plan(build_plan(s), s, ResultsStore(str(store)), progress=False, echo=lambda *_: None)
+
+
+# ---------------------------------------------------------------- the spec
+
+@pytest.mark.parametrize("change, message", [
+    ({"tune": {"lrr": {"uniform": [0, 1]}}}, "methods.1: tune.lrr: oneshot has no knob 'lrr'"),
+    ({"tune": {"samples_per_class": {"uniform": [5, 5]}}}, "uniform [5, 5] is an empty range"),
+    ({"criterion": "snip", "tune": {"samples_per_class": {"uniform": [5, 20]}}},
+     "not a valid samples_per_class (Input should be a valid integer, got a number with a fractional part); "
+     "a whole-number knob takes {choice: [...]}"),
+    ({"tune": {"samples_per_class": {"choice": [0, 5]}}}, "tune.samples_per_class: 0 is not a valid samples_per_class"),
+    ({"tune": {"training.epochs": {"choice": [2, 4]}}}, "methods.1.tune.training.epochs: not a tunable recipe knob"),
+    ({"tune": {"training.lr": {"loguniform": [0, 1]}}}, "loguniform needs low > 0"),
+    ({"tune": {"samples_per_class": {"choice": [1, 2, 10]}}}, "tuning.configurations: 5 configurations, but "
+                                                             "methods.1's search space holds only 3"),
+    ({"tune": {"training.lr": {"loguniform": [0.01, 0.5]}}}, "methods.1.tune.training.lr: the untuned value 0.0005 is "
+                                                            "outside the search range"),
+    ({"tune": {"samples_per_class": {"choice": [5, 20]}}}, "the untuned value 10 is outside the search range"),
+])
+def test_bad_search_spaces_are_one_line_errors_naming_the_knob(change, message):
+    methods = [SPEC["methods"][0], {**SPEC["methods"][1], **change}]
+    with pytest.raises(SpecError) as err:
+        parse_spec({**SPEC, "methods": methods})
+    assert message in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_tuning_needs_a_validation_split_and_distinct_tuning_seeds():
+    for change, message in (({"dataset": {**SPEC["dataset"], "validation": 0}}, "dataset.validation: 0 leaves nothing"),
+                            ({"tuning": {**SPEC["tuning"], "seeds": [7, 7]}}, "tuning seeds must be distinct")):
+        with pytest.raises(SpecError, match=message):
+            parse_spec({**SPEC, **change})
+
+
+def test_a_budget_that_makes_no_sense_is_refused_and_nothing_is_written(tmp_path):
+    for tuning, message in (({**SPEC["tuning"], "grace_period": 6}, "tuning.grace_period: 6 epochs is not below"),
+                            (None, "methods.1.tune needs a `tuning` section")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({**SPEC, "tuning": tuning, "store": str(tmp_path / "store")}))
+        r = CliRunner().invoke(main, ["submit", str(path)])
+        assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "store").exists()
+
+
+def test_run_dependent_defaults_are_resolved_for_the_untuned_configuration():
+    cts = {"kind": "cts", "tune": {"lr": {"loguniform": [0.0001, 0.1]}}}    # lr None: the training lr, 0.0005
+    spec = parse_spec({**SPEC, "methods": [cts]})
+    assert spec.methods[0].resolved(spec.training.model_dump())["lr"] == 0.0005
+    with pytest.raises(SpecError, match="untuned value 0.0005 is outside"):
+        parse_spec({**SPEC, "methods": [{**cts, "tune": {"lr": {"loguniform": [0.01, 0.1]}}}]})
+    with pytest.raises(SpecError, match="tune.every: its default is decided by the run"):
+        parse_spec({**SPEC, "methods": [{"kind": "gmp", "tune": {"every": {"choice": [1, 2, 3, 4, 5]}}}]})
+
+
+def test_the_tune_stage_in_the_dag():
+    plan = build_plan(parse_spec(SPEC))
+    tune = [s for s in plan.stages.values() if s.kind == "tune"]
+    assert len(tune) == 1 and tune[0].meta["method"] == "magnitude[tuned]"
+    tuned = [s for s in plan.stages.values() if s.meta.get("method") == "magnitude[tuned]" and s.kind == "oneshot"]
+    assert len(tuned) == 2 and all(s.parents["tuned"] == tune[0].key and "tuned" in s.inputs for s in tuned)
+    # its standalone cost includes the search, and the search's includes the tuning seed's shared training
+    assert tune[0].key in plan.ancestors_for_cost(tuned[0].key)
+    assert {plan.stages[k].kind for k in plan.ancestors_for_cost(tune[0].key)} == {"warmup", "dense", "init"}
+    # the tuning seed's dense run gives no requested row; the evaluation seeds' do
+    assert {(s.seed, s.meta["requested"]) for s in plan.stages.values() if s.kind == "dense"} == \
+        {(0, True), (1, True), (1_000_000, False)}
+    untuned = [s for s in plan.stages.values() if s.meta.get("method") == "magnitude" and s.kind == "oneshot"]
+    assert not {s.key for s in untuned} & {s.key for s in tuned}
+    # the search's key follows its space and budget, not how many trials run at once
+    key = lambda spec: next(k for k, s in build_plan(parse_spec(spec)).stages.items() if s.kind == "tune")
+    assert key({**SPEC, "tuning": {**SPEC["tuning"], "max_concurrent": 2}}) == tune[0].key
+    assert key({**SPEC, "tuning": {**SPEC["tuning"], "configurations": 6}}) != tune[0].key
+    assert key({**SPEC, "prune_output": True}) != tune[0].key   # its trials prune under that rule
+
+
+# ---------------------------------------------------------------- on a real cluster
+
+@pytest.fixture(scope="module")
+def tuned_store(ray_cluster, tmp_path_factory):
+    store = tmp_path_factory.mktemp("tuned") / "store"
+    summary = submit(SPEC, store)
+    assert summary.failed == 0, summary.failures
+    return store
+
+
+@pytest.mark.slow
+def test_asha_stops_weak_configurations_and_the_bad_default_recovers(tuned_store):
+    trials = pd.read_parquet(tuned_store / "tuning")
+    assert len(trials) == 5 and trials["chosen"].sum() == 1
+    assert json.loads(trials.loc[trials["trial"] == 0, "config"].iloc[0]) == {"training.lr": 0.0005}  # the default
+    assert trials["epochs"].sum() < trials["max_epochs"].sum()   # ASHA stopped some early
+    assert (~trials["completed"]).any()
+    points = pd.read_parquet(tuned_store / "points")
+    ok = points[(points["status"] == "ok") & points["requested"]]
+    acc = ok.groupby(ok["method"].astype(str))["selected_test_accuracy"].mean()
+    assert acc["magnitude[tuned]"] > acc["magnitude"] + 0.2
+    chosen = json.loads(trials.loc[trials["chosen"], "config"].iloc[0])
+    settings = json.loads(ok.loc[ok["method"] == "magnitude[tuned]", "settings"].iloc[0])
+    assert settings["training.lr"] == chosen["training.lr"] != 0.0005   # the row says what it ran with
+
+
+@pytest.mark.slow
+def test_submitting_again_tunes_nothing(tuned_store):
+    again = submit(SPEC, tuned_store)
+    assert again.ran == 0
+
+
+@pytest.mark.slow
+def test_the_tuning_verb_reports_choice_budget_and_sensitivity(tuned_store, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "store": str(tuned_store)}))
+    r = CliRunner().invoke(main, ["tuning", str(spec), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.output)
+    trials = pd.read_parquet(tuned_store / "tuning")
+    assert row["method"] == "magnitude[tuned]" and row["configurations"] == 5
+    assert row["epochs_run"] == trials["epochs"].sum() and row["epochs_budget"] == trials["max_epochs"].sum()
+    assert row["best_minus_default_first_pct"] > 0 and row["first_val_iqr_pct"] >= 0  # percent, as in the table
+    table = CliRunner().invoke(main, ["tuning", str(spec)])
+    assert table.exit_code == 0 and "magnitude[tuned]" in table.output and "training.lr" in table.output
+
+
+@pytest.mark.slow
+def test_the_test_set_is_never_read_while_tuning(ray_cluster, tuned_store, tmp_path):
+    """Another test set (the synthetic generator draws the training set first, so it is unchanged) leaves every
+    configuration tried, every validation report and the choice bit-identical."""
+    other = {**SPEC, "dataset": {**SPEC["dataset"], "options": {"n_train": 256, "n_test": 96}}}
+    other["methods"] = [SPEC["methods"][1]]
+    store = tmp_path / "store"
+    assert submit(other, store).failed == 0
+    a, b = (pd.read_parquet(s / "tuning").sort_values("trial") for s in (tuned_store, store))
+    for column in ("config", "reports", "epochs", "score", "completed", "chosen"):
+        assert a[column].fillna(-1).tolist() == b[column].fillna(-1).tolist(), column
+
+
+KILLED_DRIVER = textwrap.dedent('''
+    import os, sys
+    from orchestrator.run import recorder
+    record = recorder.Recorder.record
+
+    def dying(self, key, meta):
+        if self.plan.stages[key].kind == "tune":
+            os._exit(9)  # the driver dies with the search finished and not committed, like kill -9
+        return record(self, key, meta)
+
+    recorder.Recorder.record = dying
+    from orchestrator.cli import main
+    main(sys.argv[1:])
+''')
+
+
+@pytest.mark.slow
+def test_a_driver_killed_during_tuning_resumes_and_tunes_once(ray_cluster, tmp_path):
+    spec = {**SPEC, "methods": [SPEC["methods"][1]], "name": "killed", "seeds": [0],
+            "tuning": {**SPEC["tuning"], "configurations": 3}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    store = tmp_path / "store"
+    out = subprocess.run([sys.executable, "-c", KILLED_DRIVER, "submit", str(path), "--store", str(store),
+                          "--no-dashboard", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 9, out.stderr[-2000:]
+    assert not (store / "tuning").exists()
+    before = ResultsStore(str(store)).read("stages", "killed")
+    finished = set(before.loc[before["status"] == "ok", "stage_key"])
+    assert "tune" not in set(before["kind"])
+    summary = submit(spec, store)
+    plan = build_plan(parse_spec(spec))
+    assert summary.failed == 0 and summary.ran == len(plan.stages) - len(finished)  # nothing finished runs again
+    stages = ResultsStore(str(store)).read("stages", "killed")
+    assert (stages.loc[stages["kind"] == "tune", "status"] == "ok").sum() == 1
+    assert pd.read_parquet(store / "tuning")["chosen"].sum() == 1
