@@ -19,6 +19,16 @@ from tests.helpers.store_cli import orchestrate
 
 pytestmark = pytest.mark.slow  # plugin code imported in child processes, real submits and a two-node Ray cluster
 
+
+@pytest.fixture(autouse=True, scope="module")
+def built_ins_only_afterwards():
+    """Plugins these tests activate in this process are gone after them: test files that run later in the same
+    worker (e.g. the generated spec reference) see the built-in registries only."""
+    yield
+    from orchestrator.spec import plugin_set
+
+    plugin_set.activate(None)
+
 SQUARE = '''\
 import torch
 from workers.plugins import register_criterion

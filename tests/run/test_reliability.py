@@ -243,7 +243,7 @@ def test_damaged_files_are_reported_and_exactly_the_affected_stages_rerun(ray_cl
 # --------------------------------------------------------------------------- divergence and killed actors
 
 class FaultyActor(driver.TrialActorBody):
-    """Real faults in real processes: a huge learning rate for one method, or SIGKILL mid-stage."""
+    """Real faults in real processes: overflowed starting weights for one method, or SIGKILL mid-stage."""
     diverge_method: str = ""
     kill_method: str = ""
     marks: str = ""
@@ -251,7 +251,11 @@ class FaultyActor(driver.TrialActorBody):
     def run(self, payload, roles, *parents):
         method = payload["params"].get("method")
         if method == self.diverge_method:
-            payload["config"]["training"]["lr"] = 1e20  # overflows float32 within two steps
+            # Weights it starts from overflowed (x 1e38, beyond float32 after one layer): the loss is not finite.
+            # (A huge learning rate is no longer possible: the worker refuses a recipe outside its bounds.)
+            parents = tuple({**out, "weights": {k: v * 1e38 if v.is_floating_point() else v
+                                                for k, v in out["weights"].items()}}
+                            if isinstance(out, dict) and "weights" in out else out for out in parents)
         if method == self.kill_method and not list(Path(self.marks).glob(payload["key"] + "*")):
             Path(self.marks, payload["key"] + "-killed").touch()
             threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGKILL)).start()
