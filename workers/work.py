@@ -42,7 +42,7 @@ _LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
 @dataclass
 class Meter:
     """Totals of one stage, by phase; integers except epochs (iterations over iterations per epoch, summed
-    exactly rounded). `totals` names them as the store's work columns (orchestrator/store.py WORK_COLUMNS)."""
+    exactly rounded). `totals` names them as the store's work columns (orchestrator/store/schemas.py WORK_COLUMNS)."""
     epochs: dict[str, list[float]] = field(default_factory=lambda: {"train": [], "search": []})
     forward: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     backward: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))

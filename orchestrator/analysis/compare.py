@@ -18,7 +18,7 @@ p-value (p_holm) and its Benjamini-Hochberg q-value (q_bh); the verdict follows 
 default), so a table of twelve verdicts has at most a 5 % chance of containing any false one.
 
 The cost column is the paired ratio of standalone costs, B / A, in seconds (the default) or in the work the
-workers counted (`cost`: epochs or flops, orchestrator/report.py COSTS; a rerun reproduces these exactly),
+workers counted (`cost`: epochs or flops, orchestrator/analysis/cost_units.py COSTS; a rerun reproduces these exactly),
 summarised as the geometric mean of the
 per-seed ratios, exp(mean(log(b_i / a_i))), with a t interval on the log scale. Chosen over the mean of the
 ratios because it is symmetric (comparing B with A gives exactly the reciprocal of comparing A with B, which

@@ -13,7 +13,7 @@ FORMATS = click.Choice(["table", "markdown", "csv", "json"])
 
 
 def cost_option(command):
-    """--cost: the unit costs are shown in (orchestrator/report.py COSTS)."""
+    """--cost: the unit costs are shown in (orchestrator/analysis/cost_units.py COSTS)."""
     from orchestrator.analysis.cost_units import COSTS, DEFAULT_COST
 
     return click.option("--cost", type=click.Choice(COSTS), default=DEFAULT_COST, show_default=True,
