@@ -2,7 +2,7 @@
 fails on one line before Ray starts or anything is written.
 
 `orchestrate` runs this in a child process (`python -m workers.preflight CONFIG_JSON`): the driver itself
-then never imports torch, which would add about 180 MB to its RSS for the whole sweep.
+then never imports torch, which would stay in its memory for the whole sweep.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ def check_inputs(spec: SweepSpec) -> None:
 def start_input_check(spec: SweepSpec) -> Callable[[], None]:
     """Start `check_inputs` and return what waits for its verdict, so the caller can plan meanwhile.
 
-    In a child process unless this one has torch already: the driver stays torch-free (~180 MB less RSS).
+    In a child process unless this one has torch already: the driver stays torch-free (docs/architecture.md).
     """
     import subprocess
 

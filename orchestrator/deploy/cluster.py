@@ -27,8 +27,8 @@ from orchestrator.deploy import cluster_address
 CONNECT_TIMEOUT_S = 60.0
 LOOPBACK = "127.0.0.1"
 # Ray raises its workers' niceness by 15 by default, which keeps a shared cluster's raylet responsive but
-# leaves a private sweep's trial actors about 3 % of a core beside any other busy process on the machine
-# (beside two busy processes the test suite ran past 25 minutes; 19 at the driver's priority). A private
+# leaves a private sweep's trial actors a few percent of a core (the kernel's share for niceness 15 beside
+# niceness 0) next to any other busy process on the machine, so a sweep on a shared machine crawls. A private
 # cluster's workers run at the priority of the user who started it, who can lower the whole sweep with
 # `nice orchestrate submit`.
 WORKER_NICENESS = 0
@@ -362,7 +362,7 @@ def _local_gpus() -> int:
     """Ray's own count (NVML and CUDA_VISIBLE_DEVICES), without importing torch into the driver."""
     try:
         from ray._private.accelerators import get_accelerator_manager_for_resource
-    except ImportError:  # a Ray without this private module: ask torch, at ~180 MB of driver RSS
+    except ImportError:  # a Ray without this private module: ask torch, though it loads torch into the driver
         import torch
 
         return torch.cuda.device_count() if torch.cuda.is_available() else 0

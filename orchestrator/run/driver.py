@@ -16,8 +16,8 @@ import ray
 from orchestrator.deploy import cluster
 from orchestrator.store import health, plan_manifests
 from orchestrator.store.lease import Lease
-from orchestrator.spec import plugin_set
 from orchestrator.spec.plan import Plan
+from orchestrator.run import plugin_code
 from orchestrator.run.recorder import Recorder
 from orchestrator.run.scheduler import HangPolicy, RunSummary, Scheduler, Shape, descendants
 from orchestrator.spec.sweep_spec import SweepSpec
@@ -145,7 +145,7 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
             echo(f"resuming: {stored} of {len(plan.stages)} stages already stored, {len(todo)} to run"
                  + (f", {len(blocked)} held back (diverged before; --retry-diverged runs them)" if blocked else ""))
         shapes = stage_shapes(plan, spec)
-        runtime_env = plugin_set.runtime_env(spec.plugin_manifest())
+        runtime_env = plugin_code.runtime_env(spec.plugin_manifest())
         summary.dashboard_url = url
         if url:
             echo(f"Ray dashboard: {url}  (token authentication: the token is in ~/.ray/auth_token)")

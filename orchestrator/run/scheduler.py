@@ -398,8 +398,8 @@ class Scheduler:
 def task_name(label: str) -> str:
     """The stage's label without its seed ("ltr L=7", "snip sp=0.9500"), as the dashboard's task name.
 
-    Ray keeps per-task-name bookkeeping in the driver for the whole run (measured: about 22 KB per distinct
-    name), so names must not multiply with seeds; method, level and sparsity still say what a task is doing.
+    Ray keeps per-task-name bookkeeping in the driver for the whole run, growing with every distinct name, so
+    names must not multiply with seeds; method, level and sparsity still say what a task is doing.
     """
     return _SEED.sub("", label)
 

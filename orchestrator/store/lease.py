@@ -98,7 +98,8 @@ class Lease:
         """Whether `orchestrate cancel` asked this driver to stop (looked up at most once every `every_s`).
 
         Cancelling relies on this, not only on the SIGINT Ray's job stop sends: under load that signal was
-        seen to go unanswered until Ray killed the driver 60 s later, by when the sweep had run on."""
+        seen to go unanswered until Ray killed the driver after its stop wait (deploy/detached.py STOP_WAIT_S),
+        by when the sweep had run on."""
         t = time.monotonic()
         if t - self._checked_at < every_s:
             return False

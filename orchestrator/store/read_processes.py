@@ -3,7 +3,7 @@
 Reading a small Parquet file is mostly Python and pyarrow holding the GIL, so threads do not overlap it: on a
 local disk one process reads on one core whatever its thread count. A sweep before compaction holds tens of
 thousands of such files, and `results`, `status` and a resubmit read all of them; in worker processes they read
-on every core (measured on 2 cores: `results` on a 20 000-stage store in about half the time).
+on every core (the figures: docs/results.md, Scale).
 
 A worker is a fresh interpreter running read_worker.py (`python -m orchestrator.store.read_worker`), never a fork of
 the caller (which may be a Ray driver, with threads of its own) and never a re-import of the caller's main
@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 MIN_FILES = 2000   # below this, starting fresh interpreters costs about what the second core saves
-MAX_WORKERS = 4    # each holds pyarrow (about 100 MB): a cap on what one read costs in memory
+MAX_WORKERS = 4    # each is an interpreter holding pyarrow: a cap on what one read costs in memory
 WORKER = [sys.executable, "-m", "orchestrator.store.read_worker"]  # what it runs: read_worker.py
 
 

@@ -27,12 +27,12 @@ from orchestrator.store.layout import (COMPACTED_PREFIX, LISTED, TABLE_KINDS, TE
 from orchestrator.store.schemas import (PARTITIONS, PAYLOAD, ROW_IDENTITY, SOURCES_KEY, STAGES, SUMMARY_COLUMNS,
                                         SUMMARY_KEY, TABLES, conform, empty_table, wanted_schema)
 
-if TYPE_CHECKING:  # pandas is imported by read() alone: the driver never needs its ~40 MB
+if TYPE_CHECKING:  # pandas is imported by read() alone: a driver that only runs a sweep never pays for it
     import pandas as pd
 
 # Reads of many small files. On object storage each GET is latency-bound: threads. On a local disk reading a
 # small file is mostly Python and pyarrow holding the GIL, so threads only hand off (a pool of any width read whole
-# files 10-30 % slower than a loop, measured on 2 cores): whole files are read in a loop, footers in a few threads
+# files slower than a loop; docs/results.md, Scale): whole files are read in a loop, footers in a few threads
 # (as fast), and reads of thousands of files in worker processes (read_processes.py).
 _READ_THREADS = 16
 _LOCAL_FOOTER_THREADS = 4
@@ -113,7 +113,7 @@ class StoreReader(StoreFiles):
         A file that vanishes mid-read was merged by compaction into a file this listing may not show: the
         scan lists again and starts over (with an explicit `files` list it is simply left out).
         Per-file reads concatenated in chunks beat a pyarrow dataset scan over thousands of tiny files in both
-        time and peak memory (measured: 1.0 s / +140 MB vs 1.7 s / +400 MB for 3 000 files); a large local scan
+        time and peak memory (the figures: docs/results.md, Scale); a large local scan
         reads its chunks in worker processes (orchestrator/store/read_processes.py), object storage in threads.
         """
         schema = TABLES[table]
@@ -172,7 +172,7 @@ class StoreReader(StoreFiles):
         try:
             with self.fs.open_input_file(path) as f:
                 # Pre-buffering coalesces a file's column reads into few requests: it pays on object storage,
-                # where each is a round trip, and costs 40 % of a small file's read on a local disk (measured).
+                # where each is a round trip, and only adds to a small file's read on a local disk.
                 pf = pq.ParquetFile(f, pre_buffer=not self.local)
                 arrow_schema = pf.schema_arrow
                 present = arrow_schema.names

@@ -141,13 +141,23 @@ def test_orchestrator_packages_import_only_the_packages_below_them():
     assert against == []
 
 
-def test_workers_import_neither_ray_nor_the_orchestrator():
+def _importing(package: str, banned: tuple[str, ...]) -> list[str]:
+    """Every import, lazy ones included, by a module of `package` of a top-level package in `banned`."""
     found = []
     for name, path in _modules().items():
-        if not name.startswith("workers"):
+        if name != package and not name.startswith(package + "."):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
-            found += [f"{name} imports {n}" for n in names if n.split(".")[0] in ("ray", "orchestrator")]
-    assert found == []
+            found += [f"{name} imports {n}" for n in names if n.split(".")[0] in banned]
+    return found
+
+
+def test_workers_import_neither_ray_nor_the_orchestrator():
+    assert _importing("workers", ("ray", "orchestrator")) == []
+
+
+def test_the_spec_never_touches_ray():
+    # A spec is read, validated and planned without Ray; shipping its plugin code to the cluster is run/'s job.
+    assert _importing("orchestrator.spec", ("ray",)) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from workers.registry_table import DescriptorTable
 from workers.strict import NoOptions, Strict, validated_options
 
 
@@ -88,28 +89,9 @@ def _value(attribute, options: Strict):
     return attribute(options) if callable(attribute) else attribute
 
 
-_DATASETS: dict[str, DatasetDescriptor] = {}
-
-
-def register_dataset_descriptor(descriptor: DatasetDescriptor) -> DatasetDescriptor:
-    """Add a dataset to the registry; a name already taken is refused."""
-    if descriptor.name in _DATASETS:
-        raise ValueError(f"dataset {descriptor.name!r} is already registered; choose another name")
-    _DATASETS[descriptor.name] = descriptor
-    return descriptor
-
-
-def remove_dataset_descriptor(name: str) -> None:
-    """Take a plugin's dataset out of the registry (the driver, before it activates another spec's plugins)."""
-    _DATASETS.pop(name, None)
-
-
-def get_dataset_descriptor(name: str) -> DatasetDescriptor:
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_DATASETS)}")
-    return _DATASETS[name]
-
-
-def dataset_names() -> tuple[str, ...]:
-    """The registered datasets, built-in ones first, in registration order."""
-    return tuple(_DATASETS)
+# The datasets by name; the module-level names below are what the built-in modules, plugins and the spec call.
+DATASETS: DescriptorTable[DatasetDescriptor] = DescriptorTable("dataset")
+register_dataset_descriptor = DATASETS.register
+remove_dataset_descriptor = DATASETS.remove
+get_dataset_descriptor = DATASETS.get
+dataset_names = DATASETS.names

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from workers.registry_table import DescriptorTable
 from workers.strict import NoOptions, Strict, validated_options
 
 # Torch layer classes (torch.nn names) whose `.weight` pruning may touch; biases and norm parameters never.
@@ -39,28 +40,9 @@ class ModelDescriptor:
         return validated_options(f"model {self.name}", self.options, options)
 
 
-_MODELS: dict[str, ModelDescriptor] = {}
-
-
-def register_model_descriptor(descriptor: ModelDescriptor) -> ModelDescriptor:
-    """Add a model to the registry; a name already taken is refused."""
-    if descriptor.name in _MODELS:
-        raise ValueError(f"model {descriptor.name!r} is already registered; choose another name")
-    _MODELS[descriptor.name] = descriptor
-    return descriptor
-
-
-def remove_model_descriptor(name: str) -> None:
-    """Take a plugin's model out of the registry (the driver, before it activates another spec's plugins)."""
-    _MODELS.pop(name, None)
-
-
-def get_model_descriptor(name: str) -> ModelDescriptor:
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(_MODELS)}")
-    return _MODELS[name]
-
-
-def model_names() -> tuple[str, ...]:
-    """The registered models, built-in ones first, in registration order."""
-    return tuple(_MODELS)
+# The models by name; the module-level names below are what the built-in modules, plugins and the spec call.
+MODELS: DescriptorTable[ModelDescriptor] = DescriptorTable("model")
+register_model_descriptor = MODELS.register
+remove_model_descriptor = MODELS.remove
+get_model_descriptor = MODELS.get
+model_names = MODELS.names
