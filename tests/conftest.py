@@ -49,11 +49,19 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def ray_address(ray_cluster) -> str:
+    """The session cluster's GCS address (loopback), for a `submit --address` in a subprocess: a driver that
+    joins it skips starting and stopping a cluster of its own. Only for tests whose subject is not how a
+    private cluster starts."""
+    return ray_cluster.get_runtime_context().gcs_address
+
+
 def pytest_collection_modifyitems(config, items):
     """A test on the session's Ray is `slow` (pyproject.toml's marker): the fast tier (-m "not slow") must never
     start a cluster."""
     unmarked = [item.nodeid for item in items
-                if "ray_cluster" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None]
+                if {"ray_cluster", "ray_address"} & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None]
     if unmarked:
         raise pytest.UsageError("tests on the session's Ray must be marked @pytest.mark.slow: " + ", ".join(unmarked))
 

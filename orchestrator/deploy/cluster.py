@@ -119,8 +119,8 @@ def _node_ip_stays_loopback():
     default on macOS and Windows, `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`), which it reads once at import into
     this flag; so we hold it off while the private cluster starts. Ray passes the node IP to every process
     it starts on their command line, and after start-up it reports the running node's IP, so the flag is
-    needed only here. Joining a cluster (by address) leaves it alone: there the driver must report the
-    address its node has on that cluster."""
+    needed only here, and to join such a cluster at its loopback address (_loopback_only). Joining any other
+    cluster leaves it alone: there the driver must report the address its node has on that cluster."""
     from ray._private import ray_constants
 
     saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
@@ -275,33 +275,33 @@ def _join(address: str, label: str):
     try:
         target = cluster_address.parse(address, label)
         cluster_address.probe(target)
-        _ray_reaches(target)
     except cluster_address.AddressError as err:
         raise ClusterError(str(err)) from None
+    if _loopback_only(target):
+        with _node_ip_stays_loopback():
+            return _dashboard_url(_init_with_timeout(target, label))
     return _dashboard_url(_init_with_timeout(target, label))
 
 
-def _ray_reaches(target: cluster_address.Address) -> None:
-    """Ray joins a GCS given as 127.0.0.1 (or localhost) through this machine's network address instead. A
-    cluster that listens on loopback only (such as another driver's private one) answers our probe there,
-    and then Ray would wait a minute for it at the other address: say so now."""
+def _loopback_only(target: cluster_address.Address) -> bool:
+    """Whether a GCS given as 127.0.0.1 (or localhost) answers on loopback only, as a private cluster does.
+    Ray joins such an address through this machine's network address, where nothing answers then (it would
+    wait a minute and fail); the driver must then join as a loopback node itself, which finds the cluster's
+    raylet at 127.0.0.1."""
     if target.scheme or not cluster_address.is_loopback(target.host):
-        return
+        return False
     try:
         from ray._private.services import resolve_ip_for_localhost
     except ImportError:
-        return
+        return False
     seen_by_ray = resolve_ip_for_localhost(target.host)
     if seen_by_ray == target.host:
-        return
+        return False
     try:
         with socket.create_connection((seen_by_ray, target.port), timeout=cluster_address.PROBE_TIMEOUT_S):
-            return
+            return False
     except OSError:
-        raise cluster_address.AddressError(
-            f"{target.label}: this cluster listens on loopback only, and Ray joins {target.host} through this "
-            f"machine's address {seen_by_ray}, where nothing answers on port {target.port}: a loopback-only "
-            f"cluster (another driver's private one) cannot be joined") from None
+        return True
 
 
 def _init_with_timeout(target: cluster_address.Address, label: str):

@@ -26,6 +26,7 @@ import yaml
 
 from orchestrator.deploy.cluster_address import AddressError, parse
 from tests.helpers.ray_node_wait import driver_command
+from tests.helpers.store_cli import orchestrate, write_spec
 
 ORCHESTRATE = [sys.executable, "-m", "orchestrator.cli"]
 SPEC = {
@@ -374,34 +375,33 @@ def _target(port: int):
     return parse(f"127.0.0.1:{port}", f"--address 127.0.0.1:{port}")
 
 
-def test_a_loopback_only_cluster_is_refused_in_one_line_where_ray_would_go_elsewhere(monkeypatch):
+def test_a_loopback_only_cluster_is_told_apart_from_one_that_answers_where_ray_goes(monkeypatch):
     """Ray joins 127.0.0.1 through the machine's own address; stand that address in with 127.0.0.2 (loopback
-    too), where nothing listens on the port."""
+    too): where nothing listens there the cluster is loopback-only, and the driver joins as a loopback node."""
     from orchestrator.deploy import cluster
 
     monkeypatch.setattr("ray._private.services.resolve_ip_for_localhost", lambda host: "127.0.0.2")
-    port = _closed_loopback_port()
-    with pytest.raises(AddressError) as err:
-        cluster._ray_reaches(_target(port))
-    assert str(err.value) == (
-        f"--address 127.0.0.1:{port}: this cluster listens on loopback only, and Ray joins 127.0.0.1 through "
-        f"this machine's address 127.0.0.2, where nothing answers on port {port}: a loopback-only cluster "
-        f"(another driver's private one) cannot be joined")
-
-
-def test_a_cluster_that_answers_where_ray_goes_passes(monkeypatch):
-    from orchestrator.deploy import cluster
-
+    assert cluster._loopback_only(_target(_closed_loopback_port()))
     with socket.socket() as server:
         server.bind(("127.0.0.2", 0))
         server.listen(4)
-        port = server.getsockname()[1]
-        monkeypatch.setattr("ray._private.services.resolve_ip_for_localhost", lambda host: "127.0.0.2")
-        cluster._ray_reaches(_target(port))                     # listening where Ray will connect
-        monkeypatch.setattr("ray._private.services.resolve_ip_for_localhost", lambda host: host)
-        cluster._ray_reaches(_target(_closed_loopback_port()))  # Ray keeps the address: nothing to check
-    cluster._ray_reaches(parse("ray://127.0.0.1:1", "x"))         # Ray Client addresses are not rewritten
-    cluster._ray_reaches(parse("10.1.2.3:1", "x"))                # nor other hosts (and are not probed)
+        assert not cluster._loopback_only(_target(server.getsockname()[1]))  # answers where Ray will connect
+    monkeypatch.setattr("ray._private.services.resolve_ip_for_localhost", lambda host: host)
+    assert not cluster._loopback_only(_target(_closed_loopback_port()))  # Ray keeps the address
+    assert not cluster._loopback_only(parse("ray://127.0.0.1:1", "x"))   # Ray Client addresses are not rewritten
+    assert not cluster._loopback_only(parse("10.1.2.3:1", "x"))          # nor other hosts (and are not probed)
+
+
+@pytest.mark.slow
+def test_a_driver_joins_a_loopback_only_cluster_at_its_loopback_address(ray_address, tmp_path):
+    """The session's cluster is private (loopback only), as `submit` starts one: a second driver given its
+    127.0.0.1 address runs its sweep there (Ray alone would look for it at the machine's address and fail)."""
+    sessions = set(Path(os.environ["RAY_TMPDIR"], "ray").glob("session_2*"))
+    out = orchestrate("submit", write_spec(tmp_path, SPEC), "--store", str(tmp_path / "store"), "--no-progress",
+                      "--address", ray_address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Ray dashboard" not in out.stdout
+    assert set(Path(os.environ["RAY_TMPDIR"], "ray").glob("session_2*")) == sessions  # no cluster of its own
 
 
 # --------------------------------------------------------------------------- a private cluster: nothing answers without the token
