@@ -2,7 +2,7 @@
 
 A plugin module calls these when it is imported (docs/extending.md has the recipes):
 
-    register_criterion(fn, description=..., needs_data=..., rounds=...)   a one-shot saliency criterion
+    register_criterion(fn, description=..., needs_data=..., rounds=..., options=...)   a one-shot criterion
     register_model(name, builder, options=..., output_layer=..., prune_output=...)
     register_dataset(name, loader, train_size=..., options=..., fingerprint=...)
     register_family(module)                                                a whole method family
@@ -57,19 +57,34 @@ _CODE: list[str] = []      # the code: paths plugins were imported from in this 
 # ------------------------------------------------------------------ the public registration functions
 
 def register_criterion(fn: Callable | None = None, *, name: str | None = None, description: str = "",
-                       needs_data: bool = False, rounds: int = 1):
-    """Register a one-shot saliency criterion: `fn(scoring) -> {parameter name: score}`, higher = keep, with
-    the same toolkit (workers/methods/oneshot/scoring.py `Scoring`) as the built-in ones. A spec uses it as
-    `{kind: oneshot, criterion: <name>}`. Usable as a decorator, with or without arguments."""
+                       needs_data: bool = False, rounds: int = 1, options: type | None = None):
+    """Register a one-shot saliency criterion: `fn(scoring, **options) -> {parameter name: score}`, higher =
+    keep, with the same toolkit (workers/methods/oneshot/scoring.py `Scoring`) as the built-in ones. A spec
+    uses it as `{kind: oneshot, criterion: <name>, criterion_options: {...}}`. Usable as a decorator, with or
+    without arguments.
+
+    `options`: a pydantic model class of the criterion's options (typed, with defaults); without it the
+    function's keyword parameters after the toolkit are its options (none: it takes none). The function
+    receives them validated, defaults filled in, as keyword arguments; a search space tunes one as
+    `criterion_options.<name>`. An option may not be named like a one-shot knob (`rounds`, ...): labels name
+    both alike (`obd[probes=16]`)."""
     def register(f: Callable) -> Callable:
         label = name or f.__name__
         if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
             raise PluginError(f"{_caller()}: criterion {label}: rounds must be a positive integer, got {rounds!r}")
+        _check_options(options, "criterion", label)
+        typed = options or _signature_options(f, 1)
+        knobs = [n for n in typed.model_fields if n in methods.oneshot.OneShotMethod.model_fields]
+        if knobs:
+            raise PluginError(f"{_caller()}: criterion {label}: option {knobs[0]!r} is named like a one-shot knob; "
+                              f"choose another name")
         _claim("criterion", label, [n for n, c in _criteria.CRITERIA.items() if c.plugin is None], f)
         _criteria.CRITERIA[label] = _criteria.Criterion(label, f, description or (f.__doc__ or label).strip(),
-                                                        bool(needs_data), rounds, plugin=_module_of(f))
+                                                        bool(needs_data), rounds, plugin=_module_of(f),
+                                                        options=typed if typed.model_fields else None)
         REGISTERED["criterion:" + label].update(description=_criteria.CRITERIA[label].description,
-                                               needs_data=bool(needs_data), rounds=rounds)
+                                               needs_data=bool(needs_data), rounds=rounds,
+                                               options=_option_fields(typed))
         methods.oneshot.use_criteria()
         methods.refresh()
         return f
@@ -471,8 +486,34 @@ def describe(modules: list[str], code: list[str], uses: dict | None = None) -> d
                 content = dataset_content(name, options)
             except Exception as err:  # noqa: BLE001 - the plugin's own failure, reported on one line
                 problems.append(f"dataset: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+    problems += _criterion_option_problems((uses or {}).get("methods"), things)
     files = {m: getattr(sys.modules.get(m), "__file__", None) for m in modules}
     return {"things": things, "files": files, "problems": problems, "dataset_content": content}
+
+
+def _criterion_option_problems(entries, things: dict) -> list[str]:
+    """The spec's `criterion_options` of plugin criteria, and the search ranges over them, checked by the
+    criteria's own classes (the driver knows only the options' names). Only these: the driver reports any
+    other problem of a method entry in its own words."""
+    from pydantic import ValidationError
+
+    field = methods.oneshot.OneShotMethod.OPTION_FIELDS[0]
+    problems = []
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, dict) or entry.get("kind") != "oneshot" or \
+                f"criterion:{entry.get('criterion')}" not in things:
+            continue
+        tune = entry.get("tune") if isinstance(entry.get("tune"), dict) else {}
+        probe = {"kind": "oneshot", "criterion": entry["criterion"], field: entry.get(field, {}),
+                 "tune": {k: v for k, v in tune.items() if k.startswith(field + ".")} or None}
+        try:
+            methods.oneshot.CONFIGS[0].model_validate(probe)
+        except ValidationError as err:
+            for e in err.errors():
+                where, message = ".".join(map(str, e["loc"])), e["msg"].replace("Value error, ", "")
+                if where.startswith(field) or (not where and message.startswith(f"tune.{field}.")):
+                    problems.append(f"methods.{i}{'.' + where if where else ''}: {message}")
+    return problems
 
 
 # ------------------------------------------------------------------ in workers

@@ -15,6 +15,10 @@ def one_line(err: ValidationError) -> str:
                      for e in err.errors())
 
 
+# What a spec may give as the options of a model, a dataset or a criterion: {name: a plain value}.
+OptionValues = dict[str, int | float | str | bool | list[int]]
+
+
 class NoOptions(Strict):
     """What a model or dataset without options takes."""
 

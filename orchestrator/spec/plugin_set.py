@@ -1,8 +1,8 @@
 """A spec's plugins as the driver knows them: learnt from a child process, never imported here (they import torch).
 
 `discover` runs `python -m workers.plugins describe` with the spec's `code:` paths and `plugins:` modules: the
-child imports them, checks the spec's options of plugin models and datasets with the plugins' own classes,
-and prints what was registered (names, descriptions, option fields, identities). `activate` then makes the
+child imports them, checks the spec's options of plugin models, datasets and criteria with the plugins' own
+classes, and prints what was registered (names, descriptions, option fields, identities). `activate` then makes the
 driver's registries accept those names — criteria, models and datasets as descriptions only; a method
 family's module itself, which is torch-free by contract (its configuration is validated and planned here).
 The manifest travels with the spec (`SweepSpec.plugin_manifest()`) into the plan: its identities are in the
@@ -79,8 +79,10 @@ def activate(manifest: dict | None) -> None:
     for key, thing in manifest["things"].items():
         what, name = key.split(":", 1)
         if what == "criterion":
+            options = _described_options(name, thing["options"]) if thing["options"] else None
             criteria.CRITERIA[name] = criteria.Criterion(name, _runs_in_workers(name), thing["description"],
-                                                         thing["needs_data"], thing["rounds"], plugin=thing["module"])
+                                                         thing["needs_data"], thing["rounds"], plugin=thing["module"],
+                                                         options=options)
         elif what == "model":
             models.register_model_descriptor(models.ModelDescriptor(
                 name, thing["description"] or f"plugin {thing['module']}", _runs_in_workers(name),

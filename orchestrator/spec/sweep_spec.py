@@ -23,10 +23,10 @@ from workers import methods
 from workers.data.registry import dataset_names, get_dataset_descriptor
 from orchestrator.analysis.stats import FAILURES
 from workers.methods import CONFIGS
-from workers.methods.base import MethodResources
+from workers.methods.base import MethodResources, knob_value
 from workers.methods.oneshot.criteria import CRITERIA
 from workers.models.registry import get_model_descriptor, model_names
-from workers.strict import Strict
+from workers.strict import OptionValues, Strict
 from workers.training.recipe import REWIND_PATTERN, Recipe
 
 
@@ -64,14 +64,11 @@ def _checked_options(get_descriptor, what: str):
     return field_validator("options")(check)
 
 
-_OPTION_VALUES = dict[str, int | float | str | bool | list[int]]
-
-
 class ModelSpec(Strict):
     """Which network to train."""
     name: str = Field(description="a registered model: `validate --explain` lists them under `models`, each with "
                                   "its options")
-    options: _OPTION_VALUES = Field(default_factory=dict, description="the model's options, e.g. hidden: [300, 100]")
+    options: OptionValues = Field(default_factory=dict, description="the model's options, e.g. hidden: [300, 100]")
 
     @field_validator("name")
     @classmethod
@@ -90,7 +87,7 @@ class DatasetSpec(Strict):
                                                        "~/.cache/ticketsweep/data; "
                                                        "a location only: stage keys hash the files' content, so "
                                                        "changed files run again and the same files elsewhere do not")
-    options: _OPTION_VALUES = Field(default_factory=dict, description="the dataset's options, e.g. n_train: 512")
+    options: OptionValues = Field(default_factory=dict, description="the dataset's options, e.g. n_train: 512")
     validation: float = Field(
         default=0.1, ge=0, lt=1,
         description="fraction of the training set held out for validation (stratified, the same examples for every "
@@ -306,7 +303,7 @@ class SweepSpec(Strict):
                                 from None
                 # The search tries the untuned configuration first: its value must be one the range can hold.
                 default = (getattr(self.training, knob[len("training."):], None) if knob.startswith("training.")
-                           else untuned.get(knob))
+                           else knob_value(untuned, knob))
                 if default is None:
                     raise ValueError(f"methods.{i}.tune.{knob}: its default is decided by the run; give {knob} a "
                                      f"value to tune it from")
@@ -438,7 +435,7 @@ def _plugins_of(data: dict, source: str, folder: Path) -> tuple[dict, dict | Non
             raise SpecError(f"{source}: code: given without plugins: name the modules to import in plugins")
         return data, None
     code = [os.path.normpath(os.path.join(folder, os.path.expanduser(p))) for p in code]
-    uses = {k: data.get(k) for k in ("model", "dataset")}
+    uses = {k: data.get(k) for k in ("model", "dataset", "methods")}
     try:
         manifest = plugin_set.discover(code, modules, uses, source)
         plugin_set.activate(manifest)
@@ -560,7 +557,8 @@ def describe() -> str:
 
     walk(SweepSpec, "")
     lines.append("methods[].tune.<knob>: a search range: {loguniform: [low, high]}, {uniform: [low, high]} or "
-                 "{choice: [values]}; <knob> is a knob of the method, or training.<name> for "
+                 "{choice: [values]}; <knob> is a knob of the method, an option of a one-shot method's criterion as "
+                 "criterion_options.<name>, or training.<name> for "
                  + ", ".join(TUNABLE_RECIPE))
     for method in methods.CONFIGS:
         lines.append(f"methods[] kind={method.model_fields['kind'].annotation.__args__[0]}: {method.__doc__}")
@@ -595,8 +593,10 @@ def describe_registries() -> str:
         fetch = f"; `orchestrate data fetch {name}` downloads its files" if d.manifest is not None else ""
         lines.append(f"  {name}: {d.description}; {facts}{fetch}")
         lines += [field_line(k, f, indent="    ") for k, f in d.options.model_fields.items()]
-    lines.append("criteria (methods[] kind=oneshot: criterion):")
+    lines.append("criteria (methods[] kind=oneshot: criterion, with their criterion_options):")
     for c in CRITERIA.values():
         notes = (["scores training examples"] if c.needs_data else []) + ([f"{c.rounds} rounds"] if c.rounds > 1 else [])
         lines.append(f"  {c.name}: {c.description}" + (f" ({', '.join(notes)})" if notes else ""))
+        if c.options is not None:  # a plugin criterion's (criterion_options)
+            lines += [field_line(k, f, indent="    ") for k, f in c.options.model_fields.items()]
     return "\n".join(lines)

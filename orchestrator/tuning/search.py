@@ -23,7 +23,7 @@ import time
 
 from orchestrator.run.recorder import now
 from orchestrator.run.trial_actor import TrialActorBody
-from workers.methods.base import TRAINING_PREFIX
+from workers.methods.base import TRAINING_PREFIX, knob_value
 
 
 def search_space(space: dict):
@@ -43,7 +43,8 @@ def default_values(space: dict, settings: dict, training: dict) -> dict:
     from workers.methods import config_from
 
     untuned = config_from(settings).resolved(training)
-    return {k: training[k[len(TRAINING_PREFIX):]] if k.startswith(TRAINING_PREFIX) else untuned[k] for k in space}
+    return {k: training[k[len(TRAINING_PREFIX):]] if k.startswith(TRAINING_PREFIX) else knob_value(untuned, k)
+            for k in space}
 
 
 def choose(records: list[dict]) -> dict | None:

@@ -205,6 +205,149 @@ def test_stage_keys_carry_each_plugins_identity_and_only_where_it_is_used(square
     assert changed_by(lambda: (code / "cube.py").write_text(UNRELATED + "# edited\n")) == cube
 
 
+# ---------------------------------------------------------------- a criterion's options
+
+SHRUNK = '''\
+from pydantic import BaseModel, Field
+from workers.plugins import register_criterion
+
+
+class Options(BaseModel):
+    shrink: float = Field(default=0.5, ge=0, le=1, description="how far the magnitudes shrink")
+
+
+@register_criterion(description="|θ|·(1 - shrink)", options=Options)
+def shrunk(s, shrink):
+    print(f"scored with shrink={shrink}")  # the stage's log says what the criterion received
+    return {n: w.abs() * (1 - shrink) for n, w in s.weights.items()}
+'''
+
+
+@pytest.fixture
+def shrunk_spec(tmp_path) -> dict:
+    code = plugin_folder(tmp_path, {"shrunk.py": SHRUNK})
+    return {**BASE, "code": [str(code / "shrunk.py")], "plugins": ["shrunk"], "store": str(tmp_path / "store"),
+            "methods": [{"kind": "ltr"}, {"kind": "oneshot", "criterion": "shrunk"},
+                        {"kind": "oneshot", "criterion": "shrunk", "criterion_options": {"shrink": 0.25}}]}
+
+
+def test_a_criterions_options_reach_it_typed_with_its_defaults():
+    import torch
+    from pydantic import BaseModel, Field
+    from torch import nn
+
+    from orchestrator.spec import plugin_set
+    from workers.methods import config_from
+    from workers.methods.oneshot import scoring
+    from workers.plugins import PluginError, register_criterion
+    from workers.stages.dispatch import with_tuned
+
+    class Scale(BaseModel):
+        scale: float = Field(default=2.0, gt=0)
+        power: int = 1
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    names = ["0.weight", "2.weight"]
+    try:
+        register_criterion(lambda s, scale, power: {n: scale * w.abs() ** power for n, w in s.weights.items()},
+                           name="scaled", options=Scale)
+        method = config_from({"kind": "oneshot", "criterion": "scaled", "criterion_options": {"power": 2}})
+        assert method.typed_options() == {"scale": 2.0, "power": 2} and method.label() == "scaled[power=2]"
+        got = scoring.score("scaled", model, names, [], torch.Generator().manual_seed(0),
+                            options=method.typed_options())
+        assert all(torch.equal(got[n], 2.0 * model.get_parameter(n).detach().abs() ** 2) for n in names)
+        # A tuned value lands in the options the worker validates, beside the spec's own.
+        stage = with_tuned({"params": {"settings": method.settings()}}, {"criterion_options.scale": 3.0})
+        assert config_from(stage["params"]["settings"]).typed_options() == {"scale": 3.0, "power": 2}
+        # A criterion's keyword parameters are its options when it gives no class; without any it takes none.
+        register_criterion(lambda s, k=3: {n: w.abs() + k for n, w in s.weights.items()}, name="shifted")
+        assert config_from({"kind": "oneshot", "criterion": "shifted"}).typed_options() == {"k": 3}
+        with pytest.raises(ValueError, match="criterion scaled: scale: Input should be greater than 0"):
+            config_from({"kind": "oneshot", "criterion": "scaled", "criterion_options": {"scale": 0}})
+        with pytest.raises(ValueError, match="criterion magnitude takes no options, got scale"):
+            config_from({"kind": "oneshot", "criterion": "magnitude", "criterion_options": {"scale": 1}})
+        with pytest.raises(PluginError, match="criterion clash: option 'rounds' is named like a one-shot knob"):
+            register_criterion(lambda s, rounds=1: {}, name="clash")
+        with pytest.raises(PluginError, match="criterion typed: options must be a pydantic model class"):
+            register_criterion(lambda s: {}, name="typed", options=dict)
+    finally:
+        plugin_set.activate(None)
+
+
+BAD_OPTIONS = [
+    ({"criterion_options": {"shrnk": 0.1}},
+     "methods.1.criterion_options: criterion shrunk has no option(s) shrnk; known: shrink"),
+    ({"criterion_options": {"shrink": "lots"}},
+     "methods.1.criterion_options: criterion shrunk: shrink: Input should be a valid number"),
+    ({"tune": {"criterion_options.shrink": {"uniform": [0.0, 2.0]}}},
+     "methods.1: tune.criterion_options.shrink: 2 is not a valid criterion_options.shrink (criterion shrunk: "
+     "shrink: Input should be less than or equal to 1)"),
+    ({"tune": {"criterion_options.shrnk": {"uniform": [0.0, 1.0]}}},
+     "methods.1: tune.criterion_options.shrnk: 0 is not a valid criterion_options.shrnk (criterion shrunk has no "
+     "option(s) shrnk; known: shrink)"),
+    ({"criterion": "snip", "criterion_options": {"shrink": 0.1}},
+     "methods.1.criterion_options: criterion snip takes no options, got shrink"),
+]
+
+
+def test_bad_criterion_options_are_one_line_naming_the_field_and_nothing_is_written(shrunk_spec, tmp_path):
+    def spec_with(change: dict) -> dict:
+        return {**shrunk_spec, "methods": [shrunk_spec["methods"][0], {**shrunk_spec["methods"][1], **change}],
+                "tuning": {"configurations": 2, "sparsities": [0.5]}}
+
+    for change, message in BAD_OPTIONS:
+        with pytest.raises(SpecError) as err:
+            parse_spec(spec_with(change))
+        assert message in str(err.value) and len(str(err.value).splitlines()) == 1, str(err.value)
+    out = orchestrate("submit", str(spec_file(tmp_path, spec_with(BAD_OPTIONS[1][0]))), "--no-dashboard",
+                      "--no-progress")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert BAD_OPTIONS[1][1] in out.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_validate_explain_lists_a_plugin_criterions_options(shrunk_spec, tmp_path):
+    out = orchestrate("validate", "--explain", str(spec_file(tmp_path, shrunk_spec)))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    at = lines.index("  shrunk: |θ|·(1 - shrink)")
+    assert lines[at + 1] == "    shrink: how far the magnitudes shrink (default 0.5)"
+
+
+def test_criterion_options_enter_the_keys_of_their_methods_stages_only(shrunk_spec):
+    without = build_plan(parse_spec({**shrunk_spec, "methods": shrunk_spec["methods"][:2]}))
+    plan = build_plan(parse_spec(shrunk_spec))
+    by_method = lambda p, m: {k for k, s in p.stages.items() if s.meta.get("method") == m}
+    assert set(without.stages) <= set(plan.stages)  # the other methods' stages keep their keys
+    given = by_method(plan, "shrunk[shrink=0.25]")
+    assert len(given) == 2 * 2 and not given & set(without.stages)
+    settings = {json.dumps(plan.stages[k].params["settings"], sort_keys=True) for k in given}
+    assert [json.loads(x)["criterion_options"] for x in settings] == [{"shrink": 0.25}]
+    assert "criterion_options" not in next(iter(plan.stages[k] for k in by_method(plan, "shrunk"))).params["settings"]
+
+
+def test_a_plugin_criterions_knob_is_tuned_and_the_chosen_value_recorded(ray_cluster, shrunk_spec):
+    spec = parse_spec({**shrunk_spec, "seeds": [0], "sparsities": [0.5],
+                       "training": {**BASE["training"], "epochs": 3},
+                       "methods": [{"kind": "oneshot", "criterion": "shrunk", "criterion_options": {"shrink": 0.25},
+                                    "tune": {"criterion_options.shrink": {"uniform": [0.0, 1.0]}}}],
+                       "tuning": {"configurations": 2, "sparsities": [0.5], "grace_period": 1}})
+    store = ResultsStore(spec.store)
+    summary = run_plan(build_plan(spec), spec, store, progress=False, echo=lambda *_: None)
+    assert summary.failed == 0, summary.failures
+    trials = pd.read_parquet(Path(spec.store) / "tuning")
+    configs = [json.loads(c) for c in trials.sort_values("trial")["config"]]
+    assert len(configs) == 2 and configs[0] == {"criterion_options.shrink": 0.25}  # the spec's value first
+    assert 0 <= configs[1]["criterion_options.shrink"] <= 1 and trials["chosen"].sum() == 1
+    chosen = json.loads(trials.loc[trials["chosen"], "config"].iloc[0])["criterion_options.shrink"]
+    points = pd.read_parquet(Path(spec.store) / "points")
+    row = points[points["method"] == "shrunk[shrink=0.25,tuned]"]
+    assert len(row) == 1 and row["status"].iloc[0] == "ok"
+    assert json.loads(row["settings"].iloc[0])["criterion_options.shrink"] == chosen
+    logs = list(Path(spec.store, "logs", "sweep=plug").glob(row["stage_key"].iloc[0] + "-*.log"))
+    assert len(logs) == 1 and f"scored with shrink={chosen}\n" in logs[0].read_text()
+
+
 # ---------------------------------------------------------------- failures while running
 
 FAULTY = '''\
@@ -250,6 +393,38 @@ def test_a_faulty_plugin_criterion_fails_its_stages_on_one_line_and_nothing_else
     versions = json.loads(by["boom"].versions)
     assert versions["plugins"].startswith("criterion boom from faulty sha256:")
     assert "plugins" not in json.loads(by["magnitude"].versions)
+
+
+SLEEPY = '''\
+import time
+from workers.plugins import register_criterion
+
+
+@register_criterion(description="never returns")
+def sleepy(s):
+    time.sleep(3600)
+'''
+
+
+def test_a_plugin_criterion_that_hangs_is_recorded_hung_on_one_line_and_the_rest_finish(ray_cluster, tmp_path):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    code = plugin_folder(tmp_path, {"sleepy.py": SLEEPY})
+    spec = {**BASE, "code": [str(code / "sleepy.py")], "plugins": ["sleepy"], "seeds": [0], "sparsities": [0.5],
+            "store": str(tmp_path / "store"), "resources": {"max_retries": 0, "hang_floor_s": 3},
+            "methods": [{"kind": "oneshot", "criterion": "sleepy"}, {"kind": "oneshot", "criterion": "magnitude"}]}
+    out = CliRunner().invoke(main, ["submit", str(spec_file(tmp_path, spec)), "--no-dashboard", "--no-progress"])
+    assert out.exit_code == 1, out.output
+    # One line of the summary names the stage (its progress line aside).
+    (line,) = [x for x in out.output.splitlines() if x.startswith("  sleepy")]
+    assert line.startswith("  sleepy s=0 sp=0.5000: failed (hung): no sign of life for "), line
+    points = pd.read_parquet(tmp_path / "store" / "points")
+    by = {str(r.method): r for r in points.itertuples()}
+    assert by["sleepy"].status == "failed" and by["sleepy"].error_type == "hung"
+    assert "\n" not in by["sleepy"].error
+    assert by["magnitude"].status == "ok" and by["dense"].status == "ok"
 
 
 def test_a_plugin_model_whose_builder_raises_is_one_line_before_anything_runs(tmp_path):
@@ -403,7 +578,7 @@ def test_the_example_runs_from_outside_the_repo_and_an_edit_reruns_only_its_stag
 
 # ---------------------------------------------------------------- shipped to other nodes
 
-TWO_NODES = textwrap.dedent('''
+OTHER_NODES = textwrap.dedent('''
     import json, socket, sys
     import pandas as pd
     import ray
@@ -420,40 +595,58 @@ TWO_NODES = textwrap.dedent('''
         dashboard_port = s.getsockname()[1]
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "dashboard_port": dashboard_port,
                                                             "_system_config": {"worker_niceness": WORKER_NICENESS}})
-    worker_node = cluster.add_node(num_cpus=2)
+    cluster.add_node(num_cpus=2)                             # a CPU-only node
+    gpu_node = cluster.add_node(num_cpus=2, num_gpus=1)      # a node with one (fake) GPU
     spec = load_spec(sys.argv[1])
     summary = run_plan(build_plan(spec), spec, ResultsStore(spec.store), address=cluster.address, progress=False,
                        echo=lambda *_: None)
 
-    @ray.remote(num_cpus=1)
+    @ray.remote(num_cpus=1, num_gpus=0.5)
     def importable():
         import importlib.util
         return importlib.util.find_spec("square") is not None, ray.get_runtime_context().get_node_id()
 
-    plain = ray.get(importable.remote())  # a task without the sweep's runtime env, on the worker node
+    plain = ray.get(importable.remote())  # a task without the sweep's runtime env, on the GPU node
     placed = {a["node_id"] for a in list_actors(filters=[("class_name", "=", "TrialActorBody")])}
     points = pd.read_parquet(spec.store + "/points")
     print(json.dumps({"ran": summary.ran, "failed": summary.failed, "placed": sorted(placed),
-                      "worker_node": worker_node.node_id, "plain": plain,
-                      "status": sorted(set(points["status"])), "methods": sorted(set(points["method"].astype(str)))}))
+                      "gpu_node": gpu_node.node_id, "plain": plain, "status": sorted(set(points["status"])),
+                      "gpu_fraction": {str(m): sorted(set(g["gpu_fraction"])) for m, g in points.groupby("method")},
+                      "device": sorted(set(points["device"]))}))
     ray.shutdown()
     cluster.shutdown()
 ''')
 
 
-def test_plugin_code_reaches_the_other_node_only_through_the_runtime_env(tmp_path):
+@pytest.fixture(scope="module")
+def on_other_nodes(tmp_path_factory) -> dict:
+    """A plugin criterion's sweep on a cluster whose head has no CPU, beside a CPU-only node and a node with one
+    (fake) GPU, each trial asking for half a GPU; the driver runs from a folder that is not the plugin's, so
+    nothing makes the plugin importable on a worker but Ray's runtime env."""
+    tmp_path = tmp_path_factory.mktemp("other_nodes")
     code = plugin_folder(tmp_path / "src", {"square.py": SQUARE, "helpers.py": HELPERS})
     path = spec_file(tmp_path, {**BASE, "code": [str(code / "square.py"), str(code / "helpers.py")],
                                 "plugins": ["square"], "seeds": [0], "sparsities": [0.5],
                                 "store": str(tmp_path / "store"),
-                                "methods": [{"kind": "oneshot", "criterion": "square"}]})
-    run = tmp_path / "driver"  # the driver's folder: not the plugin's, so nothing makes it importable but Ray
+                                "methods": [{"kind": "oneshot", "criterion": "square"}],
+                                "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.5, "max_concurrent": 2}})
+    run = tmp_path / "driver"
     run.mkdir()
-    out = subprocess.run([sys.executable, "-c", TWO_NODES, str(path)], cwd=run, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", OTHER_NODES, str(path)], cwd=run, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_plugin_code_reaches_the_other_node_only_through_the_runtime_env(on_other_nodes):
+    result = on_other_nodes
     assert result["failed"] == 0 and result["ran"] == 4  # init, warm-up, dense, square
-    assert result["placed"] == [result["worker_node"]]  # the head has no CPU: every trial ran on the other node
-    assert result["plain"] == [False, result["worker_node"]]
-    assert result["status"] == ["ok"] and result["methods"] == ["dense", "square"]
+    assert result["plain"] == [False, result["gpu_node"]]  # the node the trials ran on cannot import it otherwise
+    assert result["status"] == ["ok"] and sorted(result["gpu_fraction"]) == ["dense", "square"]
+
+
+def test_a_plugin_methods_stages_get_the_specs_gpu_share_on_the_gpu_node(on_other_nodes):
+    result = on_other_nodes
+    assert result["placed"] == [result["gpu_node"]]  # not the CPU-only node, not the head
+    assert result["gpu_fraction"] == {"dense": [0.5], "square": [0.5]}
+    assert result["device"] == ["cpu"]  # a fake GPU: torch sees no CUDA, the actor falls back to the CPU

@@ -80,6 +80,15 @@ class SearchDimension(Strict):
 TRAINING_PREFIX = "training."  # a search-space key on the retraining recipe, e.g. training.lr
 
 
+def knob_value(settings: dict, knob: str):
+    """A search-space knob's value in a configuration's settings (None where unset): `<field>.<option>` is one
+    option of a mapping of options (criterion_options.damping)."""
+    field, dot, option = knob.partition(".")
+    if dot and isinstance(settings.get(field), dict):
+        return settings[field].get(option)
+    return settings.get(knob)
+
+
 class MethodConfig(Strict):
     """Base of every method entry. Subclasses add `kind: Literal[...]`, their knobs, and `add_stages`."""
     # Knobs that name the method rather than vary it (they are in its base name, not its bracketed options).
@@ -88,6 +97,8 @@ class MethodConfig(Strict):
     SANITY_CHECKS: ClassVar[tuple[str, ...]] = ("shuffle", "reinit", "invert")
     # Fields that change no stage's output: never hashed, never in a label.
     UNHASHED: ClassVar[tuple[str, ...]] = ("resources", "sanity_checks", "tune")
+    # Fields that are a mapping of options: a search space tunes one option as `<field>.<option>`.
+    OPTION_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     resources: MethodResources | None = Field(
         default=None, description="this method's trial resources {cpus_per_trial, gpus_per_trial, memory_per_trial_gb}; "
@@ -107,12 +118,13 @@ class MethodConfig(Strict):
             if knob.startswith(TRAINING_PREFIX):
                 continue  # recipe knobs are checked by the spec, which knows the recipe
             fields = [f for f in type(self).model_fields if f not in ("kind", *self.UNHASHED, "tune")]
-            if knob not in fields:
-                raise ValueError(f"tune.{knob}: {self.kind} has no knob {knob!r}; its knobs: {', '.join(fields)}, "
-                                 f"and the recipe's as training.<name>")
+            if knob not in fields and knob.partition(".")[0] not in self.OPTION_FIELDS:
+                options = "".join(f", an option of {f} as {f}.<name>" for f in self.OPTION_FIELDS)
+                raise ValueError(f"tune.{knob}: {self.kind} has no knob {knob!r}; its knobs: {', '.join(fields)}"
+                                 f"{options}, and the recipe's as training.<name>")
             for value in dimension.extremes():
                 try:
-                    type(self).model_validate({**self.settings(), knob: value})
+                    type(self).model_validate(self._with(self.settings(), knob, value))
                 except ValidationError as err:
                     why = err.errors()[0]["msg"].replace("Value error, ", "")
                     hint = "; a whole-number knob takes {choice: [...]}" if "fractional" in why else ""
@@ -167,8 +179,19 @@ class MethodConfig(Strict):
 
     def tuned(self, values: dict) -> "MethodConfig":
         """This configuration with the method knobs of a tuning result applied (recipe knobs are the stage's)."""
-        own = {k: v for k, v in values.items() if not k.startswith(TRAINING_PREFIX)}
-        return type(self).model_validate({**self.settings(), **own})
+        settings = self.settings()
+        for knob, value in values.items():
+            if not knob.startswith(TRAINING_PREFIX):
+                settings = self._with(settings, knob, value)
+        return type(self).model_validate(settings)
+
+    @classmethod
+    def _with(cls, settings: dict, knob: str, value) -> dict:
+        """`settings` with one knob set; `<field>.<option>` sets one option of an OPTION_FIELDS mapping."""
+        field, dot, option = knob.partition(".")
+        if dot and field in cls.OPTION_FIELDS:
+            return {**settings, field: {**(settings.get(field) or {}), option: value}}
+        return {**settings, knob: value}
 
     # ------------------------------------------------------------ planning
     def add_stages(self, seed: "SeedStages", plan: "Planner") -> None:

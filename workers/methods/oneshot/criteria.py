@@ -24,6 +24,7 @@ class Criterion:
     needs_data: bool = False   # scores a sample of training examples (samples_per_class per class)
     rounds: int = 1            # default number of pruning rounds
     plugin: str | None = None  # the plugin module that registered it (None: built in)
+    options: type | None = None  # its typed options (a pydantic class), passed as `score(s, **options)`; None: none
 
 
 CRITERIA: dict[str, Criterion] = {}

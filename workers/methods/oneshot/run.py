@@ -28,7 +28,8 @@ def run_oneshot(stage, inputs, data, on_epoch=None) -> StageResult:
         x, y = per_class_sample(data.x_train, data.y_train, method.samples_per_class, data.num_classes, gen)
         batches = [(x[i:i + BATCH], y[i:i + BATCH]) for i in range(0, len(x), BATCH)]
     mask = oneshot_mask(method.criterion, model, names, 1 - p["target_sparsity"], batches, gen,
-                        rounds=method.rounds, invert=p["invert"], input_shape=data.input_shape)
+                        rounds=method.rounds, invert=p["invert"], input_shape=data.input_shape,
+                        options=method.typed_options())
     search_seconds = time.perf_counter() - t0
     _, result = retrain(stage, data, inputs["warmup"]["weights"], mask, on_epoch)
     return StageResult(outputs={"mask": masks.mask_to_cpu(mask)}, point=measured(mask, result, search_seconds),

@@ -155,17 +155,19 @@ def criterion_of(name: str) -> Criterion:
 
 
 def score(name: str, model: nn.Module, names: list[str], batches: Batches, generator: torch.Generator, *,
-          mask: Mask | None = None, input_shape: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
-    """Per-weight scores of the prunable tensors `names` by criterion `name`; higher means more worth keeping.
-    Scores that are not one finite-or-not tensor per prunable weight, of its shape, are refused on one line."""
+          mask: Mask | None = None, input_shape: tuple[int, ...] | None = None,
+          options: dict | None = None) -> dict[str, torch.Tensor]:
+    """Per-weight scores of the prunable tensors `names` by criterion `name` with its `options` (validated by
+    `criterion_options`); higher means more worth keeping. Scores that are not one finite-or-not tensor per
+    prunable weight, of its shape, are refused on one line."""
     criterion = criterion_of(name)
     label = f"criterion {name}" + (f" (plugin {criterion.plugin})" if criterion.plugin else "")
     toolkit = Scoring(name, model, names, batches, generator, mask, input_shape)
     if criterion.plugin is None:
-        scores = criterion.score(toolkit)
+        scores = criterion.score(toolkit, **(options or {}))
     else:
         try:
-            scores = criterion.score(toolkit)
+            scores = criterion.score(toolkit, **(options or {}))
         except Exception as err:  # noqa: BLE001 - a plugin's failure, on one line naming it
             from workers.plugins import PluginError, failure_text
 
@@ -195,9 +197,9 @@ def check_scores(label: str, scores, weights: dict[str, torch.Tensor]) -> dict[s
 
 def oneshot_mask(name: str, model: nn.Module, names: list[str], density: float, batches: Batches,
                  generator: torch.Generator, rounds: int | None = None, invert: bool = False, *,
-                 input_shape: tuple[int, ...] | None = None,
+                 input_shape: tuple[int, ...] | None = None, options: dict | None = None,
                  on_round: Callable[[int, Mask], None] | None = None) -> Mask:
-    """Global top-⌊density·d⌋ mask by criterion `name`, rescoring over `rounds` rounds.
+    """Global top-⌊density·d⌋ mask by criterion `name` (with its `options`), rescoring over `rounds` rounds.
 
     Round r keeps ⌊κ^(r/R)·d⌋ weights chosen among the survivors of round r-1, so the masks shrink
     monotonically and the last one keeps exactly ⌊κ·d⌋. `rounds` defaults to the criterion's own (100 for
@@ -213,7 +215,7 @@ def oneshot_mask(name: str, model: nn.Module, names: list[str], density: float, 
     mask = masks.full_mask(model, names)
     for r in range(1, rounds + 1):
         liveness.beat()
-        scores = score(name, model, names, batches, generator, mask=mask, input_shape=input_shape)
+        scores = score(name, model, names, batches, generator, mask=mask, input_shape=input_shape, options=options)
         scores = masks.restrict_to_survivors(scores, mask, invert)
         mask = masks.global_topk(scores, masks.keep_count(total, density ** (r / rounds)), generator,
                                  largest=not invert)
