@@ -24,6 +24,7 @@ import psutil
 import pytest
 import yaml
 
+from orchestrator.deploy.cluster import RETRY_NODE_WAIT_FACTOR
 from orchestrator.deploy.cluster_address import AddressError, parse
 from tests.helpers.ray_node_wait import driver_command
 from tests.helpers.store_cli import orchestrate, write_spec
@@ -530,6 +531,10 @@ def test_an_existing_auth_token_is_left_as_it_is(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- a private cluster that does not start
 
+STALLED_NODE_WAIT_S = 5  # the node wait these tests give Ray (the retry's is the product's factor times it)
+RETRIED_NODE_WAIT_S = RETRY_NODE_WAIT_FACTOR * STALLED_NODE_WAIT_S
+
+
 class _AgentStaller:
     """Stops (SIGSTOP) the dashboard agent of each of the first `count` node starts under `ray_tmp`, as a busy
     machine would by never giving it the CPU: the raylet waits for the agent's ports before it registers its
@@ -556,7 +561,7 @@ class _AgentStaller:
                     if p.name() == "raylet":  # (its command line names the agent's script too)
                         if p.pid not in self.raylet_waits:
                             wait = self.raylet_waits[p.pid] = p.environ().get("RAY_raylet_start_wait_time_s")
-                            if wait != "10" and self.stopped_alive_at_retry is None:
+                            if wait != str(STALLED_NODE_WAIT_S) and self.stopped_alive_at_retry is None:
                                 self.stopped_alive_at_retry = [_alive(s) for s in self.stopped]
                     elif any(a.endswith("dashboard/agent.py") for a in argv) and len(self.stopped) < self.count \
                             and p.pid not in {s.pid for s in self.stopped}:
@@ -585,17 +590,19 @@ def _alive(p: psutil.Process) -> bool:
 
 def _submit_stalled(tmp_path: Path, stalls: int) -> tuple[subprocess.CompletedProcess, _AgentStaller, str]:
     """`orchestrate submit` of a private cluster whose first `stalls` node starts are stalled; Ray's node wait
-    set to 10 s (the retry allows 4 x 10 = 40 s). Ray's own fixed 30 s loop around that wait is cut to 9 s in
-    this driver, so a stalled first start lasts the 10 s of the setting, not 30."""
+    set to STALLED_NODE_WAIT_S (the retry allows RETRY_NODE_WAIT_FACTOR times that). Ray's own fixed 30 s loop
+    around that wait is cut to a second less in this driver, so a stalled first start lasts the setting, not 30 s."""
     ray_tmp = tempfile.mkdtemp(prefix="tsstart-", dir="/tmp")
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    env = {k: v for k, v in _env(RAY_TMPDIR=ray_tmp, HOME=str(tmp_path), RAY_raylet_start_wait_time_s="10").items()
+    env = {k: v for k, v in _env(RAY_TMPDIR=ray_tmp, HOME=str(tmp_path),
+                                 RAY_raylet_start_wait_time_s=str(STALLED_NODE_WAIT_S)).items()
            if not k.startswith("RAY_AUTH")}
     staller = _AgentStaller(ray_tmp, stalls)
     try:
-        out = subprocess.run(driver_command(9) + ["submit", str(spec), "--store", str(tmp_path / "store"),
-                                                  "--no-progress", "--no-dashboard"],
+        command = driver_command(STALLED_NODE_WAIT_S - 1) + ["submit", str(spec), "--store", str(tmp_path / "store"),
+                                                             "--no-progress", "--no-dashboard"]
+        out = subprocess.run(command,
                              env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
     finally:
         staller.close()
@@ -614,11 +621,12 @@ def _left_running(ray_tmp: str) -> list[str]:
     return left
 
 
-def _assert_started_again_with_40_s_after_ending_the_first(staller: _AgentStaller) -> None:
-    """The first start's node wait was Ray's setting (10 s), the retry's 40 s; when the retry's raylet appeared,
-    the agent stalled in the first start had been ended. (A start was once seen to show two raylets.)"""
+def _assert_started_again_with_the_longer_wait_after_ending_the_first(staller: _AgentStaller) -> None:
+    """The first start's node wait was Ray's setting, the retry's RETRY_NODE_WAIT_FACTOR times it; when the retry's
+    raylet appeared, the agent stalled in the first start had been ended. (A start was once seen to show two raylets.)"""
     waits = list(staller.raylet_waits.values())
-    assert waits and waits[0] == "10" and waits[-1] == "40" and waits == sorted(waits, key=int), waits
+    assert waits and waits[0] == str(STALLED_NODE_WAIT_S) and waits[-1] == str(RETRIED_NODE_WAIT_S), waits
+    assert waits == sorted(waits, key=int), waits
     assert staller.stopped_alive_at_retry == [False], staller.stopped_alive_at_retry
 
 
@@ -630,10 +638,10 @@ def test_a_private_cluster_that_does_not_start_is_retried_once_then_one_line_exi
         assert "Traceback" not in out.stderr, out.stderr[-3000:]
         ours = [line for line in out.stderr.splitlines() if line.startswith("private Ray cluster")]
         assert len(ours) == 1 and out.stderr.strip().endswith(ours[0]), out.stderr[-3000:]
-        assert "did not start, twice (the retry allowed its node 40 s to register)" in ours[0]
+        assert f"did not start, twice (the retry allowed its node {RETRIED_NODE_WAIT_S} s to register)" in ours[0]
         assert "The current node timed out during startup" in ours[0]
         assert "--no-dashboard" in ours[0] and "RAY_raylet_start_wait_time_s" in ours[0]
-        _assert_started_again_with_40_s_after_ending_the_first(staller)
+        _assert_started_again_with_the_longer_wait_after_ending_the_first(staller)
         assert not (tmp_path / "store").exists()  # nothing written by a submit whose cluster never started
     finally:
         left = _left_running(ray_tmp)
@@ -647,7 +655,7 @@ def test_a_private_cluster_whose_first_start_fails_is_started_again_and_the_swee
     try:
         assert out.returncode == 0, out.stderr[-3000:]
         assert "Traceback" not in out.stderr and "0 failed" in out.stdout, out.stdout + out.stderr[-3000:]
-        _assert_started_again_with_40_s_after_ending_the_first(staller)
+        _assert_started_again_with_the_longer_wait_after_ending_the_first(staller)
         from orchestrator.spec.plan import build_plan
         from orchestrator.spec.sweep_spec import parse_spec
         from orchestrator.store.results_store import ResultsStore

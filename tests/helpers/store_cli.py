@@ -42,8 +42,12 @@ def write_spec(folder: Path, spec: dict) -> str:
     return str(path)
 
 
-def submit(folder: Path, store: Path, spec: dict = SPEC) -> subprocess.CompletedProcess:
-    return orchestrate("submit", write_spec(folder, spec), "--store", str(store), "--no-dashboard", "--no-progress")
+def submit(folder: Path, store: Path, spec: dict = SPEC, address: str | None = None) -> subprocess.CompletedProcess:
+    """`submit` in a subprocess: on a private cluster of its own, or joining the cluster at `address` (the
+    session's, conftest `ray_address`, which saves a cluster start where that start is not what is tested)."""
+    joining = ("--address", address) if address else ()
+    return orchestrate("submit", write_spec(folder, spec), "--store", str(store), "--no-dashboard", "--no-progress",
+                       *joining)
 
 
 def status(folder: Path, store: Path, spec: dict = SPEC) -> subprocess.CompletedProcess:
@@ -59,10 +63,10 @@ def points_frame(store: Path) -> pd.DataFrame:
     return frame.sort_values(["stage_key", "attempt"]).reset_index(drop=True)
 
 
-def finished_store(tmp_path_factory) -> Path:
+def finished_store(tmp_path_factory, address: str | None = None) -> Path:
     """A store holding the finished SPEC sweep, made by a real `submit` (for module fixtures; tests work on
     copies)."""
     folder = tmp_path_factory.mktemp("finished")
-    out = submit(folder, folder / "store")
+    out = submit(folder, folder / "store", address=address)
     assert out.returncode == 0, out.stderr[-3000:]
     return folder / "store"

@@ -121,9 +121,9 @@ CRASHING_DRIVER = textwrap.dedent('''
 
 
 @pytest.mark.parametrize("after", [0, 1, 2, 3], ids=["before-commit", "after-commit", "after-points", "after-curves"])
-def test_crash_at_each_point_of_the_commit_sequence_never_blocks_resume(ray_cluster, tmp_path, after):
+def test_crash_at_each_point_of_the_commit_sequence_never_blocks_resume(ray_address, tmp_path, after):
     store = tmp_path / "store"
-    args = ["submit", str(write_spec(tmp_path)), "--store", str(store), "--no-dashboard", "--no-progress"]
+    args = ["submit", str(write_spec(tmp_path)), "--store", str(store), "--no-progress", "--address", ray_address]
     out = subprocess.run([sys.executable, "-c", CRASHING_DRIVER, "2", str(after)] + args,
                          env=env_without_ray_address(), capture_output=True, text=True, timeout=180)
     assert out.returncode == 9, out.stderr[-2000:]
@@ -148,10 +148,10 @@ def test_crash_at_each_point_of_the_commit_sequence_never_blocks_resume(ray_clus
 
 # --------------------------------------------------------------------------- two drivers
 
-def test_two_drivers_on_one_sweep_one_runs_the_other_exits_naming_the_holder(tmp_path):
+def test_two_drivers_on_one_sweep_one_runs_the_other_exits_naming_the_holder(ray_address, tmp_path):
     store = tmp_path / "store"
-    args = ORCHESTRATE + ["submit", str(write_spec(tmp_path)), "--store", str(store), "--no-dashboard",
-                          "--no-progress"]
+    args = ORCHESTRATE + ["submit", str(write_spec(tmp_path)), "--store", str(store), "--no-progress",
+                          "--address", ray_address]
     first = subprocess.Popen(args, env=env_without_ray_address(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     lease = store / "leases" / "faults.json"
@@ -171,7 +171,7 @@ def test_two_drivers_on_one_sweep_one_runs_the_other_exits_naming_the_holder(tmp
     assert not lease.exists()  # released at the end
 
 
-def test_a_stop_request_in_the_store_stops_the_driver_like_ctrl_c(tmp_path):
+def test_a_stop_request_in_the_store_stops_the_driver_like_ctrl_c(ray_address, tmp_path):
     """What `orchestrate cancel` leaves in the store stops a real driver, no signal involved: it exits as on
     Ctrl-C, keeps every committed row, and removes its lease and the request; a request naming another
     driver's lease stops nothing."""
@@ -186,7 +186,7 @@ def test_a_stop_request_in_the_store_stops_the_driver_like_ctrl_c(tmp_path):
     (store / "leases").mkdir(parents=True)
     Path(stale).write_text(json.dumps({"token": "a driver long gone"}))
     driver = subprocess.Popen(ORCHESTRATE + ["submit", str(write_spec(tmp_path, spec)), "--store", str(store),
-                                             "--no-dashboard", "--no-progress"],
+                                             "--no-progress", "--address", ray_address],
                               env=env_without_ray_address(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300  # a bound on hanging: the driver starts Ray and imports torch first
     while len(results.done_keys("stopped")) < 3:

@@ -8,11 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -375,77 +373,65 @@ def test_submit_until_decided_exits_1_after_a_divergence_with_its_decisions(tmp_
 
 # ------------------------------------------------------------------------------------------ a real driver, killed
 
-REAL = {**BASE, "name": "udreal", "seeds": list(range(8)),
+REAL = {**BASE, "name": "udreal", "seeds": list(range(8)), "sparsities": [0.5],
         "until_decided": {"reference": "magnitude", "methods": ["random", "snip"], "looks": [4, 6, 8], "alpha": 0.2},
         "resources": {"cpus_per_trial": 1, "max_concurrent": 2}}
 
 
-def _submit_args(tmp_path: Path, store: Path) -> list[str]:
+def _submit_args(tmp_path: Path, store: Path, address: str) -> list[str]:
+    """A driver joining the session's cluster: the cluster outlives the killed driver, which Ray cleans up after."""
     path = tmp_path / f"{store.name}.yaml"
     path.write_text(yaml.safe_dump({**REAL, "store": str(store)}))
     return [sys.executable, "-m", "orchestrator.cli", "submit", str(path), "--until-decided", "--no-progress",
-            "--no-dashboard"]
+            "--address", address]
 
 
-def _env(ray_tmp: str) -> dict:
+def _env() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_TMPDIR=ray_tmp, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     return env
 
 
 @pytest.mark.slow
-def test_a_driver_killed_mid_look_resumes_to_the_same_decisions(tmp_path):
-    ray_tmp = tempfile.mkdtemp(prefix="tsud-", dir="/tmp")  # short: Ray's socket paths must fit
-    seen: list[psutil.Process] = []
-    try:
-        whole = subprocess.run(_submit_args(tmp_path, tmp_path / "whole"), env=_env(ray_tmp), capture_output=True,
-                               text=True, timeout=600)
-        assert whole.returncode == 0, whole.stderr[-3000:]
-        store = tmp_path / "cut"
-        driver = subprocess.Popen(_submit_args(tmp_path, store), env=_env(ray_tmp), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
-        first_look = store / "decisions" / "sweep=udreal" / "look-1.json"
-        second_look = store / "decisions" / "sweep=udreal" / "look-2.json"
-        deadline, mid_look = time.monotonic() + 600, False
-        while time.monotonic() < deadline and driver.poll() is None and not second_look.exists():
-            seen.extend(psutil.Process(driver.pid).children(recursive=True))
-            # The driver is stopped while we look, so what we see is where it is when it is killed: on a loaded
-            # machine the look itself takes long enough for the driver to finish look 2 meanwhile.
-            os.kill(driver.pid, signal.SIGSTOP)
-            if first_look.exists() and not second_look.exists():
-                looked = len(json.loads(first_look.read_text())["seeds"])
-                stored = ResultsStore(str(store)).read("points", "udreal")
-                mid_look = bool((stored["seed"] >= looked).any())  # look 2 has stored some of its stages
-            if mid_look:
-                break
-            os.kill(driver.pid, signal.SIGCONT)
-            time.sleep(0.2)
-        assert mid_look, "the driver finished look 2 before it could be killed mid-look"
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-        assert not second_look.exists()
-        again = subprocess.run(_submit_args(tmp_path, store), env=_env(ray_tmp), capture_output=True, text=True,
-                               timeout=600)
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert _log(ResultsStore(str(store)), "udreal") == _log(ResultsStore(str(tmp_path / "whole")), "udreal")
-        # no seed lost or duplicated: one finished row per (method, target, seed), the same rows as unkilled
-        from orchestrator.analysis.frontier import finished
+def test_a_driver_killed_mid_look_resumes_to_the_same_decisions(ray_address, tmp_path):
+    whole = subprocess.run(_submit_args(tmp_path, tmp_path / "whole", ray_address), env=_env(), capture_output=True,
+                           text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    store = tmp_path / "cut"
+    driver = subprocess.Popen(_submit_args(tmp_path, store, ray_address), env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    first_look = store / "decisions" / "sweep=udreal" / "look-1.json"
+    second_look = store / "decisions" / "sweep=udreal" / "look-2.json"
+    deadline, mid_look = time.monotonic() + 600, False
+    while time.monotonic() < deadline and driver.poll() is None and not second_look.exists():
+        # The driver is stopped while we look, so what we see is where it is when it is killed: on a loaded
+        # machine the look itself takes long enough for the driver to finish look 2 meanwhile.
+        os.kill(driver.pid, signal.SIGSTOP)
+        if first_look.exists() and not second_look.exists():
+            looked = len(json.loads(first_look.read_text())["seeds"])
+            stored = ResultsStore(str(store)).read("points", "udreal")
+            mid_look = bool((stored["seed"] >= looked).any())  # look 2 has stored some of its stages
+        if mid_look:
+            break
+        os.kill(driver.pid, signal.SIGCONT)
+        time.sleep(0.2)
+    assert mid_look, "the driver finished look 2 before it could be killed mid-look"
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert not second_look.exists()
+    again = subprocess.run(_submit_args(tmp_path, store, ray_address), env=_env(), capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _log(ResultsStore(str(store)), "udreal") == _log(ResultsStore(str(tmp_path / "whole")), "udreal")
+    # no seed lost or duplicated: one finished row per (method, target, seed), the same rows as unkilled
+    from orchestrator.analysis.frontier import finished
 
-        def rows(location):
-            df = finished(ResultsStore(str(location)).read("points", "udreal"), all_levels=False)
-            keys = df[["method", "target_sparsity", "seed"]].astype(str).agg("/".join, axis=1)
-            assert not keys.duplicated().any()
-            return dict(zip(keys, df["selected_test_accuracy"]))
-        assert rows(store) == rows(tmp_path / "whole")
-    finally:
-        for p in {p.pid: p for p in seen}.values():  # the killed driver's Ray processes, by id
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        import shutil
-
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    def rows(location):
+        df = finished(ResultsStore(str(location)).read("points", "udreal"), all_levels=False)
+        keys = df[["method", "target_sparsity", "seed"]].astype(str).agg("/".join, axis=1)
+        assert not keys.duplicated().any()
+        return dict(zip(keys, df["selected_test_accuracy"]))
+    assert rows(store) == rows(tmp_path / "whole")
 
 
 def test_compare_and_report_show_the_same_decisions(tmp_path):

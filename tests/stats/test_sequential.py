@@ -97,7 +97,7 @@ def test_a_look_uses_only_the_seeds_it_has():
 
 # ------------------------------------------------------------------------------------------ simulation
 
-SWEEPS = 10_000
+SWEEPS = 4_000  # bound() = alpha + 3 sd of the rate at this many sweeps: between the rule's rates and the naive rule's
 SCENARIOS = ("normal", "t3", "bimodal", "discrete", "diverging")
 EXAMPLES, CLASSES = 200, 10  # the diverging scenarios: counts out of 200 test examples, chance is 20 of them
 

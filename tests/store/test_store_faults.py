@@ -41,8 +41,8 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    return finished_store(tmp_path_factory)
+def finished(tmp_path_factory, ray_address) -> Path:
+    return finished_store(tmp_path_factory, ray_address)
 
 
 @pytest.fixture
@@ -59,7 +59,8 @@ def stage_key(label: str, spec: dict = SPEC) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("checksum", [True, False], ids=["with-checksum", "stored-before-checksums"])
-def test_a_truncated_artifact_is_named_quarantined_and_rebuilt_bit_identically(store, tmp_path, checksum):
+def test_a_truncated_artifact_is_named_quarantined_and_rebuilt_bit_identically(store, tmp_path, checksum,
+                                                                                ray_address):
     warmup = stage_key("warmup s=0")
     artifact = store / "artifacts" / warmup / "outputs.pt"
     original = sha256(artifact)
@@ -72,7 +73,7 @@ def test_a_truncated_artifact_is_named_quarantined_and_rebuilt_bit_identically(s
     line = next(x for x in shown.stdout.splitlines() if "damaged artifact" in x)
     assert str(artifact) in line and warmup[:12] in line and "warmup s=0" in line
 
-    out = submit(tmp_path, store, WIDER)
+    out = submit(tmp_path, store, WIDER, ray_address)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"quarantined damaged artifact {artifact}" in out.stdout
     assert re.search(r"^\[\d+/\d+\] warmup s=0  ok", out.stdout, re.M), out.stdout
@@ -84,7 +85,8 @@ def test_a_truncated_artifact_is_named_quarantined_and_rebuilt_bit_identically(s
 
 
 @pytest.mark.slow
-def test_damage_only_a_load_can_see_is_recorded_as_an_artifact_failure_naming_the_file_then_healed(store, tmp_path):
+def test_damage_only_a_load_can_see_is_recorded_as_an_artifact_failure_naming_the_file_then_healed(store, tmp_path,
+                                                                                                   ray_address):
     warmup = stage_key("warmup s=0")
     artifact = store / "artifacts" / warmup / "outputs.pt"
     original = artifact.read_bytes()
@@ -93,7 +95,7 @@ def test_damage_only_a_load_can_see_is_recorded_as_an_artifact_failure_naming_th
     artifact.write_bytes(bytes(flipped))
     assert "damaged artifact" not in status(tmp_path, store, WIDER).stdout  # the cheap check cannot see it
 
-    found = submit(tmp_path, store, WIDER)
+    found = submit(tmp_path, store, WIDER, ray_address)
     assert found.returncode == 1
     assert f"(artifact): ArtifactDamaged: artifact of stage {warmup} damaged at {artifact}" in found.stderr
     failed = ResultsStore(str(store)).read("stages", "heal").query("status == 'failed'")
@@ -102,7 +104,7 @@ def test_damage_only_a_load_can_see_is_recorded_as_an_artifact_failure_naming_th
 
     line = next(x for x in status(tmp_path, store, WIDER).stdout.splitlines() if "damaged artifact" in x)
     assert str(artifact) in line and "SHA-256" in line
-    healed = submit(tmp_path, store, WIDER)
+    healed = submit(tmp_path, store, WIDER, ray_address)
     assert healed.returncode == 0, healed.stdout[-3000:] + healed.stderr[-3000:]
     assert artifact.read_bytes() == original
     one_ok_row_per_point(store, WIDER)

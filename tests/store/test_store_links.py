@@ -21,8 +21,8 @@ SWEEP = SPEC["name"]
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    return finished_store(tmp_path_factory)
+def finished(tmp_path_factory, ray_address) -> Path:
+    return finished_store(tmp_path_factory, ray_address)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:

@@ -24,10 +24,11 @@ TINY_A = {**SPEC, "name": "tinyA", "methods": [{"kind": "oneshot", "criterion": 
 TINY_B = {**TINY_A, "name": "tinyB"}
 
 
-def start(folder: Path, store: Path, spec: dict) -> subprocess.Popen:
-    return subprocess.Popen(ORCHESTRATE + ["submit", write_spec(folder, spec), "--store", str(store), "--no-dashboard",
-                                           "--no-progress"], env=env_without_ray_address(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+def start(folder: Path, store: Path, spec: dict, address: str) -> subprocess.Popen:
+    """A driver joining the session's cluster (what is tested is the store, not the cluster's start)."""
+    return subprocess.Popen(ORCHESTRATE + ["submit", write_spec(folder, spec), "--store", str(store), "--no-progress",
+                                           "--address", address], env=env_without_ray_address(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def manifests(store: Path, sweep: str) -> list[Path]:
@@ -51,13 +52,13 @@ def quarantined_plans(store: Path) -> list[Path]:
     return list((store / "quarantine").rglob("plans/*")) if (store / "quarantine").exists() else []
 
 
-def test_two_sweeps_submitted_at_once_both_complete_with_their_plans(tmp_path):
+def test_two_sweeps_submitted_at_once_both_complete_with_their_plans(ray_address, tmp_path):
     store = tmp_path / "store"
-    a = start(tmp_path, store, TINY_A)
+    a = start(tmp_path, store, TINY_A, ray_address)
     # B starts while A has recorded its plan and (most likely) committed nothing yet: the moment A's plan looked
     # foreign to another driver, which moved it to quarantine.
     wait_for_manifest(a, store, "tinyA")
-    b = start(tmp_path, store, TINY_B)
+    b = start(tmp_path, store, TINY_B, ray_address)
     out_b, err_b = b.communicate(timeout=600)
     out_a, err_a = a.communicate(timeout=600)
     assert a.returncode == 0, out_a[-2000:] + err_a[-2000:]
@@ -72,17 +73,17 @@ def test_two_sweeps_submitted_at_once_both_complete_with_their_plans(tmp_path):
         assert set(current.loc[current["sweep"] == sweep, "stage_key"]) == done
 
 
-def test_a_first_submit_killed_before_its_first_commit_keeps_its_plan_on_resubmit(tmp_path):
+def test_a_first_submit_killed_before_its_first_commit_keeps_its_plan_on_resubmit(ray_address, tmp_path):
     store = tmp_path / "store"
-    first = start(tmp_path, store, TINY_A)
+    first = start(tmp_path, store, TINY_A, ray_address)
     wait_for_manifest(first, store, "tinyA")
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and anything it started, as kill -9
+    os.killpg(first.pid, signal.SIGKILL)  # the driver, as kill -9
     first.communicate()
     assert not list(store.rglob("stages/*/*.parquet"))  # killed before its first commit
     written = manifests(store, "tinyA")
 
     again = subprocess.run(ORCHESTRATE + ["submit", write_spec(tmp_path, TINY_A), "--store", str(store),
-                                          "--no-dashboard", "--no-progress"], env=env_without_ray_address(),
+                                          "--no-progress", "--address", ray_address], env=env_without_ray_address(),
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "quarantined" not in again.stdout

@@ -187,14 +187,14 @@ KILLED_DRIVER = textwrap.dedent('''
 
 
 @pytest.mark.slow
-def test_a_driver_killed_during_tuning_resumes_and_tunes_once(ray_cluster, tmp_path):
+def test_a_driver_killed_during_tuning_resumes_and_tunes_once(ray_address, tmp_path):
     spec = {**SPEC, "methods": [SPEC["methods"][1]], "name": "killed", "seeds": [0],
             "tuning": {**SPEC["tuning"], "configurations": 3}}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     store = tmp_path / "store"
     out = subprocess.run([sys.executable, "-c", KILLED_DRIVER, "submit", str(path), "--store", str(store),
-                          "--no-dashboard", "--no-progress"], capture_output=True, text=True, timeout=300)
+                          "--no-progress", "--address", ray_address], capture_output=True, text=True, timeout=300)
     assert out.returncode == 9, out.stderr[-2000:]
     assert not (store / "tuning").exists()
     before = ResultsStore(str(store)).read("stages", "killed")
