@@ -129,9 +129,30 @@ def part_plan(points: int) -> dict:
             "load": [load0, os.getloadavg()[0]]}
 
 
+def _seconds_per_call(calls: int, pool: list, submit) -> float:
+    """Seconds per call of `calls` calls `submit(actor)` to the started actors of `pool`, one call in flight per
+    actor (the trial actors' concurrency); the actors are killed after."""
+    import ray
+
+    t0 = time.perf_counter()
+    inflight = {submit(a): a for a in pool}
+    done = 0
+    while inflight:
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        actor = inflight.pop(ready[0])
+        ray.get(ready[0])
+        done += 1
+        if done + len(inflight) < calls:
+            inflight[submit(actor)] = actor
+    seconds = (time.perf_counter() - t0) / calls
+    for a in pool:
+        ray.kill(a)
+    return seconds
+
+
 def ray_round_trip(calls: int, actors: int, payload_bytes: int) -> float:
-    """Seconds per call of `calls` calls to `actors` no-op actors, one call in flight per actor (the trial
-    actors' concurrency), each returning `payload_bytes` bytes (0: nothing)."""
+    """Seconds per call of `calls` calls to `actors` no-op actors, one call in flight per actor, each returning
+    `payload_bytes` bytes (0: nothing)."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -141,20 +162,7 @@ def ray_round_trip(calls: int, actors: int, payload_bytes: int) -> float:
 
     pool = [Noop.remote() for _ in range(actors)]
     ray.get([a.call.remote(0) for a in pool])  # started
-    t0 = time.perf_counter()
-    inflight = {a.call.remote(payload_bytes): a for a in pool}
-    done = 0
-    while inflight:
-        ready, _ = ray.wait(list(inflight), num_returns=1)
-        actor = inflight.pop(ready[0])
-        ray.get(ready[0])
-        done += 1
-        if done + len(inflight) < calls:
-            inflight[actor.call.remote(payload_bytes)] = actor
-    seconds = (time.perf_counter() - t0) / calls
-    for a in pool:
-        ray.kill(a)
-    return seconds
+    return _seconds_per_call(calls, pool, lambda actor: actor.call.remote(payload_bytes))
 
 
 def ray_stage_round_trip(calls: int, actors: int) -> float:
@@ -180,23 +188,8 @@ def ray_stage_round_trip(calls: int, actors: int) -> float:
     ray.get([meta for meta, _ in first.values()])  # started, torch imported; the outputs are never fetched here
     parents = {a: out for a, (_, out) in first.items()}
     payload = {"config": {"seeds": list(range(100))}, "key": "0" * 64}
-
-    def submit(actor):
-        return actor.call.options(num_returns=2).remote(payload, *[parents[actor]] * 3)[0]
-    t0 = time.perf_counter()
-    inflight = {submit(a): a for a in pool}
-    done = 0
-    while inflight:
-        ready, _ = ray.wait(list(inflight), num_returns=1)
-        actor = inflight.pop(ready[0])
-        ray.get(ready[0])
-        done += 1
-        if done + len(inflight) < calls:
-            inflight[submit(actor)] = actor
-    seconds = (time.perf_counter() - t0) / calls
-    for a in pool:
-        ray.kill(a)
-    return seconds
+    return _seconds_per_call(calls, pool, lambda actor: actor.call.options(num_returns=2).remote(
+        payload, *[parents[actor]] * 3)[0])
 
 
 def part_driver(stages: int) -> dict:
