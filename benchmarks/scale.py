@@ -7,8 +7,11 @@ Each part runs in its own process (so its peak RSS is its own) and measures, in 
 data, the work that cannot be avoided, and prints figure, floor and their ratio:
   plan     `validate`'s own function (spec, plan, summary) and `build_plan` alone, against canonical JSON +
            SHA-256 of every stage's key material (the hashing floor), in CPU seconds    [ratio <= 3, < 5 s]
-  driver   overhead per stage, (wall - actor busy / 2) / stages, against Ray's round trip of a no-op actor
-           call with the same number of actors, one call in flight each                [ratio <= 2]
+  driver   overhead per stage, (wall - actor busy / 2) / stages, wall from the first stage's start (the
+           actors' start-up is printed apart, as the floor's is not timed), against Ray's round trip of a
+           no-op actor call with the same number of actors, one call in flight each    [ratio <= 2];
+           also against the same calls returning 1.2 MB, and moving a one-shot stage's data (its parents'
+           outputs in, its mask out): Ray's own share of a trivial stage, without the store
   store    no-op resubmit, `status` and `results` of an uncompacted store against a raw pyarrow.dataset scan
            of the Parquet files each reads; `compact` against reading and writing those rows once  [reads <= 2]
 The machine (CPU model, cores, load average before and after each part) is printed with the figures: on a
@@ -126,9 +129,30 @@ def part_plan(points: int) -> dict:
             "load": [load0, os.getloadavg()[0]]}
 
 
+def _seconds_per_call(calls: int, pool: list, submit) -> float:
+    """Seconds per call of `calls` calls `submit(actor)` to the started actors of `pool`, one call in flight per
+    actor (the trial actors' concurrency); the actors are killed after."""
+    import ray
+
+    t0 = time.perf_counter()
+    inflight = {submit(a): a for a in pool}
+    done = 0
+    while inflight:
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        actor = inflight.pop(ready[0])
+        ray.get(ready[0])
+        done += 1
+        if done + len(inflight) < calls:
+            inflight[submit(actor)] = actor
+    seconds = (time.perf_counter() - t0) / calls
+    for a in pool:
+        ray.kill(a)
+    return seconds
+
+
 def ray_round_trip(calls: int, actors: int, payload_bytes: int) -> float:
-    """Seconds per call of `calls` calls to `actors` no-op actors, one call in flight per actor (the trial
-    actors' concurrency), each returning `payload_bytes` bytes (0: nothing)."""
+    """Seconds per call of `calls` calls to `actors` no-op actors, one call in flight per actor, each returning
+    `payload_bytes` bytes (0: nothing)."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -138,20 +162,34 @@ def ray_round_trip(calls: int, actors: int, payload_bytes: int) -> float:
 
     pool = [Noop.remote() for _ in range(actors)]
     ray.get([a.call.remote(0) for a in pool])  # started
-    t0 = time.perf_counter()
-    inflight = {a.call.remote(payload_bytes): a for a in pool}
-    done = 0
-    while inflight:
-        ready, _ = ray.wait(list(inflight), num_returns=1)
-        actor = inflight.pop(ready[0])
-        ray.get(ready[0])
-        done += 1
-        if done + len(inflight) < calls:
-            inflight[actor.call.remote(payload_bytes)] = actor
-    seconds = (time.perf_counter() - t0) / calls
-    for a in pool:
-        ray.kill(a)
-    return seconds
+    return _seconds_per_call(calls, pool, lambda actor: actor.call.remote(payload_bytes))
+
+
+def ray_stage_round_trip(calls: int, actors: int) -> float:
+    """Seconds per call as in `ray_round_trip`, each call moving what a trivial one-shot stage of the driver part
+    moves: three parent outputs in by reference (its warm-up's weights twice and the dense weights, 1.2 MB each)
+    and a small meta plus a mask (0.3 MB) out. No store write, no stage work: Ray's share alone."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Stage:
+        def __init__(self):
+            import torch  # in the actor only: this process is the driver and stays torch-free
+
+            self.weights = {"hidden.0.weight": torch.randn(1024, 40), "hidden.1.weight": torch.randn(256, 1024),
+                            "fc.weight": torch.randn(10, 256)}
+            self.mask = {n: torch.ones_like(t, dtype=torch.bool) for n, t in self.weights.items()}
+
+        def call(self, payload: dict, *parents):
+            return {"status": "ok"}, {n: t.clone() for n, t in (self.mask if parents else self.weights).items()}
+
+    pool = [Stage.remote() for _ in range(actors)]
+    first = {a: a.call.options(num_returns=2).remote({}) for a in pool}
+    ray.get([meta for meta, _ in first.values()])  # started, torch imported; the outputs are never fetched here
+    parents = {a: out for a, (_, out) in first.items()}
+    payload = {"config": {"seeds": list(range(100))}, "key": "0" * 64}
+    return _seconds_per_call(calls, pool, lambda actor: actor.call.options(num_returns=2).remote(
+        payload, *[parents[actor]] * 3)[0])
 
 
 def part_driver(stages: int) -> dict:
@@ -180,18 +218,35 @@ def part_driver(stages: int) -> dict:
         if message.startswith("compacted "):  # "compacted N small result files (S s)"
             end = time.monotonic()
             compaction.append((end - float(message.rsplit("(", 1)[1].split()[0]), end))
+    compaction_cpu = [0.0]  # the auto-compaction after the loop: its own figure (part store), not a stage's cost
+    compact = store.compact
+
+    def timed_compact(*args, **kw):
+        c = time.process_time()
+        try:
+            return compact(*args, **kw)
+        finally:
+            compaction_cpu[0] += time.process_time() - c
+    store.compact = timed_compact
     stop = threading.Event()
     me = psutil.Process()
 
+    # This cluster's address: on a shared machine other users' clusters run too, and without it the query fails.
+    address = ray.get_runtime_context().gcs_address
+    sampler_cpu = [0.0]  # the sampler's own CPU, in this process but not the driver's: taken off below
+
     def sample():
         while not stop.wait(2.0):
+            c = time.thread_time()
             rss.append((time.monotonic(), me.memory_info().rss / 2 ** 20))
-            text = memory_summary(stats_only=True)
+            text = memory_summary(address=address, stats_only=True)
             for line in text.splitlines():
                 if "Plasma memory usage" in line:
                     samples.append((len(store.list_files("stages", "driver")), float(line.split()[3])))
+            sampler_cpu[0] += time.thread_time() - c
 
-    threading.Thread(target=sample, daemon=True).start()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     # The floor first and last, so that a change of load during the run shows as a spread between the two.
     actors = spec.resources.max_concurrent
     calls = min(stages, 2000)
@@ -200,27 +255,40 @@ def part_driver(stages: int) -> dict:
     summary = run_plan(plan, spec, store, progress=False, echo=echo)
     cpu = time.process_time() - cpu0
     peak_rss = _peak_mb()  # now, before this script's own reads below
-    wall = summary.seconds  # the scheduling loop: Ray's start-up and the final auto-compaction excluded
     stop.set()
+    sampler.join()
+    cpu -= sampler_cpu[0] + compaction_cpu[0]
     noop_after = ray_round_trip(calls, actors, 0)
     sized = ray_round_trip(calls, actors, 1_200_000)  # the same calls returning a stage output's size
-    log = store.committed("driver", ["seconds"]).table.column("seconds").to_pylist()
+    moved = ray_stage_round_trip(calls, actors)  # and moving a stage's data, in and out, as the sweep's stages do
+    log = store.committed("driver", ["seconds", "started_at", "finished_at"]).table.to_pylist()
     ray.shutdown()
-    busy = sum(s or 0.0 for s in log)
+    busy = sum(r["seconds"] or 0.0 for r in log)
     n = summary.ran
+    # The floor's actors are started before its clock starts; so are the driver's here: the per-stage figure
+    # runs from the first stage's start to the last one's end. Before it, the trial actors start (a process
+    # each, torch imported): a fixed cost, printed apart. After it, only the last stage's commit.
+    first = min(r["started_at"] for r in log)
+    steady = (max(r["finished_at"] for r in log) - first).total_seconds()
+    # What the trial actors do per stage outside the stage's own seconds (its artifact written, its row's
+    # machine description): part of the overhead, though not the driver's.
+    actor_extra = sum((r["finished_at"] - r["started_at"]).total_seconds() - (r["seconds"] or 0.0) for r in log)
     half = len(samples) // 2
     start = compaction[0][0] if compaction else float("inf")
     running = [r for t, r in rss if t < start]
     rss_half = len(running) // 2
-    return {"stages": n, "failed": summary.failed, "wall_s": wall,
-            "overhead_ms_per_stage": 1000 * (wall - busy / actors) / n, "driver_cpu_ms_per_stage": 1000 * cpu / n,
+    return {"stages": n, "failed": summary.failed, "wall_s": summary.seconds, "steady_s": steady,
+            "startup_s": summary.seconds - steady,
+            "overhead_ms_per_stage": 1000 * (steady - busy / actors) / n, "driver_cpu_ms_per_stage": 1000 * cpu / n,
+            "actor_extra_ms_per_stage": 1000 * actor_extra / n,
             "noop_ms": 1000 * max(noop_before, noop_after), "noop_before_ms": 1000 * noop_before,
-            "noop_after_ms": 1000 * noop_after, "noop_1mb_ms": 1000 * sized,
+            "noop_after_ms": 1000 * noop_after, "noop_1mb_ms": 1000 * sized, "stage_data_ms": 1000 * moved,
             "driver_peak_rss_mb": peak_rss,
             "driver_rss_first_half_mb": max(running[:rss_half], default=0.0),
             "driver_rss_second_half_mb": max(running[rss_half:], default=0.0),
             "driver_rss_compaction_mb": max((r for t, r in rss if t >= start), default=0.0),
             "compaction_s": compaction[0][1] - compaction[0][0] if compaction else 0.0,
+            "compaction_cpu_s": compaction_cpu[0],
             "object_store_peak_mib": max((m for _, m in samples), default=0.0),
             "object_store_peak_first_half_mib": max((m for _, m in samples[:half]), default=0.0),
             "object_store_peak_second_half_mib": max((m for _, m in samples[half:]), default=0.0),
@@ -332,7 +400,9 @@ def ratio_lines(p: dict, d: dict, s: dict) -> list[tuple[str, float, float, floa
         rows += [("driver overhead/ray no-op round trip", d["overhead_ms_per_stage"] / 1000, d["noop_ms"] / 1000,
                   d["overhead_ms_per_stage"] / d["noop_ms"], 2.0),
                  ("driver overhead/ray round trip with 1.2 MB", d["overhead_ms_per_stage"] / 1000,
-                  d["noop_1mb_ms"] / 1000, d["overhead_ms_per_stage"] / d["noop_1mb_ms"], None)]
+                  d["noop_1mb_ms"] / 1000, d["overhead_ms_per_stage"] / d["noop_1mb_ms"], None),
+                 ("driver overhead/ray round trip with a stage's data", d["overhead_ms_per_stage"] / 1000,
+                  d["stage_data_ms"] / 1000, d["overhead_ms_per_stage"] / d["stage_data_ms"], None)]
     if s:
         for label in ("before", "after"):
             for verb in ("resubmit", "status", "results"):
@@ -383,12 +453,16 @@ def main() -> None:
               f"hashing floor {p['floor_s']:.2f} s (CPU {p['floor_cpu_s']:.2f} s); peak RSS {p['peak_rss_mb']:.0f} MB; "
               f"the whole command {p['command_s']:.2f} s [absolute targets < 5 s, < 500 MB]; load {p['load']}")
     if d:
-        print(f"driver: {d['stages']} stages, overhead {d['overhead_ms_per_stage']:.2f} ms/stage (driver CPU "
-              f"{d['driver_cpu_ms_per_stage']:.1f} ms/stage); Ray no-op round trip {d['noop_before_ms']:.2f} ms "
+        print(f"driver: {d['stages']} stages in {d['wall_s']:.1f} s ({d['startup_s']:.1f} s of it outside the stages' "
+              f"span: trial actors starting, the last commit), overhead {d['overhead_ms_per_stage']:.2f} ms/stage "
+              f"(driver CPU {d['driver_cpu_ms_per_stage']:.1f} ms/stage; trial actors outside the stages' own seconds "
+              f"{d['actor_extra_ms_per_stage']:.1f} ms/stage); Ray no-op round trip {d['noop_before_ms']:.2f} ms "
               f"before, {d['noop_after_ms']:.2f} ms after (the larger is the floor), {d['noop_1mb_ms']:.2f} ms "
-              f"returning 1.2 MB; driver peak RSS {d['driver_peak_rss_mb']:.0f} MB (while stages run: first half "
-              f"{d['driver_rss_first_half_mb']:.0f}, second half {d['driver_rss_second_half_mb']:.0f}; "
-              f"auto-compaction {d['driver_rss_compaction_mb']:.0f} over {d['compaction_s']:.0f} s), object store "
+              f"returning 1.2 MB, {d['stage_data_ms']:.2f} ms moving a stage's data (3 parent outputs in, a mask "
+              f"out, no store write); driver peak RSS {d['driver_peak_rss_mb']:.0f} MB (while stages run: first "
+              f"half {d['driver_rss_first_half_mb']:.0f}, second half {d['driver_rss_second_half_mb']:.0f}; "
+              f"auto-compaction {d['driver_rss_compaction_mb']:.0f} over {d['compaction_s']:.0f} s, CPU "
+              f"{d['compaction_cpu_s']:.0f} s, not in the driver's CPU per stage), object store "
               f"peak {d['object_store_peak_mib']:.0f} MiB (first half {d['object_store_peak_first_half_mib']:.0f}, "
               f"second half {d['object_store_peak_second_half_mib']:.0f}) [< 500 MB, bounded]; load {d['load']}")
     if s:

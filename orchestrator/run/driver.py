@@ -2,8 +2,9 @@
 
 The pieces: `store.health` (what is done, what needs repair), `store.lease` (one driver per sweep),
 `deploy.cluster` (a private Ray unless an address is given), `scheduler` (ready queue, actor pools, retries)
-and `recorder` (one atomic commit per stage attempt). Stage outputs travel to dependants as Ray object references and are also
-persisted under <store>/artifacts by the actor, so a later submit resumes from them.
+and `recorder` (one atomic commit per stage attempt, written off the loop's thread by `commit_thread`). Stage
+outputs travel to dependants as Ray object references and are also persisted under <store>/artifacts by the
+actor, so a later submit resumes from them.
 """
 from __future__ import annotations
 

@@ -24,12 +24,14 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 
 import ray
 from ray.exceptions import ActorDiedError, RayActorError
 
 from orchestrator.store.lease import StopRequested
 from orchestrator.spec.plan import Plan
+from orchestrator.run.commit_thread import CommitThread
 from orchestrator.run.recorder import Recorder, now
 from orchestrator.run.trial_actor import ARTIFACT
 
@@ -120,6 +122,7 @@ class Scheduler:
         # A tune stage runs alone: its trials need the cluster's CPUs, so no trial actor may hold them meanwhile.
         self.tune_actor, self.exclusive = tune_actor, None
         self.runtime_env = runtime_env  # ships a spec's plugin code (its `code:` paths) to every node
+        self.commits: CommitThread | None = None  # the store's writes, off the loop's thread (see run)
 
     # ------------------------------------------------------------ actors
     def _new_actor(self, shape: Shape):
@@ -234,6 +237,10 @@ class Scheduler:
 
     # ------------------------------------------------------------ the loop
     def run(self, summary: RunSummary) -> RunSummary:
+        # Commits are written on their own thread, so the loop hands out work while the store is written; a
+        # stage is counted finished only once its commit has returned (CommitThread.completed).
+        self.commits = CommitThread()
+        lost = False
         try:
             while self.ready or self.tune_ready or self.inflight:
                 self._check_stop()
@@ -241,10 +248,17 @@ class Scheduler:
                 ref = self._next_finished(summary)
                 if ref is not None:
                     self._finished(ref, summary)
+                self.commits.completed()
+            self.commits.flush()
+        except LeaseLost:
+            lost = True  # the sweep is another driver's now: what this one has not written yet, it never writes
+            raise
         finally:
             # Also on Ctrl-C: free the cluster's CPUs/GPUs now, not when the handles are collected.
             for actor in list(self.alive):
                 self._retire(actor)
+            # Stages that finished before a stop are still committed, as when commits were written in the loop.
+            self.commits.close(write_pending=not lost)
         return summary
 
     def _check_stop(self) -> None:
@@ -259,6 +273,7 @@ class Scheduler:
         """The next finished stage's reference; None when a hung stage was handled instead (work changed)."""
         while True:
             done_refs, _ = ray.wait(list(self.inflight), num_returns=1, timeout=TICK_S)
+            self.commits.completed()
             self.progress.tick()
             if done_refs:
                 return done_refs[0]
@@ -321,7 +336,7 @@ class Scheduler:
         if self.retries[key] <= self.max_retries:
             self._requeue(key)
             self.dispatch()
-            self.recorder.record(key, meta)
+            self.commits.submit(partial(self.recorder.record, key, meta))
             return
         self._conclude(key, meta, None, summary)
 
@@ -350,7 +365,6 @@ class Scheduler:
         """Record a stage's final attempt, release its dependants (or skip them if it failed)."""
         status = meta["status"]
         if status == "ok":
-            summary.ran += 1
             self.done.add(key)
             self.outputs[key] = out_ref if self.handed.get(key, 0) > 0 else ARTIFACT + key
             for child in self.children[key]:
@@ -361,19 +375,24 @@ class Scheduler:
         self._close(key)
         # Hand out new work before writing the store, so trial actors never wait on the driver's I/O.
         self.dispatch()
-        self.recorder.record(key, meta)
-        stage = self.plan.stages[key]
+        self.commits.submit(partial(self.recorder.record, key, meta), partial(self._counted, key, meta, summary))
+        if status != "ok":
+            self._skip_dependants(key, status, summary)
+
+    def _counted(self, key: str, meta: dict, summary: RunSummary) -> None:
+        """Count a stage's final attempt, once its commit is in the store."""
+        status, stage = meta["status"], self.plan.stages[key]
         self.progress.stage_done(stage.label, stage.kind, status, float(meta.get("seconds") or 0.0),
                                  (meta.get("point") or {}).get("test_accuracy"), stage.work, key=key,
                                  method=stage.meta.get("method"))
         if status == "ok":
+            summary.ran += 1
             return
         if status == "diverged":
             summary.diverged += 1
         else:
             summary.failed += 1
         summary.failures.append(f"{stage.label}: {status} ({meta.get('error_type')}): {meta.get('error')}")
-        self._skip_dependants(key, status, summary)
 
     def _skip_dependants(self, key: str, status: str, summary: RunSummary) -> None:
         for d in descendants(key, self.children):
@@ -381,11 +400,14 @@ class Scheduler:
                 self.dead.add(d)
                 self._hand_over(d)
                 self._close(d)
-                self.recorder.skipped(d, key, "diverged" if status == "diverged" else "failed")
-                summary.skipped_after_failure += 1
-                skipped = self.plan.stages[d]
-                self.progress.stage_done(skipped.label, skipped.kind, "skipped", 0.0, None, skipped.work, key=d,
-                                         method=skipped.meta.get("method"))
+                self.commits.submit(partial(self.recorder.skipped, d, key, "diverged" if status == "diverged"
+                                            else "failed"), partial(self._skip_counted, d, summary))
+
+    def _skip_counted(self, key: str, summary: RunSummary) -> None:
+        summary.skipped_after_failure += 1
+        skipped = self.plan.stages[key]
+        self.progress.stage_done(skipped.label, skipped.kind, "skipped", 0.0, None, skipped.work, key=key,
+                                 method=skipped.meta.get("method"))
 
     def _close(self, key: str) -> None:
         """`key` will not run again in this run: its seed may leave the window once all its stages have."""

@@ -83,29 +83,39 @@ class _Tee(io.TextIOBase):
 
 
 class _PeakRSS:
-    """Samples this process's resident memory while a stage runs (the OS keeps only a lifetime peak)."""
+    """Samples this process's resident memory while a stage runs (the OS keeps only a lifetime peak). One
+    sampling thread for the actor's life, idle between stages: a thread per stage cost every stage its start."""
 
     def __init__(self, every_s: float = 0.05):
         import psutil
 
         self.process, self.every_s, self.peak = psutil.Process(), every_s, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._on = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._loop, name="peak-rss", daemon=True).start()
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, self.process.memory_info().rss)
 
     def _loop(self) -> None:
         while True:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            if self._stop.wait(self.every_s):
-                return
+            self._on.wait()
+            with self._lock:
+                if self._on.is_set():  # not a sample of the time after the stage ended
+                    self._sample()
+            time.sleep(self.every_s)
 
     def __enter__(self) -> "_PeakRSS":
-        self._thread.start()
+        with self._lock:
+            self.peak = 0
+            self._sample()
+            self._on.set()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
+        with self._lock:
+            self._on.clear()
+            self._sample()
 
 
 class TrialActorBody:
@@ -125,6 +135,7 @@ class TrialActorBody:
         self._slowest_epoch = 0.0
         self._running = False
         self._epoch: tuple[str, float] | None = None  # (phase, epoch) of the running stage's last epoch
+        self._rss = _PeakRSS()
 
     def heartbeat(self) -> dict:
         """Answered from the actor's second thread while a stage runs: how long the stage has been silent, its
@@ -169,7 +180,7 @@ class TrialActorBody:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         outputs = None
-        with _PeakRSS() as rss, contextlib.redirect_stdout(_Tee(sys.stdout, log)), \
+        with self._rss as rss, contextlib.redirect_stdout(_Tee(sys.stdout, log)), \
                 contextlib.redirect_stderr(_Tee(sys.stderr, log)):
             try:
                 inputs = {}

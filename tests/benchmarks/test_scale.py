@@ -37,7 +37,8 @@ def test_validate_of_a_file_dataset_plans_once_with_the_keys_its_results_are_sto
 
 # Every ratio the benchmark reports: dropping one, or printing it without its floor, fails here.
 RATIOS = ["validate CPU/hashing CPU", "plan CPU/hashing CPU", "validate/hashing", "plan/hashing",
-          "driver overhead/ray no-op round trip", "driver overhead/ray round trip with 1.2 MB"] + [
+          "driver overhead/ray no-op round trip", "driver overhead/ray round trip with 1.2 MB",
+          "driver overhead/ray round trip with a stage's data"] + [
     f"{verb} {when} compaction/raw scan" for when in ("before", "after") for verb in ("resubmit", "status", "results")
 ] + ["compact/read+write once"]
 
