@@ -38,6 +38,14 @@ def submit(spec: dict, store):
     return driver.run_plan(build_plan(s), s, ResultsStore(str(store)), progress=False, echo=lambda *_: None)
 
 
+def submitted(spec: dict, tmp_path_factory, name: str):
+    """A fresh store with `spec` run into it, every stage ok."""
+    store = tmp_path_factory.mktemp(name) / "store"
+    summary = submit(spec, store)
+    assert summary.failed == 0, summary.failures
+    return store
+
+
 # ---------------------------------------------------------------- the spec
 
 @pytest.mark.parametrize("change, message", [
@@ -114,10 +122,7 @@ def test_the_tune_stage_in_the_dag():
 
 @pytest.fixture(scope="module")
 def tuned_store(ray_cluster, tmp_path_factory):
-    store = tmp_path_factory.mktemp("tuned") / "store"
-    summary = submit(SPEC, store)
-    assert summary.failed == 0, summary.failures
-    return store
+    return submitted(SPEC, tmp_path_factory, "tuned")
 
 
 @pytest.mark.slow
@@ -134,6 +139,29 @@ def test_asha_stops_weak_configurations_and_the_bad_default_recovers(tuned_store
     chosen = json.loads(trials.loc[trials["chosen"], "config"].iloc[0])
     settings = json.loads(ok.loc[ok["method"] == "magnitude[tuned]", "settings"].iloc[0])
     assert settings["training.lr"] == chosen["training.lr"] != 0.0005   # the row says what it ran with
+
+
+@pytest.mark.slow
+def test_each_configuration_counts_what_it_ran_and_the_tune_stage_their_sum(tuned_store):
+    """256 examples less 26 for validation: 230 to train on, 8 batches an epoch (the last of 6). Retraining
+    starts at iteration 2 (`rewind: 2it`), and ASHA's clock is the epochs a trial has reached, so a trial with
+    clock c, completed or stopped at c, ran iterations 2 to 8c: (8c - 2) / 8 epochs, 230c - 2 * 32 examples."""
+    from orchestrator.store.schemas import WORK_COLUMNS
+
+    trials = pd.read_parquet(tuned_store / "tuning")
+    stopped = trials[~trials["completed"]]
+    assert len(stopped) and (stopped["epochs"] < trials["epochs"].max()).all()  # ASHA stopped some early
+    for t in trials.to_dict("records"):
+        assert t["train_epochs"] == (8 * t["epochs"] - 2) / 8 and t["search_epochs"] == 0.0, t
+        assert t["forward_examples"] == t["backward_examples"] == 230 * t["epochs"] - 64, t
+        assert t["eval_examples"] == 26 * t["epochs"], t  # one evaluation per epoch, no test split
+    stages = ResultsStore(str(tuned_store)).read("stages", "tuned")
+    (tune,) = stages[stages["kind"] == "tune"].to_dict("records")
+    for c in WORK_COLUMNS:
+        assert tune[c] == trials[c].sum(), c
+    points = ResultsStore(str(tuned_store)).read("points", "tuned")
+    tuned = points[points["method"] == "magnitude[tuned]"]
+    assert tuned["standalone_epochs"].notna().all() and (tuned["standalone_epochs"] > tune["train_epochs"]).all()
 
 
 @pytest.mark.slow
