@@ -23,12 +23,9 @@ SPEC = {
     "dataset": {"name": "synthetic", "options": {"n_train": 160, "n_test": 64}, "validation": 0.2},
     "training": {"epochs": 2, "batch_size": 32, "lr": 0.05, "rewind": "2it"},
     "methods": [{"kind": "ltr"}, {"kind": "oneshot", "criterion": "snip"},
-                {"kind": "cts", "objective": "reverse_kl"},
-                # A tuned method: its tune stage's work (its trials', summed) is part of its standalone work.
-                {"kind": "oneshot", "criterion": "magnitude", "tune": {"training.lr": {"loguniform": [0.01, 0.1]}}}],
+                {"kind": "cts", "objective": "reverse_kl"}],
     "sparsities": [0.5],
     "seeds": [0, 1],
-    "tuning": {"configurations": 2, "grace_period": 1, "reduction_factor": 2, "sparsities": [0.5], "seeds": [0]},
 }
 POINT_WORK = [*WORK_COLUMNS, "standalone_epochs", "standalone_flops"]
 
@@ -63,8 +60,7 @@ def test_work_is_stored_identically_on_an_idle_and_a_loaded_machine_and_seconds_
     folder, _, _ = runs
     points = {name: ResultsStore(str(folder / name)).read("points", "costs") for name in ("idle", "loaded")}
     idle, loaded = (_by_stage(points[n], POINT_WORK + ["marginal_seconds", "method"]) for n in ("idle", "loaded"))
-    # dense, 4 LTR levels, SNIP, CTS, tuned magnitude
-    assert set(idle) == set(loaded) and len(idle) == 2 * (1 + 4 + 1 + 1 + 1)
+    assert set(idle) == set(loaded) and len(idle) == 2 * (1 + 4 + 1 + 1)  # dense, 4 LTR levels, SNIP, CTS
     for key, row in idle.items():
         assert all(row[c] is not None and row[c] == row[c] for c in POINT_WORK), row  # counted, not null
         assert {c: row[c] for c in POINT_WORK} == {c: loaded[key][c] for c in POINT_WORK}, row["method"]
@@ -79,18 +75,12 @@ def test_work_is_stored_identically_on_an_idle_and_a_loaded_machine_and_seconds_
     assert all(r["search_flops"] == 0 for r in by_method["ltr"])
     stages = {n: ResultsStore(str(folder / n)).read("stages", "costs") for n in ("idle", "loaded")}
     assert _by_stage(stages["idle"], WORK_COLUMNS) == _by_stage(stages["loaded"], WORK_COLUMNS)
-    tune = {n: stages[n][stages[n]["kind"] == "tune"] for n in stages}
-    assert len(tune["idle"]) == 1 and tune["idle"][list(WORK_COLUMNS)].notna().all(axis=None)
-    assert tune["idle"]["train_epochs"].iloc[0] > 0 and tune["idle"]["train_flops"].iloc[0] > 0
-    trials = {n: ResultsStore(str(folder / n)).read("tuning", "costs").sort_values("trial") for n in stages}
-    for c in WORK_COLUMNS:  # each configuration's count, whether it completed or ASHA stopped it
-        assert trials["idle"][c].tolist() == trials["loaded"][c].tolist(), c
 
 
 def test_each_stage_records_its_machine(runs):
     folder, _, _ = runs
     stages = ResultsStore(str(folder / "idle")).read("stages", "costs")
-    assert len(stages) == 2 * (3 + 4 + 1 + 1 + 1) + 1  # init, warm-up and dense per seed too; the tune stage
+    assert len(stages) == 2 * (3 + 4 + 1 + 1)  # init, warm-up and dense per seed too
     assert stages["cpu_model"].notna().all() and (stages["logical_cores"] == os.cpu_count()).all()
     assert (stages["torch_threads"] == 1).all() and stages["gpu_model"].isna().all()  # one CPU per trial
     assert stages["load_start"].notna().all() and stages["load_end"].notna().all()

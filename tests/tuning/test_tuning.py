@@ -186,16 +186,35 @@ def test_the_tuning_verb_reports_choice_budget_and_sensitivity(tuned_store, tmp_
 
 
 @pytest.mark.slow
-def test_the_test_set_is_never_read_while_tuning(ray_cluster, tuned_store, tmp_path):
+def test_the_test_set_is_never_read_while_tuning_and_a_loaded_rerun_counts_the_same_work(ray_cluster, tuned_store,
+                                                                                          tmp_path):
     """Another test set (the synthetic generator draws the training set first, so it is unchanged) leaves every
-    configuration tried, every validation report and the choice bit-identical."""
+    configuration tried, every validation report and the choice bit-identical; run beside two CPU hogs, so is
+    the work every configuration counted (stopped ones included), the tune stage's sum, and the tuned points'
+    standalone work, while the seconds differ."""
+    from orchestrator.store.schemas import WORK_COLUMNS
+
     other = {**SPEC, "dataset": {**SPEC["dataset"], "options": {"n_train": 256, "n_test": 96}}}
     other["methods"] = [SPEC["methods"][1]]
     store = tmp_path / "store"
-    assert submit(other, store).failed == 0
+    hogs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        assert submit(other, store).failed == 0
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
     a, b = (pd.read_parquet(s / "tuning").sort_values("trial") for s in (tuned_store, store))
-    for column in ("config", "reports", "epochs", "score", "completed", "chosen"):
+    for column in ("config", "reports", "epochs", "score", "completed", "chosen", *WORK_COLUMNS):
         assert a[column].fillna(-1).tolist() == b[column].fillna(-1).tolist(), column
+    assert a["seconds"].tolist() != b["seconds"].tolist()
+    stages = [ResultsStore(str(s)).read("stages", "tuned") for s in (tuned_store, store)]
+    tune = [st.loc[st["kind"] == "tune", list(WORK_COLUMNS)].to_dict("records") for st in stages]
+    assert len(tune[0]) == 1 and tune[0] == tune[1]
+    points = [ResultsStore(str(s)).read("points", "tuned") for s in (tuned_store, store)]
+    standalone = [p.loc[p["method"] == "magnitude[tuned]"].sort_values("seed")
+                  [["standalone_epochs", "standalone_flops"]].to_dict("records") for p in points]
+    assert len(standalone[0]) == 2 and standalone[0] == standalone[1]
 
 
 KILLED_DRIVER = textwrap.dedent('''
