@@ -13,11 +13,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator.run import driver
 from orchestrator.cli import main
 from orchestrator.spec.plan import build_plan
 from orchestrator.spec.sweep_spec import SpecError, parse_spec
 from orchestrator.store.results_store import ResultsStore
+from tests.helpers.in_process_sweeps import submit, submitted
 
 SPEC = {
     "name": "tuned",
@@ -33,17 +33,6 @@ SPEC = {
 }
 
 
-def submit(spec: dict, store):
-    s = parse_spec(spec)
-    return driver.run_plan(build_plan(s), s, ResultsStore(str(store)), progress=False, echo=lambda *_: None)
-
-
-def submitted(spec: dict, tmp_path_factory, name: str):
-    """A fresh store with `spec` run into it, every stage ok."""
-    store = tmp_path_factory.mktemp(name) / "store"
-    summary = submit(spec, store)
-    assert summary.failed == 0, summary.failures
-    return store
 
 
 # ---------------------------------------------------------------- the spec

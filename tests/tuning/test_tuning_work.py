@@ -12,7 +12,7 @@ from orchestrator.spec.plan import build_plan
 from orchestrator.spec.sweep_spec import parse_spec
 from orchestrator.store.results_store import ResultsStore
 from orchestrator.store.schemas import WORK_COLUMNS
-from tests.tuning.test_tuning import submitted
+from tests.helpers.in_process_sweeps import submitted
 
 pytestmark = pytest.mark.slow  # a real search on the session's cluster
 
