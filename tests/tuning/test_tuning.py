@@ -194,16 +194,18 @@ def test_the_test_set_is_never_read_while_tuning_and_a_loaded_rerun_counts_the_s
             hog.kill()
             hog.wait()
     a, b = (pd.read_parquet(s / "tuning").sort_values("trial") for s in (tuned_store, store))
+    assert a[list(WORK_COLUMNS)].notna().all(axis=None)  # counted, so equal counts are equal numbers
     for column in ("config", "reports", "epochs", "score", "completed", "chosen", *WORK_COLUMNS):
         assert a[column].fillna(-1).tolist() == b[column].fillna(-1).tolist(), column
     assert a["seconds"].tolist() != b["seconds"].tolist()
     stages = [ResultsStore(str(s)).read("stages", "tuned") for s in (tuned_store, store)]
     tune = [st.loc[st["kind"] == "tune", list(WORK_COLUMNS)].to_dict("records") for st in stages]
-    assert len(tune[0]) == 1 and tune[0] == tune[1]
+    assert len(tune[0]) == 1 and all(pd.notna(v) for v in tune[0][0].values()) and tune[0] == tune[1]
     points = [ResultsStore(str(s)).read("points", "tuned") for s in (tuned_store, store)]
     standalone = [p.loc[p["method"] == "magnitude[tuned]"].sort_values("seed")
                   [["standalone_epochs", "standalone_flops"]].to_dict("records") for p in points]
     assert len(standalone[0]) == 2 and standalone[0] == standalone[1]
+    assert all(pd.notna(v) for row in standalone[0] for v in row.values())
 
 
 KILLED_DRIVER = textwrap.dedent('''

@@ -124,6 +124,7 @@ def test_a_trial_stopped_mid_run_is_detected_within_the_hang_limit_retried_and_t
                       for s in (unfaulted, tmp_path / "faulted"))
     # Every configuration, every report ASHA saw, every score and the choice: as without the fault; and the work
     # each counted (a configuration run again counts its last attempt, as a sweep stage counts its ok attempt).
+    assert faulted[list(WORK_COLUMNS)].notna().all(axis=None)
     for column in ("trial", "config", "reports", "epochs", "score", "completed", "chosen", *WORK_COLUMNS):
         assert clean[column].fillna(-1).tolist() == faulted[column].fillna(-1).tolist(), column
     assert json.loads(clean.loc[clean["chosen"], "config"].iloc[0]) == {"training.lr": 0.05}  # the untuned default
