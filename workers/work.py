@@ -3,7 +3,11 @@ backward, and FLOPs of the masked network. Never derived from wall time, so a re
 on any machine under any load.
 
 The loops report to the meter `run_stage` opens around a stage (`counting`); outside one (a unit test calling
-`train` directly) they report to nothing. What one example costs:
+`train` directly) they report to nothing. Meters nest: a meter that closes adds what it counted to the one
+around it, so a Tune trial's own meter sums the stages it ran, and `so_far` reads the work done up to now (the
+iterations of a training loop still running included): what a trial that Tune stops there ran.
+
+What one example costs:
 
 - forward: 2 FLOPs (a multiply and an add) per multiply-accumulate of a Linear or Conv weight that the mask
   keeps, at every output position it is applied to: 2 · Σ_l kept_l · positions_l (`macs`). A layer the mask
@@ -47,6 +51,9 @@ class Meter:
     forward: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     backward: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     flops: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+    # Per phase, the iterations a loop still running has done and its iterations per epoch (`progress`): work
+    # done, which `epochs` counts when the loop ends.
+    running: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def totals(self) -> dict:
         return {"train_epochs": math.fsum(self.epochs["train"]), "search_epochs": math.fsum(self.epochs["search"]),
@@ -56,19 +63,56 @@ class Meter:
                 "train_flops": self.flops["train"], "search_flops": self.flops["search"],
                 "eval_flops": self.flops["eval"]}
 
+    def settled(self) -> "Meter":
+        """A copy with the running loops' iterations counted as done (what a loop cut short has run)."""
+        out = copy.deepcopy(self)
+        for phase, (iterations, per_epoch) in out.running.items():
+            if iterations:
+                out.epochs[phase].append(iterations / per_epoch)
+        out.running = {}
+        return out
 
-_meter: Meter | None = None
+    def add(self, other: "Meter") -> None:
+        """Add `other`'s settled counts to this meter's (its epochs as parts, so the sum stays exactly rounded)."""
+        other = other.settled()
+        for phase in PHASES:
+            self.forward[phase] += other.forward[phase]
+            self.backward[phase] += other.backward[phase]
+            self.flops[phase] += other.flops[phase]
+        for phase, parts in other.epochs.items():
+            self.epochs[phase].extend(parts)
+
+
+_meters: list[Meter] = []
+
+
+def _current() -> Meter | None:
+    return _meters[-1] if _meters else None
 
 
 @contextlib.contextmanager
 def counting() -> Iterator[Meter]:
-    """Count the work done inside the block into a fresh meter (the previous one, if any, resumes after)."""
-    global _meter
-    previous, _meter = _meter, Meter()
+    """Count the work done inside the block into a fresh meter; when the block ends, however it ends, what it
+    counted is added to the meter around it, if any (the work was done either way)."""
+    meter = Meter()
+    _meters.append(meter)
     try:
-        yield _meter
+        yield meter
     finally:
-        _meter = previous
+        _meters.pop()
+        if _meters:
+            _meters[-1].add(meter)
+
+
+def so_far() -> dict | None:
+    """The totals of every open meter together (the iterations of running loops included): the work done so far
+    inside the outermost `counting` block; None outside one."""
+    if not _meters:
+        return None
+    total = Meter()
+    for meter in _meters:
+        total.add(meter)
+    return total.totals()
 
 
 def _check(phase: str) -> None:
@@ -79,25 +123,43 @@ def _check(phase: str) -> None:
 def forward(phase: str, examples: int, macs: int) -> None:
     """`examples` examples passed forward through a network of `macs` multiply-accumulates per example."""
     _check(phase)
-    if _meter is not None:
-        _meter.forward[phase] += int(examples)
-        _meter.flops[phase] += 2 * int(macs) * int(examples)
+    meter = _current()
+    if meter is not None:
+        meter.forward[phase] += int(examples)
+        meter.flops[phase] += 2 * int(macs) * int(examples)
 
 
 def backward(phase: str, examples: int, macs: int, double: bool = False) -> None:
     """`examples` examples passed backward (twice the forward's FLOPs; a double backward twice that)."""
     _check(phase)
-    if _meter is not None:
-        _meter.backward[phase] += int(examples)
-        _meter.flops[phase] += (8 if double else 4) * int(macs) * int(examples)
+    meter = _current()
+    if meter is not None:
+        meter.backward[phase] += int(examples)
+        meter.flops[phase] += (8 if double else 4) * int(macs) * int(examples)
 
 
 def epochs(phase: str, iterations: int, iterations_per_epoch: int) -> None:
     """`iterations` steps of `iterations_per_epoch` per epoch done in `phase` (train or search)."""
+    _check_epoch_phase(phase)
+    meter = _current()
+    if meter is not None:
+        meter.running.pop(phase, None)
+        if iterations:
+            meter.epochs[phase].append(iterations / iterations_per_epoch)
+
+
+def progress(phase: str, iterations: int, iterations_per_epoch: int) -> None:
+    """A loop in `phase` has run `iterations` steps so far, which its `epochs` call will count when it ends: until
+    then `so_far` counts them (a Tune trial stopped mid-loop ran exactly these)."""
+    _check_epoch_phase(phase)
+    meter = _current()
+    if meter is not None:
+        meter.running[phase] = (int(iterations), int(iterations_per_epoch))
+
+
+def _check_epoch_phase(phase: str) -> None:
     if phase not in ("train", "search"):
         raise ValueError(f"epochs are counted for train and search, not {phase!r}")
-    if _meter is not None and iterations:
-        _meter.epochs[phase].append(iterations / iterations_per_epoch)
 
 
 # ------------------------------------------------------------------ multiply-accumulates of a masked network

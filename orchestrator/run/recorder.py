@@ -2,8 +2,9 @@
 
 Costs live here: `marginal_seconds` is what this attempt took, `standalone_seconds` adds the ok seconds of
 every ancestor on the stage's cost path (warm-up, the LTR chain, ...), as the papers count them;
-`standalone_epochs` and `standalone_flops` sum the same stages' counted work (train + search), and are null
-when any of them has no count (a store written before the counts, a tune stage).
+`standalone_epochs` and `standalone_flops` sum the same stages' counted work (train + search; a tuned method's
+tune stage, the sum of its trials' work, included as its seconds are), and are null when any of them has no
+count (a store written before the counts, or a tune stage written before its trials counted theirs).
 """
 from __future__ import annotations
 

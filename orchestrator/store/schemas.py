@@ -24,7 +24,8 @@ _UTC = pa.timestamp("us", tz="UTC")
 _MEMORY = [("peak_rss_mb", pa.float64()), ("cuda_peak_mb", pa.float64())]
 # A stage's machine-independent work (workers/work.py): epochs of training and of mask search; examples passed
 # forward and backward in training, search and scoring; examples evaluated; FLOPs of the masked network per
-# phase. Null in stores written before schema 4, for failed attempts and for tune stages (not counted).
+# phase (a tune stage: the sum over its configurations, TUNING). Null in stores written before schema 4, for
+# failed attempts, and for tune stages written before their trials counted work.
 _WORK = [("train_epochs", pa.float64()), ("search_epochs", pa.float64()), ("forward_examples", pa.int64()),
          ("backward_examples", pa.int64()), ("eval_examples", pa.int64()), ("train_flops", pa.int64()),
          ("search_flops", pa.int64()), ("eval_flops", pa.int64())]
@@ -82,6 +83,8 @@ TUNING = pa.schema([
     ("epochs", pa.float64()), ("max_epochs", pa.float64()),
     ("seconds", pa.float64()),       # the trial's wall time as Tune measures it
     ("work_seconds", pa.float64()),  # of which its own stages (the rest is set-up and Tune's own overhead)
+    # The work it ran (its last attempt; stopped by ASHA: up to its last report), summed by the tune stage's row.
+    *_WORK,
     ("score", pa.float64()),         # mean validation accuracy at the tuning sparsities and seeds (completed only)
     ("completed", pa.bool_()), ("diverged", pa.bool_()), ("chosen", pa.bool_()), ("error", pa.string()),
     ("schema_version", pa.int32()),

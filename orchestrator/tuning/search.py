@@ -8,6 +8,10 @@ epochs; the choice is the completed configuration with the highest score (mean v
 tuning seeds and sparsities), ties to the earliest. Every configuration, its validation accuracy per report,
 its epochs and seconds come back as records for the store's `tuning` view.
 
+The stage's work (the store's work columns) is the sum over its configurations of what each one's last report
+says it ran (`trial.py`): completed, diverged and stopped by ASHA alike; a retried configuration counts its
+last attempt, as a sweep stage counts its ok attempt.
+
 A trial that errors, dies or hangs (`watch.py`) runs again from scratch, up to `max_retries` times; the search
 gives a choice only if every configuration completed, diverged or was stopped by ASHA, since a configuration
 missing for any other reason would change the choice without saying so. Otherwise the stage fails naming it.
@@ -23,7 +27,11 @@ import time
 
 from orchestrator.run.recorder import now
 from orchestrator.run.trial_actor import TrialActorBody
+from orchestrator.store.schemas import WORK_COLUMNS
 from workers.methods.base import TRAINING_PREFIX, knob_value
+
+
+EPOCH_COLUMNS = ("train_epochs", "search_epochs")  # floats; the other work columns are exact integers
 
 
 def search_space(space: dict):
@@ -131,6 +139,13 @@ class TuneActorBody(TrialActorBody):
         values = json.loads(chosen["config"])
         return {"values": values}, records, time.perf_counter() - t0
 
+    def work(self, records: list[dict]) -> dict:
+        """The search's work: every configuration's, summed (epochs exactly rounded); null where any lacks it."""
+        if any(r[c] is None for r in records for c in WORK_COLUMNS):
+            return dict.fromkeys(WORK_COLUMNS)
+        return {c: math.fsum(r[c] for r in records) if c in EPOCH_COLUMNS else sum(r[c] for r in records)
+                for c in WORK_COLUMNS}
+
     def run(self, payload: dict, roles: list[str], *parent_outputs):
         """Like a trial actor's run, for a tune stage: (meta, outputs)."""
         import io
@@ -138,11 +153,14 @@ class TuneActorBody(TrialActorBody):
 
         from orchestrator.store import artifacts
         from orchestrator.run.trial_actor import ARTIFACT, classify
-        from workers import liveness
+        from workers import liveness, machine
 
         liveness.beat()
         self._running = True
-        meta = {"host": self.host, "device": self.device, "started_at": now()}
+        # The machine the search ran from (on a one-node cluster, its trials' too), with the thread count its
+        # trials ran with.
+        meta = {"host": self.host, "device": self.device, "started_at": now(), **machine.describe(self.device),
+                "torch_threads": max(1, int(self.trial_resources[0])), "load_start": machine.load()}
         log, outputs = io.StringIO(), None
         try:
             inputs = {role: artifacts.load(self.store_location, out[len(ARTIFACT):])
@@ -158,14 +176,14 @@ class TuneActorBody(TrialActorBody):
             print(f"tuned {payload['label']}: {len(records)} configurations, "
                   f"{sum(r['epochs'] for r in records):g} epochs run, chose {chosen['config']} "
                   f"(score {chosen['score']:.4f})", file=log)
-            meta.update(status="ok", seconds=seconds, trials=records, point=None, curve=[])
+            meta.update(status="ok", seconds=seconds, trials=records, point=None, curve=[], work=self.work(records))
         except Exception as err:  # noqa: BLE001 - any failure of the search becomes a failure row
             status, error_type = classify(err)
             traceback.print_exc(file=log)
             meta.update(status=status, error_type=error_type, error=f"{type(err).__name__}: {err}"[:2000],
                         seconds=(now() - meta["started_at"]).total_seconds())
         self._running = False
-        meta.update(finished_at=now(), log=log.getvalue(), slowest_epoch_s=0.0)
+        meta.update(finished_at=now(), load_end=machine.load(), log=log.getvalue(), slowest_epoch_s=0.0)
         return meta, outputs
 
 
@@ -190,6 +208,9 @@ def _records(grid, space: dict, max_t: int, faults: dict[str, list[str]]) -> lis
             "work_seconds": float(metrics.get("work_s", 0.0) or 0.0),
             "score": float(metrics["score"]) if completed else math.nan, "completed": completed,
             "diverged": bool(metrics.get("diverged", False)),
+            # What it ran, as its last report counted it (a trial that never reported: unknown).
+            **{c: (float if c in EPOCH_COLUMNS else int)(metrics[c]) if metrics.get(c) is not None else None
+               for c in WORK_COLUMNS},
             "error": "; ".join(f"attempt {i + 1}: {m}" for i, m in enumerate(failed))[:2000] if failed
             else (str(result.error)[:500] if result.error else None),
         })

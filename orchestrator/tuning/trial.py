@@ -5,6 +5,11 @@ the tuning sparsities), takes each seed's shared stages (θ₀, θ_k, θ_T) from
 the method's stages with `workers.stages.dispatch.run_stage` on the dataset without its test split. It reports the
 validation accuracy at every evaluation, with `epochs` the retraining epochs it has run (ASHA's clock), and
 ends with `score`: the mean over its (seed, sparsity) results of the validation accuracy they report.
+
+Every report also carries the work the trial has done so far (workers/work.py, counted as any stage counts it;
+the store's work columns), so its last report says what it ran whether it completed, diverged or was stopped
+by ASHA: Tune's function trainable waits in `tune.report` until Tune asks for the next result, so a stopped
+trial runs nothing after the report it was stopped on.
 """
 from __future__ import annotations
 
@@ -56,6 +61,7 @@ def _run(values: dict, context: dict, beats) -> None:
     import torch
     from ray import tune
 
+    from workers import work
     from workers.data.dataset import dataset_from_config, without_test
     from orchestrator.spec.plan import plugins_of
     from workers.plugins import ensure
@@ -77,6 +83,10 @@ def _run(values: dict, context: dict, beats) -> None:
         if stage.kind in SHARED:
             outputs[key] = context["shared"][str(stage.seed)][stage.kind]
 
+    def report_work(result: dict) -> None:
+        """Report to Tune with the trial's work so far: its meter (below) and the running stage's together."""
+        tune.report({**result, "work_s": time.perf_counter() - clock["started"], **work.so_far()})
+
     def report(row: dict) -> None:
         beats.epoch()
         # ASHA's clock: training epochs run so far by this trial: retraining epochs, and the epochs of a search
@@ -85,28 +95,24 @@ def _run(values: dict, context: dict, beats) -> None:
             return
         clock["epochs"] += 1
         if row.get("val_accuracy") is not None:
-            tune.report({"epochs": clock["epochs"], "val_accuracy": row["val_accuracy"], "work_s": work()})
+            report_work({"epochs": clock["epochs"], "val_accuracy": row["val_accuracy"]})
 
-    def work() -> float:
-        """Seconds of the trial's own work so far (its stages), against which Tune's overhead is measured."""
-        return time.perf_counter() - clock["started"]
-
-    for key, stage in plan.stages.items():
-        if stage.kind in SHARED:
-            continue
-        payload = stage.payload(plan.config)
-        payload["params"] = {**payload["params"], "recipe": recipe}
-        inputs = {role: outputs[stage.parents[role]] for role in stage.inputs}
-        try:
-            result = run_stage(payload, inputs, data, on_epoch=report)
-        except Diverged:
-            # A configuration that diverges is the worst one; it is not an error of the search.
-            tune.report({"epochs": clock["epochs"], "val_accuracy": 0.0, "score": 0.0, "diverged": True,
-                         "work_s": work()})
-            return
-        outputs[key] = result.outputs
-        if stage.meta.get("requested") and round(stage.params.get("target_sparsity", -1), 9) in targets:
-            scores.append(result.point["val_accuracy"])
-    score = sum(scores) / len(scores) if scores and all(v is not None for v in scores) else math.nan
-    tune.report({"epochs": clock["epochs"], "val_accuracy": score, "score": score, "diverged": False,
-                 "work_s": work()})
+    # The trial's own meter: each stage's meter adds what it counted to it when the stage ends, or raises.
+    with work.counting():
+        for key, stage in plan.stages.items():
+            if stage.kind in SHARED:
+                continue
+            payload = stage.payload(plan.config)
+            payload["params"] = {**payload["params"], "recipe": recipe}
+            inputs = {role: outputs[stage.parents[role]] for role in stage.inputs}
+            try:
+                result = run_stage(payload, inputs, data, on_epoch=report)
+            except Diverged:
+                # A configuration that diverges is the worst one; it is not an error of the search.
+                report_work({"epochs": clock["epochs"], "val_accuracy": 0.0, "score": 0.0, "diverged": True})
+                return
+            outputs[key] = result.outputs
+            if stage.meta.get("requested") and round(stage.params.get("target_sparsity", -1), 9) in targets:
+                scores.append(result.point["val_accuracy"])
+        score = sum(scores) / len(scores) if scores and all(v is not None for v in scores) else math.nan
+        report_work({"epochs": clock["epochs"], "val_accuracy": score, "score": score, "diverged": False})

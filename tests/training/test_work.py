@@ -228,3 +228,49 @@ def test_the_meter_refuses_an_unknown_phase():
     with pytest.raises(ValueError, match="epochs are counted for train and search"):
         work.epochs("eval", 1, 1)
     assert math.isclose(work.Meter().totals()["train_epochs"], 0.0)
+
+
+class Stop(Exception):
+    """What a Tune trial's thread meets when Tune stops it at a report (here: raised from `on_epoch`)."""
+
+
+def test_a_loop_cut_short_counts_what_it_ran_and_an_inner_meter_adds_to_the_one_around_it():
+    data = dataset()
+    recipe = Recipe(epochs=3, batch_size=4, lr=0.1, eval_every=1)
+    seen = []
+
+    def stop_after_two(row):
+        # Mid-loop, before the loop has counted its epochs: the work so far holds the 2 epochs run.
+        seen.append(work.so_far())
+        if row["epoch"] == 2:
+            raise Stop
+
+    with work.counting() as trial:
+        train(TwoLayer(), data, recipe, seed=0, start=0, stop=9, mask=hidden_mask())  # a first stage, whole
+        whole = trial.totals()
+        with pytest.raises(Stop):
+            with work.counting():
+                train(TwoLayer(), data, recipe, seed=0, start=0, stop=9, mask=hidden_mask(), on_epoch=stop_after_two)
+        got = trial.totals()
+    macs = 5 + 3 * 2
+    assert whole["train_epochs"] == 3.0 and whole["forward_examples"] == 30
+    # The second stage ran 2 of its 3 epochs (20 examples forward and backward, 2 evaluations of 3 + 7).
+    assert got == {"train_epochs": 5.0, "search_epochs": 0.0, "forward_examples": 50, "backward_examples": 50,
+                   "eval_examples": 5 * 10, "train_flops": 50 * 6 * macs, "search_flops": 0,
+                   "eval_flops": 5 * 10 * 2 * macs}
+    assert seen[-1] == got and seen[0]["train_epochs"] == 4.0 and seen[0]["forward_examples"] == 40
+    assert work.so_far() is None  # outside every meter
+
+
+def test_a_rewound_loop_cut_short_counts_its_fraction_of_an_epoch():
+    data = dataset()
+
+    def stop(row):
+        raise Stop
+
+    with work.counting() as trial:
+        with pytest.raises(Stop):
+            train(TwoLayer(), data, Recipe(epochs=2, batch_size=4, lr=0.1), seed=0, start=2, stop=6, on_epoch=stop)
+        # The first end of epoch is iteration 3: one step (the 2 examples of batch 3) was run.
+        assert work.so_far()["train_epochs"] == 1 / 3 and work.so_far()["forward_examples"] == 2
+    assert trial.totals()["train_epochs"] == 0.0  # the loop never ended: only a reading so far counts it

@@ -13,11 +13,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator.run import driver
 from orchestrator.cli import main
 from orchestrator.spec.plan import build_plan
 from orchestrator.spec.sweep_spec import SpecError, parse_spec
 from orchestrator.store.results_store import ResultsStore
+from tests.helpers.in_process_sweeps import submit, submitted
 
 SPEC = {
     "name": "tuned",
@@ -33,9 +33,6 @@ SPEC = {
 }
 
 
-def submit(spec: dict, store):
-    s = parse_spec(spec)
-    return driver.run_plan(build_plan(s), s, ResultsStore(str(store)), progress=False, echo=lambda *_: None)
 
 
 # ---------------------------------------------------------------- the spec
@@ -114,10 +111,7 @@ def test_the_tune_stage_in_the_dag():
 
 @pytest.fixture(scope="module")
 def tuned_store(ray_cluster, tmp_path_factory):
-    store = tmp_path_factory.mktemp("tuned") / "store"
-    summary = submit(SPEC, store)
-    assert summary.failed == 0, summary.failures
-    return store
+    return submitted(SPEC, tmp_path_factory, "tuned")
 
 
 @pytest.mark.slow
@@ -134,6 +128,29 @@ def test_asha_stops_weak_configurations_and_the_bad_default_recovers(tuned_store
     chosen = json.loads(trials.loc[trials["chosen"], "config"].iloc[0])
     settings = json.loads(ok.loc[ok["method"] == "magnitude[tuned]", "settings"].iloc[0])
     assert settings["training.lr"] == chosen["training.lr"] != 0.0005   # the row says what it ran with
+
+
+@pytest.mark.slow
+def test_each_configuration_counts_what_it_ran_and_the_tune_stage_their_sum(tuned_store):
+    """256 examples less 26 for validation: 230 to train on, 8 batches an epoch (the last of 6). Retraining
+    starts at iteration 2 (`rewind: 2it`), and ASHA's clock is the epochs a trial has reached, so a trial with
+    clock c, completed or stopped at c, ran iterations 2 to 8c: (8c - 2) / 8 epochs, 230c - 2 * 32 examples."""
+    from orchestrator.store.schemas import WORK_COLUMNS
+
+    trials = pd.read_parquet(tuned_store / "tuning")
+    stopped = trials[~trials["completed"]]
+    assert len(stopped) and (stopped["epochs"] < trials["epochs"].max()).all()  # ASHA stopped some early
+    for t in trials.to_dict("records"):
+        assert t["train_epochs"] == (8 * t["epochs"] - 2) / 8 and t["search_epochs"] == 0.0, t
+        assert t["forward_examples"] == t["backward_examples"] == 230 * t["epochs"] - 64, t
+        assert t["eval_examples"] == 26 * t["epochs"], t  # one evaluation per epoch, no test split
+    stages = ResultsStore(str(tuned_store)).read("stages", "tuned")
+    (tune,) = stages[stages["kind"] == "tune"].to_dict("records")
+    for c in WORK_COLUMNS:
+        assert tune[c] == trials[c].sum(), c
+    points = ResultsStore(str(tuned_store)).read("points", "tuned")
+    tuned = points[points["method"] == "magnitude[tuned]"]
+    assert tuned["standalone_epochs"].notna().all() and (tuned["standalone_epochs"] > tune["train_epochs"]).all()
 
 
 @pytest.mark.slow
@@ -158,16 +175,37 @@ def test_the_tuning_verb_reports_choice_budget_and_sensitivity(tuned_store, tmp_
 
 
 @pytest.mark.slow
-def test_the_test_set_is_never_read_while_tuning(ray_cluster, tuned_store, tmp_path):
+def test_the_test_set_is_never_read_while_tuning_and_a_loaded_rerun_counts_the_same_work(ray_cluster, tuned_store,
+                                                                                          tmp_path):
     """Another test set (the synthetic generator draws the training set first, so it is unchanged) leaves every
-    configuration tried, every validation report and the choice bit-identical."""
+    configuration tried, every validation report and the choice bit-identical; run beside two CPU hogs, so is
+    the work every configuration counted (stopped ones included), the tune stage's sum, and the tuned points'
+    standalone work, while the seconds differ."""
+    from orchestrator.store.schemas import WORK_COLUMNS
+
     other = {**SPEC, "dataset": {**SPEC["dataset"], "options": {"n_train": 256, "n_test": 96}}}
     other["methods"] = [SPEC["methods"][1]]
     store = tmp_path / "store"
-    assert submit(other, store).failed == 0
+    hogs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        assert submit(other, store).failed == 0
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
     a, b = (pd.read_parquet(s / "tuning").sort_values("trial") for s in (tuned_store, store))
-    for column in ("config", "reports", "epochs", "score", "completed", "chosen"):
+    assert a[list(WORK_COLUMNS)].notna().all(axis=None)  # counted, so equal counts are equal numbers
+    for column in ("config", "reports", "epochs", "score", "completed", "chosen", *WORK_COLUMNS):
         assert a[column].fillna(-1).tolist() == b[column].fillna(-1).tolist(), column
+    assert a["seconds"].tolist() != b["seconds"].tolist()
+    stages = [ResultsStore(str(s)).read("stages", "tuned") for s in (tuned_store, store)]
+    tune = [st.loc[st["kind"] == "tune", list(WORK_COLUMNS)].to_dict("records") for st in stages]
+    assert len(tune[0]) == 1 and all(pd.notna(v) for v in tune[0][0].values()) and tune[0] == tune[1]
+    points = [ResultsStore(str(s)).read("points", "tuned") for s in (tuned_store, store)]
+    standalone = [p.loc[p["method"] == "magnitude[tuned]"].sort_values("seed")
+                  [["standalone_epochs", "standalone_flops"]].to_dict("records") for p in points]
+    assert len(standalone[0]) == 2 and standalone[0] == standalone[1]
+    assert all(pd.notna(v) for row in standalone[0] for v in row.values())
 
 
 KILLED_DRIVER = textwrap.dedent('''

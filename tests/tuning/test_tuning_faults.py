@@ -24,6 +24,7 @@ from orchestrator.spec.plan import build_plan
 from orchestrator.run.scheduler import STARTUP_FACTOR, HangPolicy
 from orchestrator.spec.sweep_spec import parse_spec
 from orchestrator.store.results_store import ResultsStore
+from orchestrator.store.schemas import WORK_COLUMNS
 
 FLOOR_S = 10
 SPEC = {
@@ -121,8 +122,10 @@ def test_a_trial_stopped_mid_run_is_detected_within_the_hang_limit_retried_and_t
 
     clean, faulted = (pd.read_parquet(s / "tuning").sort_values("trial").reset_index(drop=True)
                       for s in (unfaulted, tmp_path / "faulted"))
-    # Every configuration, every report ASHA saw, every score and the choice: as without the fault.
-    for column in ("trial", "config", "reports", "epochs", "score", "completed", "chosen"):
+    # Every configuration, every report ASHA saw, every score and the choice: as without the fault; and the work
+    # each counted (a configuration run again counts its last attempt, as a sweep stage counts its ok attempt).
+    assert faulted[list(WORK_COLUMNS)].notna().all(axis=None)
+    for column in ("trial", "config", "reports", "epochs", "score", "completed", "chosen", *WORK_COLUMNS):
         assert clean[column].fillna(-1).tolist() == faulted[column].fillna(-1).tolist(), column
     assert json.loads(clean.loc[clean["chosen"], "config"].iloc[0]) == {"training.lr": 0.05}  # the untuned default
 
@@ -140,6 +143,9 @@ def test_a_trial_stopped_mid_run_is_detected_within_the_hang_limit_retried_and_t
     stages = ResultsStore(str(tmp_path / "faulted")).read("stages", "stall")
     tune = stages[stages["kind"] == "tune"]
     assert list(tune["status"]) == ["ok"]
+    clean_stages = ResultsStore(str(unfaulted)).read("stages", "stall")
+    assert tune[list(WORK_COLUMNS)].to_dict("records") == \
+        clean_stages.loc[clean_stages["kind"] == "tune", list(WORK_COLUMNS)].to_dict("records")
     log = (tmp_path / "faulted" / "logs" / "sweep=stall" / f"{tune['stage_key'].iloc[0]}-1.log").read_text()
     assert "failed (attempt 1 of 2), running it again: hung: no sign of life" in log, log
     accuracy = {s: pd.read_parquet(s / "points")["selected_test_accuracy"].tolist()

@@ -228,6 +228,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, seed: int, start: int
         (scaler.scale(loss) if scaler is not None else loss).backward()
         work.forward("train", len(y), macs)
         work.backward("train", len(y), macs)
+        work.progress("train", it + 1 - start, ipe)  # what a trial stopped or diverged from here on has run
         if mask_schedule is not None:
             new_mask = mask_schedule.update(it, params, current)
             if new_mask is not None:

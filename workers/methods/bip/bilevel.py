@@ -214,6 +214,8 @@ def bip_search(model: nn.Module, names: list[str], data: Dataset, density: float
                 work.forward("search", len(idx), macs)
                 work.backward("search", len(idx), macs)
                 steps += 1
+                # what a search that diverges in this epoch's next step has run of it
+                work.progress("search", start // cfg.batch_size + 1, math.ceil(len(x) / cfg.batch_size))
             work.epochs("search", 1, 1)
             if not math.isfinite(float(epoch_loss)):
                 raise Diverged(f"BiP loss is not finite in BiP epoch {epoch + 1} (step {steps})")
