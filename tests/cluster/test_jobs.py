@@ -366,6 +366,7 @@ PLUGIN = ("import torch\nfrom workers.plugins import register_criterion\n\n\n"
           "@register_criterion(description='θ²')\ndef square(s):\n    return {n: w ** 2 for n, w in s.weights.items()}\n")
 
 
+@pytest.mark.slow
 def test_a_detached_job_ships_the_plugin_code_beside_its_spec(head, tmp_path):
     url, _ = head
     (tmp_path / "plug").mkdir()

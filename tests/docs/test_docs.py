@@ -46,7 +46,7 @@ def test_the_readme_gives_the_fast_tier_by_the_marker_pyproject_declares():
     import tomllib
 
     readme = (ROOT / "README.md").read_text().splitlines()
-    fast = '`python -m pytest -q -m "not slow"`'  # inline: the README's only test command block is the full suite
+    fast = '`python -m pytest -q -n 2 -m "not slow"`'  # inline: the README's only test command block is the full suite
     assert fast in _section("Development"), f"the README's development section shows the fast tier: {fast}"
     markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
     assert any(m.startswith("slow:") for m in markers)
