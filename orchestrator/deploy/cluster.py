@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import ray
@@ -277,10 +277,8 @@ def _join(address: str, label: str):
         cluster_address.probe(target)
     except cluster_address.AddressError as err:
         raise ClusterError(str(err)) from None
-    if _loopback_only(target):
-        with _node_ip_stays_loopback():
-            return _dashboard_url(_init_with_timeout(target, label))
-    return _dashboard_url(_init_with_timeout(target, label))
+    with _node_ip_stays_loopback() if _loopback_only(target) else nullcontext():
+        return _dashboard_url(_init_with_timeout(target, label))
 
 
 def _loopback_only(target: cluster_address.Address) -> bool:
