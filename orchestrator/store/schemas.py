@@ -30,6 +30,7 @@ _WORK = [("train_epochs", pa.float64()), ("search_epochs", pa.float64()), ("forw
          ("backward_examples", pa.int64()), ("eval_examples", pa.int64()), ("train_flops", pa.int64()),
          ("search_flops", pa.int64()), ("eval_flops", pa.int64())]
 WORK_COLUMNS = tuple(name for name, _ in _WORK)  # what a stage's meta["work"] holds (workers/work.py Meter.totals)
+WORK_FRACTIONAL = tuple(name for name, kind in _WORK if pa.types.is_floating(kind))  # epochs; the rest are counts
 # The machine a stage ran on (workers/machine.py; `host` is older): CPU model, logical cores, GPU model, torch's
 # threads, and the 1-minute load average at the stage's start and end. Null before schema 4.
 _MACHINE = [("cpu_model", pa.string()), ("logical_cores", pa.int32()), ("gpu_model", pa.string()),

@@ -27,11 +27,8 @@ import time
 
 from orchestrator.run.recorder import now
 from orchestrator.run.trial_actor import TrialActorBody
-from orchestrator.store.schemas import WORK_COLUMNS
+from orchestrator.store.schemas import WORK_COLUMNS, WORK_FRACTIONAL
 from workers.methods.base import TRAINING_PREFIX, knob_value
-
-
-EPOCH_COLUMNS = ("train_epochs", "search_epochs")  # floats; the other work columns are exact integers
 
 
 def search_space(space: dict):
@@ -143,7 +140,7 @@ class TuneActorBody(TrialActorBody):
         """The search's work: every configuration's, summed (epochs exactly rounded); null where any lacks it."""
         if any(r[c] is None for r in records for c in WORK_COLUMNS):
             return dict.fromkeys(WORK_COLUMNS)
-        return {c: math.fsum(r[c] for r in records) if c in EPOCH_COLUMNS else sum(r[c] for r in records)
+        return {c: math.fsum(r[c] for r in records) if c in WORK_FRACTIONAL else sum(r[c] for r in records)
                 for c in WORK_COLUMNS}
 
     def run(self, payload: dict, roles: list[str], *parent_outputs):
@@ -209,7 +206,7 @@ def _records(grid, space: dict, max_t: int, faults: dict[str, list[str]]) -> lis
             "score": float(metrics["score"]) if completed else math.nan, "completed": completed,
             "diverged": bool(metrics.get("diverged", False)),
             # What it ran, as its last report counted it (a trial that never reported: unknown).
-            **{c: (float if c in EPOCH_COLUMNS else int)(metrics[c]) if metrics.get(c) is not None else None
+            **{c: (float if c in WORK_FRACTIONAL else int)(metrics[c]) if metrics.get(c) is not None else None
                for c in WORK_COLUMNS},
             "error": "; ".join(f"attempt {i + 1}: {m}" for i, m in enumerate(failed))[:2000] if failed
             else (str(result.error)[:500] if result.error else None),
