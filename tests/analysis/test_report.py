@@ -144,15 +144,9 @@ def test_plot_frontier_writes_png(points, tmp_path):
         plot_frontier(frontier(points.iloc[:0]), tmp_path / "empty.png")
 
 
-def test_frontier_reads_back_from_store_both_ways(points, tmp_path):
-    store = ResultsStore(str(tmp_path / "store"))
-    for row in _rows():
-        point = {k: v for k, v in row.items() if k not in ("stage_key", "attempt")}
-        stage = {"kind": "train", "label": row["stage_key"], "seed": row["seed"], "status": row["status"]}
-        store.commit(SWEEP, row["stage_key"], row["attempt"], stage, [point], [])
-
-    via_store = store.read("points", SWEEP)
-    via_pandas = pd.read_parquet(tmp_path / "store" / "points")
+def test_frontier_reads_back_from_store_both_ways(points, store_dir):
+    via_store = ResultsStore(str(store_dir)).read("points", SWEEP)
+    via_pandas = pd.read_parquet(store_dir / "points")
     assert isinstance(via_pandas["method"].dtype, pd.CategoricalDtype)
     assert len(via_store) == len(via_pandas) == len(points)
 
