@@ -338,7 +338,7 @@ class _LoopbackServer:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["closed", "silent", "http", "silent-ray-client"])
-def test_submit_to_an_address_where_no_ray_answers_fails_fast_in_one_line(tmp_path, kind):
+def test_submit_to_an_address_where_no_ray_answers_fails_fast_in_one_line(tmp_path, kind, startup_seconds):
     server = None
     if kind == "closed":
         address, why = f"127.0.0.1:{_closed_loopback_port()}", "Connection refused"
@@ -358,14 +358,15 @@ def test_submit_to_an_address_where_no_ray_answers_fails_fast_in_one_line(tmp_pa
     line = _assert_one_line_exit_2(out, tmp_path, f"--address {address}")
     assert why in line
     # A bound on hanging (Ray's own retries take ~24 s and more), counted beyond what a `submit` that exits
-    # before connecting takes on this machine now, so a loaded machine's slow start-up does not count.
-    startup = _startup_seconds(tmp_path)
-    assert seconds - startup < 15, f"took {seconds:.1f} s to give up on {address} ({startup:.1f} s to start up)"
+    # before connecting takes on this machine, so a loaded machine's slow start-up does not count.
+    assert seconds - startup_seconds < 15, \
+        f"took {seconds:.1f} s to give up on {address} ({startup_seconds:.1f} s to start up)"
 
 
-def _startup_seconds(tmp_path: Path) -> float:
-    (tmp_path / "startup").mkdir()
-    out, seconds = _submit(tmp_path / "startup", "not-a-host:xyz")
+@pytest.fixture(scope="module")
+def startup_seconds(tmp_path_factory) -> float:
+    """How long a `submit` that exits before connecting takes on this machine (measured once per module)."""
+    out, seconds = _submit(tmp_path_factory.mktemp("startup"), "not-a-host:xyz")
     assert out.returncode == 2, out.stderr
     return seconds
 

@@ -37,9 +37,10 @@ NESTED = ("points", "curve", "trials")
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory) -> Path:
+def tuned(tmp_path_factory, ray_address) -> Path:
+    """Made on the test session's cluster: how a cluster starts is not what this file tests."""
     folder = tmp_path_factory.mktemp("tuned")
-    out = submit(folder, folder / "store", SPEC)
+    out = submit(folder, folder / "store", SPEC, address=ray_address)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return folder / "store"
 
