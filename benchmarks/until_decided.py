@@ -1,6 +1,6 @@
 """`submit --until-decided` against a fixed 20-seed sweep, on the verdicts setting.
 
-    python benchmarks/until_decided.py [--quick] [--root DIR] [--only sequential|fixed]
+    python benchmarks/until_decided.py [--quick] [--root DIR] [--only sequential|fixed] [--fixed-from-sequential]
 
 specs/until_decided.yaml: the setting of specs/verdicts.yaml (a 1-D CNN on MNIST-1D) trimmed to LTR, CTS-KL and
 SNIP at 95/98/99 % sparsity, with a budget of 20 seeds: CTS-KL and SNIP (B) against LTR (A), 6 comparisons,
@@ -14,6 +14,10 @@ then prints each decision, the look it came at and the seeds it used, the stages
 and the sequential rule re-applied to the fixed sweep's results (the same seeds give the same results, so it
 must give the same decisions). `--quick` trims the recipe (3 epochs) and the budget (looks at 6 and 8 seeds)
 so the whole thing runs in minutes; its numbers are a smoke test of the machinery, not a measurement.
+`--fixed-from-sequential` runs the fixed design in a copy of the sequential store under the sequential sweep's
+name: the stages both designs share (the same keys, so the same results) are trained once, and only what the
+sequential run did not need is trained for the fixed one. Its costs are then the stored stage seconds and work
+of every stage of its plan, not the wall time of a run of its own.
 Resumable: each store keeps what ran (delete --root to measure again).
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -32,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICK_LOOKS = [6, 8]
 
 
-def spec_dicts(quick: bool, root: Path) -> tuple[dict, dict]:
+def spec_dicts(quick: bool, root: Path, shared: bool = False) -> tuple[dict, dict]:
     """The sequential spec (specs/until_decided.yaml, trimmed with --quick) and the same sweep as a fixed design."""
     base = yaml.safe_load((ROOT / "specs" / "until_decided.yaml").read_text())
     if quick:
@@ -42,12 +47,15 @@ def spec_dicts(quick: bool, root: Path) -> tuple[dict, dict]:
     tag = "quick" if quick else "full"
     sequential = {**base, "name": f"until_decided_{tag}", "store": str(root / f"sequential_{tag}")}
     fixed = {k: v for k, v in base.items() if k != "until_decided"}
-    fixed.update(name=f"fixed_{tag}", store=str(root / f"fixed_{tag}"))
+    if shared:
+        fixed.update(name=sequential["name"], store=str(root / f"fixed_from_sequential_{tag}"))
+    else:
+        fixed.update(name=f"fixed_{tag}", store=str(root / f"fixed_{tag}"))
     return sequential, fixed
 
 
-def submit(spec: dict, root: Path, *extra: str) -> float:
-    path = root / f"{spec['name']}.yaml"
+def submit(spec: dict, root: Path, *extra: str, path: Path | None = None) -> float:
+    path = path or root / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     t0 = time.perf_counter()
@@ -67,12 +75,15 @@ def submit(spec: dict, root: Path, *extra: str) -> float:
     return seconds
 
 
-def stage_count(store: str, sweep: str) -> tuple[int, float]:
-    """Stage attempts stored and their summed seconds (all of them: every attempt was paid for)."""
+def stage_count(store: str, sweep: str) -> tuple[int, float, float]:
+    """Stage attempts stored, their summed seconds and their summed training and search epochs (all of them:
+    every attempt was paid for)."""
     from orchestrator.store.results_store import ResultsStore
 
-    log = ResultsStore(store).committed(sweep, ["stage_key", "seconds"]).table.to_pylist()
-    return len(log), float(sum(r["seconds"] or 0.0 for r in log))
+    log = ResultsStore(store).committed(sweep, ["stage_key", "seconds", "train_epochs", "search_epochs"])
+    rows = log.table.to_pylist()
+    epochs = sum((r["train_epochs"] or 0.0) + (r["search_epochs"] or 0.0) for r in rows)
+    return len(rows), float(sum(r["seconds"] or 0.0 for r in rows)), float(epochs)
 
 
 def fixed_analysis(spec_dict: dict, sequential_dict: dict) -> None:
@@ -122,10 +133,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 epochs, looks at 6 and 8 seeds (minutes)")
     parser.add_argument("--root", default=None, help="folder of the two stores (default /tmp/until_decided_bench)")
     parser.add_argument("--only", choices=["sequential", "fixed"], default=None)
+    parser.add_argument("--fixed-from-sequential", action="store_true",
+                        help="train only what the fixed design needs beyond the sequential run (see above)")
     args = parser.parse_args()
     root = Path(args.root or "/tmp/until_decided_bench").resolve()
     root.mkdir(parents=True, exist_ok=True)
-    sequential, fixed = spec_dicts(args.quick, root)
+    sequential, fixed = spec_dicts(args.quick, root, args.fixed_from_sequential)
     print(f"setting: specs/until_decided.yaml{' (--quick)' if args.quick else ''}, methods ltr, cts_reverse_kl, snip; "
           f"{fixed['training']['epochs']} epochs; "
           f"looks {sequential['until_decided']['looks']}; stores under {root}; {os.cpu_count()} CPU(s), "
@@ -144,13 +157,20 @@ def main() -> None:
                                for r in look["comparisons"] if r["status"] == "decided") or "none"))
     if args.only in (None, "fixed"):
         print(f"\n== fixed {len(fixed['seeds'])}-seed sweep ==")
-        timing["fixed"] = submit(fixed, root)
+        if args.fixed_from_sequential and not Path(fixed["store"]).exists():
+            if not Path(sequential["store"]).exists():
+                raise SystemExit("--fixed-from-sequential: run the sequential design first")
+            shutil.copytree(sequential["store"], fixed["store"], ignore=shutil.ignore_patterns("leases"))
+            print(f"(in a copy of {sequential['store']}: only the stages the sequential run did not need are trained)")
+        fixed_path = root / f"fixed_from_{sequential['name']}.yaml" if args.fixed_from_sequential else None
+        timing["fixed"] = submit(fixed, root, path=fixed_path)
     print()
     for name, spec in (("sequential", sequential), ("fixed", fixed)):
-        if name in timing:
-            stages, seconds = stage_count(spec["store"], spec["name"])
-            print(f"{name}: wall {timing[name]:.0f} s for this submit; {stages} stage attempt(s) stored, "
-                  f"{seconds:.0f} s of stage time; load average {os.getloadavg()[0]:.1f} at the end")
+        if Path(spec["store"]).exists():  # a design run by an earlier call too: its stored costs
+            stages, seconds, epochs = stage_count(spec["store"], spec["name"])
+            wall = f"wall {timing[name]:.0f} s for this submit" if name in timing else "not submitted by this call"
+            print(f"{name}: {wall}; {stages} stage attempt(s) stored, {seconds:.0f} s of stage time, "
+                  f"{epochs:.1f} training and search epochs; load average {os.getloadavg()[0]:.1f} at the end")
     if "fixed" in timing:
         fixed_analysis(fixed, sequential)
 
