@@ -85,7 +85,8 @@ def main() -> None:
 
     print("\n## Sensitivity\n")
     tune_keys = {k for k, s in plan.stages.items() if s.kind == "tune"}
-    print(format_summary(summarize(store.read("tuning", spec.name), tune_keys), "markdown"))
+    print(format_summary(summarize(store.read("tuning", spec.name), store.read("stages", spec.name), tune_keys),
+                         "markdown"))
 
     stages = store.read("stages", spec.name)
     stages = stages[(stages["status"] == "ok") & stages["stage_key"].isin(set(plan.stages))]

@@ -205,8 +205,9 @@ def report(spec_path, out_dir, reference, adjust, min_effect, failures, store_lo
 @click.option("-o", "--output", help="Write to this file instead of printing.")
 def tuning(spec_path, store_location, fmt, output) -> None:
     """What tuning found, per tuned method: the chosen values, the budget spent (configurations, epochs run by
-    ASHA against the full budget, seconds) and the sensitivity (the spread of validation accuracy over the
-    configurations, and the best against the untuned default)."""
+    ASHA against the full budget, seconds, and the work its configurations counted in epochs and FLOPs) and the
+    sensitivity (the spread of validation accuracy over the configurations, and the best against the untuned
+    default)."""
     from orchestrator.tuning.summary import format_summary, summarize
 
     if output:
@@ -216,7 +217,8 @@ def tuning(spec_path, store_location, fmt, output) -> None:
     tune_keys = {k for k, s in plan_of(spec).stages.items() if s.kind == "tune"}
     if not tune_keys:
         fail(f"{spec_path}: no method of sweep {spec.name} is tuned (give a method a `tune` search space)")
-    emit(format_summary(summarize(store.read("tuning", spec.name), tune_keys), fmt), output)
+    emit(format_summary(summarize(store.read("tuning", spec.name), store.read("stages", spec.name), tune_keys), fmt),
+         output)
 
 
 COMMANDS = (results, plot, compare, report, tuning)

@@ -8,6 +8,7 @@ nulls.
 from __future__ import annotations
 
 import functools
+import math
 
 import pyarrow as pa
 
@@ -140,3 +141,13 @@ def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     if unknown:
         raise ValueError(f"columns not in the store schema: {sorted(unknown)}")
     return pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
+
+
+def total_work(rows: list[dict]) -> dict:
+    """The work of these rows together, as one row's work columns: epochs summed exactly rounded (so equal work
+    is an equal number whatever the order), counts as integers; every column null where any row lacks any
+    count (None or NaN), since a sum over the counted rows would pass for the whole."""
+    if not rows or any(r.get(c) is None or r[c] != r[c] for r in rows for c in WORK_COLUMNS):
+        return dict.fromkeys(WORK_COLUMNS)
+    return {c: math.fsum(r[c] for r in rows) if c in WORK_FRACTIONAL else sum(int(r[c]) for r in rows)
+            for c in WORK_COLUMNS}

@@ -27,7 +27,7 @@ import time
 
 from orchestrator.run.recorder import now
 from orchestrator.run.trial_actor import TrialActorBody
-from orchestrator.store.schemas import WORK_COLUMNS, WORK_FRACTIONAL
+from orchestrator.store.schemas import WORK_COLUMNS, WORK_FRACTIONAL, total_work
 from workers.methods.base import TRAINING_PREFIX, knob_value
 
 
@@ -136,13 +136,6 @@ class TuneActorBody(TrialActorBody):
         values = json.loads(chosen["config"])
         return {"values": values}, records, time.perf_counter() - t0
 
-    def work(self, records: list[dict]) -> dict:
-        """The search's work: every configuration's, summed (epochs exactly rounded); null where any lacks it."""
-        if any(r[c] is None for r in records for c in WORK_COLUMNS):
-            return dict.fromkeys(WORK_COLUMNS)
-        return {c: math.fsum(r[c] for r in records) if c in WORK_FRACTIONAL else sum(r[c] for r in records)
-                for c in WORK_COLUMNS}
-
     def run(self, payload: dict, roles: list[str], *parent_outputs):
         """Like a trial actor's run, for a tune stage: (meta, outputs)."""
         import io
@@ -173,7 +166,7 @@ class TuneActorBody(TrialActorBody):
             print(f"tuned {payload['label']}: {len(records)} configurations, "
                   f"{sum(r['epochs'] for r in records):g} epochs run, chose {chosen['config']} "
                   f"(score {chosen['score']:.4f})", file=log)
-            meta.update(status="ok", seconds=seconds, trials=records, point=None, curve=[], work=self.work(records))
+            meta.update(status="ok", seconds=seconds, trials=records, point=None, curve=[], work=total_work(records))
         except Exception as err:  # noqa: BLE001 - any failure of the search becomes a failure row
             status, error_type = classify(err)
             traceback.print_exc(file=log)

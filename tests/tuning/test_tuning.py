@@ -107,6 +107,34 @@ def test_the_tune_stage_in_the_dag():
     assert key({**SPEC, "prune_output": True}) != tune[0].key   # its trials prune under that rule
 
 
+def test_the_summary_shows_each_search_s_work_from_its_latest_attempt_and_missing_counts_as_missing():
+    """Two searches by hand: one whose stage was run twice (the counts of its latest attempt are shown), one
+    stored before trials counted work (shown as missing, never as 0)."""
+    from orchestrator.store.schemas import WORK_COLUMNS
+    from orchestrator.tuning.summary import format_summary, summarize
+
+    def trial(key, attempt, n):
+        return {"sweep": "s", "method": f"{key}[tuned]", "stage_key": key, "attempt": attempt, "trial": n,
+                "config": "{}", "reports": "[[1, 0.5]]", "epochs": 1.0, "max_epochs": 2.0, "seconds": 1.0,
+                "work_seconds": 1.0, "score": 0.5, "completed": True, "diverged": False, "chosen": n == 0}
+
+    counted = {"train_epochs": 2.75, "search_epochs": 0.5, "forward_examples": 10, "backward_examples": 10,
+               "eval_examples": 4, "train_flops": 3 * 10**15 + 1, "search_flops": 20, "eval_flops": 5}
+    trials = pd.DataFrame([trial("a", attempt, n) for attempt in (0, 1) for n in (0, 1)] + [trial("b", 0, 0)])
+    stages = pd.DataFrame([{"stage_key": "a", "attempt": 0, **dict.fromkeys(WORK_COLUMNS, 1)},
+                           {"stage_key": "a", "attempt": 1, **counted},
+                           {"stage_key": "b", "attempt": 0, **dict.fromkeys(WORK_COLUMNS)}])
+    frame = summarize(trials, stages)
+    a, b = frame.to_dict("records")
+    assert {c: a[c] for c in WORK_COLUMNS} == counted and all(b[c] is None for c in WORK_COLUMNS)
+    (json_a, json_b) = json.loads(format_summary(frame, "json"))
+    assert json_a["train_flops"] == 3 * 10**15 + 1 and json_b["train_epochs"] is None
+    header, _, row_a, row_b = format_summary(frame).splitlines()[1:]
+    assert "work ep" in header and "work FLOPs" in header
+    assert row_a.split()[-7:-5] == ["3.25", "3e+15"]  # 2.75 + 0.5 epochs; train + search FLOPs, 4 digits
+    assert row_b.split()[-7:-5] == ["—", "—"]
+
+
 # ---------------------------------------------------------------- on a real cluster
 
 @pytest.fixture(scope="module")
@@ -159,19 +187,42 @@ def test_submitting_again_tunes_nothing(tuned_store):
     assert again.ran == 0
 
 
+def tuning_verb(store, tmp_path, *options) -> str:
+    """`orchestrate tuning` on SPEC stored in `store`: its output, once it exited 0."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "store": str(store)}))
+    r = CliRunner().invoke(main, ["tuning", str(spec), *options])
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
 @pytest.mark.slow
 def test_the_tuning_verb_reports_choice_budget_and_sensitivity(tuned_store, tmp_path):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({**SPEC, "store": str(tuned_store)}))
-    r = CliRunner().invoke(main, ["tuning", str(spec), "--format", "json"])
-    assert r.exit_code == 0, r.output
-    (row,) = json.loads(r.output)
+    (row,) = json.loads(tuning_verb(tuned_store, tmp_path, "--format", "json"))
     trials = pd.read_parquet(tuned_store / "tuning")
     assert row["method"] == "magnitude[tuned]" and row["configurations"] == 5
     assert row["epochs_run"] == trials["epochs"].sum() and row["epochs_budget"] == trials["max_epochs"].sum()
     assert row["best_minus_default_first_pct"] > 0 and row["first_val_iqr_pct"] >= 0  # percent, as in the table
-    table = CliRunner().invoke(main, ["tuning", str(spec)])
-    assert table.exit_code == 0 and "magnitude[tuned]" in table.output and "training.lr" in table.output
+    table = tuning_verb(tuned_store, tmp_path)
+    assert "magnitude[tuned]" in table and "training.lr" in table
+
+
+@pytest.mark.slow
+def test_the_tuning_verb_shows_each_search_s_work_beside_its_seconds(tuned_store, tmp_path):
+    """The counts are the tune stage's row (the sum over its configurations, ASHA-stopped ones included)."""
+    from orchestrator.analysis.frontier import cost_text
+    from orchestrator.store.schemas import WORK_COLUMNS
+
+    (row,) = json.loads(tuning_verb(tuned_store, tmp_path, "--format", "json"))
+    stages = ResultsStore(str(tuned_store)).read("stages", "tuned")
+    (tune,) = stages[stages["kind"] == "tune"].to_dict("records")
+    assert tune["train_epochs"] > 0 and tune["train_flops"] > 0
+    assert {c: row[c] for c in WORK_COLUMNS} == {c: tune[c] for c in WORK_COLUMNS}
+    (line,) = [x for x in tuning_verb(tuned_store, tmp_path).splitlines() if x.startswith("magnitude[tuned]")]
+    epochs = cost_text(tune["train_epochs"] + tune["search_epochs"], "epochs")
+    flops = cost_text(tune["train_flops"] + tune["search_flops"], "flops")
+    cells = f"{row['trial_seconds']:.1f} ({row['work_seconds']:.1f}) {epochs} {flops}"
+    assert cells in " ".join(line.split()), line  # side by side, in that order
 
 
 @pytest.mark.slow
