@@ -75,15 +75,17 @@ def submit(spec: dict, root: Path, *extra: str, path: Path | None = None) -> flo
     return seconds
 
 
-def stage_count(store: str, sweep: str) -> tuple[int, float, float]:
-    """Stage attempts stored, their summed seconds and their summed training and search epochs (all of them:
-    every attempt was paid for)."""
+def stage_count(store: str, sweep: str) -> tuple[int, float, float, int]:
+    """Stage attempts stored, their summed seconds (all of them: every attempt was paid for), and the training
+    and search epochs of those that recorded work, with how many did not (stages run before the store recorded
+    work, schema 4, have none: summing them as 0 would understate the design's cost)."""
     from orchestrator.store.results_store import ResultsStore
 
     log = ResultsStore(store).committed(sweep, ["stage_key", "seconds", "train_epochs", "search_epochs"])
     rows = log.table.to_pylist()
-    epochs = sum((r["train_epochs"] or 0.0) + (r["search_epochs"] or 0.0) for r in rows)
-    return len(rows), float(sum(r["seconds"] or 0.0 for r in rows)), float(epochs)
+    counted = [r for r in rows if r["train_epochs"] is not None and r["search_epochs"] is not None]
+    epochs = sum(r["train_epochs"] + r["search_epochs"] for r in counted)
+    return len(rows), float(sum(r["seconds"] or 0.0 for r in rows)), float(epochs), len(rows) - len(counted)
 
 
 def fixed_analysis(spec_dict: dict, sequential_dict: dict) -> None:
@@ -167,10 +169,13 @@ def main() -> None:
     print()
     for name, spec in (("sequential", sequential), ("fixed", fixed)):
         if Path(spec["store"]).exists():  # a design run by an earlier call too: its stored costs
-            stages, seconds, epochs = stage_count(spec["store"], spec["name"])
+            stages, seconds, epochs, uncounted = stage_count(spec["store"], spec["name"])
             wall = f"wall {timing[name]:.0f} s for this submit" if name in timing else "not submitted by this call"
-            print(f"{name}: {wall}; {stages} stage attempt(s) stored, {seconds:.0f} s of stage time, "
-                  f"{epochs:.1f} training and search epochs; load average {os.getloadavg()[0]:.1f} at the end")
+            work = f"{epochs:.1f} training and search epochs" + (
+                f" in the {stages - uncounted} that recorded work ({uncounted} ran before stages recorded it)"
+                if uncounted else "")
+            print(f"{name}: {wall}; {stages} stage attempt(s) stored, {seconds:.0f} s of stage time, {work}; "
+                  f"load average {os.getloadavg()[0]:.1f} at the end")
     if "fixed" in timing:
         fixed_analysis(fixed, sequential)
 
