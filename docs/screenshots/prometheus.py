@@ -111,6 +111,11 @@ class Prometheus:
         """An instant query's result vector (`/api/v1/query`)."""
         return self.api("query", query=expr)["result"]
 
+    def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[dict]:
+        """A range query's result matrix (`/api/v1/query_range`): what was scraped, also after the target went
+        away (an instant query then answers nothing: Prometheus marks the target's series stale)."""
+        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step_s:g}")["result"]
+
     def wait_for_scrape(self, url: str, timeout_s: float) -> dict:
         """The active target that scrapes `url` once a scrape of it has succeeded."""
         deadline = time.monotonic() + timeout_s
@@ -154,9 +159,13 @@ def substitute(expr: str, values: dict[str, str]) -> str:
 
 
 def graph_url(prometheus_url: str, exprs: list[str], range_s: int) -> str:
-    """Prometheus' own graph page (its web UI) with one graph panel per expression."""
+    """Prometheus' own graph page (its web UI) with one graph panel per expression. `/graph` redirects to the
+    page the build serves (Debian's, without the React UI, to `/classic/graph`), and the redirect drops the
+    query: ask where it leads first."""
+    with urllib.request.urlopen(f"{prometheus_url}/graph", timeout=30) as r:
+        page = urllib.parse.urlsplit(r.url).path
     params = {}
     for i, expr in enumerate(exprs):
         params.update({f"g{i}.expr": expr, f"g{i}.tab": "0", f"g{i}.range_input": f"{range_s}s",
                        f"g{i}.stacked": "0", f"g{i}.show_exemplars": "0"})
-    return f"{prometheus_url}/graph?{urllib.parse.urlencode(params)}"
+    return f"{prometheus_url}{page}?{urllib.parse.urlencode(params)}"
