@@ -1,7 +1,9 @@
 """What the Ray dashboard and the metrics endpoint show of a real sweep, read while it runs: the sweep's own
 metrics (stages finished by kind, method and status; running; epochs; ETA) from the cluster's Prometheus
 endpoint, the job's tasks without the liveness pings, each trial actor's running task named by its stage,
-and the actors page in headless Chromium (skipped when no browser is installed).
+and the actors page in headless Chromium (skipped when no browser is installed). After the sweep, a real
+Prometheus scrapes the cluster and answers every query of the shipped Grafana dashboard (skipped when no
+`prometheus` binary is installed).
 
 A subprocess: the sweep needs a cluster of its own with the dashboard and metrics on, while the rest of the
 session shares one local Ray without them.
