@@ -145,14 +145,17 @@ def dashboard_queries(dashboard: dict) -> list[tuple[str, str]]:
     return out
 
 
-def substitute(expr: str, values: dict[str, str]) -> str:
+def substitute(expr: str, values: dict[str, str], escape: bool = True) -> str:
     """`expr` with Grafana's `$name` / `${name}` variables replaced by one selected value each, escaped for a
-    regex matcher as Grafana's Prometheus data source escapes a multi-value variable's single selection. A
-    variable the dashboard does not define is an error, not an empty match."""
+    regex matcher as Grafana's Prometheus data source escapes a multi-value variable's single selection
+    (`escape=False`: as Grafana puts a variable's custom "All" value, verbatim). A variable the dashboard does
+    not define is an error, not an empty match."""
     def one(m: re.Match) -> str:
         name = m.group(1) or m.group(2)
         if name not in values:
             raise KeyError(f"the query {expr!r} uses ${name}, which is not one of {sorted(values)}")
+        if not escape:
+            return values[name]
         value = values[name].replace("\\", "\\\\\\\\")  # a regex backslash, in a PromQL string
         return re.sub(r"([\^$*+?.()|{}\[\]'])", r"\\\\\1", value)
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)

@@ -148,6 +148,11 @@ SCRIPT = textwrap.dedent('''
                 out["dashboard_queries"] = [
                     [title, expr, server.query(prometheus.substitute(expr, {"sweep": "watched"}))]
                     for title, expr in prometheus.dashboard_queries(grafana_dashboard())]
+                # The selector's "All": its custom value, put in verbatim.
+                every = next(v["allValue"] for v in grafana_dashboard()["templating"]["list"] if v["name"] == "sweep")
+                out["dashboard_queries_all"] = [
+                    [title, expr, server.query(prometheus.substitute(expr, {"sweep": every}, escape=False))]
+                    for title, expr in prometheus.dashboard_queries(grafana_dashboard())]
         except Exception as err:
             out["prometheus_error"] = f"{type(err).__name__}: {err}"
     print(json.dumps(out))
@@ -240,6 +245,8 @@ def test_every_grafana_dashboard_query_answers_for_the_sweep_in_a_real_prometheu
     assert len(queries) >= 9  # every target of every panel
     empty = [(title, expr) for title, expr, result in queries if not result]
     assert not empty, f"dashboard queries that return no data for the sweep: {empty}"
+    empty = [(title, expr) for title, expr, result in watched["dashboard_queries_all"] if not result]
+    assert not empty, f"dashboard queries that return no data with every sweep selected: {empty}"
     for title, expr, result in queries:
         assert all(float(r["value"][1]) >= 0 for r in result), (title, expr, result)
     by_expr = {expr: result for _, expr, result in queries}
