@@ -1,16 +1,18 @@
 """Screenshots of a sweep being watched: a trimmed quickstart run by `orchestrate submit --metrics` on a
 pseudo-terminal, and, while it runs, the Ray dashboard's actors and jobs pages (headless Chromium, logged in
 with the token in ~/.ray/auth_token), the sweep's metrics as the cluster's Prometheus endpoint serves them,
-and the terminal (as text, and drawn to PNG with matplotlib).
+Prometheus' own graph page of stages done and the ETA (when a `prometheus` binary is installed: one started on
+loopback, scraping that endpoint), and the terminal (as text, and drawn to PNG with matplotlib).
 
     python docs/screenshots/make.py [--out docs/screenshots]
 
-Captures that cannot be taken here (no browser installed; no Grafana) are skipped with the reason printed;
-the others are still taken. Nothing outside a temporary folder and --out is written.
+Captures that cannot be taken here (no browser or Prometheus installed; Grafana never) are skipped with the
+reason printed; the others are still taken. Nothing outside a temporary folder and --out is written.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -33,16 +35,22 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 import chromium  # noqa: E402 - beside this script
+import prometheus  # noqa: E402 - beside this script
 
 COLUMNS, ROWS = 110, 12
-TRIMMED = {"seeds": [0], "sparsities": [0.8, 0.95], "training": {"epochs": 12, "milestones": [6, 9]}}
+# The quickstart's own 40 epochs: with fewer, an idle machine finishes each stage within a second, before the
+# terminal, the dashboard or Prometheus can show it running.
+TRIMMED = {"seeds": [0], "sparsities": [0.8, 0.95]}
 METRIC = re.compile(r"^ray_(ticketsweep_\w+)\{(.*)\} (\S+)$")
+PROMETHEUS_SCRAPE_S = 5  # Ray's exporter can take seconds to answer on a busy machine (the scrape's timeout)
+# The sweep's main series as Prometheus' graph page draws them: stages done, and the ETA.
+PROMETHEUS_GRAPHS = ('sum(ray_ticketsweep_stages_finished_total{sweep="%s"})',
+                     'max(ray_ticketsweep_eta_seconds{sweep="%s"})')
 
 
 def trimmed_quickstart() -> dict:
     spec = yaml.safe_load((ROOT / "specs" / "quickstart.yaml").read_text())
     spec["seeds"], spec["sparsities"] = TRIMMED["seeds"], TRIMMED["sparsities"]
-    spec["training"].update(TRIMMED["training"])
     spec["name"] = "quickstart-screenshots"
     return spec
 
@@ -246,18 +254,30 @@ def main() -> int:
     if browser is None:
         skipped.append(("actors.png, jobs.png", f"no Chromium: none of {', '.join(chromium.BINARIES)} on PATH "
                                                  f"and ${chromium.ENV} unset (apt-get install chromium)"))
-    skipped.append(("grafana.png", "this script starts no Prometheus or Grafana; metrics.png shows the same "
-                                   "series as the endpoint serves them (docs/watching.md sets Grafana up)"))
+    server = prometheus.find()
+    if server is None:
+        skipped.append(("prometheus.png", f"no `{prometheus.BINARY}` on PATH (apt-get install prometheus); "
+                                          "metrics.png shows the same series as the endpoint serves them"))
+    elif browser is None:
+        skipped.append(("prometheus.png", "no Chromium to draw Prometheus' graph page"))
+    skipped.append(("grafana.png", "no Grafana here: prometheus.png shows the sweep's main series in Prometheus' "
+                                   "own graph page (docs/watching.md sets Grafana up)"))
     token = (Path.home() / ".ray" / "auth_token").read_text().strip() \
         if (Path.home() / ".ray" / "auth_token").exists() else None
     with tempfile.TemporaryDirectory(prefix="ts-screens-") as tmp:
         spec_path = Path(tmp) / "quickstart.yaml"
         spec_path.write_text(yaml.safe_dump({**trimmed_quickstart(), "store": str(Path(tmp) / "store")}))
         submit = Submit(spec_path)
+        stack, scraper = contextlib.ExitStack(), None
         try:
             dashboard = submit.wait_for(r"Ray dashboard: (http://\S+)", args.timeout).group(1)
             metrics_url = submit.wait_for(r"Ray metrics \(Prometheus\): (http://\S+)", args.timeout).group(1)
             token = token or (Path.home() / ".ray" / "auth_token").read_text().strip()
+            if server is not None and browser is not None:
+                # From the start, so that its graph holds the sweep's history by the time it is drawn.
+                config = prometheus.static_config(Path(tmp) / "prometheus.yml", metrics_url, PROMETHEUS_SCRAPE_S)
+                scraper = stack.enter_context(prometheus.Prometheus(server, config, Path(tmp) / "prometheus"))
+                started = time.monotonic()
             # Well into the sweep, the terminal as it is while stages train, named with their epoch.
             screen = submit.wait_for_screen(r"running: .*ltr s=0 L=[2-9] epoch [2-9]", args.timeout)
             (out / "terminal.txt").write_text(screen)
@@ -269,7 +289,17 @@ def main() -> int:
             (out / "metrics.txt").write_text(text)
             text_png(text, out / "metrics.png", f"the sweep's metrics at {metrics_url} (ray_ prefix dropped)")
             taken += ["metrics.txt", "metrics.png"]
+            if scraper is not None:
+                # The graphs of the whole sweep: Prometheus keeps what it scraped after the exporter is gone.
+                try:
+                    submit.process.wait(args.timeout)
+                except subprocess.TimeoutExpired:
+                    pass  # drawn as far as the sweep got
+                capture_prometheus(browser, scraper, out / "prometheus.png", time.monotonic() - started,
+                                   args.timeout)
+                taken.append("prometheus.png")
         finally:
+            stack.close()  # Prometheus first, while the exporter it scrapes is still up
             submit.stop()
     for name in taken:
         print(f"captured {out / name}")
@@ -288,6 +318,27 @@ def wait_for_metrics(url: str, timeout_s: float) -> str:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} never showed the sweep's stages; it shows:\n{table}")
         time.sleep(1)
+
+
+def capture_prometheus(browser: str, server: "prometheus.Prometheus", path: Path, elapsed_s: float,
+                       timeout_s: float) -> None:
+    """Prometheus' own graph page (its web UI on loopback) of stages done and the ETA over `elapsed_s`."""
+    exprs = [graph % trimmed_quickstart()["name"] for graph in PROMETHEUS_GRAPHS]
+    deadline, end = time.monotonic() + timeout_s, time.time()
+    while not all(server.query_range(expr, end - elapsed_s, end, PROMETHEUS_SCRAPE_S) for expr in exprs):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Prometheus at {server.url} never answered {exprs}")
+        time.sleep(1)
+    with chromium.Chromium(browser, height=1400) as page:  # both graphs
+        page.open(prometheus.graph_url(server.url, exprs, max(60, int(elapsed_s) + 10)))
+        # Each graph panel shows its "Load time" once its range query has answered and the graph is drawn.
+        deadline = time.monotonic() + timeout_s
+        while page.text().count("Load time") < len(exprs):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Prometheus' graph page never drew {exprs}: {page.text()[:500]!r}")
+            time.sleep(0.5)
+        time.sleep(1)
+        page.screenshot(path)
 
 
 def capture_dashboard(browser: str, dashboard: str, token: str, out: Path, timeout_s: float) -> list[str]:

@@ -1,7 +1,9 @@
 """What the Ray dashboard and the metrics endpoint show of a real sweep, read while it runs: the sweep's own
 metrics (stages finished by kind, method and status; running; epochs; ETA) from the cluster's Prometheus
 endpoint, the job's tasks without the liveness pings, each trial actor's running task named by its stage,
-and the actors page in headless Chromium (skipped when no browser is installed).
+and the actors page in headless Chromium (skipped when no browser is installed). After the sweep, a real
+Prometheus scrapes the cluster and answers every query of the shipped Grafana dashboard (skipped when no
+`prometheus` binary is installed).
 
 A subprocess: the sweep needs a cluster of its own with the dashboard and metrics on, while the rest of the
 session shares one local Ray without them.
@@ -19,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "docs" / "screenshots"))
 import chromium  # noqa: E402 - the browser driver of docs/screenshots/make.py
+import prometheus  # noqa: E402 - the Prometheus server of docs/screenshots/make.py
 
 pytestmark = pytest.mark.slow  # a real sweep with the dashboard, metrics and a browser
 
@@ -129,6 +132,29 @@ SCRIPT = textwrap.dedent('''
     time.sleep(3)  # task events reach the state API every second
     out["end_tasks"] = tasks(dashboard, token)
     watcher.join()
+
+    # A real Prometheus (when installed), started as docs/watching.md says with Ray's scrape configuration for
+    # this session, asked every query of the shipped Grafana dashboard once it has scraped the sweep's end.
+    if sys.argv[3]:
+        import prometheus
+        from orchestrator.run.sweep_metrics import grafana_dashboard
+        try:  # a failure here fails that test alone, with the reason
+            config = prometheus.ray_session_config(ray._private.worker._global_node.get_session_dir_path())
+            with prometheus.Prometheus(sys.argv[3], config, sys.argv[1] + ".prometheus") as server:
+                out["prometheus_bind"] = sorted({c.laddr.ip for c in psutil.net_connections("tcp")
+                                                 if c.status == psutil.CONN_LISTEN and c.pid == server.process.pid})
+                out["scraped"] = server.wait_for_scrape(metrics, 300)["scrapeUrl"]
+                out["sweep_values"] = server.api("label/sweep/values", **{"match[]": "ray_ticketsweep_stages_left"})
+                out["dashboard_queries"] = [
+                    [title, expr, server.query(prometheus.substitute(expr, {"sweep": "watched"}))]
+                    for title, expr in prometheus.dashboard_queries(grafana_dashboard())]
+                # The selector's "All": its custom value, put in verbatim.
+                every = next(v["allValue"] for v in grafana_dashboard()["templating"]["list"] if v["name"] == "sweep")
+                out["dashboard_queries_all"] = [
+                    [title, expr, server.query(prometheus.substitute(expr, {"sweep": every}, escape=False))]
+                    for title, expr in prometheus.dashboard_queries(grafana_dashboard())]
+        except Exception as err:
+            out["prometheus_error"] = f"{type(err).__name__}: {err}"
     print(json.dumps(out))
 ''')
 
@@ -136,7 +162,8 @@ SCRIPT = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory):
     store = tmp_path_factory.mktemp("dashboard") / "store"
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(store), str(ROOT / "docs" / "screenshots")],
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(store), str(ROOT / "docs" / "screenshots"),
+                          prometheus.find() or ""],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -204,3 +231,26 @@ def test_a_running_trial_actor_is_listed_with_the_stage_it_runs(watched):
 def test_the_actors_page_lists_the_trial_actors_in_headless_chromium(watched):
     page = watched["actors_page"]
     assert "Gated" in page and "ALIVE" in page and "trial-" in page
+
+
+@pytest.mark.skipif(prometheus.find() is None, reason="no `prometheus` binary on PATH (apt-get install prometheus)")
+def test_every_grafana_dashboard_query_answers_for_the_sweep_in_a_real_prometheus(watched):
+    # Prometheus listened on loopback only and scraped the exporter `submit` names, through Ray's own scrape
+    # configuration (its service-discovery file), as docs/watching.md tells users to run it.
+    assert "prometheus_error" not in watched, watched["prometheus_error"]
+    assert watched["prometheus_bind"] == ["127.0.0.1"]
+    assert watched["scraped"] == watched["metrics_url"]
+    assert "watched" in watched["sweep_values"]  # the dashboard's `sweep` variable offers the sweep
+    queries = watched["dashboard_queries"]
+    assert len(queries) >= 9  # every target of every panel
+    empty = [(title, expr) for title, expr, result in queries if not result]
+    assert not empty, f"dashboard queries that return no data for the sweep: {empty}"
+    empty = [(title, expr) for title, expr, result in watched["dashboard_queries_all"] if not result]
+    assert not empty, f"dashboard queries that return no data with every sweep selected: {empty}"
+    for title, expr, result in queries:
+        assert all(float(r["value"][1]) >= 0 for r in result), (title, expr, result)
+    by_expr = {expr: result for _, expr, result in queries}
+    finished = by_expr['sum by (kind, method, status) (ray_ticketsweep_stages_finished_total{sweep=~"$sweep"})']
+    assert sum(float(r["value"][1]) for r in finished if r["metric"]["status"] == "ok") == watched["ran"]
+    assert {(r["metric"]["kind"], r["metric"]["method"]) for r in finished} >= {("oneshot", "random")}
+    assert float(by_expr['sum(ray_ticketsweep_stages_left{sweep=~"$sweep"})'][0]["value"][1]) == 0
