@@ -10,8 +10,10 @@ data, the work that cannot be avoided, and prints figure, floor and their ratio:
   driver   overhead per stage, (wall - actor busy / 2) / stages, wall from the first stage's start (the
            actors' start-up is printed apart, as the floor's is not timed), against Ray's round trip of a
            no-op actor call with the same number of actors, one call in flight each    [ratio <= 2];
-           also against the same calls returning 1.2 MB, and moving a one-shot stage's data (its parents'
-           outputs in, its mask out): Ray's own share of a trivial stage, without the store
+           also against the same calls returning 1.2 MB, and moving all of a one-shot stage's data (its
+           parents' outputs in, its outputs out): what Ray's share of a trivial stage would be if the trial
+           actors held nothing (they now hold the outputs more of their stages take, and return only what a
+           stage of the run takes: trial_actor.py); the driver's CPU per stage is printed with its commits' share
   store    no-op resubmit, `status` and `results` of an uncompacted store against a raw pyarrow.dataset scan
            of the Parquet files each reads; `compact` against reading and writing those rows once  [reads <= 2]
 The machine (CPU model, cores, load average before and after each part) is printed with the figures: on a
@@ -228,6 +230,16 @@ def part_driver(stages: int) -> dict:
         finally:
             compaction_cpu[0] += time.process_time() - c
     store.compact = timed_compact
+    commit_cpu = [0.0]  # the commits' CPU (the commit thread's), part of the driver's: the store's share of it
+    commit = store.commit
+
+    def timed_commit(*args, **kw):
+        c = time.thread_time()
+        try:
+            return commit(*args, **kw)
+        finally:
+            commit_cpu[0] += time.thread_time() - c
+    store.commit = timed_commit
     stop = threading.Event()
     me = psutil.Process()
 
@@ -281,6 +293,7 @@ def part_driver(stages: int) -> dict:
             "startup_s": summary.seconds - steady,
             "overhead_ms_per_stage": 1000 * (steady - busy / actors) / n, "driver_cpu_ms_per_stage": 1000 * cpu / n,
             "actor_extra_ms_per_stage": 1000 * actor_extra / n,
+            "commit_cpu_ms_per_stage": 1000 * commit_cpu[0] / n,
             "noop_ms": 1000 * max(noop_before, noop_after), "noop_before_ms": 1000 * noop_before,
             "noop_after_ms": 1000 * noop_after, "noop_1mb_ms": 1000 * sized, "stage_data_ms": 1000 * moved,
             "driver_peak_rss_mb": peak_rss,
@@ -455,7 +468,8 @@ def main() -> None:
     if d:
         print(f"driver: {d['stages']} stages in {d['wall_s']:.1f} s ({d['startup_s']:.1f} s of it outside the stages' "
               f"span: trial actors starting, the last commit), overhead {d['overhead_ms_per_stage']:.2f} ms/stage "
-              f"(driver CPU {d['driver_cpu_ms_per_stage']:.1f} ms/stage; trial actors outside the stages' own seconds "
+              f"(driver CPU {d['driver_cpu_ms_per_stage']:.1f} ms/stage, {d['commit_cpu_ms_per_stage']:.1f} of it "
+              f"committing; trial actors outside the stages' own seconds "
               f"{d['actor_extra_ms_per_stage']:.1f} ms/stage); Ray no-op round trip {d['noop_before_ms']:.2f} ms "
               f"before, {d['noop_after_ms']:.2f} ms after (the larger is the floor), {d['noop_1mb_ms']:.2f} ms "
               f"returning 1.2 MB, {d['stage_data_ms']:.2f} ms moving a stage's data (3 parent outputs in, a mask "

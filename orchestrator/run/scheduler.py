@@ -8,6 +8,8 @@ long-lived (torch stays imported, datasets stay on the device) and pooled by (CP
 reference is dropped as soon as every dependant has been handed it (Ray then keeps it alive only while those
 tasks need it); a later retry reads the stored artifact instead. With the seed window this keeps the object
 store bounded by the work in flight, however many seeds a sweep has.
+A trial actor keeps the outputs that more of its stages take and is sent a marker for them instead, and
+returns an output through Ray only when a stage of the run takes it (`_transport`, trial_actor.py).
 
 Every running stage is pinged (a trial actor answers from a second thread while it runs a stage): a stage
 silent for longer than its hang limit, or an actor that stops answering, is declared `hung`, its actor killed
