@@ -194,6 +194,17 @@ def ray_stage_round_trip(calls: int, actors: int) -> float:
         payload, *[parents[actor]] * 3)[0])
 
 
+def _cpu_counted(fn, total: list[float], clock):
+    """`fn`, adding the CPU seconds (by `clock`) of each of its calls to total[0]."""
+    def counted(*args, **kw):
+        c = clock()
+        try:
+            return fn(*args, **kw)
+        finally:
+            total[0] += clock() - c
+    return counted
+
+
 def part_driver(stages: int) -> dict:
     import ray
 
@@ -221,25 +232,9 @@ def part_driver(stages: int) -> dict:
             end = time.monotonic()
             compaction.append((end - float(message.rsplit("(", 1)[1].split()[0]), end))
     compaction_cpu = [0.0]  # the auto-compaction after the loop: its own figure (part store), not a stage's cost
-    compact = store.compact
-
-    def timed_compact(*args, **kw):
-        c = time.process_time()
-        try:
-            return compact(*args, **kw)
-        finally:
-            compaction_cpu[0] += time.process_time() - c
-    store.compact = timed_compact
+    store.compact = _cpu_counted(store.compact, compaction_cpu, time.process_time)
     commit_cpu = [0.0]  # the commits' CPU (the commit thread's), part of the driver's: the store's share of it
-    commit = store.commit
-
-    def timed_commit(*args, **kw):
-        c = time.thread_time()
-        try:
-            return commit(*args, **kw)
-        finally:
-            commit_cpu[0] += time.thread_time() - c
-    store.commit = timed_commit
+    store.commit = _cpu_counted(store.commit, commit_cpu, time.thread_time)
     stop = threading.Event()
     me = psutil.Process()
 
