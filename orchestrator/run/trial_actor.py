@@ -11,7 +11,8 @@ same warm-up weights); a parent used in several roles of one stage travels once;
 own output is to be returned through Ray at all ("ship"): it is not when no stage of this run waits for it
 (it is in the store's artifacts either way, written before the stage's meta returns). The actor says in
 each meta which outputs it holds ("held"), so the driver knows exactly what it may refer to; what the actor
-holds is bounded (`HOLD_BYTES`), and a stage is always handed copies, so it cannot change a held output.
+holds is bounded (`HOLD_BYTES`, the oldest dropped first), and a stage is handed copies of what the actor holds
+(and of an output serving two of its roles), so a stage that changes its inputs in place changes no other.
 """
 from __future__ import annotations
 
