@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -125,6 +126,7 @@ def part_plan(points: int) -> dict:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", path], check=True, capture_output=True)
     command = time.perf_counter() - t0
+    shutil.rmtree(folder, ignore_errors=True)
     return {"points": len(plan.points()), "stages": len(plan.stages), "validate_s": seconds, "validate_cpu_s": cpu,
             "validate_checked_s": checked, "plan_s": plan_s, "plan_cpu_s": plan_cpu, "floor_s": floor,
             "floor_cpu_s": floor_cpu, "command_s": command, "peak_rss_mb": _peak_mb(),
@@ -270,6 +272,7 @@ def part_driver(stages: int) -> dict:
     moved = ray_stage_round_trip(calls, actors)  # and moving a stage's data, in and out, as the sweep's stages do
     log = store.committed("driver", ["seconds", "started_at", "finished_at"]).table.to_pylist()
     ray.shutdown()
+    shutil.rmtree(store.location, ignore_errors=True)  # its artifacts are large, and nothing reads them again
     busy = sum(r["seconds"] or 0.0 for r in log)
     n = summary.ran
     # The floor's actors are started before its clock starts; so are the driver's here: the per-stage figure
@@ -347,7 +350,9 @@ def read_write_once(files: dict[str, list[str]]) -> float:
     _, tables = raw_scan(files)
     for name, table in tables.items():
         pq.write_table(table, f"{out}/{name}.parquet")
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds
 
 
 def part_store(stages: int) -> dict:
@@ -390,6 +395,7 @@ def part_store(stages: int) -> dict:
     out["compact_s"] = time.perf_counter() - t
     timed("after")
     out["load"].append(os.getloadavg()[0])
+    shutil.rmtree(location, ignore_errors=True)
     return out
 
 
