@@ -10,8 +10,10 @@ data, the work that cannot be avoided, and prints figure, floor and their ratio:
   driver   overhead per stage, (wall - actor busy / 2) / stages, wall from the first stage's start (the
            actors' start-up is printed apart, as the floor's is not timed), against Ray's round trip of a
            no-op actor call with the same number of actors, one call in flight each    [ratio <= 2];
-           also against the same calls returning 1.2 MB, and moving a one-shot stage's data (its parents'
-           outputs in, its mask out): Ray's own share of a trivial stage, without the store
+           also against the same calls returning 1.2 MB, and moving all of a one-shot stage's data (its
+           parents' outputs in, its outputs out): what Ray's share of a trivial stage would be if the trial
+           actors held nothing (they now hold the outputs more of their stages take, and return only what a
+           stage of the run takes: trial_actor.py); the driver's CPU per stage is printed with its commits' share
   store    no-op resubmit, `status` and `results` of an uncompacted store against a raw pyarrow.dataset scan
            of the Parquet files each reads; `compact` against reading and writing those rows once  [reads <= 2]
 The machine (CPU model, cores, load average before and after each part) is printed with the figures: on a
@@ -26,6 +28,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,6 +126,7 @@ def part_plan(points: int) -> dict:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "orchestrator.cli", "validate", path], check=True, capture_output=True)
     command = time.perf_counter() - t0
+    shutil.rmtree(folder, ignore_errors=True)
     return {"points": len(plan.points()), "stages": len(plan.stages), "validate_s": seconds, "validate_cpu_s": cpu,
             "validate_checked_s": checked, "plan_s": plan_s, "plan_cpu_s": plan_cpu, "floor_s": floor,
             "floor_cpu_s": floor_cpu, "command_s": command, "peak_rss_mb": _peak_mb(),
@@ -192,6 +196,17 @@ def ray_stage_round_trip(calls: int, actors: int) -> float:
         payload, *[parents[actor]] * 3)[0])
 
 
+def _cpu_counted(fn, total: list[float], clock):
+    """`fn`, adding the CPU seconds (by `clock`) of each of its calls to total[0]."""
+    def counted(*args, **kw):
+        c = clock()
+        try:
+            return fn(*args, **kw)
+        finally:
+            total[0] += clock() - c
+    return counted
+
+
 def part_driver(stages: int) -> dict:
     import ray
 
@@ -219,15 +234,9 @@ def part_driver(stages: int) -> dict:
             end = time.monotonic()
             compaction.append((end - float(message.rsplit("(", 1)[1].split()[0]), end))
     compaction_cpu = [0.0]  # the auto-compaction after the loop: its own figure (part store), not a stage's cost
-    compact = store.compact
-
-    def timed_compact(*args, **kw):
-        c = time.process_time()
-        try:
-            return compact(*args, **kw)
-        finally:
-            compaction_cpu[0] += time.process_time() - c
-    store.compact = timed_compact
+    store.compact = _cpu_counted(store.compact, compaction_cpu, time.process_time)
+    commit_cpu = [0.0]  # the commits' CPU (the commit thread's), part of the driver's: the store's share of it
+    store.commit = _cpu_counted(store.commit, commit_cpu, time.thread_time)
     stop = threading.Event()
     me = psutil.Process()
 
@@ -263,6 +272,7 @@ def part_driver(stages: int) -> dict:
     moved = ray_stage_round_trip(calls, actors)  # and moving a stage's data, in and out, as the sweep's stages do
     log = store.committed("driver", ["seconds", "started_at", "finished_at"]).table.to_pylist()
     ray.shutdown()
+    shutil.rmtree(store.location, ignore_errors=True)  # its artifacts are large, and nothing reads them again
     busy = sum(r["seconds"] or 0.0 for r in log)
     n = summary.ran
     # The floor's actors are started before its clock starts; so are the driver's here: the per-stage figure
@@ -281,6 +291,7 @@ def part_driver(stages: int) -> dict:
             "startup_s": summary.seconds - steady,
             "overhead_ms_per_stage": 1000 * (steady - busy / actors) / n, "driver_cpu_ms_per_stage": 1000 * cpu / n,
             "actor_extra_ms_per_stage": 1000 * actor_extra / n,
+            "commit_cpu_ms_per_stage": 1000 * commit_cpu[0] / n,
             "noop_ms": 1000 * max(noop_before, noop_after), "noop_before_ms": 1000 * noop_before,
             "noop_after_ms": 1000 * noop_after, "noop_1mb_ms": 1000 * sized, "stage_data_ms": 1000 * moved,
             "driver_peak_rss_mb": peak_rss,
@@ -339,7 +350,9 @@ def read_write_once(files: dict[str, list[str]]) -> float:
     _, tables = raw_scan(files)
     for name, table in tables.items():
         pq.write_table(table, f"{out}/{name}.parquet")
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds
 
 
 def part_store(stages: int) -> dict:
@@ -382,6 +395,7 @@ def part_store(stages: int) -> dict:
     out["compact_s"] = time.perf_counter() - t
     timed("after")
     out["load"].append(os.getloadavg()[0])
+    shutil.rmtree(location, ignore_errors=True)
     return out
 
 
@@ -455,7 +469,8 @@ def main() -> None:
     if d:
         print(f"driver: {d['stages']} stages in {d['wall_s']:.1f} s ({d['startup_s']:.1f} s of it outside the stages' "
               f"span: trial actors starting, the last commit), overhead {d['overhead_ms_per_stage']:.2f} ms/stage "
-              f"(driver CPU {d['driver_cpu_ms_per_stage']:.1f} ms/stage; trial actors outside the stages' own seconds "
+              f"(driver CPU {d['driver_cpu_ms_per_stage']:.1f} ms/stage, {d['commit_cpu_ms_per_stage']:.1f} of it "
+              f"committing; trial actors outside the stages' own seconds "
               f"{d['actor_extra_ms_per_stage']:.1f} ms/stage); Ray no-op round trip {d['noop_before_ms']:.2f} ms "
               f"before, {d['noop_after_ms']:.2f} ms after (the larger is the floor), {d['noop_1mb_ms']:.2f} ms "
               f"returning 1.2 MB, {d['stage_data_ms']:.2f} ms moving a stage's data (3 parent outputs in, a mask "

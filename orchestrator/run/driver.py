@@ -3,8 +3,8 @@
 The pieces: `store.health` (what is done, what needs repair), `store.lease` (one driver per sweep),
 `deploy.cluster` (a private Ray unless an address is given), `scheduler` (ready queue, actor pools, retries)
 and `recorder` (one atomic commit per stage attempt, written off the loop's thread by `commit_thread`). Stage
-outputs travel to dependants as Ray object references and are also persisted under <store>/artifacts by the
-actor, so a later submit resumes from them.
+outputs travel to dependants as Ray object references (or stay in the trial actor that holds them) and are
+also persisted under <store>/artifacts by the actor, so a later submit resumes from them.
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ long-lived (torch stays imported, datasets stay on the device) and pooled by (CP
 reference is dropped as soon as every dependant has been handed it (Ray then keeps it alive only while those
 tasks need it); a later retry reads the stored artifact instead. With the seed window this keeps the object
 store bounded by the work in flight, however many seeds a sweep has.
+A trial actor keeps the outputs that more of its stages take and is sent a marker for them instead, and
+returns an output through Ray only when a stage of the run takes it (`_transport`, trial_actor.py).
 
 Every running stage is pinged (a trial actor answers from a second thread while it runs a stage): a stage
 silent for longer than its hang limit, or an actor that stops answering, is declared `hung`, its actor killed
@@ -33,7 +35,7 @@ from orchestrator.store.lease import StopRequested
 from orchestrator.spec.plan import Plan
 from orchestrator.run.commit_thread import CommitThread
 from orchestrator.run.recorder import Recorder, now
-from orchestrator.run.trial_actor import ARTIFACT
+from orchestrator.run.trial_actor import ARTIFACT, HELD
 
 Shape = tuple[float, float, float | None]
 TICK_S = 1.0                 # how often running stages are pinged and progress may print
@@ -119,6 +121,7 @@ class Scheduler:
         self.window = 2 * max_concurrent
         self.slowest_epoch: dict[str, float] = {}   # stage kind -> slowest epoch seen in this run
         self.answering: set = set()                  # actors that have answered a ping: started, torch imported
+        self.held: dict = {}                         # actor -> the outputs it said it holds (trial_actor.py)
         # A tune stage runs alone: its trials need the cluster's CPUs, so no trial actor may hold them meanwhile.
         self.tune_actor, self.exclusive = tune_actor, None
         self.runtime_env = runtime_env  # ships a spec's plugin code (its `code:` paths) to every node
@@ -152,6 +155,7 @@ class Scheduler:
     def _retire(self, actor) -> None:
         self.alive.pop(actor, None)
         self.answering.discard(actor)
+        self.held.pop(actor, None)
         ray.kill(actor)
 
     def _retire_unneeded(self) -> None:
@@ -213,11 +217,29 @@ class Scheduler:
     def _start(self, key: str, actor) -> None:
         stage = self.plan.stages[key]
         parents = [self.outputs[stage.parents[r]] for r in stage.inputs]
-        meta_ref, out_ref = actor.run.options(num_returns=2, name=task_name(stage.label)).remote(
-            stage.payload(self.plan.config), list(stage.inputs), *parents)
-        self.inflight[meta_ref] = Running(key, actor, out_ref, heard_at=self.clock())
+        payload = stage.payload(self.plan.config)
         self._hand_over(key)
+        if key != self.exclusive:  # a tune actor serves one stage: it holds nothing and takes every input as sent
+            parents = self._transport(key, actor, payload, parents)
+        meta_ref, out_ref = actor.run.options(num_returns=2, name=task_name(stage.label)).remote(
+            payload, list(stage.inputs), *parents)
+        self.inflight[meta_ref] = Running(key, actor, out_ref, heard_at=self.clock())
         self.progress.stage_started(key, stage.label, stage.kind, stage.meta.get("method"))
+
+    def _transport(self, key: str, actor, payload: dict, parents: list) -> list:
+        """What travels with the stage (trial_actor.py says why): a parent output the actor holds, or one this
+        call sends already under another role, goes as a `HELD` marker; the actor is told to keep what more
+        stages of this run will take (its parents and its own output), and whether to return its output."""
+        held = self.held.get(actor, set())
+        sent, out = set(), []
+        for role, ref in zip(self.plan.stages[key].inputs, parents):
+            parent = self.plan.stages[key].parents[role]
+            out.append(HELD + parent if parent in held or parent in sent else ref)
+            sent.add(parent)
+        ship = self.handed.get(key, 0) > 0  # a dependant not handed out yet takes it from Ray (set by _hand_over)
+        hold = sorted(k for k in held | sent | {key} if self.handed.get(k, 0) > 0)
+        payload["transport"] = {"hold": hold, "ship": ship}
+        return out
 
     def _start_tune(self, key: str) -> None:
         for actors in self.idle.values():
@@ -353,10 +375,13 @@ class Scheduler:
             meta = ray.get(meta_ref)
         except (RayActorError, ActorDiedError) as err:
             self.alive.pop(running.actor, None)
+            self.held.pop(running.actor, None)
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             self._failed_attempt(running.key, "lost", f"trial actor died: {first}", summary)
             return
         self._release(running.actor)
+        if running.actor in self.alive:
+            self.held[running.actor] = set(meta.get("held") or ())
         kind = self.plan.stages[running.key].kind
         self.slowest_epoch[kind] = max(self.slowest_epoch.get(kind, 0.0), float(meta.get("slowest_epoch_s") or 0.0))
         self._conclude(running.key, meta, running.out_ref, summary)

@@ -2,10 +2,22 @@
 
 A stage's exception never kills the actor: it becomes a failure meta with an `error_type` class. What the
 stage printed (and its traceback) comes back in the meta, so the driver can keep it in the store.
+
+What travels through Ray per stage is kept to what the actor does not have already. The driver's `transport`
+entry of the payload says (1) which parent outputs to keep ("hold") after the stage, because more of its
+dependants may come to this actor: a later stage is then handed `HELD + key` instead of a reference, and
+the actor neither fetches nor deserializes that output again (every one-shot stage of a seed starts from the
+same warm-up weights); a parent used in several roles of one stage travels once; (2) whether the stage's
+own output is to be returned through Ray at all ("ship"): it is not when no stage of this run waits for it
+(it is in the store's artifacts either way, written before the stage's meta returns). The actor says in
+each meta which outputs it holds ("held"), so the driver knows exactly what it may refer to; what the actor
+holds is bounded (`HOLD_BYTES`, the oldest dropped first), and a stage is handed copies of what the actor holds
+(and of an output serving two of its roles), so a stage that changes its inputs in place changes no other.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import socket
@@ -18,6 +30,8 @@ from datetime import datetime, timezone
 from orchestrator.store import artifacts
 
 ARTIFACT = "artifact:"  # marks an input that the actor loads from the store instead of the object store
+HELD = "held:"          # marks an input the actor holds already (an earlier stage's, or this call's other role)
+HOLD_BYTES = 512 * 2 ** 20  # at most this much of held outputs per actor: a miss costs one fetch, never a result
 LOG_LIMIT = 200_000     # characters of a stage's output kept in its log
 
 
@@ -136,6 +150,11 @@ class TrialActorBody:
         self._running = False
         self._epoch: tuple[str, float] | None = None  # (phase, epoch) of the running stage's last epoch
         self._rss = _PeakRSS()
+        self._held: dict[str, object] = {}  # stage key -> its outputs, oldest first (see the module's docstring)
+        from workers import machine
+
+        # The same for every stage this process runs: read once, not from /proc on every stage.
+        self._machine = machine.describe(self.device)
 
     def heartbeat(self) -> dict:
         """Answered from the actor's second thread while a stage runs: how long the stage has been silent, its
@@ -162,8 +181,45 @@ class TrialActorBody:
             self.datasets[name] = dataset_from_config(cfg).to(self.device)
         return self.datasets[name]
 
+    def _inputs(self, payload: dict, roles: list[str], parent_outputs: tuple) -> dict:
+        """The stage's inputs by role, from what came with the call, what the actor holds, or the store; keeps
+        the outputs the driver asks it to hold. A stage gets copies of what is held or used twice."""
+        wanted = set((payload.get("transport") or {}).get("hold", ()))
+        came: dict[str, object] = {}
+        for role, out in zip(roles, parent_outputs):
+            if isinstance(out, str) and out.startswith(HELD):
+                continue
+            if isinstance(out, str) and out.startswith(ARTIFACT):
+                out = artifacts.load(self.store_location, out[len(ARTIFACT):])
+            came[payload["inputs"][role]] = out
+        by_key = {}
+        for role in roles:
+            key = payload["inputs"][role]
+            if key not in by_key:
+                by_key[key] = came[key] if key in came else self._held[key] if key in self._held \
+                    else artifacts.load(self.store_location, key)
+        self._held = {k: v for k, v in self._held.items() if k in wanted}
+        for key, out in by_key.items():
+            if key in wanted:
+                self._hold(key, out)
+        inputs, given = {}, set()
+        for role in roles:
+            key = payload["inputs"][role]
+            out = by_key[key]
+            inputs[role] = copy.deepcopy(out) if key in given or key in self._held else out
+            given.add(key)
+        return inputs
+
+    def _hold(self, key: str, outputs) -> None:
+        """Keep `outputs` for later stages of this actor, the oldest dropped beyond HOLD_BYTES."""
+        self._held.pop(key, None)
+        self._held[key] = outputs
+        while self._held and sum(map(_nbytes, self._held.values())) > HOLD_BYTES:
+            del self._held[next(iter(self._held))]
+
     def run(self, payload: dict, roles: list[str], *parent_outputs):
-        """Returns (meta, outputs); a stage exception becomes a failure meta, so the actor lives on."""
+        """Returns (meta, outputs); a stage exception becomes a failure meta, so the actor lives on. The
+        outputs are None where the driver said no stage of this run takes them through Ray."""
         import torch
 
         from workers.stages.dispatch import run_stage
@@ -173,8 +229,9 @@ class TrialActorBody:
         started = _now()
         liveness.beat()
         self._epoch_at, self._slowest_epoch, self._running, self._epoch = time.monotonic(), 0.0, True, None
-        meta = {"host": self.host, "device": self.device, "started_at": started, **machine.describe(self.device),
+        meta = {"host": self.host, "device": self.device, "started_at": started, **self._machine,
                 "load_start": machine.load()}
+        transport = payload.get("transport") or {}
         log = io.StringIO()
         cuda = self.device == "cuda"
         if cuda:
@@ -183,20 +240,19 @@ class TrialActorBody:
         with self._rss as rss, contextlib.redirect_stdout(_Tee(sys.stdout, log)), \
                 contextlib.redirect_stderr(_Tee(sys.stderr, log)):
             try:
-                inputs = {}
-                for role, out in zip(roles, parent_outputs):
-                    if isinstance(out, str) and out.startswith(ARTIFACT):
-                        out = artifacts.load(self.store_location, out[len(ARTIFACT):])
-                    inputs[role] = out
+                inputs = self._inputs(payload, roles, parent_outputs)
                 from workers.plugins import ensure
 
                 ensure(payload["config"].get("plugins"))  # a plugin dataset's loader comes with them
                 data = self._dataset(payload["config"]["dataset"])
                 print(f"stage {payload['label']} ({payload['kind']}, key {payload['key']}) on {self.host} {self.device}")
-                result = run_stage(payload, inputs, data, on_epoch=self._on_epoch)
+                stage = {k: v for k, v in payload.items() if k != "transport"}  # the stage as plain data alone
+                result = run_stage(stage, inputs, data, on_epoch=self._on_epoch)
                 print(f"finished in {result.seconds:.1f} s" + (_outcome(result.point) if result.point else ""))
                 artifacts.save(self.store_location, payload["key"], result.outputs)
                 outputs = result.outputs
+                if payload["key"] in transport.get("hold", ()):
+                    self._hold(payload["key"], outputs)
                 meta.update(status="ok", seconds=result.seconds, point=result.point, curve=result.curve,
                             work=result.work)
             except Exception as err:  # noqa: BLE001 - any stage error becomes a failure row
@@ -208,5 +264,12 @@ class TrialActorBody:
         meta.update(finished_at=_now(), load_end=machine.load(), peak_rss_mb=rss.peak / 2 ** 20,
                     slowest_epoch_s=self._slowest_epoch,
                     cuda_peak_mb=torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
-                    log=log.getvalue()[-LOG_LIMIT:])
-        return meta, outputs
+                    log=log.getvalue()[-LOG_LIMIT:], held=list(self._held))
+        return meta, outputs if transport.get("ship", True) else None
+
+
+def _nbytes(outputs) -> int:
+    """Bytes of the tensors in a stage's outputs (nested dicts of tensors and plain values)."""
+    if isinstance(outputs, dict):
+        return sum(_nbytes(v) for v in outputs.values())
+    return int(getattr(outputs, "nbytes", 0) or 0)

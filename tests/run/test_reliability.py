@@ -248,14 +248,18 @@ class FaultyActor(driver.TrialActorBody):
     kill_method: str = ""
     marks: str = ""
 
-    def run(self, payload, roles, *parents):
-        method = payload["params"].get("method")
-        if method == self.diverge_method:
+    def _inputs(self, payload, roles, parents):
+        inputs = super()._inputs(payload, roles, parents)
+        if payload["params"].get("method") == self.diverge_method:
             # Weights it starts from overflowed (x 1e38, beyond float32 after one layer): the loss is not finite.
             # (A huge learning rate is no longer possible: the worker refuses a recipe outside its bounds.)
-            parents = tuple({**out, "weights": {k: v * 1e38 if v.is_floating_point() else v
+            inputs = {role: {**out, "weights": {k: v * 1e38 if v.is_floating_point() else v
                                                 for k, v in out["weights"].items()}}
-                            if isinstance(out, dict) and "weights" in out else out for out in parents)
+                      if isinstance(out, dict) and "weights" in out else out for role, out in inputs.items()}
+        return inputs
+
+    def run(self, payload, roles, *parents):
+        method = payload["params"].get("method")
         if method == self.kill_method and not list(Path(self.marks).glob(payload["key"] + "*")):
             Path(self.marks, payload["key"] + "-killed").touch()
             threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGKILL)).start()
