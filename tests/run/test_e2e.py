@@ -5,10 +5,9 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.run.driver import run_plan
 from orchestrator.spec.plan import build_plan
 from orchestrator.spec.sweep_spec import parse_spec
-from orchestrator.store.results_store import ResultsStore
+from tests.helpers.in_process_sweeps import submit
 
 pytestmark = pytest.mark.slow  # sweeps on a real Ray, and `submit` checking its data in a child process
 
@@ -22,11 +21,6 @@ TINY = {
     "sparsities": [0.5, 0.8],
     "seeds": [0],
 }
-
-
-def submit(spec_dict, store):
-    spec = parse_spec(spec_dict)
-    return run_plan(build_plan(spec), spec, ResultsStore(str(store)), progress=False, echo=lambda *_: None)
 
 
 def test_submit_resume_and_add_seed(ray_cluster, tmp_path):

@@ -33,8 +33,6 @@ SPEC = {
 }
 
 
-
-
 # ---------------------------------------------------------------- the spec
 
 @pytest.mark.parametrize("change, message", [

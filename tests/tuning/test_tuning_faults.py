@@ -18,13 +18,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator.run import driver
 from orchestrator.cli import main
-from orchestrator.spec.plan import build_plan
 from orchestrator.run.scheduler import STARTUP_FACTOR, HangPolicy
-from orchestrator.spec.sweep_spec import parse_spec
 from orchestrator.store.results_store import ResultsStore
 from orchestrator.store.schemas import WORK_COLUMNS
+from tests.helpers.in_process_sweeps import submit
 
 FLOOR_S = 10
 SPEC = {
@@ -97,11 +95,6 @@ def _title(pid: int) -> str:
 def _trials() -> list[int]:
     return [p.pid for p in psutil.Process().children(recursive=True)
             if _title(p.pid).startswith("ray::ImplicitFunc.train")]
-
-
-def submit(spec: dict, store):
-    s = parse_spec(spec)
-    return driver.run_plan(build_plan(s), s, ResultsStore(str(store)), progress=False, echo=lambda *_: None)
 
 
 @pytest.fixture(scope="module")
