@@ -121,10 +121,21 @@ class Chromium:
     def open(self, url: str) -> None:
         self.call("Page.navigate", url=url)
 
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page (JSON-able values only)."""
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise BrowserError(f"{expression[:80]!r}: {result['exceptionDetails'].get('text')}")
+        return result.get("result", {}).get("value")
+
     def text(self) -> str:
-        result = self.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''",
-                           returnByValue=True)
-        return result.get("result", {}).get("value") or ""
+        return self.evaluate("document.body ? document.body.innerText : ''") or ""
+
+    def rows(self, needle: str) -> list[list[str]]:
+        """The cells' text of every table row that holds `needle` (a header row too, if it does)."""
+        return self.evaluate(f"[...document.querySelectorAll('tr')]"
+                             f".filter(r => r.innerText.includes({json.dumps(needle)}))"
+                             f".map(r => [...r.cells].map(c => c.innerText.trim()))")
 
     def wait_for(self, *needles: str, timeout_s: float = 60.0) -> str:
         """The page's text once it holds every one of `needles` (polled; the dashboard fetches as it goes)."""
@@ -137,6 +148,47 @@ class Chromium:
                 missing = [n for n in needles if n not in text]
                 raise BrowserError(f"page never showed {missing} within {timeout_s:.0f} s; it shows: "
                                    f"{text[:500]!r}")
+            time.sleep(0.5)
+
+    def click(self, text: str, among: str = "body *", timeout_s: float = 60.0) -> None:
+        """Click the innermost element (of those the CSS selector `among` picks) whose whole text is `text` as
+        written (CSS may capitalise it on screen): a section's title, a tab."""
+        clicked = f"""(() => {{
+            const all = [...document.querySelectorAll({json.dumps(among)})]
+                .filter(e => e.textContent.trim() === {json.dumps(text)});
+            const inner = all.filter(e => !all.some(o => o !== e && e.contains(o)));
+            if (inner.length) inner[0].click();
+            return inner.length > 0;
+        }})()"""
+        self._until(clicked, timeout_s, f"nothing to click that reads {text!r}")
+
+    def choose(self, label: str, option: str, timeout_s: float = 60.0) -> None:
+        """Pick `option` in the drop-down field labelled `label` (a table's filter), typing it as a user does."""
+        focused = f"""(() => {{
+            const label = [...document.querySelectorAll("label")]
+                .find(l => l.textContent.trim() === {json.dumps(label)});
+            const input = label && document.getElementById(label.htmlFor);
+            if (!input) return false;
+            input.focus();
+            input.select();
+            return true;
+        }})()"""
+        self._until(focused, timeout_s, f"no field labelled {label!r}")
+        self.call("Input.insertText", text=option)
+        picked = f"""(() => {{
+            const item = [...document.querySelectorAll("[role=option]")]
+                .find(o => o.textContent.trim() === {json.dumps(option)});
+            if (item) item.click();
+            return Boolean(item);
+        }})()"""
+        self._until(picked, timeout_s, f"field {label!r} never offered {option!r}")
+
+    def _until(self, expression: str, timeout_s: float, failure: str) -> None:
+        """Evaluate `expression` until it is true; BrowserError saying `failure` if it is not within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while not self.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise BrowserError(f"{failure} within {timeout_s:.0f} s; the page shows: {self.text()[:500]!r}")
             time.sleep(0.5)
 
     def screenshot(self, path: str | Path) -> None:

@@ -1,8 +1,9 @@
 """Screenshots of a sweep being watched: a trimmed quickstart run by `orchestrate submit --metrics` on a
-pseudo-terminal, and, while it runs, the Ray dashboard's actors and jobs pages (headless Chromium, logged in
-with the token in ~/.ray/auth_token), the sweep's metrics as the cluster's Prometheus endpoint serves them,
-Prometheus' own graph page of stages done and the ETA (when a `prometheus` binary is installed: one started on
-loopback, scraping that endpoint), and the terminal (as text, and drawn to PNG with matplotlib).
+pseudo-terminal, and, while it runs, the Ray dashboard's actors and jobs pages and a trial actor's own page
+(headless Chromium, logged in with the token in ~/.ray/auth_token), the sweep's metrics as the cluster's
+Prometheus endpoint serves them, Prometheus' own graph page of stages done and the ETA (when a `prometheus`
+binary is installed: one started on loopback, scraping that endpoint), and the terminal (as text, and drawn to
+PNG with matplotlib).
 
     python docs/screenshots/make.py [--out docs/screenshots]
 
@@ -252,8 +253,9 @@ def main() -> int:
     taken, skipped = [], []
     browser = chromium.find()
     if browser is None:
-        skipped.append(("actors.png, jobs.png", f"no Chromium: none of {', '.join(chromium.BINARIES)} on PATH "
-                                                 f"and ${chromium.ENV} unset (apt-get install chromium)"))
+        skipped.append(("actors.png, jobs.png, actor.png",
+                        f"no Chromium: none of {', '.join(chromium.BINARIES)} on PATH and ${chromium.ENV} unset "
+                        f"(apt-get install chromium)"))
     server = prometheus.find()
     if server is None:
         skipped.append(("prometheus.png", f"no `{prometheus.BINARY}` on PATH (apt-get install prometheus); "
@@ -357,7 +359,24 @@ def capture_dashboard(browser: str, dashboard: str, token: str, out: Path, timeo
         page.wait_for(tasks[0]["job_id"], timeout_s=timeout_s)
         time.sleep(2)
         page.screenshot(out / "jobs.png")
-    return ["actors.png", "jobs.png"]
+        # A trial actor's own page names the stage it runs (the actors list cannot: docs/watching.md says why):
+        # its Tasks History, filtered to running tasks. Its Logs are folded away: they load only where the
+        # node's dashboard agent serves them (docs/watching.md), and the picture is of the task table.
+        actor = tasks[0]["actor_id"]
+        page.open(f"{dashboard}/#/actors/{actor}")
+        page.wait_for(actor, "Tasks History", timeout_s=timeout_s)
+        page.click("Logs", among="h4")
+        page.click("Tasks History", among="h4")
+        page.choose("State", "RUNNING")
+        deadline = time.monotonic() + timeout_s
+        while not any("RUNNING" in row for row in page.rows(actor)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the page of actor {actor} never listed a running task: {page.text()[:500]!r}")
+            time.sleep(0.5)
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        time.sleep(1)
+        page.screenshot(out / "actor.png")
+    return ["actors.png", "jobs.png", "actor.png"]
 
 
 if __name__ == "__main__":
