@@ -100,7 +100,7 @@ def connect(address: str | None, dashboard: bool = True, num_cpus: int | None = 
         # No fixed port: another Ray on this machine may hold 8265.
         kwargs.update(dashboard_host=LOOPBACK, dashboard_port=_free_port())
     ensure_private_token()
-    with _node_ip_stays_loopback(), _metrics_servers_off():
+    with _node_ip_stays_loopback(), _metrics_servers_off(), _agent_port_chosen_by_the_system():
         ctx = _start_private(kwargs)
     node_ip = ctx.address_info.get("node_ip_address")
     if node_ip != LOOPBACK:
@@ -132,6 +132,30 @@ def _node_ip_stays_loopback():
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextmanager
+def _agent_port_chosen_by_the_system():
+    """Ray 2.60's ray.init gives the node's dashboard agent the fixed HTTP port 52365 (RayParams' default; only
+    `ray start` has a flag for it). On a machine where another Ray holds that port, our agent runs without its
+    HTTP server, and every log view of our dashboard says "Failed to load"; where ours starts first, it takes
+    the port from a neighbour's. Port 0 lets the system choose, and the agent publishes the port it bound
+    (that is how Ray's own extra nodes in `ray.cluster_utils` avoid the clash), so we hold RayParams' default
+    at 0 while the private cluster starts."""
+    from ray._private import parameter
+
+    fixed = parameter.RayParams
+
+    class RayParams(fixed):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("dashboard_agent_listen_port", 0)
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = RayParams
+    try:
+        yield
+    finally:
+        parameter.RayParams = fixed
 
 
 @contextmanager

@@ -11,6 +11,7 @@ session shares one local Ray without them.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -115,6 +116,13 @@ SCRIPT = textwrap.dedent('''
                 if held:
                     break
                 time.sleep(0.5)
+            if held:  # what the actor page's Logs view shows: the actor's stdout, through the node's agent
+                out["held_task"] = held[0]
+                try:
+                    out["held_log"] = get(f"{dashboard}/api/v0/logs/file?actor_id={held[0]['actor_id']}"
+                                          f"&suffix=out&lines=1000", token)
+                except Exception as err:
+                    out["held_log_error"] = f"{type(err).__name__}: {err} {getattr(err, 'read', bytes)()[:300]!r}"
             import chromium
             browser = chromium.find()
             if browser:
@@ -184,7 +192,9 @@ SCRIPT = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def watched(tmp_path_factory):
+def watched(ray_cluster, tmp_path_factory):
+    # The session's cluster runs beside the sweep's: a neighbour that would hold Ray's fixed dashboard-agent
+    # port, had our clusters not let the system choose it (test_the_running_stage_is_named_in_its_actors_log).
     store = tmp_path_factory.mktemp("dashboard") / "store"
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(store), str(ROOT / "docs" / "screenshots"),
                           prometheus.find() or ""],
@@ -248,6 +258,18 @@ def test_a_running_trial_actor_is_listed_with_the_stage_it_runs(watched):
                and t["func_or_class_name"] == "Gated.run"]
     assert running and all(t["actor_id"] and t["name"] in watched["labels"] for t in running)
     assert any(t["name"].startswith("random sp=") for t in running)  # held at its first epoch
+
+
+def test_the_running_stage_is_named_in_its_actors_log_which_the_dashboard_serves(watched):
+    """The actor page's Logs view: the dashboard reads an actor's log through its node's agent. With another
+    Ray on the machine holding the agent's fixed port (here: the session's cluster, or any neighbour), Ray 2.60
+    left the agent without its HTTP server and every log view failed."""
+    assert "held_log_error" not in watched, watched["held_log_error"]
+    method, sparsity = watched["held_task"]["name"].split()  # e.g. "random", "sp=0.5000"
+    lines = watched["held_log"].splitlines()
+    current = max(i for i, line in enumerate(lines) if line.startswith("stage "))
+    assert re.match(rf"stage {method} s=\d+ {re.escape(sparsity)} \(oneshot, key ", lines[current]), lines[current]
+    assert any(line.startswith("train epoch 1 ") for line in lines[current:]), lines[current:]
 
 
 @needs_chromium
