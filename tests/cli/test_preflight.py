@@ -46,3 +46,15 @@ def test_a_model_that_cannot_take_the_datasets_input_fails_on_one_line(tmp_path)
     out = subprocess.run(ORCHESTRATE + ["validate", str(spec)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == "model.options: model conv1d needs input shape (L,) or (C, L), got (3, 8, 8)"
+
+
+def test_submit_finds_bad_input_while_its_cluster_starts_and_still_fails_on_one_line(tmp_path):
+    """The model check runs while Ray starts (driver._prepare): the started cluster must neither add a line
+    (Ray's token notice) nor keep the submit from exiting 2 with nothing written."""
+    spec = _spec(tmp_path, {"name": "conv1d"},
+                 {"name": "synthetic", "options": {"n_train": 8, "n_test": 8, "input_shape": [3, 8, 8]}})
+    out = subprocess.run(ORCHESTRATE + ["submit", str(spec), "--no-progress"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == "model.options: model conv1d needs input shape (L,) or (C, L), got (3, 8, 8)"
+    assert not (tmp_path / "store").exists()
