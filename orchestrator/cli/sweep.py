@@ -241,8 +241,8 @@ def submit(spec_path: str, store_location: str | None, address: str | None, prog
 
     with _run_errors(interrupted, LeaseLost):
         summary = run_plan(plan_of(spec), spec, store, address=address, progress=progress, echo=click.echo,
-                           preflight=lambda: start_input_check(spec), take_over=take_over,
-                           retry_diverged=retry_diverged, dashboard=dashboard, metrics=metrics)
+                           preflight=lambda: check_inputs(spec), take_over=take_over, retry_diverged=retry_diverged,
+                           dashboard=dashboard, metrics=metrics)
     click.echo(f"{summary.ran} stage(s) ran, {summary.skipped_done} already stored, {summary.failed} failed, "
                f"{summary.diverged} diverged, {summary.skipped_after_failure} skipped after a failure "
                f"({summary.seconds:.1f} s)")

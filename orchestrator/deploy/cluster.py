@@ -37,8 +37,6 @@ WORKER_NICENESS = 0
 # socket can bind makes each fail to start, which Ray catches and logs, running on without it.
 _METRICS_PORT_VARS = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
 _UNBINDABLE_PORT = "-1"
-_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
-_TOKEN_NOTICE = "Token authentication is enabled"
 # Ray 2.60 waits for a new node to register with its GCS in a fixed 30 s loop (ray/_private/node.py) around a
 # call that itself waits up to RAY_raylet_start_wait_time_s (a RayConfig setting each Ray process reads from its
 # environment): the allowance is the longer of the two. A busy machine can take longer to start the node's
@@ -102,7 +100,7 @@ def connect(address: str | None, dashboard: bool = True, num_cpus: int | None = 
         # No fixed port: another Ray on this machine may hold 8265.
         kwargs.update(dashboard_host=LOOPBACK, dashboard_port=_free_port())
     ensure_private_token()
-    with _node_ip_stays_loopback(), _metrics_servers_off(), _token_notice_off():
+    with _node_ip_stays_loopback(), _metrics_servers_off():
         ctx = _start_private(kwargs)
     node_ip = ctx.address_info.get("node_ip_address")
     if node_ip != LOOPBACK:
@@ -149,25 +147,6 @@ def _environment(values: dict[str, str]):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-class _DropTokenNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_TOKEN_NOTICE)
-
-
-@contextmanager
-def _token_notice_off():
-    """Ray's warning that it turned token authentication on by itself, a line on stderr at every start: submit
-    says where the token is beside the dashboard's address, and bad input found while Ray starts (driver.py's
-    input check) must stay one line. Its warning that authentication is off stays."""
-    logger = logging.getLogger(_TOKEN_LOGGER)
-    drop = _DropTokenNotice()
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 def _metrics_servers_off():

@@ -78,32 +78,16 @@ def _todo(plan: Plan, state: health.StoreState, retry_diverged: bool) -> tuple[l
 def _prepare(spec: SweepSpec, preflight, joining: bool, address: str | None, dashboard: bool, metrics: bool):
     """Before any stage runs: the input check, and the resources the stages need against what the cluster
     has. Joins a cluster we did not start (what it has is only known from inside it); a private one is
-    checked against this machine, then started. Returns (dashboard url, whether we started Ray).
-
-    `preflight()` starts the input check and returns what waits for its verdict: the check (a child process
-    that imports torch and loads the data) runs while Ray starts, rather than before it. Bad input is still
-    the error reported, whatever else failed, and a cluster started meanwhile is shut down before it is."""
-    wait = preflight() if preflight is not None else None
-    try:
-        if joining:
-            url, started = cluster.connect(address, dashboard=dashboard, metrics=metrics)
-            cluster.check_resources(shapes_by_source(spec), ray.cluster_resources())
-        else:
-            cluster.check_resources(shapes_by_source(spec), cluster.local_resources())
-            # Started before anything is written: a submit whose cluster does not start leaves the store as it was.
-            url, started = cluster.connect(None, dashboard=dashboard, metrics=metrics)
-    except Exception:
-        if wait is not None:
-            wait()
-        raise
-    if wait is not None:
-        try:
-            wait()
-        except BaseException:
-            if started:
-                ray.shutdown()
-            raise
-    return url, started
+    checked against this machine, then started. Returns (dashboard url, whether we started Ray)."""
+    if preflight is not None:
+        preflight()
+    if joining:
+        url, started = cluster.connect(address, dashboard=dashboard, metrics=metrics)
+        cluster.check_resources(shapes_by_source(spec), ray.cluster_resources())
+        return url, started
+    cluster.check_resources(shapes_by_source(spec), cluster.local_resources())
+    # Started before anything is written: a submit whose cluster does not start leaves the store as it was.
+    return cluster.connect(None, dashboard=dashboard, metrics=metrics)
 
 
 def metrics_line(started: bool) -> str:
@@ -120,8 +104,8 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
              retry_diverged: bool = False, dashboard: bool = True, metrics: bool = False) -> RunSummary:
     """Run every stage of `plan` that the store does not hold yet. Starts Ray only if there is work.
 
-    `preflight()` runs only when there is work, before anything is written: it starts the input check (the
-    CLI checks the data and model there) and returns what waits for its verdict, which comes once Ray started.
+    `preflight()` runs only when there is work, before Ray starts or anything is written (the CLI checks
+    the data root there).
     """
     Lease(store, plan.sweep).check(take_over)  # a busy sweep is refused before anything slow (acquire settles it)
     state = health.inspect(store, plan, plan.sweep)
