@@ -46,3 +46,15 @@ def test_a_model_that_cannot_take_the_datasets_input_fails_on_one_line(tmp_path)
     out = subprocess.run(ORCHESTRATE + ["validate", str(spec)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == "model.options: model conv1d needs input shape (L,) or (C, L), got (3, 8, 8)"
+
+
+def test_submit_stops_on_one_line_at_bad_input_only_its_data_and_model_check_finds(tmp_path):
+    """The spec is valid and the data is there; only building the model on the data's shape fails (the child
+    process's check): submit still exits 2 on one line, writing nothing (nor any line of a Ray start)."""
+    spec = _spec(tmp_path, {"name": "conv1d"},
+                 {"name": "synthetic", "options": {"n_train": 8, "n_test": 8, "input_shape": [3, 8, 8]}})
+    out = subprocess.run(ORCHESTRATE + ["submit", str(spec), "--no-progress"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == "model.options: model conv1d needs input shape (L,) or (C, L), got (3, 8, 8)"
+    assert not (tmp_path / "store").exists()
