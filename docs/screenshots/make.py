@@ -360,8 +360,8 @@ def capture_dashboard(browser: str, dashboard: str, token: str, out: Path, timeo
         time.sleep(2)
         page.screenshot(out / "jobs.png")
         # A trial actor's own page names the stage it runs (the actors list cannot: docs/watching.md says why):
-        # its Tasks History, filtered to running tasks. Its Logs are folded away: they load only where the
-        # node's dashboard agent serves them (docs/watching.md), and the picture is of the task table.
+        # its Tasks History, filtered to running tasks. Its Logs are folded away so that the picture shows the
+        # task table.
         actor = tasks[0]["actor_id"]
         page.open(f"{dashboard}/#/actors/{actor}")
         page.wait_for(actor, "Tasks History", timeout_s=timeout_s)
