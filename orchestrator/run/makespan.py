@@ -9,6 +9,7 @@ split or preempted): `lower_bound(...) <= OPT <= list_schedule(...)` for any pri
 """
 from __future__ import annotations
 
+import graphlib
 import heapq
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Mapping
@@ -25,22 +26,11 @@ class Bounds:
 def topological(durations: Mapping[Hashable, float], parents: Mapping[Hashable, Iterable]) -> list:
     """The stages in an order where every parent comes before its children (ValueError on a cycle or on a
     parent that is not a stage)."""
-    waiting = {k: set(parents.get(k, ())) for k in durations}
-    children: dict = {k: [] for k in durations}
-    for k, ps in waiting.items():
-        for p in ps:
-            if p not in durations:
-                raise ValueError(f"stage {k!r}: parent {p!r} is not a stage")
-            children[p].append(k)
-    order = [k for k, ps in waiting.items() if not ps]
-    for k in order:  # grows while it is read
-        for c in children[k]:
-            waiting[c].discard(k)
-            if not waiting[c]:
-                order.append(c)
-    if len(order) != len(durations):
-        raise ValueError("the stages' dependencies form a cycle")
-    return order
+    graph = {k: set(parents.get(k, ())) for k in durations}
+    for k, ps in graph.items():
+        for p in ps - durations.keys():
+            raise ValueError(f"stage {k!r}: parent {p!r} is not a stage")
+    return list(graphlib.TopologicalSorter(graph).static_order())  # CycleError, a ValueError, names the cycle
 
 
 def heads_and_tails(durations: Mapping[Hashable, float], parents: Mapping[Hashable, Iterable]) -> tuple[dict, dict]:
