@@ -42,6 +42,7 @@ from orchestrator.run.makespan import heads_and_tails, list_schedule, lower_boun
 from orchestrator.spec.plan import build_plan
 from orchestrator.spec.sweep_spec import load_spec
 from orchestrator.store.results_store import ResultsStore
+from workers import machine
 from workers.data.dataset import dataset_from_config
 from workers.stages.dispatch import run_stage
 
@@ -113,9 +114,7 @@ def main() -> None:
     print(f"what the plan's dependencies cost beyond two at a time: lower bound / side-by-side floor "
           f"{lower.lower / side_by_side:.3f}; list schedule in the driver's order / lower bound "
           f"{by_driver / lower.lower:.3f}")
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               "unknown CPU") if os.path.exists("/proc/cpuinfo") else "unknown CPU"
-    print(f"machine: {cpu}, {os.cpu_count()} logical cores, load average {load0:.2f} before, "
+    print(f"machine: {machine.cpu_model() or 'unknown CPU'}, {os.cpu_count()} logical cores, load average {load0:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")
     if a / lower.lower > 1.05:
         sys.exit(3)
