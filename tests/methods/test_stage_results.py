@@ -7,8 +7,8 @@ would change a user's stored results and fails here.
 Why the weights are not pinned bit for bit: the same code and torch build give different low bits on different
 CPUs (MKL picks its kernels by CPU model; a bit-exact weights digest recorded on one 2-core AMD EPYC failed on
 another with the same counts and masks), so they are pinned by their sum and their sum of squares, to a relative
-1e-4 (absolute near zero): a different random stream or update rule moves those at the first digit. The weight figures were taken
-with the code whose bit-exact digests matched 8df46c7's on the machine those were recorded on."""
+1e-4 (absolute near zero): a different random stream or update rule moves those at the first digit. The weight
+figures were taken with the code whose bit-exact digests matched 8df46c7's on the machine those were recorded on."""
 import hashlib
 import math
 
