@@ -2,6 +2,7 @@
 compacting a 20 000-stage store.
 
     python benchmarks/scale.py [--quick] [--points 100000] [--stages 5000] [--store-stages 20000]
+                               [--only plan|driver|store] [--without-writes]
 
 Each part runs in its own process (so its peak RSS is its own) and measures, in that process and on the same
 data, the work that cannot be avoided, and prints figure, floor and their ratio:
@@ -13,7 +14,9 @@ data, the work that cannot be avoided, and prints figure, floor and their ratio:
            also against the same calls returning 1.2 MB, and moving all of a one-shot stage's data (its
            parents' outputs in, its outputs out): what Ray's share of a trivial stage would be if the trial
            actors held nothing (they now hold the outputs more of their stages take, and return only what a
-           stage of the run takes: trial_actor.py); the driver's CPU per stage is printed with its commits' share
+           stage of the run takes: trial_actor.py); the driver's CPU per stage is printed with its commits' share.
+           With --without-writes (an experiment, not the product's figure) the commit and the trial actors'
+           artifact writes are replaced by no-ops: what overhead is left when the durable writes cost nothing
   store    no-op resubmit, `status` and `results` of an uncompacted store against a raw pyarrow.dataset scan
            of the Parquet files each reads; `compact` against reading and writing those rows once  [reads <= 2]
 The machine (CPU model, cores, load average before and after each part) is printed with the figures: on a
@@ -207,9 +210,37 @@ def _cpu_counted(fn, total: list[float], clock):
     return counted
 
 
-def part_driver(stages: int) -> dict:
+class _RowsInMemory:
+    """Stands in for the store's commit in `--without-writes`: keeps each stage row's timing, writes nothing."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def commit(self, sweep, key, attempt, stage_row, *_, **__) -> str:
+        self.rows.append({c: stage_row.get(c) for c in ("seconds", "started_at", "finished_at")})
+        return key
+
+
+def _without_artifact_writes():
+    """A trial actor class whose stages write no artifact (`--without-writes`): within one run every output a
+    stage takes travels through Ray or is held by its actor, so nothing reads the store's artifacts."""
     import ray
 
+    from orchestrator.run.trial_actor import TrialActorBody
+
+    class NoArtifacts(TrialActorBody):
+        def __init__(self, *args):
+            super().__init__(*args)
+            from orchestrator.store import artifacts
+
+            artifacts.save = lambda *_, **__: None  # in this actor's process only
+    return ray.remote(NoArtifacts)
+
+
+def part_driver(stages: int, writes: bool = True) -> dict:
+    import ray
+
+    from orchestrator.run import driver
     from orchestrator.run.driver import run_plan
     from orchestrator.spec.plan import build_plan
     from orchestrator.store.results_store import ResultsStore
@@ -235,6 +266,11 @@ def part_driver(stages: int) -> dict:
             compaction.append((end - float(message.rsplit("(", 1)[1].split()[0]), end))
     compaction_cpu = [0.0]  # the auto-compaction after the loop: its own figure (part store), not a stage's cost
     store.compact = _cpu_counted(store.compact, compaction_cpu, time.process_time)
+    in_memory = None
+    if not writes:
+        in_memory = _RowsInMemory()
+        store.commit = in_memory.commit
+        driver.TrialActor = _without_artifact_writes()
     commit_cpu = [0.0]  # the commits' CPU (the commit thread's), part of the driver's: the store's share of it
     store.commit = _cpu_counted(store.commit, commit_cpu, time.thread_time)
     stop = threading.Event()
@@ -270,7 +306,8 @@ def part_driver(stages: int) -> dict:
     noop_after = ray_round_trip(calls, actors, 0)
     sized = ray_round_trip(calls, actors, 1_200_000)  # the same calls returning a stage output's size
     moved = ray_stage_round_trip(calls, actors)  # and moving a stage's data, in and out, as the sweep's stages do
-    log = store.committed("driver", ["seconds", "started_at", "finished_at"]).table.to_pylist()
+    log = in_memory.rows if in_memory else store.committed("driver", ["seconds", "started_at",
+                                                                      "finished_at"]).table.to_pylist()
     ray.shutdown()
     shutil.rmtree(store.location, ignore_errors=True)  # its artifacts are large, and nothing reads them again
     busy = sum(r["seconds"] or 0.0 for r in log)
@@ -303,7 +340,7 @@ def part_driver(stages: int) -> dict:
             "object_store_peak_mib": max((m for _, m in samples), default=0.0),
             "object_store_peak_first_half_mib": max((m for _, m in samples[:half]), default=0.0),
             "object_store_peak_second_half_mib": max((m for _, m in samples[half:]), default=0.0),
-            "load": [load0, os.getloadavg()[0]]}
+            "writes": writes, "load": [load0, os.getloadavg()[0]]}
 
 
 def _fill_store(location: str, stages: int):
@@ -435,6 +472,9 @@ def main() -> None:
     parser.add_argument("--store-stages", type=int)
     parser.add_argument("--only", choices=["plan", "driver", "store"], action="append",
                         help="run only this part (repeatable)")
+    parser.add_argument("--without-writes", action="store_true",
+                        help="driver part: commit and artifact writes replaced by no-ops (an experiment: what "
+                             "overhead is left when the durable writes cost nothing)")
     parser.add_argument("--part", choices=["plan", "driver", "store"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = dict(QUICK if args.quick else FULL)
@@ -442,7 +482,8 @@ def main() -> None:
         if getattr(args, name) is not None:
             sizes[name] = getattr(args, name)
     if args.part:
-        fn = {"plan": lambda: part_plan(sizes["points"]), "driver": lambda: part_driver(sizes["stages"]),
+        fn = {"plan": lambda: part_plan(sizes["points"]),
+              "driver": lambda: part_driver(sizes["stages"], writes=not args.without_writes),
               "store": lambda: part_store(sizes["store_stages"])}[args.part]
         print(json.dumps(fn()))
         return
@@ -452,7 +493,8 @@ def main() -> None:
     results = {}
     for part in args.only or ("plan", "driver", "store"):
         out = subprocess.run([sys.executable, __file__, "--part", part, "--points", str(sizes["points"]),
-                              "--stages", str(sizes["stages"]), "--store-stages", str(sizes["store_stages"])],
+                              "--stages", str(sizes["stages"]), "--store-stages", str(sizes["store_stages"]),
+                              *(["--without-writes"] if args.without_writes else [])],
                              capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"{part} failed:\n{out.stderr[-3000:]}")
@@ -467,6 +509,9 @@ def main() -> None:
               f"hashing floor {p['floor_s']:.2f} s (CPU {p['floor_cpu_s']:.2f} s); peak RSS {p['peak_rss_mb']:.0f} MB; "
               f"the whole command {p['command_s']:.2f} s [absolute targets < 5 s, < 500 MB]; load {p['load']}")
     if d:
+        if not d.get("writes", True):
+            print("driver WITHOUT the store's writes (--without-writes: commit and artifact writes were no-ops; "
+                  "an experiment, not the product's figure)")
         print(f"driver: {d['stages']} stages in {d['wall_s']:.1f} s ({d['startup_s']:.1f} s of it outside the stages' "
               f"span: trial actors starting, the last commit), overhead {d['overhead_ms_per_stage']:.2f} ms/stage "
               f"(driver CPU {d['driver_cpu_ms_per_stage']:.1f} ms/stage, {d['commit_cpu_ms_per_stage']:.1f} of it "
