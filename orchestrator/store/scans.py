@@ -360,7 +360,11 @@ class StoreReader(StoreFiles):
             if col not in df:
                 df[col] = pd.Series(dtype=object)
         if "method" not in PARTITIONS[table] and "method" in df and df["method"].isna().any():
-            df["method"] = df["method"].fillna(df["stage_key"].map(self.planned_methods(set(df["sweep"].dropna()))))
+            # Only the missing cells, by position: fillna with a mapped Series warns for pandas' str dtype (and
+            # will raise in pandas 4).
+            missing = df["method"].isna()
+            planned = df.loc[missing, "stage_key"].map(self.planned_methods(set(df["sweep"].dropna())))
+            df.loc[missing, "method"] = planned.astype(object).where(planned.notna(), None)
         return df
 
     def planned_methods(self, sweeps: set[str]) -> dict[str, str]:
