@@ -20,6 +20,8 @@ TINY = {
                 {"kind": "oneshot", "criterion": "random"}],
     "sparsities": [0.5, 0.8],
     "seeds": [0],
+    # One trial actor: a second is one more process start importing torch, dearer than these tiny stages.
+    "resources": {"max_concurrent": 1},
 }
 
 

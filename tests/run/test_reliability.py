@@ -38,7 +38,8 @@ SPEC = {
                 {"kind": "oneshot", "criterion": "magnitude", "score_at": "trained"}],
     "sparsities": [0.5],
     "seeds": [0],
-    "resources": {"max_retries": 1},
+    # One trial actor: a second is one more process start importing torch, dearer than these tiny stages.
+    "resources": {"max_retries": 1, "max_concurrent": 1},
 }
 def write_spec(tmp_path: Path, spec: dict = SPEC) -> Path:
     path = tmp_path / "spec.yaml"
