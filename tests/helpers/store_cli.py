@@ -56,6 +56,18 @@ def status(folder: Path, store: Path, spec: dict = SPEC) -> subprocess.Completed
     return out
 
 
+def status_in_process(folder: Path, store: Path, spec: dict = SPEC):
+    """`status` through the same CLI in this process: for a loop that looks at many stores, where a process
+    start each time (imports) would cost more than the look. What is looked at was written by other processes."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    out = CliRunner().invoke(main, ["status", write_spec(folder, spec), "--store", str(store)])
+    assert out.exit_code == 0 and out.exception is None, out.output[-3000:]
+    return out
+
+
 def points_frame(store: Path) -> pd.DataFrame:
     """The README's raw pandas read, in a canonical order."""
     frame = pd.read_parquet(store / "points")
