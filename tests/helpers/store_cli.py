@@ -26,7 +26,9 @@ SPEC = {
     "methods": [{"kind": "oneshot", "criterion": "random"}, {"kind": "ltr"}],
     "sparsities": [0.5, 0.8],
     "seeds": [0],
-    "resources": {"max_retries": 1},
+    # One trial actor: each is a process of its own (importing torch), which costs these tiny stages more than
+    # running two at once gains them.
+    "resources": {"max_retries": 1, "max_concurrent": 1},
 }
 WIDER = {**SPEC, "sparsities": [0.5, 0.8, 0.9]}  # adds stages that read the seed's warm-up weights
 

@@ -37,7 +37,8 @@ SPEC = {
                "seeds": [1000000]},
     # A trial's first epoch counts its set-up (seconds), its others milliseconds: a factor of 3 over the slowest
     # keeps the limit near the floor, so the stopped trial is given up on in seconds rather than a minute.
-    "resources": {"hang_floor_s": FLOOR_S, "hang_factor": 3, "max_retries": 1},
+    "resources": {"hang_floor_s": FLOOR_S, "hang_factor": 3, "max_retries": 1,
+                  "max_concurrent": 1},  # one trial actor: each is a process start (torch), dearer than these stages
 }
 
 
