@@ -1,9 +1,9 @@
 """A tune stage's watch over its trials: each trial proves it is alive as a sweep stage does, and a trial that
 hangs is killed so that Ray Tune retries it.
 
-Every trial sends a beat each second from a thread of its own (`TrialBeats`, in the trial's process): how long
-its stage code has been silent (`workers.liveness`, which the training loop, the searches and the scorers beat)
-and its slowest epoch so far. The tune actor keeps them (`TrialWatch`) and checks its running trials at every
+Every trial sends a beat each second (and at once after its slowest epoch so far) from a thread of its own
+(`TrialBeats`, in the trial's process): how long its stage code has been silent (`workers.liveness`, which the
+training loop, the searches and the scorers beat) and its slowest epoch so far. The tune actor keeps them (`TrialWatch`) and checks its running trials at every
 turn of Tune's control loop (`tune_hooks.Watcher`): a trial silent for longer than the sweep's hang limit
 (`HangPolicy`: max(hang_floor_s, hang_factor × the slowest epoch of this search), or the start-up limit before
 any, plus the scheduler's allowance for a new actor until the trial's first beat) — whether it stopped
@@ -25,12 +25,15 @@ BEAT_S = 1.0  # how often a trial beats (the scheduler pings its stages as often
 
 class TrialBeats:
     """In a trial's process: a daemon thread that sends `monitor.trial_beat(trial_id, silent_s, slowest_epoch_s)`
-    every BEAT_S until `stop()`. A stopped process sends nothing, which is how the watch sees it."""
+    every BEAT_S until `stop()`, and at once when an epoch is the slowest so far: a trial whose epochs all end
+    within a second would otherwise never tell the watch their length, which keeps the whole search on the
+    start-up limit (several floors) where max(floor, factor x the slowest epoch) was meant. A stopped process
+    sends nothing, which is how the watch sees it."""
 
     def __init__(self, monitor, trial_id: str, clock=time.monotonic):
         self.monitor, self.trial_id, self.clock = monitor, trial_id, clock
         self.slowest_epoch_s, self._epoch_at = 0.0, clock()
-        self._stop = threading.Event()
+        self._stop, self._wake = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="trial-beats", daemon=True)
 
     def start(self) -> "TrialBeats":
@@ -41,11 +44,14 @@ class TrialBeats:
     def epoch(self) -> None:
         """An epoch (or an evaluation) ended: its length scales the hang limit, as a stage's does."""
         t = self.clock()
-        self.slowest_epoch_s = max(self.slowest_epoch_s, t - self._epoch_at)
+        if t - self._epoch_at > self.slowest_epoch_s:
+            self.slowest_epoch_s = t - self._epoch_at
+            self._wake.set()
         self._epoch_at = t
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join()
 
     def _loop(self) -> None:
@@ -54,7 +60,9 @@ class TrialBeats:
                 self.monitor.trial_beat.remote(self.trial_id, liveness.silent_for(), self.slowest_epoch_s)
             except Exception:  # noqa: BLE001 - one beat not sent is one missed; the thread must go on beating
                 pass
-            if self._stop.wait(BEAT_S):
+            self._wake.wait(BEAT_S)
+            self._wake.clear()
+            if self._stop.is_set():
                 return
 
 

@@ -18,3 +18,31 @@ def submitted(spec: dict, tmp_path_factory, name: str):
     summary = submit(spec, store)
     assert summary.failed == 0, summary.failures
     return store
+
+
+def before_kind(spec: dict, finished, store, kind: str):
+    """A copy of the `finished` store of `spec` as it stood before any stage of `kind` committed: those stages
+    and everything below them gone (commits, views, artifacts, logs), what they depend on kept. The state a
+    driver killed just before their first commit leaves, so a test of a fault in those stages runs only them
+    rather than the whole sweep again."""
+    import shutil
+    from pathlib import Path
+
+    from orchestrator.run.scheduler import descendants
+
+    plan = build_plan(parse_spec(spec))
+    children = plan.children()
+    gone = set()
+    for key, stage in plan.stages.items():
+        if stage.kind == kind:
+            gone |= {key} | descendants(key, children)
+    shutil.copytree(finished, store)
+    store = Path(store)
+    for key in gone:
+        shutil.rmtree(store / "artifacts" / key, ignore_errors=True)
+        for path in store.glob(f"*/sweep=*/**/{key}-*"):
+            path.unlink()
+    for folder in sorted((p for p in store.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return store

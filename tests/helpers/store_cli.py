@@ -26,7 +26,9 @@ SPEC = {
     "methods": [{"kind": "oneshot", "criterion": "random"}, {"kind": "ltr"}],
     "sparsities": [0.5, 0.8],
     "seeds": [0],
-    "resources": {"max_retries": 1},
+    # One trial actor: each is a process of its own (importing torch), which costs these tiny stages more than
+    # running two at once gains them.
+    "resources": {"max_retries": 1, "max_concurrent": 1},
 }
 WIDER = {**SPEC, "sparsities": [0.5, 0.8, 0.9]}  # adds stages that read the seed's warm-up weights
 
@@ -53,6 +55,18 @@ def submit(folder: Path, store: Path, spec: dict = SPEC, address: str | None = N
 def status(folder: Path, store: Path, spec: dict = SPEC) -> subprocess.CompletedProcess:
     out = orchestrate("status", write_spec(folder, spec), "--store", str(store))
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    return out
+
+
+def status_in_process(folder: Path, store: Path, spec: dict = SPEC):
+    """`status` through the same CLI in this process: for a loop that looks at many stores, where a process
+    start each time (imports) would cost more than the look. What is looked at was written by other processes."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    out = CliRunner().invoke(main, ["status", write_spec(folder, spec), "--store", str(store)])
+    assert out.exit_code == 0 and out.exception is None, out.output[-3000:]
     return out
 
 

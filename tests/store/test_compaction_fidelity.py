@@ -29,6 +29,9 @@ SPEC = {
     "sparsities": [0.5, 0.8],
     "seeds": [0],
     "tuning": {"configurations": 2, "grace_period": 1, "reduction_factor": 2, "sparsities": [0.8]},
+    # One trial actor: each is a process of its own (importing torch), which costs these tiny stages more than
+    # running two at once gains them.
+    "resources": {"max_concurrent": 1},
 }
 TABLES = ("stages", "points", "curves", "tuning", "plans")
 # The commit's payload, lists of records: compared as Arrow gives them, since pandas turns a nested integer field

@@ -3,7 +3,8 @@ write, a compaction killed at each moment, and a store path below a regular file
 
 Every case runs the real CLI (`python -m orchestrator.cli submit|status|compact|results`) in subprocesses
 against a store made by a real `submit`, damages it on disk, and checks that `status` names the damage and
-that `submit` (or `compact`) repairs it without losing or duplicating a row.
+that `submit` (or `compact`) repairs it without losing or duplicating a row. (The compaction killed at each
+moment looks at its many stores with `status` in this process: the kill and the repair stay real processes.)
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from orchestrator.spec.plan import build_plan
 from orchestrator.spec.sweep_spec import parse_spec
 from orchestrator.store.compaction import COMPACT_FAULT_ENV
 from orchestrator.store.results_store import ResultsStore
-from tests.helpers.store_cli import (SPEC, WIDER, env_without_ray_address, finished_store, orchestrate, points_frame, status, submit,
-                       write_spec)
+from tests.helpers.store_cli import (SPEC, WIDER, env_without_ray_address, finished_store, orchestrate, points_frame, status,
+                                    status_in_process, submit, write_spec)
 
 def one_ok_row_per_point(store: Path, spec: dict) -> None:
     points = points_frame(store)
@@ -250,7 +251,7 @@ def test_a_compaction_killed_after_each_merged_file_is_named_and_completed(store
         killed = orchestrate("compact", "--store", str(case), "--sweep", "heal",
                              env=env_without_ray_address(**{COMPACT_FAULT_ENV: moment}))
         assert killed.returncode == 9, (moment, killed.stderr[-2000:])
-        shown = status(tmp_path, case)
+        shown = status_in_process(tmp_path, case)
         assert "problem: interrupted compaction" in shown.stdout, (moment, shown.stdout)
         duplicated = any(t.duplicated().any() for t in raw_tables(case).values())
         assert duplicated  # what a raw read would keep seeing without the repair
@@ -263,7 +264,7 @@ def test_a_compaction_killed_after_each_merged_file_is_named_and_completed(store
         after = raw_tables(case)
         for table in before:
             pd.testing.assert_frame_equal(after[table], before[table], obj=f"{moment} {table}")
-        assert "problem" not in status(tmp_path, case).stdout, moment
+        assert "problem" not in status_in_process(tmp_path, case).stdout, moment
         one_ok_row_per_point(case, SPEC)
 
 

@@ -30,6 +30,9 @@ SPEC = {
     "sparsities": [0.8],
     "seeds": [0, 1],
     "tuning": {"configurations": 5, "grace_period": 1, "reduction_factor": 2, "sparsities": [0.8]},
+    # One trial actor: each is a process of its own (importing torch), which costs these tiny stages more than
+    # running two at once gains them.
+    "resources": {"max_concurrent": 1},
 }
 
 

@@ -22,7 +22,7 @@ from orchestrator.cli import main
 from orchestrator.run.scheduler import STARTUP_FACTOR, HangPolicy
 from orchestrator.store.results_store import ResultsStore
 from orchestrator.store.schemas import WORK_COLUMNS
-from tests.helpers.in_process_sweeps import submit
+from tests.helpers.in_process_sweeps import before_kind, submit
 
 FLOOR_S = 10
 SPEC = {
@@ -37,7 +37,8 @@ SPEC = {
                "seeds": [1000000]},
     # A trial's first epoch counts its set-up (seconds), its others milliseconds: a factor of 3 over the slowest
     # keeps the limit near the floor, so the stopped trial is given up on in seconds rather than a minute.
-    "resources": {"hang_floor_s": FLOOR_S, "hang_factor": 3, "max_retries": 1},
+    "resources": {"hang_floor_s": FLOOR_S, "hang_factor": 3, "max_retries": 1,
+                  "max_concurrent": 1},  # one trial actor: each is a process start (torch), dearer than these stages
 }
 
 
@@ -107,6 +108,9 @@ def unfaulted(ray_cluster, tmp_path_factory):
 @pytest.mark.slow
 def test_a_trial_stopped_mid_run_is_detected_within_the_hang_limit_retried_and_the_choice_is_unchanged(
         unfaulted, tmp_path):
+    # The faulted run starts where the unfaulted one stood before its search: the stages the search reads are
+    # not what is tested, and running them again would only repeat the unfaulted run's work.
+    before_kind(SPEC, unfaulted, tmp_path / "faulted", "tune")
     t0 = time.monotonic()
     with TrialProcesses(signal.SIGSTOP, "reported") as stopper:
         summary = submit(SPEC, tmp_path / "faulted")
@@ -149,14 +153,15 @@ def test_a_trial_stopped_mid_run_is_detected_within_the_hang_limit_retried_and_t
 
 
 @pytest.mark.slow
-def test_a_trial_killed_in_every_attempt_fails_the_tune_stage_and_submit(ray_cluster, tmp_path):
+def test_a_trial_killed_in_every_attempt_fails_the_tune_stage_and_submit(unfaulted, tmp_path):
+    before_kind(SPEC, unfaulted, tmp_path / "store", "tune")  # only the search and what follows it run
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump({**SPEC, "name": "killed", "store": str(tmp_path / "store")}))
+    path.write_text(yaml.safe_dump({**SPEC, "store": str(tmp_path / "store")}))
     with TrialProcesses(signal.SIGKILL, "every") as killer:
         r = CliRunner().invoke(main, ["submit", str(path), "--no-progress", "--no-dashboard"])
     assert len(killer.hit) == 2                             # max_retries 1: two attempts of the first configuration
     assert r.exit_code == 1, r.output
-    stages = ResultsStore(str(tmp_path / "store")).read("stages", "killed")
+    stages = ResultsStore(str(tmp_path / "store")).read("stages", "stall")
     tune = stages[stages["kind"] == "tune"]
     assert list(tune["status"]) == ["failed"]
     error = tune["error"].iloc[0]
@@ -198,3 +203,24 @@ def test_the_trial_watch_applies_the_sweeps_hang_limit_to_each_trial():
     assert watch.faults["t_00001"][0] == hung["t_00001"] + "; its process was killed"
     assert watch.failed == {"t_00001": "ValueError: boom"}
     assert watch.events[-1] == "trial 1 {} failed (attempt 2 of 2), no retry left: ValueError: boom"
+
+
+def test_a_trial_tells_the_watch_of_its_slowest_epoch_at_once(monkeypatch):
+    """Not only at its next regular beat, which a trial of short epochs may never send before it ends."""
+    import queue
+    from types import SimpleNamespace
+
+    from orchestrator.tuning import watch
+
+    monkeypatch.setattr(watch, "BEAT_S", 3600.0)  # no regular beat during the test: any beat below is the epoch's
+    sent, now = queue.Queue(), [0.0]
+    monitor = SimpleNamespace(trial_beat=SimpleNamespace(remote=lambda *beat: sent.put(beat)))
+    beats = watch.TrialBeats(monitor, "t_00000", clock=lambda: now[0]).start()
+    assert sent.get(timeout=60)[2] == 0.0     # the first beat, at its start
+    now[0] = 3.0
+    beats.epoch()
+    assert sent.get(timeout=60)[::2] == ("t_00000", 3.0)
+    now[0] = 3.5
+    beats.epoch()                             # not its slowest: nothing new to tell
+    beats.stop()
+    assert sent.empty() or sent.get()[2] == 3.0  # stop() may wake it for one last beat
