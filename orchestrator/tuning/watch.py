@@ -3,15 +3,15 @@ hangs is killed so that Ray Tune retries it.
 
 Every trial sends a beat each second (and at once after its slowest epoch so far) from a thread of its own
 (`TrialBeats`, in the trial's process): how long its stage code has been silent (`workers.liveness`, which the
-training loop, the searches and the scorers beat) and its slowest epoch so far. The tune actor keeps them (`TrialWatch`) and checks its running trials at every
-turn of Tune's control loop (`tune_hooks.Watcher`): a trial silent for longer than the sweep's hang limit
-(`HangPolicy`: max(hang_floor_s, hang_factor × the slowest epoch of this search), or the start-up limit before
-any, plus the scheduler's allowance for a new actor until the trial's first beat) — whether it stopped
-beating (a stopped or wedged process) or beats without progress (a live-lock) — has its actor killed. Tune then records the trial as errored and, under `FailureConfig(max_failures=max_retries)`,
-runs it again from scratch (the same configuration; its seeds come from the plan, so the same numbers). A trial
-that fails more often than that ends the search (`tune_hooks.FirstFailureStops`): the stage cannot complete
-without it.
-"""
+training loop, the searches and the scorers beat) and its slowest epoch so far. The tune actor keeps them
+(`TrialWatch`) and checks its running trials at every turn of Tune's control loop (`tune_hooks.Watcher`): a trial
+silent for longer than the sweep's hang limit (`HangPolicy`: max(hang_floor_s, hang_factor × the slowest epoch of
+this search), or the start-up limit before any, plus the scheduler's allowance for a new actor until the trial's
+first beat) — whether it stopped beating (a stopped or wedged process) or beats without progress (a live-lock) —
+has its actor killed. Tune then records the trial as errored and, under
+`FailureConfig(max_failures=max_retries)`, runs it again from scratch (the same configuration; its seeds come
+from the plan, so the same numbers). A trial that fails more often than that ends the search
+(`tune_hooks.FirstFailureStops`): the stage cannot complete without it."""
 from __future__ import annotations
 
 import threading
