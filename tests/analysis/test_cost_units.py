@@ -26,6 +26,8 @@ SPEC = {
                 {"kind": "cts", "objective": "reverse_kl"}],
     "sparsities": [0.5],
     "seeds": [0, 1],
+    # One trial actor: a second is one more process start importing torch, dearer than these tiny stages.
+    "resources": {"max_concurrent": 1},
 }
 POINT_WORK = [*WORK_COLUMNS, "standalone_epochs", "standalone_flops"]
 

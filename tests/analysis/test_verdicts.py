@@ -23,6 +23,8 @@ SPEC = {
     "methods": [{"kind": "oneshot", "criterion": "random"}, {"kind": "oneshot", "criterion": "magnitude"}],
     "sparsities": [0.5, 0.9],
     "seeds": [0, 1, 2, 3, 4, 5],
+    # One trial actor: a second is one more process start importing torch, dearer than these tiny stages.
+    "resources": {"max_concurrent": 1},
 }
 
 

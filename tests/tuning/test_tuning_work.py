@@ -29,6 +29,8 @@ SPEC = {
     "sparsities": [0.5],
     "seeds": [0],
     "tuning": {"configurations": N, "grace_period": 1, "reduction_factor": 2, "sparsities": [0.5], "seeds": [0]},
+    # One trial actor: a second is one more process start importing torch, dearer than these tiny stages.
+    "resources": {"max_concurrent": 1},
 }
 TRAIN, VAL = 128, 32
 
