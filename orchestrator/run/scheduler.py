@@ -299,10 +299,12 @@ class Scheduler:
             lost = True  # the sweep is another driver's now: what this one has not written yet, it never writes
             raise
         finally:
-            if finished and self.kept is not None:  # every actor is idle now: the next run starts with them
+            if finished and self.kept is not None:  # the next run starts with the idle actors
                 self.kept.idle = {shape: list(actors) for shape, actors in self.idle.items() if actors}
                 self.kept.made = self.made
-                self.alive.clear()
+                for actors in self.kept.idle.values():
+                    for actor in actors:
+                        self.alive.pop(actor, None)
             # Also on Ctrl-C: free the cluster's CPUs/GPUs now, not when the handles are collected.
             for actor in list(self.alive):
                 self._retire(actor)
