@@ -290,7 +290,7 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
     """`submit --until-decided`: the looks of orchestrator/run/until_decided.py, each run like a plain submit."""
     from orchestrator.analysis.decision_log import DecisionLogError, format_decisions
     from orchestrator.run.driver import metrics_line, run_plan, shapes_by_source
-    from orchestrator.run.scheduler import LeaseLost
+    from orchestrator.run.scheduler import KeptActors, LeaseLost
     from orchestrator.run.until_decided import NotDecidable, run
 
     spec = spec_from(spec_path)
@@ -298,6 +298,7 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
         fail(f"{spec_path}: until_decided: --until-decided needs this section (reference, methods, looks, alpha)")
     store = store_at(store_location or spec.store)
     started = []
+    kept = KeptActors()  # one look's trial actors run the next look's stages: torch and the data stay loaded
 
     def run_look(look_plan):
         import os
@@ -318,12 +319,14 @@ def _submit_until_decided(spec_path, store_location, address, progress, dashboar
                 click.echo(metrics_line(private))
             started.append(private)
         return run_plan(look_plan, spec, store, address=address, progress=progress, echo=click.echo,
-                        take_over=take_over, retry_diverged=retry_diverged, dashboard=dashboard)
+                        take_over=take_over, retry_diverged=retry_diverged, dashboard=dashboard, kept=kept)
     try:
         with _run_errors("interrupted: finished stages and looks are stored; submit --until-decided again to "
                          "resume", LeaseLost, NotDecidable, DecisionLogError):
             outcome = run(spec, store, run_look, echo=click.echo)
     finally:
+        if started:
+            kept.close()
         if started and started[0]:  # the private cluster this submit started
             import ray
 

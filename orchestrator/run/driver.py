@@ -20,7 +20,7 @@ from orchestrator.store.lease import Lease
 from orchestrator.spec.plan import Plan
 from orchestrator.run import plugin_code
 from orchestrator.run.recorder import Recorder
-from orchestrator.run.scheduler import HangPolicy, RunSummary, Scheduler, Shape, descendants
+from orchestrator.run.scheduler import HangPolicy, KeptActors, RunSummary, Scheduler, Shape, descendants
 from orchestrator.spec.sweep_spec import SweepSpec
 from orchestrator.store.results_store import ResultsStore
 from orchestrator.run.trial_actor import TrialActorBody
@@ -101,11 +101,13 @@ def metrics_line(started: bool) -> str:
 
 def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | None = None,
              progress: bool = True, echo=print, preflight=None, take_over: bool = False,
-             retry_diverged: bool = False, dashboard: bool = True, metrics: bool = False) -> RunSummary:
+             retry_diverged: bool = False, dashboard: bool = True, metrics: bool = False,
+             kept: KeptActors | None = None) -> RunSummary:
     """Run every stage of `plan` that the store does not hold yet. Starts Ray only if there is work.
 
     `preflight()` runs only when there is work, before Ray starts or anything is written (the CLI checks
-    the data root there).
+    the data root there). `kept`: trial actors to start with, and where the idle ones go when the run ends
+    (a caller that runs several plans on a cluster it keeps; it kills them when done).
     """
     Lease(store, plan.sweep).check(take_over)  # a busy sweep is refused before anything slow (acquire settles it)
     state = health.inspect(store, plan, plan.sweep)
@@ -163,7 +165,7 @@ def run_plan(plan: Plan, spec: SweepSpec, store: ResultsStore, address: str | No
                               spec.resources.max_concurrent, spec.resources.max_retries, reporter, lease,
                               HangPolicy(spec.resources.hang_floor_s, spec.resources.hang_factor),
                               tune_actor=tune_actor_factory(spec, store.location, runtime_env),
-                              runtime_env=runtime_env)
+                              runtime_env=runtime_env, kept=kept)
         t0 = time.perf_counter()
         try:
             scheduler.run(summary)

@@ -74,6 +74,21 @@ class HangPolicy:
 
 
 @dataclass
+class KeptActors:
+    """Trial actors kept between the runs of one driver (the looks of `submit --until-decided`): a run hands back
+    its idle actors when it ends normally, and the next starts with them instead of new processes, which would
+    import torch and load the datasets again."""
+    idle: dict = field(default_factory=dict)  # shape -> idle actors
+    made: int = 0                             # actors made so far: their names stay unique
+
+    def close(self) -> None:
+        for actors in self.idle.values():
+            for actor in actors:
+                ray.kill(actor)
+        self.idle = {}
+
+
+@dataclass
 class Running:
     """A stage in flight, and what the driver has heard from its actor."""
     key: str
@@ -90,7 +105,7 @@ class Scheduler:
     def __init__(self, plan: Plan, todo: list[str], done: set[str], shapes: dict[str, Shape], actor_class,
                  store_location: str, recorder: Recorder, max_concurrent: int, max_retries: int,
                  progress, lease=None, hang: HangPolicy = HangPolicy(), clock=time.monotonic, tune_actor=None,
-                 runtime_env: dict | None = None):
+                 runtime_env: dict | None = None, kept: KeptActors | None = None):
         self.plan, self.todo, self.done = plan, todo, set(done)
         self.shapes, self.actor_class, self.store_location = shapes, actor_class, store_location
         self.recorder, self.max_concurrent, self.max_retries = recorder, max_concurrent, max_retries
@@ -126,6 +141,13 @@ class Scheduler:
         self.tune_actor, self.exclusive = tune_actor, None
         self.runtime_env = runtime_env  # ships a spec's plugin code (its `code:` paths) to every node
         self.commits: CommitThread | None = None  # the store's writes, off the loop's thread (see run)
+        self.kept = kept
+        if kept is not None:
+            self.made = kept.made
+            for shape, actors in kept.idle.items():
+                self.idle[shape] = list(actors)
+                self.alive.update((actor, shape) for actor in actors)
+            kept.idle = {}
 
     # ------------------------------------------------------------ actors
     def _new_actor(self, shape: Shape):
@@ -262,7 +284,7 @@ class Scheduler:
         # Commits are written on their own thread, so the loop hands out work while the store is written; a
         # stage is counted finished only once its commit has returned (CommitThread.completed).
         self.commits = CommitThread()
-        lost = False
+        lost = finished = False
         try:
             while self.ready or self.tune_ready or self.inflight:
                 self._check_stop()
@@ -272,10 +294,17 @@ class Scheduler:
                     self._finished(ref, summary)
                 self.commits.completed()
             self.commits.flush()
+            finished = True
         except LeaseLost:
             lost = True  # the sweep is another driver's now: what this one has not written yet, it never writes
             raise
         finally:
+            if finished and self.kept is not None:  # the next run starts with the idle actors
+                self.kept.idle = {shape: list(actors) for shape, actors in self.idle.items() if actors}
+                self.kept.made = self.made
+                for actors in self.kept.idle.values():
+                    for actor in actors:
+                        self.alive.pop(actor, None)
             # Also on Ctrl-C: free the cluster's CPUs/GPUs now, not when the handles are collected.
             for actor in list(self.alive):
                 self._retire(actor)

@@ -98,6 +98,8 @@ TINY_QUICKSTART = {
     "methods": [{"kind": "ltr"}, {"kind": "oneshot", "criterion": "random"}],
     "sparsities": [0.5, 0.8],
     "seeds": [0],
+    # One trial actor: the stages are shorter than a second actor's start (torch imported in a new process).
+    "resources": {"max_concurrent": 1},
 }
 
 
