@@ -81,6 +81,29 @@ class KeptActors:
     idle: dict = field(default_factory=dict)  # shape -> idle actors
     made: int = 0                             # actors made so far: their names stay unique
 
+    def take(self, timeout_s: float) -> dict:
+        """The kept actors, by shape, that answer a ping within `timeout_s`; the others are killed. An actor that
+        died or stopped while kept would otherwise fail the next stage handed to it as lost, costing that stage
+        a retry for a fault that was not its own."""
+        kept, self.idle = self.idle, {}
+        pings = {actor.heartbeat.remote(): actor for actors in kept.values() for actor in actors}
+        ready, _ = ray.wait(list(pings), num_returns=len(pings), timeout=timeout_s) if pings else ([], [])
+        alive = set()
+        for ref in ready:
+            try:
+                ray.get(ref)
+                alive.add(pings[ref])
+            except ray.exceptions.RayError:
+                pass
+        answering: dict = {}
+        for shape, actors in kept.items():
+            for actor in actors:
+                if actor in alive:
+                    answering.setdefault(shape, []).append(actor)
+                else:
+                    ray.kill(actor)
+        return answering
+
     def close(self) -> None:
         for actors in self.idle.values():
             for actor in actors:
@@ -144,10 +167,9 @@ class Scheduler:
         self.kept = kept
         if kept is not None:
             self.made = kept.made
-            for shape, actors in kept.idle.items():
-                self.idle[shape] = list(actors)
+            for shape, actors in kept.take(hang.floor_s).items():
+                self.idle[shape] = actors
                 self.alive.update((actor, shape) for actor in actors)
-            kept.idle = {}
 
     # ------------------------------------------------------------ actors
     def _new_actor(self, shape: Shape):

@@ -181,3 +181,34 @@ def test_adding_a_sparsity_gives_the_frontier_of_the_current_plan(ray_cluster, t
     current = plans[plans["planned_at"] == plans.groupby("sweep")["planned_at"].transform("max")]
     ok = points[(points["status"] == "ok") & points["requested"] & points["stage_key"].isin(current["stage_key"])]
     assert (ok.groupby(["method", "target_sparsity"]).size() == 2).all()
+
+
+def test_trial_actors_kept_between_runs_are_reused_and_a_dead_one_costs_no_retry(ray_cluster, tmp_path):
+    """`submit --until-decided` hands one look's idle trial actors to the next (scheduler.KeptActors); one that
+    died in between is replaced before any stage is handed to it, so no stage records a lost attempt for it."""
+    import ray
+
+    from orchestrator.run import driver
+    from orchestrator.run.scheduler import KeptActors
+    from orchestrator.store.results_store import ResultsStore
+
+    spec = {**TINY, "name": "kept", "methods": [{"kind": "oneshot", "criterion": "random"}],
+            "resources": {"max_concurrent": 2}}
+    store, kept = ResultsStore(str(tmp_path / "store")), KeptActors()
+
+    def run(seeds):
+        s = parse_spec({**spec, "seeds": seeds})
+        return driver.run_plan(build_plan(s), s, store, progress=False, echo=lambda *_: None, kept=kept)
+
+    assert run([0]).failed == 0
+    first = [a for actors in kept.idle.values() for a in actors]
+    made = kept.made
+    assert first and made == len(first)  # every actor the run made is idle and kept
+    ray.kill(first[0])                    # dies while kept, between the runs
+    assert run([0, 1]).failed == 0
+    again = [a for actors in kept.idle.values() for a in actors]
+    assert first[0] not in again and set(first[1:]) <= set(again)  # the dead one replaced, the others reused
+    assert kept.made <= made + len(first)
+    stages = store.read("stages", "kept")
+    assert (stages["attempt"] == 1).all() and stages["status"].eq("ok").all(), stages[["label", "attempt", "status"]]
+    kept.close()
