@@ -375,7 +375,7 @@ def test_submit_until_decided_exits_1_after_a_divergence_with_its_decisions(tmp_
 
 REAL = {**BASE, "name": "udreal", "seeds": list(range(8)), "sparsities": [0.5],
         "until_decided": {"reference": "magnitude", "methods": ["random", "snip"], "looks": [4, 6, 8], "alpha": 0.2},
-        # One trial actor: each look's run starts its own, and its stages take a fraction of an actor's start.
+        # One trial actor (kept from look to look): its stages take a fraction of a second actor's start.
         "resources": {"cpus_per_trial": 1, "max_concurrent": 1}}
 
 
