@@ -86,7 +86,9 @@ class KeptActors:
         died or stopped while kept would otherwise fail the next stage handed to it as lost, costing that stage
         a retry for a fault that was not its own."""
         kept, self.idle = self.idle, {}
-        pings = {actor.heartbeat.remote(): actor for actors in kept.values() for actor in actors}
+        # As the scheduler's own pings: kept out of the dashboard's task history.
+        pings = {actor.heartbeat.options(enable_task_events=False).remote(): actor
+                 for actors in kept.values() for actor in actors}
         ready, _ = ray.wait(list(pings), num_returns=len(pings), timeout=timeout_s) if pings else ([], [])
         alive = set()
         for ref in ready:
@@ -306,7 +308,7 @@ class Scheduler:
         # Commits are written on their own thread, so the loop hands out work while the store is written; a
         # stage is counted finished only once its commit has returned (CommitThread.completed).
         self.commits = CommitThread()
-        lost = finished = False
+        lost = False
         try:
             while self.ready or self.tune_ready or self.inflight:
                 self._check_stop()
@@ -316,17 +318,16 @@ class Scheduler:
                     self._finished(ref, summary)
                 self.commits.completed()
             self.commits.flush()
-            finished = True
-        except LeaseLost:
-            lost = True  # the sweep is another driver's now: what this one has not written yet, it never writes
-            raise
-        finally:
-            if finished and self.kept is not None:  # the next run starts with the idle actors
+            if self.kept is not None:  # every actor is idle now: the next run starts with them, not retired below
                 self.kept.idle = {shape: list(actors) for shape, actors in self.idle.items() if actors}
                 self.kept.made = self.made
                 for actors in self.kept.idle.values():
                     for actor in actors:
                         self.alive.pop(actor, None)
+        except LeaseLost:
+            lost = True  # the sweep is another driver's now: what this one has not written yet, it never writes
+            raise
+        finally:
             # Also on Ctrl-C: free the cluster's CPUs/GPUs now, not when the handles are collected.
             for actor in list(self.alive):
                 self._retire(actor)
