@@ -48,13 +48,9 @@ def _peak_mb() -> float:
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "load": os.getloadavg()[0]}
+    from workers.machine import cpu_model  # torch-free, as every process of this benchmark stays
+
+    return {"cpu": cpu_model() or "unknown", "cores": os.cpu_count(), "load": os.getloadavg()[0]}
 
 
 def _spec(points: int, sweep: str, hidden: list[int]):

@@ -9,8 +9,6 @@ import os
 import platform
 import socket
 
-import torch
-
 # The columns `describe` and `load` fill, as the store names them.
 COLUMNS = ("host", "cpu_model", "logical_cores", "gpu_model", "torch_threads", "load_start", "load_end")
 
@@ -38,6 +36,8 @@ def load() -> float | None:
 
 def describe(device: str) -> dict:
     """Host, CPU model, logical cores, the GPU's model when the stage runs on one, and torch's thread count."""
+    import torch  # here, not at the top: cpu_model and load serve torch-free processes too (benchmarks/scale.py)
+
     gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
     return {"host": socket.gethostname(), "cpu_model": cpu_model(), "logical_cores": os.cpu_count(),
             "gpu_model": gpu, "torch_threads": torch.get_num_threads()}
